@@ -1,0 +1,71 @@
+"""The exception hierarchy every adapter raises.
+
+Callers (the CLI, the runner, the worker, the plugins) catch these to turn a failure into a readable status:
+each error says which backend, which file or field, and what the remote side answered.  Messages never
+contain secret values (see :mod:`deepforge_adapters.config`).
+"""
+
+from __future__ import annotations
+
+
+class DeepForgeError(Exception):
+    """Base of every error this library raises on purpose."""
+
+
+class ConfigError(DeepForgeError, ValueError):
+    """A backend configuration is invalid: names the backend and the field."""
+
+    def __init__(self, backend: str, field: str | None, message: str) -> None:
+        self.backend = backend
+        self.field = field
+        where = f"{backend}: config field {field!r}" if field else f"{backend}: config"
+        super().__init__(f"{where}: {message}")
+
+
+class UnknownBackendError(DeepForgeError, LookupError):
+    """No backend is registered under this id."""
+
+    def __init__(self, kind: str, backend: str, known: list[str]) -> None:
+        self.kind = kind
+        self.backend = backend
+        super().__init__(
+            f"unknown {kind} backend {backend!r}; known backends: {', '.join(sorted(known)) or '(none)'}"
+        )
+
+
+class DataInfoError(DeepForgeError, ValueError):
+    """A dataInfo (the JSON pointer to an artifact) is malformed."""
+
+
+class StorageError(DeepForgeError):
+    """A storage operation failed; ``backend`` and ``name`` say where."""
+
+    def __init__(self, backend: str, message: str, name: str | None = None) -> None:
+        self.backend = backend
+        self.name = name
+        where = f"{backend} storage" + (f", {name!r}" if name else "")
+        super().__init__(f"{where}: {message}")
+
+
+class NotFoundError(StorageError, FileNotFoundError):
+    """The artifact does not exist in the backend."""
+
+
+class IntegrityError(StorageError):
+    """Bytes read back do not match the size or hash recorded for them."""
+
+
+class ComputeError(DeepForgeError):
+    """A compute operation failed; ``backend`` says which one."""
+
+    def __init__(self, backend: str, message: str) -> None:
+        self.backend = backend
+        super().__init__(f"{backend} compute: {message}")
+
+
+class BundleError(DeepForgeError, ValueError):
+    """A job bundle is malformed or unsafe (zip-slip, missing file, bad schema)."""
+
+
+class SecretsError(DeepForgeError):
+    """Sealed secrets cannot be opened (no key, wrong key, tampered token)."""

@@ -1,0 +1,13 @@
+"""Storage adapters: one interface to where artifacts live.
+
+>>> from deepforge_adapters import storage
+>>> client = storage.get_client("local", {"root": "/tmp/store"})
+>>> info = client.put_file("proj/model", "model.bin")
+>>> storage.DataInfo.from_json(info.dumps()) == info
+True
+"""
+
+from .base import DataInfo, StorageClient
+from .registry import backends, get_client, registry
+
+__all__ = ["DataInfo", "StorageClient", "backends", "get_client", "registry"]

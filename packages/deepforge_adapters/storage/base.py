@@ -1,0 +1,163 @@
+"""The storage interface: :class:`DataInfo` (where an artifact lives) and :class:`StorageClient`.
+
+Compatible with DeepForge's ``StorageClient`` so existing models keep working: a dataInfo is exactly
+DeepForge's ``{"backend": id, "data": ...}``; we may add fields inside ``data`` (a content hash) but never
+remove or rename one.
+
+A backend implements a handful of primitives (``get_file_stream``, ``put_file_stream``, ``stat``,
+``delete_file``, ``delete_dir``, ``get_metadata``, ``get_cache_key``); everything else has a streaming
+default here that a backend overrides only when it can do better (a server-side copy, a pre-signed URL).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, BinaryIO, ClassVar
+
+from ..config import Config, ConfigSchema
+from ..errors import DataInfoError, StorageError
+from ..streams import ProgressCallback, Readable, atomic_write, copy_stream
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """DeepForge's pointer to an artifact: ``{"backend": "<id>", "data": <backend-specific>}``."""
+
+    backend: str
+    data: Any
+
+    @classmethod
+    def from_json(cls, value: str | bytes | Mapping[str, Any] | DataInfo) -> DataInfo:
+        """Parse a dataInfo from its JSON text or dict; a malformed one raises :class:`DataInfoError`."""
+        if isinstance(value, DataInfo):
+            return value
+        if isinstance(value, str | bytes):
+            try:
+                value = json.loads(value)
+            except ValueError as exc:
+                raise DataInfoError(f"dataInfo is not valid JSON: {exc}") from None
+        if not isinstance(value, Mapping):
+            raise DataInfoError(f"dataInfo must be a JSON object, got {type(value).__name__}")
+        missing = [k for k in ("backend", "data") if k not in value]
+        if missing:
+            raise DataInfoError(f"dataInfo is missing {' and '.join(repr(m) for m in missing)}: {dict(value)!r}")
+        extra = sorted(set(value) - {"backend", "data"})
+        if extra:
+            raise DataInfoError(f"dataInfo has unexpected keys {extra}; expected only 'backend' and 'data'")
+        backend = value["backend"]
+        if not isinstance(backend, str) or not backend:
+            raise DataInfoError(f"dataInfo 'backend' must be a non-empty string, got {backend!r}")
+        if value["data"] is None:
+            raise DataInfoError(f"dataInfo 'data' is null for backend {backend!r}")
+        return cls(backend=backend, data=value["data"])
+
+    def to_json(self) -> dict[str, Any]:
+        return {"backend": self.backend, "data": self.data}
+
+    def dumps(self) -> str:
+        """The JSON string stored in a Data node's ``data`` attribute."""
+        return json.dumps(self.to_json(), separators=(",", ":"), sort_keys=False)
+
+
+class StorageClient(ABC):
+    """Abstract base of every storage backend.
+
+    Subclasses set ``id``, ``name`` and ``schema`` and implement the abstract primitives.  ``config`` is
+    validated against ``schema`` (environment fallbacks applied) at construction.
+    """
+
+    id: ClassVar[str]
+    name: ClassVar[str]
+    schema: ClassVar[ConfigSchema]
+
+    def __init__(self, config: Mapping[str, Any] | None = None) -> None:
+        self.config: Config = self.schema.resolve(config)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config!r})"
+
+    # ------------------------------------------------------------------------------------ primitives
+    @abstractmethod
+    def get_file_stream(self, data_info: DataInfo) -> BinaryIO:
+        """A readable (``read(n)``, ``close()``, context manager) over the artifact's bytes."""
+
+    @abstractmethod
+    def put_file_stream(
+        self, name: str, readable: Readable, progress: ProgressCallback | None = None, size: int | None = None
+    ) -> DataInfo:
+        """Store the bytes of ``readable`` under ``name``; atomic: a failed upload leaves no artifact."""
+
+    @abstractmethod
+    def stat(self, name: str) -> DataInfo:
+        """The dataInfo of the artifact stored under ``name`` (:class:`NotFoundError` if none)."""
+
+    @abstractmethod
+    def delete_file(self, data_info: DataInfo) -> None: ...
+
+    @abstractmethod
+    def delete_dir(self, prefix: str) -> None:
+        """Delete every artifact whose name starts with ``prefix/``."""
+
+    @abstractmethod
+    def get_metadata(self, data_info: DataInfo) -> dict[str, Any]:
+        """At least ``{"size": <bytes>}``; backends add what they know (hashes, mtime, ETag)."""
+
+    @abstractmethod
+    def get_cache_key(self, data_info: DataInfo) -> str:
+        """A relative path that changes whenever the content changes (never just the artifact's name)."""
+
+    # ------------------------------------------------------------------------------------ defaults
+    def get_file(
+        self, data_info: DataInfo, dest_path: str | os.PathLike[str], progress: ProgressCallback | None = None
+    ) -> Path:
+        """Download to ``dest_path`` atomically (temp file + rename)."""
+        self.check_data_info(data_info)
+        total = self._size_hint(data_info)
+        with self.get_file_stream(data_info) as src, atomic_write(dest_path) as dst:
+            copy_stream(src, dst, total=total, progress=progress)
+        return Path(dest_path)
+
+    def put_file(
+        self, name: str, path: str | os.PathLike[str], progress: ProgressCallback | None = None
+    ) -> DataInfo:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            return self.put_file_stream(name, f, progress=progress, size=size)
+
+    def copy(self, data_info: DataInfo, name: str, progress: ProgressCallback | None = None) -> DataInfo:
+        """Copy an artifact to ``name`` in this backend, streaming through this process by default."""
+        self.check_data_info(data_info)
+        with self.get_file_stream(data_info) as src:
+            return self.put_file_stream(name, src, progress=progress, size=self._size_hint(data_info))
+
+    def get_download_url(self, data_info: DataInfo) -> str | None:
+        """A URL a browser can fetch the artifact from (pre-signed for S3), or ``None``."""
+        return None
+
+    # ------------------------------------------------------------------------------------ helpers
+    def check_data_info(self, data_info: DataInfo) -> None:
+        if data_info.backend != self.id:
+            raise StorageError(
+                self.id, f"dataInfo belongs to backend {data_info.backend!r}, not {self.id!r}"
+            )
+
+    def _size_hint(self, data_info: DataInfo) -> int | None:
+        """The size if the dataInfo records it (no request); used only for progress totals."""
+        data = data_info.data
+        if isinstance(data, Mapping):
+            for key in ("size", "ContentLength"):
+                if isinstance(data.get(key), int):
+                    return int(data[key])
+        return None
+
+
+def open_readable(readable: Readable | IO[bytes]) -> Readable:  # pragma: no cover - typing helper
+    return readable
