@@ -15,7 +15,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -25,7 +25,7 @@ from ..errors import ComputeError
 log = logging.getLogger(__name__)
 
 
-class JobStatus(str, Enum):
+class JobStatus(StrEnum):
     """DeepForge's status names."""
 
     QUEUED = "queued"
@@ -143,6 +143,7 @@ class ComputeClient(ABC):
 
     def purge_job(self, job_info: Mapping[str, Any]) -> None:
         """Remove whatever the backend keeps for a finished job; no-op by default."""
+        return None
 
     def watch(self, job_info: Mapping[str, Any], poll_interval: float | None = None) -> Iterator[JobUpdate]:
         """Poll until the job finishes, yielding status changes and new output, then ``end``.
