@@ -170,7 +170,7 @@ class ConfigSchema:
             )
         values: dict[str, Any] = {}
         for f in self.fields:
-            value = given.get(f.name)
+            value: Any = given.get(f.name)
             if value in (None, ""):
                 if f.required and f.default in (None, ""):
                     raise ConfigError(self.backend, f.name, "is required")
