@@ -189,7 +189,7 @@ class ConfigSchema:
                 raise ConfigError(
                     self.backend, f.name, f"must be one of {', '.join(map(str, f.choices))}; got {value!r}"
                 )
-            if f.minimum is not None and float(value) < f.minimum:
+            if f.minimum is not None and isinstance(value, int | float) and value < f.minimum:
                 raise ConfigError(self.backend, f.name, f"must be >= {f.minimum}; got {value!r}")
             values[f.name] = value
         return Config(self.backend, values, self.secret_names())
