@@ -55,6 +55,14 @@ class IntegrityError(StorageError):
     """Bytes read back do not match the size or hash recorded for them."""
 
 
+class WebGMEError(DeepForgeError):
+    """A WebGME REST call (blob, executor) answered with an error; ``status_code`` is the HTTP status."""
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        self.status_code = status_code
+        super().__init__(message)
+
+
 class ComputeError(DeepForgeError):
     """A compute operation failed; ``backend`` says which one."""
 

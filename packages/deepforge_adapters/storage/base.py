@@ -114,6 +114,15 @@ class StorageClient(ABC):
     def get_cache_key(self, data_info: DataInfo) -> str:
         """A relative path that changes whenever the content changes (never just the artifact's name)."""
 
+    def get_content_digest(self, data_info: DataInfo) -> tuple[str, str] | None:
+        """``(hashlib algorithm, hex digest)`` of the content if the backend knows it, else ``None``.
+
+        The worker cache verifies every download against this (gme: sha1 of the content; local: sha256;
+        s3: MD5 only for single-part ETags).  Backends that know nothing return ``None`` and the cache
+        checks the size alone.
+        """
+        return None
+
     # ------------------------------------------------------------------------------------ defaults
     def get_file(
         self, data_info: DataInfo, dest_path: str | os.PathLike[str], progress: ProgressCallback | None = None
