@@ -1,0 +1,10 @@
+/* globals define */
+/* eslint-env node */
+/** CancelExecution: a Python plugin (deepforge_plugins.cancel) started through webgme-bindings. */
+define(['text!./metadata.json', 'plugin/PluginBase', 'module', 'path'], function (metadata, PluginBase, module, path) {
+    'use strict';
+    const here = path.dirname(path.resolve(module.uri));
+    const wrapper = require(path.join(here, '..', '..', 'packages', 'deepforge_plugins', 'wrapper.js'));
+    const CoreZMQ = require('webgme-bindings').CoreZMQ;
+    return wrapper.pythonPlugin(PluginBase, CoreZMQ, JSON.parse(metadata), path.join(here, 'run_plugin.py'));
+});
