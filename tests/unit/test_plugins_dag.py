@@ -1,5 +1,4 @@
 import pytest
-
 from deepforge_plugins.dag import CycleError, JobState, Scheduler
 
 # produce -> transform -> consume, and produce -> consume (fan-out)

@@ -1,7 +1,6 @@
 import json
 
 import pytest
-
 from deepforge_adapters import compute, storage
 from deepforge_adapters.compute import ComputeClient
 from deepforge_adapters.config import ConfigSchema, Field
