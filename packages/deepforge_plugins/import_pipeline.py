@@ -56,10 +56,11 @@ def build_pipeline(model: ModelSession, spec: dict[str, Any]) -> str:
     ports: dict[str, Node] = {}
     for op_spec in spec.get("operations", []):
         name = op_spec["name"]
-        if op_spec.get("input"):
+        if "input" in op_spec:
             op = model.core.create_node({"parent": pipe, "base": model.META["Input"]})
             ports[f"{name}.data"] = _port(model, _box(model, op, "Outputs"), "data")
-            model.core.set_pointer(op, "artifact", _artifact(model, str(op_spec["input"])))
+            if op_spec["input"]:  # null: an Input whose artifact is still to be chosen
+                model.core.set_pointer(op, "artifact", _artifact(model, str(op_spec["input"])))
         elif op_spec.get("output"):
             op = model.core.create_node({"parent": pipe, "base": model.META["Output"]})
             ports[f"{name}.saveData"] = _port(model, _box(model, op, "Inputs"), "saveData")
