@@ -77,9 +77,7 @@ def test_availability_reports_why_a_backend_cannot_load() -> None:
 
 
 def test_describe_and_backends_skip_unloadable_ones(caplog: pytest.LogCaptureFixture) -> None:
-    reg = _registry(
-        local="deepforge_adapters.storage.local:LocalStorage", missing="deepforge_adapters.storage.nope:X"
-    )
+    reg = _registry(local="deepforge_adapters.storage.local:LocalStorage", missing="deepforge_adapters.storage.nope:X")
     described = reg.describe()
     assert list(described) == ["local"]
     assert described["local"]["name"] == "Local Storage"

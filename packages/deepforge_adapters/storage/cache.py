@@ -142,12 +142,7 @@ class WorkerCache:
         """The backend's cache key, checked to be a safe relative path (it becomes one under ``objects/``)."""
         key = client.get_cache_key(data_info)
         parts = key.split("/") if isinstance(key, str) else []
-        bad = (
-            not parts
-            or "\x00" in key
-            or PurePosixPath(key).is_absolute()
-            or any(p in ("", ".", "..") for p in parts)
-        )
+        bad = not parts or "\x00" in key or PurePosixPath(key).is_absolute() or any(p in ("", ".", "..") for p in parts)
         if bad:
             raise StorageError(client.id, f"cache key {key!r} is not a safe relative path", str(key))
         return key
@@ -312,4 +307,3 @@ class WorkerCache:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
-
