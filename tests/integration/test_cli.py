@@ -162,41 +162,20 @@ def test_backends_include_entry_point_backends(run_cli: RunCli, dftest_distribut
 
 
 def test_secret_from_env_is_never_echoed(run_cli: RunCli, dftest_distribution: Path, tmp_path: Path) -> None:
-    env = {"DEEPFORGE_DFTEST_TOKEN": TOKEN}
-    config = json.dumps({"root": str(tmp_path / "dft")})
+    def stat(config: dict[str, str], name: str, env: dict[str, str] | None = None) -> str:
+        args = ("--debug", "storage", "stat", "-b", "dftest", "--config", json.dumps(config), name)
+        proc = run_cli(*args, env=env, pythonpath=dftest_distribution)
+        assert proc.returncode == 1
+        assert TOKEN not in proc.stdout + proc.stderr
+        return proc.stderr
+
+    root = str(tmp_path / "dft")
     # a careless backend logs the token at debug level and puts it in an error message
-    proc = run_cli(
-        "--debug",
-        "storage",
-        "stat",
-        "-b",
-        "dftest",
-        "--config",
-        config,
-        "leak",
-        env=env,
-        pythonpath=dftest_distribution,
-    )
-    assert proc.returncode == 1
-    assert TOKEN not in proc.stdout + proc.stderr
-    assert "server refused token [REDACTED]" in proc.stderr
-    assert "with token [REDACTED]" in proc.stderr
+    stderr = stat({"root": root}, "leak", env={"DEEPFORGE_DFTEST_TOKEN": TOKEN})
+    assert "server refused token [REDACTED]" in stderr
+    assert "with token [REDACTED]" in stderr
     # the same when the token comes in --config, and the client's repr is logged masked
-    config_with_token = json.dumps({"root": str(tmp_path / "dft"), "token": TOKEN})
-    proc = run_cli(
-        "--debug",
-        "storage",
-        "stat",
-        "-b",
-        "dftest",
-        "--config",
-        config_with_token,
-        "missing",
-        pythonpath=dftest_distribution,
-    )
-    assert proc.returncode == 1
-    assert TOKEN not in proc.stdout + proc.stderr
-    assert "'token': '********'" in proc.stderr
+    assert "'token': '********'" in stat({"root": root, "token": TOKEN}, "missing")
 
 
 def test_secrets_keygen(run_cli: RunCli) -> None:
