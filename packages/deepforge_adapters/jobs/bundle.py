@@ -259,6 +259,19 @@ def _load_json(path: Path) -> Any:
         raise BundleError(f"{path}: not valid JSON: {exc}") from None
 
 
+def read_executor_config(root: Path) -> dict[str, Any]:
+    """``root/executor_config.json``, checked for what a runner of any bundle needs: ``cmd`` and ``args``."""
+    path = root / EXECUTOR_CONFIG_FILE
+    config = _load_json(path)
+    f = _Fields(path)
+    if not isinstance(config, dict):
+        raise BundleError(f"{path}: expected a JSON object, got {type(config).__name__}")
+    if not f.get(config, "cmd", "cmd", str):
+        raise f.error("cmd", "is empty")
+    f.strings(config.get("args", []), "args")
+    return config
+
+
 def parse_job(root: Path) -> JobSpec:
     """Validate ``root/job.json`` (and ``executor_config.json``) into a :class:`JobSpec`."""
     path = root / JOB_FILE
@@ -306,13 +319,7 @@ def parse_job(root: Path) -> JobSpec:
         raise f.error("command", "is empty")
     labels = f.strings(job.get("labels", []), "labels")
 
-    exec_path = root / EXECUTOR_CONFIG_FILE
-    exec_config = _load_json(exec_path)
-    ef = _Fields(exec_path)
-    if not isinstance(exec_config, dict):
-        raise BundleError(f"{exec_path}: expected a JSON object")
-    ef.get(exec_config, "cmd", "cmd", str)
-    ef.strings(exec_config.get("args", []), "args")
+    exec_config = read_executor_config(root)
     return JobSpec(
         root=root,
         storage_id=storage_id,
