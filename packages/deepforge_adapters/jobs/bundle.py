@@ -43,6 +43,7 @@ from ..errors import BundleError, DataInfoError
 from ..hashing import CHUNK_SIZE, file_digest
 from ..storage.base import DataInfo
 from ..storage.registry import registry as storage_registry
+from ..streams import atomic_write
 from .codegen import OperationSource, check_identifier, operation_files
 
 SCHEMA_VERSION = 1
@@ -88,7 +89,7 @@ class JobSpec:
 # ------------------------------------------------------------------------------------------------ build
 
 
-def _seal_for(backend: str, config: Mapping[str, Any] | None, key: str | None) -> dict[str, Any]:
+def seal_config(backend: str, config: Mapping[str, Any] | None, key: str | None) -> dict[str, Any]:
     """``config`` with the backend's secret fields sealed; the key is only needed if a secret is present."""
     config = dict(config or {})
     names = storage_registry.get_class(backend).schema.secret_names()
@@ -179,7 +180,7 @@ def build_bundle(
     if not command or not all(isinstance(c, str) and c for c in command):
         raise BundleError(f"command must be a non-empty list of strings, got {list(command)!r}")
 
-    storage_sealed = _seal_for(storage_id, storage_config, secret_key)
+    storage_sealed = seal_config(storage_id, storage_config, secret_key)
     input_entries = []
     for name, (data_info, config) in inputs.items():
         data_info = DataInfo.from_json(data_info)
@@ -189,7 +190,7 @@ def build_bundle(
             {
                 "name": name,
                 "dataInfo": data_info.to_json(),
-                "config": _seal_for(data_info.backend, config, secret_key),
+                "config": seal_config(data_info.backend, config, secret_key),
             }
         )
     job = {
@@ -347,6 +348,30 @@ def read_bundle(
     target = Path(dest) if dest is not None else Path(tempfile.mkdtemp(prefix="deepforge-bundle-"))
     safe_extract(src, target, max_bytes)
     return parse_job(target)
+
+
+def retarget_storage(
+    root: str | os.PathLike[str],
+    storage_id: str,
+    storage_config: Mapping[str, Any] | None,
+    secret_key: str | None = None,
+) -> JobSpec:
+    """Point the bundle in ``root`` at another storage backend/config (``deepforge run --storage``).
+
+    Inputs that had no config of their own and live in the new backend get its config too (DeepForge's
+    rule); the storage ``dir`` is kept.  ``job.json`` is rewritten atomically.
+    """
+    root = Path(root)
+    spec = parse_job(root)
+    sealed = seal_config(storage_id, storage_config, secret_key)
+    job = _load_json(root / JOB_FILE)
+    job["storage"] = {"id": storage_id, "dir": spec.storage_dir, "config": sealed}
+    for entry in job["inputs"]:
+        if not entry["config"] and entry["dataInfo"]["backend"] == storage_id:
+            entry["config"] = sealed
+    with atomic_write(root / JOB_FILE) as f:
+        f.write((json.dumps(job, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    return parse_job(root)
 
 
 # ------------------------------------------------------------------------------------------------ zip
