@@ -385,10 +385,10 @@ def _member_problem(info: zipfile.ZipInfo) -> str | None:
         return "is an absolute path"
     if ".." in PurePosixPath(name.replace("\\", "/")).parts:
         return "contains '..'"
-    mode = info.external_attr >> 16
-    if stat.S_ISLNK(mode):
+    file_type = stat.S_IFMT(info.external_attr >> 16)  # 0 when the zip was made without Unix modes
+    if file_type == stat.S_IFLNK:
         return "is a symbolic link"
-    if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+    if file_type not in (0, stat.S_IFREG, stat.S_IFDIR):
         return "is not a regular file or directory"
     return None
 
