@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,37 +17,10 @@ from typing import Any
 import click
 
 from .. import compute, secrets
-from ..compute.base import ComputeJob, JobStatus
-from ..errors import BundleError, ConfigError, DeepForgeError, SecretsError, UnknownBackendError
+from ..compute.base import ComputeJob, JobStatus, JobUpdate
+from ..errors import BundleError, ConfigError, SecretsError, UnknownBackendError
 from ..storage.registry import registry as storage_registry
 from .bundle import read_bundle, retarget_storage
-
-USAGE_EXIT = 2
-FAILURE_EXIT = 1
-
-
-def _fail(message: str, code: int) -> None:
-    click.echo(f"deepforge: error: {secrets.redact(message)}", err=True)
-    sys.exit(code)
-
-
-def _json_option(value: str | None, option: str) -> dict[str, Any] | None:
-    """A JSON object given inline or as ``@path``."""
-    if value is None:
-        return None
-    text = value
-    if value.startswith("@"):
-        try:
-            text = Path(value[1:]).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise click.UsageError(f"{option}: cannot read {value[1:]}: {exc.strerror}") from None
-    try:
-        parsed = json.loads(text)
-    except ValueError as exc:
-        raise click.UsageError(f"{option}: not valid JSON: {exc}") from None
-    if not isinstance(parsed, dict):
-        raise click.UsageError(f"{option}: expected a JSON object, got {type(parsed).__name__}")
-    return parsed
 
 
 @click.command("run")
@@ -67,8 +39,14 @@ def run_command(
     name: str | None,
 ) -> None:
     """Run the job BUNDLE (a directory or .zip) and print its results JSON."""
-    compute_config = _json_option(config_arg, "--config")
-    storage_config = _json_option(storage_config_arg, "--storage-config")
+    # Imported here: the ``deepforge`` group in ``..cli`` imports this module to register the command.
+    from ..cli import CliError, CliUsageError, _json_arg
+
+    compute_config = _json_arg(config_arg, "--config") if config_arg else None
+    storage_config = _json_arg(storage_config_arg, "--storage-config") if storage_config_arg else None
+    for value, option in ((compute_config, "--config"), (storage_config, "--storage-config")):
+        if value is not None and not isinstance(value, dict):
+            raise click.BadParameter(f"expected a JSON object, got {type(value).__name__}", param_hint=option)
     staged = Path(tempfile.mkdtemp(prefix="deepforge-run-"))
     try:
         try:
@@ -87,22 +65,21 @@ def run_command(
                 retarget_storage(to_run, target, storage_config or {})
             client = compute.get_client(compute_id, compute_config)
         except (BundleError, ConfigError, UnknownBackendError, SecretsError) as exc:
-            _fail(str(exc), USAGE_EXIT)
-        try:
-            code = _run(client, to_run, name or bundle.name)
-        except DeepForgeError as exc:
-            _fail(str(exc), FAILURE_EXIT)
-        sys.exit(code)
+            raise CliUsageError(str(exc)) from None
+        info, end = _run(client, to_run, name or bundle.name)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
+    if end.status != JobStatus.SUCCESS:
+        raise CliError(f"job {info['hash']} {end.status}" + (f": {end.reason}" if end.reason else ""))
+    click.echo(json.dumps(client.get_results_info(info), indent=2))
 
 
-def _run(client: compute.ComputeClient, bundle: Path, name: str) -> int:
+def _run(client: compute.ComputeClient, bundle: Path, name: str) -> tuple[dict[str, Any], JobUpdate]:
+    """Start the job and stream its output until it ends; Ctrl-C cancels it and keeps waiting."""
     info = client.start_job(ComputeJob(bundle=bundle, name=name))
     click.echo(f"deepforge: job {info['hash']} started on {client.id} compute", err=True)
     printed = 0  # characters of output shown; a watch restarted after Ctrl-C replays from the start
-    end = None
-    while end is None:
+    while True:
         seen = 0
         try:
             for update in client.watch(info):
@@ -115,13 +92,7 @@ def _run(client: compute.ComputeClient, bundle: Path, name: str) -> int:
                 elif update.kind == "status":
                     click.echo(f"deepforge: job {info['hash']} {update.status}", err=True)
                 else:
-                    end = update
+                    return info, update
         except KeyboardInterrupt:
             click.echo(f"deepforge: canceling job {info['hash']}", err=True)
             client.cancel_job(info)
-    if end.status == JobStatus.SUCCESS:
-        click.echo(json.dumps(client.get_results_info(info), indent=2))
-        return 0
-    reason = f": {end.reason}" if end.reason else ""
-    click.echo(f"deepforge: job {info['hash']} {end.status}{reason}", err=True)
-    return FAILURE_EXIT
