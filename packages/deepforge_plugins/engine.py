@@ -29,6 +29,7 @@ from typing import Any
 from deepforge_adapters import compute
 from deepforge_adapters.compute import ComputeClient, ComputeJob, JobStatus, JobUpdate
 from deepforge_adapters.config import Config
+from deepforge_adapters.errors import ConfigError
 from deepforge_adapters.secrets import load_key, redact
 from deepforge_adapters.storage import DataInfo
 
@@ -36,7 +37,7 @@ from . import pipeline
 from .base import DeepForgePlugin
 from .dag import JobState, Scheduler
 from .pipeline import Graph, JobSpec
-from .targets import Choice, Targets, resolve
+from .targets import Choice, Targets, resolve, schema_for
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,39 @@ class RunConfig:
 
     targets: Targets
     secrets: Mapping[str, Mapping[str, Mapping[str, Any]]]  # kind -> backend id -> {field: value}
+
+
+def _server_fields(plugin: DeepForgePlugin, kind: str, choice: Choice) -> Choice:
+    """Fill what only the server knows (its URL, the user's token) for backends that ask for it."""
+    names = set(schema_for(kind, choice.backend).field_names())
+    extra: dict[str, Any] = {}
+    if "host" in names and not choice.config.get("host"):
+        extra["host"] = plugin.server_url()
+    if "webgmeToken" in names:
+        token = plugin.webgme_token()
+        if token:
+            extra["webgmeToken"] = token
+    return Choice(choice.backend, {**choice.config, **extra}) if extra else choice
+
+
+def resolve_targets(plugin: DeepForgePlugin, rc: RunConfig, targets: Targets, job: JobSpec) -> tuple[Config, Config]:
+    """The validated (storage, compute) config of one job; errors name the job."""
+    resolved = []
+    for kind in ("storage", "compute"):
+        choice = targets.get(kind)
+        if choice is None:
+            if job.kind != "Operation":
+                choice = Choice("local")  # Input/Output run inside the plugin; the choice is not used
+            else:
+                raise ConfigError(
+                    kind, None, f"job {job.name}: no {kind} backend chosen (dialog or SetExecutionTargets)"
+                )
+        choice = _server_fields(plugin, kind, choice)
+        try:
+            resolved.append(resolve(kind, choice, rc.secrets.get(kind, {}).get(choice.backend, {})))
+        except ConfigError as exc:
+            raise ConfigError(kind, None, f"job {job.name}: {exc}") from None
+    return resolved[0], resolved[1]
 
 
 @dataclass
@@ -83,38 +117,10 @@ class ExecutionRun:
         execution = Targets.from_json(pipeline.execution_targets(self.model, self.execution))
         return self.run_config.targets.overridden_by(execution).overridden_by(own)
 
-    def _server_fields(self, kind: str, choice: Choice) -> Choice:
-        from .targets import schema_for
-
-        names = set(schema_for(kind, choice.backend).field_names())
-        extra: dict[str, Any] = {}
-        if "host" in names and not choice.config.get("host"):
-            extra["host"] = self.plugin.server_url()
-        if "webgmeToken" in names:
-            token = self.plugin.webgme_token()
-            if token:
-                extra["webgmeToken"] = token
-        return Choice(choice.backend, {**choice.config, **extra}) if extra else choice
-
     def resolve_configs(self) -> None:
-        """Validate every remote job's storage and compute config before anything starts (ConfigError)."""
+        """Validate every job's storage and compute config before anything starts (ConfigError)."""
         for job in self.graph.jobs.values():
-            targets = self.job_targets(job)
-            resolved = []
-            for kind in ("storage", "compute"):
-                choice = targets.get(kind)
-                if choice is None:
-                    if job.kind != "Operation" and kind == "compute":
-                        choice = Choice("local")
-                    else:
-                        raise ValueError(f"job {job.name}: no {kind} backend chosen (dialog or SetExecutionTargets)")
-                choice = self._server_fields(kind, choice)
-                secrets = self.run_config.secrets.get(kind, {}).get(choice.backend, {})
-                try:
-                    resolved.append(resolve(kind, choice, secrets))
-                except Exception as exc:
-                    raise type(exc)(f"job {job.name}: {exc}") if isinstance(exc, ValueError) else exc from None
-            self.configs[job.path] = (resolved[0], resolved[1])
+            self.configs[job.path] = resolve_targets(self.plugin, self.run_config, self.job_targets(job), job)
 
     # -------------------------------------------------------------------------------------- the loop
     def start(self) -> None:

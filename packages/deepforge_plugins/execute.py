@@ -12,10 +12,11 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from . import pipeline
 from .base import DeepForgePlugin
 from .dag import JobState
-from .engine import ExecutionRun, RunConfig
-from .pipeline import create_execution
+from .engine import ExecutionRun, RunConfig, resolve_targets
+from .pipeline import JobSpec, create_execution
 from .targets import KINDS, Targets, choice_from_plugin_config
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,18 @@ def run_config(plugin_config: Mapping[str, Any]) -> RunConfig:
     return RunConfig(Targets(choices["storage"], choices["compute"]), secrets)
 
 
+def check_pipeline_targets(plugin: DeepForgePlugin, pipeline_path: str, rc: RunConfig) -> None:
+    """Resolve every operation's targets as the Execution will (Operation > Pipeline > dialog)."""
+    model = plugin.model
+    pipe = Targets.from_json(pipeline.execution_targets(model, pipeline_path))
+    for op in model.children(model.node(pipeline_path), "Operation"):
+        spec = JobSpec(
+            model.path(op), str(model.attr(op, "name")), model.path(op), pipeline.operation_kind(model, op), "", ""
+        )
+        own = Targets.from_json(pipeline.execution_targets(model, spec.path))
+        resolve_targets(plugin, rc, rc.targets.overridden_by(pipe).overridden_by(own), spec)
+
+
 class ExecutePipeline(DeepForgePlugin):
     def main(self) -> None:
         config = self.config()
@@ -46,9 +59,7 @@ class ExecutePipeline(DeepForgePlugin):
         active = model.path(self.active_node)
         if model.is_a(self.active_node, "Pipeline"):
             name = config.get("name") or None
-            # Dry run on an uncommitted copy: reject a misconfigured backend before anything is written.
-            ExecutionRun(self, create_execution(model, active, name), rc).resolve_configs()
-            model.discard()
+            check_pipeline_targets(self, active, rc)  # a misconfigured backend is rejected before any write
             execution = model.change(
                 f"Created execution from {model.attr(self.active_node, 'name')}",
                 lambda: create_execution(model, active, name),
