@@ -253,7 +253,7 @@ class ExecutionRun:
             attributes=pipeline.operation_attributes(self.model, op),
             input_types={p.name: p.type for p in current.inputs if p.type},
         )
-        inputs = {p.name: (DataInfo.from_json(p.data), self._input_config(p.data, storage_cfg)) for p in current.inputs}
+        inputs = {p.name: (DataInfo.from_json(p.data), self._input_config(p, storage_cfg)) for p in current.inputs}
         storage_dir = f"{self.plugin.project_id()}/executions/{self._name()}/{job.path.strip('/').replace('/', '_')}"
         workdir = Path(tempfile.mkdtemp(prefix="deepforge-bundle-"))
         try:
@@ -302,9 +302,15 @@ class ExecutionRun:
         )
         self._watch(job.path, client, job_info)
 
-    def _input_config(self, data: str, storage_cfg: Config) -> dict[str, Any] | None:
-        """Credentials for reading an input: the job storage's when it is the same backend, else the dialog's."""
-        backend = DataInfo.from_json(data).backend
+    def _input_config(self, port: pipeline.Port, storage_cfg: Config) -> dict[str, Any] | None:
+        """How to read an input: with the config of the storage that wrote it (an upstream job may use the
+        same backend with another root or bucket); for pipeline inputs, the dialog's secrets for its backend.
+        ``None`` lets the bundle use the job's own storage config (DeepForge's rule)."""
+        for src, dst in self.graph.connections:
+            upstream = self.graph.job_of_port(src) if dst == port.path else None
+            if upstream and upstream in self.configs and self.graph.jobs[upstream].kind == "Operation":
+                return self.configs[upstream][0].to_dict()
+        backend = DataInfo.from_json(port.data).backend
         if backend == storage_cfg.backend:
             return None
         return dict(self.run_config.secrets.get("storage", {}).get(backend, {}))

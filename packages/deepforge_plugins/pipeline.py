@@ -129,8 +129,9 @@ def read_operation(model: ModelSession, op: Node) -> tuple[list[Port], list[Port
 
 
 def operation_attributes(model: ModelSession, op: Node) -> dict[str, Any]:
-    names = model.core.get_valid_attribute_names(op) or []
-    return {n: model.attr(op, n) for n in names if n not in BASE_OPERATION_ATTRIBUTES}
+    # Meta-defined parameters (DeepForge) and values set on the node without a meta rule alike.
+    names = set(model.core.get_valid_attribute_names(op) or []) | set(model.core.get_attribute_names(op) or [])
+    return {n: model.attr(op, n) for n in sorted(names) if n not in BASE_OPERATION_ATTRIBUTES and not n.startswith("_")}
 
 
 def read_graph(model: ModelSession, execution_path: str) -> Graph:

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from deepforge_adapters import storage
 from deepforge_adapters.storage import DataInfo
 
@@ -76,7 +75,7 @@ def pipeline_spec(transform: str = TRANSFORM, delay: float = 0, name: str = "dem
 
 def import_pipeline(gme: Any, spec: dict[str, Any]) -> str:
     result = gme.run("ImportPipeline", "", {"pipeline": json.dumps(spec)})
-    assert result["success"], result
+    assert result["success"], result.get("error")
     return str(result["messages"][0]["message"])
 
 
@@ -100,17 +99,15 @@ def targets(tmp: Path, storage_id: str = "local", compute_id: str = "local") -> 
     return {**STORAGES[storage_id](tmp), **COMPUTES[compute_id](tmp)}
 
 
-def execution(gme: Any, name: str) -> str:
-    return str(gme.find(gme.find("", "MyExecutions"), name))
+def execution(gme: Any, name: str) -> tuple[Any, str]:
+    """A snapshot of the project and the path of the Execution called ``name`` in it."""
+    model = gme.tree("")
+    return model, model.find("", "MyExecutions", name)
 
 
-def job(gme: Any, execution_path: str, name: str) -> str:
-    return str(gme.find(execution_path, name))
-
-
-def port(gme: Any, job_path: str, box: str, name: str) -> dict[str, Any]:
-    (op,) = gme.children(job_path)
-    return dict(gme.attrs(gme.find(gme.find(op, box), name)))
+def port(model: Any, job_path: str, box: str, name: str) -> dict[str, Any]:
+    (op,) = model.children(job_path)
+    return dict(model.attrs(model.find(op, box, name)))
 
 
 def read_output(info_text: str, config: dict[str, Any]) -> Any:
@@ -127,25 +124,25 @@ def read_output(info_text: str, config: dict[str, Any]) -> Any:
 def test_pipeline_runs_end_to_end(gme: Any, tmp_path: Path, storage_id: str, compute_id: str) -> None:
     pipe = import_pipeline(gme, pipeline_spec())
     result = gme.run("ExecutePipeline", pipe, {"name": "run1", **targets(tmp_path, storage_id, compute_id)})
-    assert result["success"], result
+    assert result["success"], result.get("error")
 
-    ex = execution(gme, "run1")
-    assert gme.attrs(ex)["status"] == "success"
-    assert gme.attrs(ex)["endTime"] >= gme.attrs(ex)["startTime"]
-    jobs = {name: job(gme, ex, name) for name in ("Produce", "Transform", "Consume")}
+    m, ex = execution(gme, "run1")
+    assert m.attrs(ex)["status"] == "success"
+    assert m.attrs(ex)["endTime"] >= m.attrs(ex)["startTime"]
+    jobs = {name: m.find(ex, name) for name in ("Produce", "Transform", "Consume")}
     for path in jobs.values():
-        assert gme.attrs(path)["status"] == "success"
-    assert "produced [0, 1, 2]" in gme.attrs(jobs["Produce"])["stdout"]
-    assert "total 33" in gme.attrs(jobs["Consume"])["stdout"]
+        assert m.attrs(path)["status"] == "success"
+    assert "produced [0, 1, 2]" in m.attrs(jobs["Produce"])["stdout"]
+    assert "total 33" in m.attrs(jobs["Consume"])["stdout"]
 
-    total = port(gme, jobs["Consume"], "Outputs", "total")
-    assert total["type"] == "builtins.int"
+    total = port(m, jobs["Consume"], "Outputs", "total")
+    assert total["type"] == "int"  # DeepForge get_full_class_name: builtins unqualified
     storage_config = {"root": str(tmp_path / "store")} if storage_id == "local" else {}
     assert read_output(total["data"], storage_config) == 33
     # The fan-out: Produce's x reached both consumers, as the same dataInfo.
-    x = port(gme, jobs["Produce"], "Outputs", "x")["data"]
-    assert port(gme, jobs["Transform"], "Inputs", "x")["data"] == x
-    assert port(gme, jobs["Consume"], "Inputs", "x")["data"] == x
+    x = port(m, jobs["Produce"], "Outputs", "x")["data"]
+    assert port(m, jobs["Transform"], "Inputs", "x")["data"] == x
+    assert port(m, jobs["Consume"], "Inputs", "x")["data"] == x
     assert read_output(x, storage_config) == [0, 1, 2]
 
 
@@ -154,13 +151,13 @@ def test_failing_operation_fails_the_execution_with_its_reason(gme: Any, tmp_pat
     result = gme.run("ExecutePipeline", pipe, {"name": "bad", **targets(tmp_path)})
     assert not result["success"]
     assert "Transform" in result["error"]
-    ex = execution(gme, "bad")
-    assert gme.attrs(ex)["status"] == "failed"
-    transform = gme.attrs(job(gme, ex, "Transform"))
+    m, ex = execution(gme, "bad")
+    assert m.attrs(ex)["status"] == "failed"
+    transform = m.attrs(m.find(ex, "Transform"))
     assert transform["status"] == "failed"
     assert "ValueError: transform refuses [0, 1, 2]" in transform["stdout"]
-    assert gme.attrs(job(gme, ex, "Produce"))["status"] == "success"
-    assert gme.attrs(job(gme, ex, "Consume"))["status"] != "success"
+    assert m.attrs(m.find(ex, "Produce"))["status"] == "success"
+    assert m.attrs(m.find(ex, "Consume"))["status"] != "success"
 
 
 def test_missing_input_artifact_fails_the_input_job(gme: Any, tmp_path: Path) -> None:
@@ -176,9 +173,9 @@ def test_missing_input_artifact_fails_the_input_job(gme: Any, tmp_path: Path) ->
     result = gme.run("ExecutePipeline", pipe, {"name": "noinput", **targets(tmp_path)})
     assert not result["success"]
     assert "no artifact chosen" in result["error"]
-    ex = execution(gme, "noinput")
-    assert gme.attrs(ex)["status"] == "failed"
-    assert gme.attrs(job(gme, ex, "Transform"))["status"] in ("pending", "canceled")
+    m, ex = execution(gme, "noinput")
+    assert m.attrs(ex)["status"] == "failed"
+    assert m.attrs(m.find(ex, "Transform"))["status"] in ("pending", "canceled")
 
 
 @pytest.mark.parametrize(
@@ -186,18 +183,20 @@ def test_missing_input_artifact_fails_the_input_job(gme: Any, tmp_path: Path) ->
     [
         ({"compute": "nowhere"}, "nowhere"),
         ({"compute.local.processes": "many"}, "processes"),
-        ({"storage": "local", "storage.local.colour": "red"}, None),  # unknown flat keys of other shapes are ignored
+        ({"storage.local.colour": "red"}, "colour"),
+        ({"storage": "nowhere"}, "nowhere"),
     ],
 )
 def test_misconfiguration_is_rejected_before_any_job_starts(gme: Any, tmp_path: Path, bad: dict, message: str) -> None:
     pipe = import_pipeline(gme, pipeline_spec())
     result = gme.run("ExecutePipeline", pipe, {"name": "misconfigured", **targets(tmp_path), **bad})
     if message is None:
-        assert result["success"], result
+        assert result["success"], result.get("error")
         return
     assert not result["success"]
     assert message in result["error"]
-    assert gme.children(gme.find("", "MyExecutions")) == []  # nothing was created, nothing started
+    m = gme.tree("")
+    assert m.children(m.find("", "MyExecutions")) == []  # nothing was created, nothing started
     assert not (tmp_path / "work").exists() or not any((tmp_path / "work").rglob("job.json"))
 
 
@@ -205,15 +204,15 @@ def test_targets_set_on_nodes_are_used_and_operation_overrides_pipeline(gme: Any
     pipe = import_pipeline(gme, pipeline_spec())
     a, b = tmp_path / "a", tmp_path / "b"
     result = gme.run("SetExecutionTargets", pipe, {**local_storage(a), **local_compute(a)})
-    assert result["success"], result
-    consume = gme.find(pipe, "Consume")
+    assert result["success"], result.get("error")
+    consume = gme.tree(pipe).find(pipe, "Consume")
     result = gme.run("SetExecutionTargets", consume, {"storage": "local", "storage.local.root": str(b / "store")})
-    assert result["success"], result
+    assert result["success"], result.get("error")
     result = gme.run("ExecutePipeline", pipe, {"name": "targeted"})  # nothing chosen in the dialog
-    assert result["success"], result
-    ex = execution(gme, "targeted")
-    total = port(gme, job(gme, ex, "Consume"), "Outputs", "total")["data"]
-    x = port(gme, job(gme, ex, "Produce"), "Outputs", "x")["data"]
+    assert result["success"], result.get("error")
+    m, ex = execution(gme, "targeted")
+    total = port(m, m.find(ex, "Consume"), "Outputs", "total")["data"]
+    x = port(m, m.find(ex, "Produce"), "Outputs", "x")["data"]
     assert read_output(total, {"root": str(b / "store")}) == 33  # Consume wrote to its own storage
     assert read_output(x, {"root": str(a / "store")}) == [0, 1, 2]  # the others to the pipeline's
 
@@ -237,7 +236,8 @@ def _wait_for(predicate: Any, timeout: float = 120, what: str = "condition") -> 
 
 def _job_started(gme: Any, name: str, job_name: str) -> bool:
     try:
-        attrs = gme.attrs(job(gme, execution(gme, name), job_name))
+        m, ex = execution(gme, name)
+        attrs = m.attrs(m.find(ex, job_name))
     except LookupError:
         return False
     return attrs.get("status") in ("queued", "running") and bool(attrs.get("jobInfo"))
@@ -247,14 +247,15 @@ def test_cancel_from_another_session_cancels_running_jobs(gme: Any, tmp_path: Pa
     pipe = import_pipeline(gme, pipeline_spec(delay=120))
     run_id = gme.start("ExecutePipeline", pipe, {"name": "long", **targets(tmp_path)})
     _wait_for(lambda: _job_started(gme, "long", "Produce"), what="Produce started")
-    ex = execution(gme, "long")
+    _, ex = execution(gme, "long")
     result = gme.run("CancelExecution", ex, targets(tmp_path))
-    assert result["success"], result
+    assert result["success"], result.get("error")
     outcome = gme.wait_result("ExecutePipeline", run_id, timeout=120)
     assert not outcome["success"]
-    assert gme.attrs(ex)["status"] == "canceled"
-    assert gme.attrs(job(gme, ex, "Produce"))["status"] == "canceled"
-    assert gme.attrs(job(gme, ex, "Transform"))["status"] in ("pending", "canceled")
+    m, ex = execution(gme, "long")
+    assert m.attrs(ex)["status"] == "canceled"
+    assert m.attrs(m.find(ex, "Produce"))["status"] == "canceled"
+    assert m.attrs(m.find(ex, "Transform"))["status"] in ("pending", "canceled")
 
 
 def _plugin_processes(server_pid: int) -> list[int]:
@@ -290,33 +291,36 @@ def test_resume_after_the_plugin_process_is_killed(gme: Any, tmp_path: Path, plu
     pipe = import_pipeline(gme, pipeline_spec(delay=6))
     run_id = gme.start("ExecutePipeline", pipe, {"name": "resumable", **targets(tmp_path)})
     _wait_for(lambda: _job_started(gme, "resumable", "Produce"), what="Produce started")
+    m, ex = execution(gme, "resumable")
+    bundle = m.attrs(m.find(ex, "Produce"))["execFiles"]
     (pid,) = _wait_for(lambda: _plugin_processes(plugin_stack.server.popen.pid), what="plugin process")
     os.kill(pid, signal.SIGKILL)
     dead = gme.wait_result("ExecutePipeline", run_id, timeout=60)
     assert not dead["success"]
-    ex = execution(gme, "resumable")
-    assert gme.attrs(ex)["status"] == "running"  # the runner died; the job itself kept running
+    m, ex = execution(gme, "resumable")
+    assert m.attrs(ex)["status"] == "running"  # the runner died; the job itself kept running
 
     result = gme.run("ExecutePipeline", ex, targets(tmp_path))
-    assert result["success"], result
-    assert gme.attrs(ex)["status"] == "success"
-    produce = gme.attrs(job(gme, ex, "Produce"))
+    assert result["success"], result.get("error")
+    m, ex = execution(gme, "resumable")
+    assert m.attrs(ex)["status"] == "success"
+    produce = m.attrs(m.find(ex, "Produce"))
     assert "produced [0, 1, 2]" in produce["stdout"]
-    # Re-attached, not re-run: exactly one job directory for Produce's bundle exists.
-    assert len(list((tmp_path / "work").rglob("job.json"))) == 3
+    assert produce["execFiles"] == bundle  # re-attached to the same job, not re-run (a re-run has a new bundle)
 
 
 def test_execute_job_reruns_one_job_with_its_recorded_inputs(gme: Any, tmp_path: Path) -> None:
     pipe = import_pipeline(gme, pipeline_spec())
     assert gme.run("ExecutePipeline", pipe, {"name": "first", **targets(tmp_path)})["success"]
-    ex = execution(gme, "first")
-    consume = job(gme, ex, "Consume")
-    before = port(gme, consume, "Outputs", "total")["data"]
+    m, ex = execution(gme, "first")
+    consume = m.find(ex, "Consume")
+    first_bundle = m.attrs(consume)["execFiles"]
     result = gme.run("ExecuteJob", consume, targets(tmp_path))
-    assert result["success"], result
-    assert gme.attrs(consume)["status"] == "success"
-    after = port(gme, consume, "Outputs", "total")["data"]
+    assert result["success"], result.get("error")
+    m, ex = execution(gme, "first")
+    assert m.attrs(consume)["status"] == "success"
+    assert m.attrs(consume)["execFiles"] and "total 33" in m.attrs(consume)["stdout"]
+    after = port(m, consume, "Outputs", "total")["data"]
     assert read_output(after, {"root": str(tmp_path / "store")}) == 33
-    assert gme.attrs(ex)["status"] == "success"
-    assert after  # a fresh result was written (the same path in storage, so the dataInfo may match)
-    assert before
+    assert m.attrs(ex)["status"] == "success"
+    assert m.attrs(consume)["execFiles"] != first_bundle  # really run again: a new bundle was built
