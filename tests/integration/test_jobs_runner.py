@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -53,6 +54,21 @@ def test_inputs_fetched_outputs_uploaded_results_written(
     assert info.backend == "local"
     assert info.data["filename"] == "proj/executions/op/squares"
     assert read_pickle(local_storage, info) == [1, 4, 9]
+
+
+def test_long_transfers_report_progress(
+    job_env: dict[str, str], local_storage: StorageClient, make_bundle: Callable[..., Path]
+) -> None:
+    big = local_storage.put_file_stream("data/big", io.BytesIO(b"x" * (3 * 1024 * 1024)))
+    bundle = make_bundle(
+        "import os, shutil\nos.makedirs('outputs/copy')\nshutil.copy('artifacts/big', 'outputs/copy/data')\n",
+        inputs={"big": big},
+        outputs=["copy"],
+    )
+    result = run_runner(bundle, {**job_env, "DEEPFORGE_PROGRESS_INTERVAL": "0"})
+    assert result.returncode == 0, result.stdout
+    assert "deepforge: input 'big': 3.0 of 3.0 MiB" in result.stdout
+    assert "deepforge: output 'copy': 3.0 of 3.0 MiB" in result.stdout
 
 
 def test_stdout_and_stderr_are_merged_in_order(job_env: dict[str, str], make_bundle: Callable[..., Path]) -> None:

@@ -28,6 +28,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
@@ -38,7 +39,7 @@ from ..errors import DeepForgeError, StorageError
 from ..storage import get_client
 from ..storage.base import DataInfo, StorageClient
 from ..storage.cache import WorkerCache
-from ..streams import atomic_write
+from ..streams import ProgressCallback, atomic_write
 from .bundle import RESULTS_FILE, JobSpec, read_bundle
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,10 @@ CACHE_MAX_ENV = "DEEPFORGE_CACHE_MAX_BYTES"
 GRACE_ENV = "DEEPFORGE_CANCEL_GRACE"
 DEFAULT_GRACE = 10.0
 EXIT_CANCELED = 130
+#: Seconds between progress lines of a long transfer (environment override for tests and chatty logs).
+PROGRESS_ENV = "DEEPFORGE_PROGRESS_INTERVAL"
+DEFAULT_PROGRESS_INTERVAL = 5.0
+MIB = 1024 * 1024
 PREFIX = "deepforge: "
 
 
@@ -81,6 +86,7 @@ class Runner:
         self._kill_timer: threading.Timer | None = None
         self._tail = b""
         self.grace = _env_float(self.environ, GRACE_ENV, DEFAULT_GRACE)
+        self.progress_interval = _env_float(self.environ, PROGRESS_ENV, DEFAULT_PROGRESS_INTERVAL)
 
     # ------------------------------------------------------------------------------------------ output
     def say(self, line: str) -> None:
@@ -138,6 +144,20 @@ class Runner:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, sig)
 
+    def _progress(self, what: str) -> ProgressCallback:
+        """A progress callback printing a line at most every ``progress_interval`` seconds (so: big transfers)."""
+        last = time.monotonic()
+
+        def report(done: int, total: int | None) -> None:
+            nonlocal last
+            now = time.monotonic()
+            if now - last >= self.progress_interval and done:
+                last = now
+                of = f" of {total / MIB:.1f} MiB" if total else " MiB"
+                self.say(f"{what}: {done / MIB:.1f}{of}")
+
+        return report
+
     # ------------------------------------------------------------------------------------------ inputs
     def _client(self, backend: str, config: Mapping[str, Any], what: str) -> StorageClient:
         try:
@@ -170,7 +190,7 @@ class Runner:
             client = self._client(backend, inp.config, what)
             self.say(f"fetching input {inp.name!r} from {backend} storage")
             try:
-                cached = cache.fetch(client, inp.data_info)
+                cached = cache.fetch(client, inp.data_info, progress=self._progress(f"input {inp.name!r}"))
             except StorageError as exc:
                 raise JobFailed(f"{what} from {exc}") from None
             except (DeepForgeError, OSError) as exc:
@@ -266,7 +286,9 @@ class Runner:
             self.say(f"uploading output {name!r} ({data.stat().st_size} bytes) to {spec.storage_id} storage")
             try:
                 with open(data, "rb") as f:
-                    info: DataInfo = client.put_file_stream(target, f, size=os.fstat(f.fileno()).st_size)
+                    size = os.fstat(f.fileno()).st_size
+                    progress = self._progress(f"output {name!r}")
+                    info: DataInfo = client.put_file_stream(target, f, progress=progress, size=size)
             except StorageError as exc:
                 raise JobFailed(f"output {name!r} to {exc}") from None
             except (DeepForgeError, OSError) as exc:
