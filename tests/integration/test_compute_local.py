@@ -274,3 +274,19 @@ def test_same_bundle_is_the_same_job_and_purge_removes_it(
     local_compute.purge_job(first)
     assert not Path(first["jobDir"]).exists()
     assert local_compute.get_status(first) == JobStatus.NOT_FOUND
+
+
+def test_a_failed_job_runs_again_when_restarted(
+    local_compute: LocalCompute, make_bundle: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flag = tmp_path / "fixed"
+    monkeypatch.setenv("FLAG_FILE", str(flag))
+    bundle = make_bundle("import os, sys\nsys.exit(0 if os.path.exists(os.environ['FLAG_FILE']) else 'not yet')\n")
+    first = local_compute.start_job(ComputeJob(bundle=bundle))
+    assert run_to_end(local_compute, first)[0][-1].status == JobStatus.FAILED
+    flag.touch()
+    again = local_compute.start_job(ComputeJob(bundle=bundle))
+    assert again["hash"] == first["hash"]
+    updates, output = run_to_end(local_compute, again)
+    assert updates[-1].status == JobStatus.SUCCESS
+    assert "not yet" not in output  # a fresh job directory, not the old output
