@@ -290,3 +290,21 @@ def test_a_failed_job_runs_again_when_restarted(
     updates, output = run_to_end(local_compute, again)
     assert updates[-1].status == JobStatus.SUCCESS
     assert "not yet" not in output  # a fresh job directory, not the old output
+
+
+def test_a_killed_runner_does_not_leave_its_operation_running(
+    local_compute: LocalCompute, make_bundle: Callable[..., Path], kill_leftovers: list[int]
+) -> None:
+    info = local_compute.start_job(ComputeJob(bundle=make_bundle(STUBBORN)))
+    job_dir = Path(info["jobDir"])
+    wait_for(lambda: (job_dir / "work" / "pids.json").exists(), what="the operation to start")
+    pids = json.loads((job_dir / "work" / "pids.json").read_text())
+    kill_leftovers.extend(pids)
+    runner = json.loads((job_dir / "state.json").read_text())["pgid"]
+    assert (job_dir / "work" / ".deepforge-operation-pgid").read_text().strip() == str(pids[0])
+
+    os.kill(runner, signal.SIGKILL)  # the runner cannot clean up; its supervisor must
+    updates, _ = run_to_end(local_compute, info)
+
+    assert updates[-1].status == JobStatus.FAILED
+    wait_for(lambda: all(pid_gone(p) for p in pids), timeout=10, what="the orphaned operation to be killed")

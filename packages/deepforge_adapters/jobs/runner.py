@@ -40,7 +40,7 @@ from ..storage import get_client
 from ..storage.base import DataInfo, StorageClient
 from ..storage.cache import WorkerCache
 from ..streams import ProgressCallback, atomic_write
-from .bundle import RESULTS_FILE, JobSpec, read_bundle
+from .bundle import OPERATION_PGID_FILE, RESULTS_FILE, JobSpec, read_bundle
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,7 @@ class Runner:
         self.cancel_requested = False
         self._kill_timer: threading.Timer | None = None
         self._tail = b""
+        self._spawning = False
         self.grace = _env_float(self.environ, GRACE_ENV, DEFAULT_GRACE)
         self.progress_interval = _env_float(self.environ, PROGRESS_ENV, DEFAULT_PROGRESS_INTERVAL)
 
@@ -126,14 +127,21 @@ class Runner:
                 signal.signal(sig, handler)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._spawning:  # the child may exist but is not recorded yet: act right after the spawn
+            self.cancel_requested = True
+            return
         first = not self.cancel_requested
         self.cancel_requested = True
         child = self.child
         if child is None or child.returncode is not None:
             raise Canceled()  # not running the operation: stop what we are doing (uploads are atomic)
-        if not first:
+        if first:
+            self._start_cancel(child)
+        else:
             self._kill_group(child.pid, signal.SIGKILL)
-            return
+
+    def _start_cancel(self, child: subprocess.Popen[bytes]) -> None:
+        """SIGINT to the operation's group now, SIGKILL after the grace period."""
         self._kill_group(child.pid, signal.SIGINT)
         self._kill_timer = threading.Timer(self.grace, self._kill_group, args=(child.pid, signal.SIGKILL))
         self._kill_timer.daemon = True
@@ -214,6 +222,7 @@ class Runner:
         env.setdefault("PYTHONUNBUFFERED", "1")
         command = self._command(spec)
         self.say(f"running {' '.join(spec.command)}")
+        self._spawning = True
         try:
             child = subprocess.Popen(
                 command,
@@ -225,10 +234,16 @@ class Runner:
                 start_new_session=True,
             )
         except OSError as exc:
+            self._spawning = False
+            if self.cancel_requested:
+                raise Canceled() from None
             raise JobFailed(f"cannot start {spec.command[0]!r}: {exc.strerror}") from None
         self.child = child
-        if self.cancel_requested:  # a signal arrived between the fetches and the spawn
-            self._on_signal(signal.SIGINT, None)
+        self._spawning = False
+        pgid_file = self.job_dir / OPERATION_PGID_FILE
+        pgid_file.write_text(f"{child.pid}\n")
+        if self.cancel_requested:  # a signal arrived during the spawn
+            self._start_cancel(child)
         assert child.stdout is not None
         fd = child.stdout.fileno()
         self._tail = b""
@@ -250,6 +265,7 @@ class Runner:
             child.stdout.close()
             code = child.wait()
             self._kill_group(child.pid, signal.SIGKILL)  # nothing of the job outlives it
+            pgid_file.unlink(missing_ok=True)
         return code
 
     def _exit_reason(self, spec: JobSpec, code: int) -> str:
