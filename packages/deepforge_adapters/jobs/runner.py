@@ -169,7 +169,8 @@ class Runner:
     # ------------------------------------------------------------------------------------------ inputs
     def _client(self, backend: str, config: Mapping[str, Any], what: str) -> StorageClient:
         try:
-            opened = secrets.unseal(config, self.environ.get(secrets.KEY_ENV) or None)
+            sealed = any(secrets.is_sealed(v) for v in config.values())
+            opened = secrets.unseal(config, secrets.load_key(self.environ) if sealed else None)
         except DeepForgeError as exc:
             raise JobFailed(f"{what}: cannot open the sealed config of {backend} storage: {exc}") from None
         try:
