@@ -80,11 +80,16 @@ class SciServerCompute(ComputeClient):
             Field("password", "Password", "SciServer password; used to get a token when none is given", is_auth=True),
             Field("token", "Token", "SciServer token (X-Auth-Token); valid for 24 h", is_auth=True),
             Field("computeDomain", "Compute Domain", "Batch compute domain, by name", default="Small Jobs Domain"),
-            Field("image", "Image", "Docker image, by name; it must provide python3 with deepforge-adapters "
-                  "(default: the domain's first image)"),
+            Field(
+                "image",
+                "Image",
+                "Docker image, by name; it must provide python3 with deepforge-adapters "
+                "(default: the domain's first image)",
+            ),
             Field("loginUrl", "Login URL", "SciServer login portal (Keystone v3 tokens)", default=DEFAULT_LOGIN_URL),
-            Field("fileServiceUrl", "Files API URL", "SciServer FileService API root",
-                  default=DEFAULT_FILE_SERVICE_URL),
+            Field(
+                "fileServiceUrl", "Files API URL", "SciServer FileService API root", default=DEFAULT_FILE_SERVICE_URL
+            ),
             Field("racmUrl", "RACM URL", "SciServer RACM root (JOBM jobs API)", default=DEFAULT_RACM_URL),
         ),
     )
@@ -162,8 +167,9 @@ class SciServerCompute(ComputeClient):
         command = self._command(bundle, f"{WORKSPACE}{SCRATCH_POOL}/{username}/scratch/{scratch_dir}")
         try:
             count = self._upload_bundle(bundle, scratch, scratch_dir)
-            log.info("%s: uploaded %d bundle files to %s/%s/scratch/%s", self.id, count, SCRATCH_POOL, username,
-                     scratch_dir)
+            log.info(
+                "%s: uploaded %d bundle files to %s/%s/scratch/%s", self.id, count, SCRATCH_POOL, username, scratch_dir
+            )
             body = {
                 "command": command,
                 "submitterDID": job.name,
@@ -266,7 +272,7 @@ class SciServerCompute(ComputeClient):
             return None
         if not folder.startswith(WORKSPACE):
             raise ComputeError(self.id, f"job {job.get('id')}: unexpected resultsFolderURI {folder!r}")
-        pool, owner, volume, *rest = [p for p in folder[len(WORKSPACE):].split("/") if p]
+        pool, owner, volume, *rest = [p for p in folder[len(WORKSPACE) :].split("/") if p]
         return self.files(pool, f"{owner}/{volume}"), "/".join([*rest, name])
 
     def _read_text(self, job: Mapping[str, Any], name: str, skip: int = 0) -> tuple[bytes, int] | None:
@@ -287,7 +293,7 @@ class SciServerCompute(ComputeClient):
             position = 0
             while chunk := src.read(1024 * 1024):
                 if position + len(chunk) > skip:
-                    chunks.append(chunk[max(0, skip - position):])
+                    chunks.append(chunk[max(0, skip - position) :])
                 position += len(chunk)
         return b"".join(chunks), skip + sum(len(c) for c in chunks)
 
@@ -408,5 +414,3 @@ def _safe(bundle: Path, rel: str) -> str:
     if path.is_absolute() or ".." in path.parts or not path.parts or "\\" in rel:
         raise BundleError(f"job bundle {bundle}: unsafe member path {rel!r}")
     return path.as_posix()
-
-

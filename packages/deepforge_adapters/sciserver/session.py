@@ -208,8 +208,7 @@ class SciServerSession:
             response = self.http.get(f"{self.login_url}/{quote(token, safe='')}", params={"TaskName": TASK_NAME})
         except requests.RequestException as exc:  # the URL holds the token: never let it into a message
             raise SciServerAuthError(
-                f"{self.backend}: cannot reach the SciServer login portal to validate the token: "
-                f"{type(exc).__name__}"
+                f"{self.backend}: cannot reach the SciServer login portal to validate the token: {type(exc).__name__}"
             ) from None
         if response.status_code != 200:
             raise SciServerAuthError(f"{self.backend}: SciServer rejected the token: {server_message(response)}")
@@ -265,7 +264,7 @@ class SciServerSession:
                     "no password is configured to log in again"
                 )
             if rewind is not None:
-                rewind()
+                kwargs["data"] = rewind()
             kwargs["headers"] = headers
         raise SciServerAuthError(
             f"{self.backend}: {what}: SciServer rejected the token (HTTP 401) even after logging in again"

@@ -62,10 +62,18 @@ class SciServerFilesStorage(StorageClient):
         "sciserver-files",
         (
             *CREDENTIAL_FIELDS,
-            Field("volumePool", "Volume Pool", "Root volume: Storage (backed up, quota) or Temporary (purged)",
-                  default="Storage", choices=POOLS),
-            Field("volume", "Volume", "User volume as <owner>/<name>, e.g. alice/deepforge_data "
-                  "(default: your persistent or scratch volume)"),
+            Field(
+                "volumePool",
+                "Volume Pool",
+                "Root volume: Storage (backed up, quota) or Temporary (purged)",
+                default="Storage",
+                choices=POOLS,
+            ),
+            Field(
+                "volume",
+                "Volume",
+                "User volume as <owner>/<name>, e.g. alice/deepforge_data (default: your persistent or scratch volume)",
+            ),
         ),
     )
 
@@ -144,7 +152,9 @@ class SciServerFilesStorage(StorageClient):
             data=body if size is not None else iter_chunks(body),
             headers={"Content-Type": "application/octet-stream"},
             upload=True,
-            rewind=body.rewind if body.can_rewind else None,
+            rewind=(lambda: body.rewound() if size is not None else iter_chunks(body.rewound()))
+            if body.can_rewind
+            else None,
         )
         if response.status_code != 200:
             self._fail(f"upload {name!r} to {pool}/{volume}", name, response)
@@ -174,11 +184,14 @@ class SciServerFilesStorage(StorageClient):
 
     def get_file_stream(self, data_info: DataInfo) -> BinaryIO:
         pool, volume, filename = self._location(data_info)
-        response = self._request("GET", self.url("file", pool, volume, filename), f"download {filename!r}", filename,
-                                 stream=True)
+        response = self._request(
+            "GET", self.url("file", pool, volume, filename), f"download {filename!r}", filename, stream=True
+        )
         if response.status_code != 200:
-            response.close()
-            self._fail(f"download {filename!r} from {pool}/{volume}", filename, response)
+            try:
+                self._fail(f"download {filename!r} from {pool}/{volume}", filename, response)
+            finally:
+                response.close()
         length = response.headers.get("Content-Length")
         if length is None:
             # SciServer answers a missing file (or a directory) with 200 and nothing; only jsontree can tell.
@@ -228,7 +241,10 @@ class SciServerFilesStorage(StorageClient):
         if not path.strip("/"):
             raise StorageError(self.id, f"refusing to delete the root of volume {pool}/{volume}")
         response = self._request(
-            "DELETE", self.url("data", pool, volume, path), f"delete {path!r}", path,
+            "DELETE",
+            self.url("data", pool, volume, path),
+            f"delete {path!r}",
+            path,
             params={"quiet": "true" if quiet else "false"},
         )
         if response.status_code != 200:
@@ -259,7 +275,10 @@ class SciServerFilesStorage(StorageClient):
         pool, volume, filename = self._location(data_info)
         name = check_name(self.id, name)
         response = self._request(
-            "PUT", self.url("data", pool, volume, filename), f"copy {filename!r} to {name!r}", name,
+            "PUT",
+            self.url("data", pool, volume, filename),
+            f"copy {filename!r} to {name!r}",
+            name,
             params={"replaceExisting": "true", "doCopy": "true"},
             json=self._destination(self.pool, self.volume, name),
         )
@@ -322,9 +341,11 @@ class UploadBody(ProgressReader):
     def can_rewind(self) -> bool:
         return self._start is not None
 
-    def rewind(self) -> None:
+    def rewound(self) -> UploadBody:
+        """Back at the start, for sending again."""
         self._raw.seek(self._start)  # type: ignore[attr-defined]
         self.bytes_read = 0
+        return self
 
 
 class VerifiedStream:
