@@ -282,3 +282,16 @@ def test_short_download_is_an_integrity_error(sciserver: SciServerHandle, tmp_pa
     with pytest.raises(IntegrityError, match="ended after 10 of 20 bytes"), stream:
         while stream.read(4):
             pass
+
+
+def test_worker_cache_refetches_after_overwrite(sciserver: SciServerHandle, tmp_path: Path) -> None:
+    from deepforge_adapters.storage.cache import WorkerCache
+
+    files = client(sciserver)
+    cache = WorkerCache(tmp_path / "cache")
+    first = files.put_file_stream("in/data", io.BytesIO(b"version one"))
+    assert cache.fetch(files, first).read_bytes() == b"version one"
+    time.sleep(0.01)
+    second = files.put_file_stream("in/data", io.BytesIO(b"version two!"))
+    assert cache.fetch(files, second).read_bytes() == b"version two!"
+    assert cache.fetch(files, first).read_bytes() == b"version one"  # served from the cache, not stale

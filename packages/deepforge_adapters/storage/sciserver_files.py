@@ -267,7 +267,8 @@ class SciServerFilesStorage(StorageClient):
         if not isinstance(data.get("size"), int) or not data.get("lastModified"):
             data = self._stat(pool, volume, filename).data  # DeepForge's putFile dataInfo had no mtime
         identity = json.dumps([pool, volume, filename, data["size"], data["lastModified"]])
-        return f"{self.id}/{hashlib.sha256(identity.encode()).hexdigest()}"
+        digest = hashlib.sha256(identity.encode()).hexdigest()
+        return f"{self.id}/{digest[:2]}/{digest[2:]}"
 
     # ------------------------------------------------------------------------------------ overrides
     def copy(self, data_info: DataInfo, name: str, progress: ProgressCallback | None = None) -> DataInfo:
