@@ -15,7 +15,7 @@ import pytest
 from deepforge_adapters import compute
 from deepforge_adapters.compute import ComputeJob, JobStatus, JobUpdate
 from deepforge_adapters.compute.sciserver_compute import SciServerCompute
-from deepforge_adapters.errors import BundleError, ComputeError
+from deepforge_adapters.errors import ComputeError
 
 from tests.fixtures.sciserver import SciServerHandle
 
@@ -194,15 +194,21 @@ def test_unknown_job_reports_server_message(sciserver: SciServerHandle) -> None:
 
 def test_bad_bundles(sciserver: SciServerHandle, tmp_path: Path) -> None:
     runner = client(sciserver)
-    with pytest.raises(BundleError, match="does not exist"):
+    with pytest.raises(ComputeError, match="does not exist"):
         runner.start_job(ComputeJob(bundle=tmp_path / "missing"))
     evil = tmp_path / "evil.zip"
     with zipfile.ZipFile(evil, "w") as zf:
         zf.writestr("../escape.txt", "x")
-    with pytest.raises(BundleError, match="unsafe member path"):
+    with pytest.raises(ComputeError, match=r"'\.\./escape\.txt' contains '\.\.'"):
         runner.start_job(ComputeJob(bundle=evil))
-    with pytest.raises(ComputeError, match="needs a local job bundle"):
+    no_config = tmp_path / "no-config"
+    no_config.mkdir()
+    (no_config / "main.py").write_text("print(1)")
+    with pytest.raises(ComputeError, match=r"executor_config\.json: missing"):
+        runner.start_job(ComputeJob(bundle=no_config))
+    with pytest.raises(ComputeError, match="has no bundle path"):
         runner.start_job(ComputeJob(hash="only-a-hash"))
+    assert not any(r["method"] in ("PUT", "POST") for r in sciserver.requests() if "keystone" not in r["path"])
 
 
 def test_token_only_config(sciserver: SciServerHandle, tmp_path: Path) -> None:

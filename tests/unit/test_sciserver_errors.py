@@ -122,7 +122,7 @@ def test_submission_500_carries_the_server_message(tmp_path: Path) -> None:
     deleted: list[str] = []
 
     class FakeScratch:
-        def put_file_stream(self, name: str, src: io.BufferedReader) -> None:
+        def put_file_stream(self, name: str, src: io.BufferedReader, size: int | None = None) -> None:
             uploads.append(name)
 
         def delete_dir(self, prefix: str) -> None:

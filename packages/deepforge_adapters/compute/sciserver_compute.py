@@ -18,21 +18,29 @@ The flow, readable top to bottom:
 from __future__ import annotations
 
 import codecs
-import functools
+import contextlib
 import json
 import logging
+import os
 import shlex
+import tempfile
 import time
 import uuid
-import zipfile
 from collections.abc import Iterator, Mapping
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, NoReturn
 
 import requests
 
 from ..config import ConfigSchema, Field
 from ..errors import BundleError, ComputeError, DeepForgeError, NotFoundError
+from ..jobs.bundle import (
+    DEFAULT_MAX_BYTES,
+    RESULTS_FILE,
+    _bundle_files,  # the one walk of a bundle dir (sorted, refuses symlinks)
+    read_executor_config,
+    safe_extract,
+)
 from ..sciserver.session import (
     DEFAULT_FILE_SERVICE_URL,
     DEFAULT_LOGIN_URL,
@@ -50,7 +58,6 @@ log = logging.getLogger(__name__)
 WORKSPACE = "/home/idies/workspace/"
 SCRATCH_POOL = "Temporary"
 SCRATCH_DIR = "deepforge-jobs"
-RUNNER_COMMAND = ("python3", "-m", "deepforge_adapters.jobs.runner")
 TERMINAL = 32  # status > 16: SUCCESS, ERROR or CANCELED
 STARTED = 8
 
@@ -156,37 +163,46 @@ class SciServerCompute(ComputeClient):
     # ------------------------------------------------------------------------------------ submit
     def start_job(self, job: ComputeJob) -> dict[str, Any]:
         if job.bundle is None:
-            raise ComputeError(self.id, "start_job needs a local job bundle (ComputeJob.bundle)")
-        bundle = Path(job.bundle)
-        domain = self._domain()
-        image = self._image(domain)
-        label = (job.hash or "job")[:40]
-        scratch_dir = f"{SCRATCH_DIR}/{label}-{uuid.uuid4().hex[:8]}"
-        scratch = self.scratch()
-        username = self.username()
-        command = self._command(bundle, f"{WORKSPACE}{SCRATCH_POOL}/{username}/scratch/{scratch_dir}")
-        try:
-            count = self._upload_bundle(bundle, scratch, scratch_dir)
-            log.info(
-                "%s: uploaded %d bundle files to %s/%s/scratch/%s", self.id, count, SCRATCH_POOL, username, scratch_dir
+            raise ComputeError(
+                self.id,
+                f"job {job.hash or job.name!r} has no bundle path; sciserver-compute uploads bundles from this "
+                "machine's disk",
             )
-            body = {
-                "command": command,
-                "submitterDID": job.name,
-                "dockerComputeEndpoint": domain["apiEndpoint"],
-                "dockerImageName": image,
-                "volumeContainers": [],
-                # Mount every user volume the domain offers (inputs may live in any), writable where allowed.
-                "userVolumes": [
-                    {"userVolumeId": v["id"], "needsWriteAccess": "write" in (v.get("allowedActions") or [])}
-                    for v in domain.get("userVolumes") or []
-                ],
-                "resultsFolderURI": "",
-            }
-            submitted = self._request("POST", "/jobs/docker", f"submit job {job.name!r}", json=body)
-        except BaseException:
-            self._remove_scratch(scratch, scratch_dir)
-            raise
+        with staged_bundle(self.id, Path(job.bundle)) as root:
+            argv = executor_argv(self.id, root)
+            domain = self._domain()
+            image = self._image(domain)
+            username = self.username()
+            label = (job.hash or "job")[:40]
+            scratch_dir = f"{SCRATCH_DIR}/{label}-{uuid.uuid4().hex[:8]}"
+            scratch = self.scratch()
+            try:
+                count = self._upload_bundle(root, scratch, scratch_dir)
+                log.info(
+                    "%s: uploaded %d bundle files to %s/%s/scratch/%s",
+                    self.id,
+                    count,
+                    SCRATCH_POOL,
+                    username,
+                    scratch_dir,
+                )
+                body = {
+                    "command": self._command(argv, f"{WORKSPACE}{SCRATCH_POOL}/{username}/scratch/{scratch_dir}"),
+                    "submitterDID": job.name,
+                    "dockerComputeEndpoint": domain["apiEndpoint"],
+                    "dockerImageName": image,
+                    "volumeContainers": [],
+                    # Mount every user volume the domain offers (inputs may live in any), writable where allowed.
+                    "userVolumes": [
+                        {"userVolumeId": v["id"], "needsWriteAccess": "write" in (v.get("allowedActions") or [])}
+                        for v in domain.get("userVolumes") or []
+                    ],
+                    "resultsFolderURI": "",
+                }
+                submitted = self._request("POST", "/jobs/docker", f"submit job {job.name!r}", json=body)
+            except BaseException:
+                self._remove_scratch(scratch, scratch_dir)
+                raise
         log.info("%s: submitted SciServer job %s (%s) to %r", self.id, submitted.get("id"), job.name, domain["name"])
         return {
             "hash": job.hash or scratch_dir,
@@ -218,29 +234,27 @@ class SciServerCompute(ComputeClient):
             )
         return str(wanted)
 
-    def _command(self, bundle: Path, job_dir: str) -> str:
+    @staticmethod
+    def _command(argv: list[str], job_dir: str) -> str:
         """The shell command: run the bundle's command in its folder; leave results.json in the working dir.
 
         SciServer starts the command in the job's working directory (``resultsFolderURI``), where it
-        collects ``stdout.txt``; the bundle lives in the scratch folder.
+        collects ``stdout.txt``; the bundle lives in the scratch folder.  stderr is merged into stdout so
+        the streamed output is the whole story, in order.
         """
-        config = read_executor_config(bundle)
-        argv = [str(config["cmd"]), *(str(a) for a in config.get("args") or [])] if config else list(RUNNER_COMMAND)
         run = " ".join(shlex.quote(a) for a in argv)
         return (
             f'RESULTS_DIR="$PWD"; cd {shlex.quote(job_dir)} || exit 97; {run} 2>&1; status=$?; '
-            f'if [ -f results.json ]; then cp results.json "$RESULTS_DIR/results.json"; fi; exit $status'
+            f'if [ -f {RESULTS_FILE} ]; then cp {RESULTS_FILE} "$RESULTS_DIR/{RESULTS_FILE}"; fi; exit $status'
         )
 
-    def _upload_bundle(self, bundle: Path, scratch: StorageClient, scratch_dir: str) -> int:
-        count = 0
-        for rel, opener in iter_bundle(bundle):
-            with opener() as src:
-                scratch.put_file_stream(f"{scratch_dir}/{rel}", src)
-            count += 1
-        if not count:
-            raise BundleError(f"job bundle {bundle} holds no files")
-        return count
+    @staticmethod
+    def _upload_bundle(root: Path, scratch: StorageClient, scratch_dir: str) -> int:
+        files = _bundle_files(root)
+        for rel, path in files:
+            with open(path, "rb") as src:
+                scratch.put_file_stream(f"{scratch_dir}/{rel}", src, size=os.path.getsize(path))
+        return len(files)
 
     def _remove_scratch(self, scratch: StorageClient, scratch_dir: str) -> None:
         try:
@@ -305,7 +319,7 @@ class SciServerCompute(ComputeClient):
         return self._results(self.get_job(job_info))
 
     def _results(self, job: Mapping[str, Any]) -> dict[str, Any]:
-        found = self._read_text(job, "results.json")
+        found = self._read_text(job, RESULTS_FILE)
         if found is None:
             raise ComputeError(self.id, f"job {job.get('id')} wrote no results.json in {job.get('resultsFolderURI')}")
         try:
@@ -377,40 +391,26 @@ class SciServerCompute(ComputeClient):
 
 
 # ---------------------------------------------------------------------------------------------- bundles
-def read_executor_config(bundle: Path) -> dict[str, Any] | None:
-    """The bundle's ``executor_config.json`` (``cmd`` + ``args``), or ``None`` if it has none."""
-    for rel, opener in iter_bundle(bundle):
-        if rel == "executor_config.json":
-            with opener() as f:
-                try:
-                    config = json.loads(f.read())
-                except ValueError as exc:
-                    raise BundleError(f"{bundle}: executor_config.json is not valid JSON: {exc}") from None
-            if not isinstance(config, dict) or not config.get("cmd"):
-                raise BundleError(f"{bundle}: executor_config.json needs a 'cmd'")
-            return config
-    return None
-
-
-def iter_bundle(bundle: Path) -> Iterator[tuple[str, Any]]:
-    """``(relative posix path, opener)`` for each file of a bundle directory or zip; rejects unsafe paths."""
+@contextlib.contextmanager
+def staged_bundle(backend: str, bundle: Path) -> Iterator[Path]:
+    """The bundle as a directory: itself, or a zip safely extracted into a temp dir removed afterwards."""
     if bundle.is_dir():
-        for path in sorted(p for p in bundle.rglob("*") if p.is_file()):
-            rel = path.relative_to(bundle).as_posix()
-            yield _safe(bundle, rel), functools.partial(path.open, "rb")
-    elif zipfile.is_zipfile(bundle):
-        with zipfile.ZipFile(bundle) as archive:
-            for info in archive.infolist():
-                if not info.is_dir():
-                    yield _safe(bundle, info.filename), functools.partial(archive.open, info)
-    elif bundle.exists():
-        raise BundleError(f"job bundle {bundle} is neither a directory nor a zip file")
-    else:
-        raise BundleError(f"job bundle {bundle} does not exist")
+        yield bundle
+        return
+    if not bundle.is_file():
+        raise ComputeError(backend, f"cannot start bundle: {bundle} does not exist")
+    with tempfile.TemporaryDirectory(prefix="deepforge-sciserver-bundle-") as tmp:
+        try:
+            safe_extract(bundle, tmp, DEFAULT_MAX_BYTES)
+        except BundleError as exc:
+            raise ComputeError(backend, f"cannot start bundle: {exc}") from None
+        yield Path(tmp)
 
 
-def _safe(bundle: Path, rel: str) -> str:
-    path = PurePosixPath(rel)
-    if path.is_absolute() or ".." in path.parts or not path.parts or "\\" in rel:
-        raise BundleError(f"job bundle {bundle}: unsafe member path {rel!r}")
-    return path.as_posix()
+def executor_argv(backend: str, root: Path) -> list[str]:
+    """``cmd`` + ``args`` of the bundle's ``executor_config.json`` (the runner, for bundles we build)."""
+    try:
+        config = read_executor_config(root)
+    except BundleError as exc:
+        raise ComputeError(backend, f"cannot start bundle: {exc}") from None
+    return [str(config["cmd"]), *(str(a) for a in config.get("args") or [])]
