@@ -278,7 +278,7 @@ def test_short_download_is_an_integrity_error(sciserver: SciServerHandle, tmp_pa
     files = client(sciserver)
     info = files.put_file_stream("short", io.BytesIO(b"0123456789"))
     stream = files.get_file_stream(info)
-    stream.expected = 20  # type: ignore[attr-defined]  # as if the server promised more than it sent
+    stream.raw.expected = 20  # type: ignore[attr-defined]  # as if the server promised more than it sent
     with pytest.raises(IntegrityError, match="ended after 10 of 20 bytes"), stream:
         while stream.read(4):
             pass

@@ -18,6 +18,7 @@ What SciServer makes this adapter careful about (``shared/reference/sciserver-ap
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import posixpath
@@ -202,7 +203,7 @@ class SciServerFilesStorage(StorageClient):
                 raise
         else:
             expected = int(length)
-        return VerifiedStream(response, expected, self.id, filename)  # type: ignore[return-value]
+        return io.BufferedReader(VerifiedStream(response, expected, self.id, filename), CHUNK_SIZE)
 
     def stat(self, name: str) -> DataInfo:
         return self._stat(self.pool, self.volume, check_name(self.id, name))
@@ -349,22 +350,26 @@ class UploadBody(ProgressReader):
         return self
 
 
-class VerifiedStream:
-    """A download body that raises :class:`IntegrityError` if it ends before the expected byte count."""
+class VerifiedStream(io.RawIOBase):
+    """A download body that raises :class:`IntegrityError` if it ends before (or runs past) the expected byte
+    count.  :meth:`SciServerFilesStorage.get_file_stream` hands it out inside an ``io.BufferedReader``, so
+    callers get ``read``/``readline``/``pickle.load`` and a context manager."""
 
     def __init__(self, response: requests.Response, expected: int, backend: str, name: str) -> None:
+        super().__init__()
         self._response = response
-        self._raw = response.raw
         self.expected = expected
         self.received = 0
         self._backend = backend
         self._name = name
 
-    def read(self, size: int = -1) -> bytes:
-        if size is None or size < 0:  # "everything": the caller asked for the whole body
-            return b"".join(iter(lambda: self.read(CHUNK_SIZE), b""))
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
         try:
-            data = self._raw.read(size, decode_content=True)
+            data = self._response.raw.read(len(view), decode_content=True)
         except Exception as exc:
             raise StorageError(self._backend, f"download interrupted: {type(exc).__name__}", self._name) from None
         self.received += len(data)
@@ -376,16 +381,10 @@ class VerifiedStream:
             raise IntegrityError(
                 self._backend, f"download returned more than the expected {self.expected} bytes", self._name
             )
-        return data
-
-    def readable(self) -> bool:
-        return True
+        view[: len(data)] = data
+        return len(data)
 
     def close(self) -> None:
-        self._response.close()
-
-    def __enter__(self) -> VerifiedStream:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        if not self.closed:
+            self._response.close()
+        super().close()
