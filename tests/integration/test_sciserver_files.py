@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
+import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -295,3 +298,33 @@ def test_worker_cache_refetches_after_overwrite(sciserver: SciServerHandle, tmp_
     second = files.put_file_stream("in/data", io.BytesIO(b"version two!"))
     assert cache.fetch(files, second).read_bytes() == b"version two!"
     assert cache.fetch(files, first).read_bytes() == b"version one"  # served from the cache, not stale
+
+
+def test_cli_round_trip_with_password_from_environment(
+    sciserver: SciServerHandle, run_cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    source = _write(tmp_path / "src.bin", b"via the cli")
+    config = json.dumps({k: v for k, v in sciserver.config().items() if k != "password"})
+    env = {"DEEPFORGE_SCISERVER_FILES_PASSWORD": sciserver.password}
+    put = run_cli("storage", "put", "-q", "-b", "sciserver-files", "--config", config, "cli/file", str(source), env=env)
+    assert put.returncode == 0, put.stderr
+    info = DataInfo.from_json(put.stdout)
+    assert info.data["filename"] == "cli/file" and info.data["size"] == 11
+    got = run_cli(
+        "storage",
+        "get",
+        "-q",
+        "-b",
+        "sciserver-files",
+        "--config",
+        config,
+        put.stdout.strip(),
+        str(tmp_path / "back.bin"),
+        env=env,
+    )
+    assert got.returncode == 0, got.stderr
+    assert (tmp_path / "back.bin").read_bytes() == b"via the cli"
+    bad = run_cli("storage", "stat", "-b", "sciserver-files", "--config", config, "cli/nope", env=env)
+    assert bad.returncode != 0 and "does not exist" in bad.stderr
+    for proc in (put, got, bad):
+        assert sciserver.password not in proc.stdout + proc.stderr
