@@ -457,3 +457,17 @@ def test_fileservice_discovery(sciserver: SciServerHandle) -> None:
     token = sciserver.login()
     (service,) = requests.get(f"{sciserver.racm_url}/storem/fileservices", headers=h(token), timeout=TIMEOUT).json()
     assert service["name"] == "FileServiceJHU" and service["apiEndpoint"] == sciserver.url + "fileservice/"
+
+
+def test_shared_read_only_volume(sciserver: SciServerHandle) -> None:
+    token = sciserver.login()
+    other = sciserver.add_user()
+    base = f"Storage/{sciserver.username}/persistent"
+    requests.put(f"{sciserver.files_url}file/{base}/s.txt", data=b"shared", headers=h(token), timeout=TIMEOUT)
+    share = [{"name": other.username, "type": "USER", "allowedActions": ["read"]}]
+    r = requests.patch(f"{sciserver.files_url}share/{base}", json=share, headers=h(token), timeout=TIMEOUT)
+    assert r.status_code == 200
+    theirs = other.login()
+    assert requests.get(f"{sciserver.files_url}file/{base}/s.txt", headers=h(theirs), timeout=TIMEOUT).text == "shared"
+    denied = requests.put(f"{sciserver.files_url}file/{base}/t.txt", data=b"x", headers=h(theirs), timeout=TIMEOUT)
+    assert denied.status_code == 500 and denied.json()["error"] == "Missing required permissions on volume"

@@ -440,13 +440,21 @@ def create_volume(root: str, owner: str, name: str) -> Any:
     return Response(b"", status=200)
 
 
+def volume_with(root: str, owner: str, name: str, action: str) -> UserVolume:
+    """The caller's view of a user volume: invisible ones do not exist; visible ones need ``action``."""
+    volume = state().find_volume(root, owner, name)
+    if volume is None or not state().allowed_actions(volume, g.user):
+        raise ServiceError("Volume does not exist")
+    if action not in state().allowed_actions(volume, g.user):
+        raise ServiceError("Missing required permissions on volume")
+    return volume
+
+
 @bp.delete("/volume/<root>/<owner>/<name>")
 def delete_volume(root: str, owner: str, name: str) -> Any:
     st = state()
-    volume = st.find_volume(root, owner, name)
-    if volume is None or not st.allowed_actions(volume, g.user):
-        raise ServiceError("Volume does not exist")
-    if "delete" not in st.allowed_actions(volume, g.user) or owner != g.user:
+    volume = volume_with(root, owner, name, "delete")
+    if owner != g.user:
         raise ServiceError("Missing required permissions on volume")
     with st.lock:
         shutil.rmtree(st.volume_dir(volume), ignore_errors=True)
@@ -457,11 +465,7 @@ def delete_volume(root: str, owner: str, name: str) -> Any:
 @bp.patch("/share/<root>/<owner>/<name>")
 def share_volume(root: str, owner: str, name: str) -> Any:
     st = state()
-    volume = st.find_volume(root, owner, name)
-    if volume is None or not st.allowed_actions(volume, g.user):
-        raise ServiceError("Volume does not exist")
-    if "grant" not in st.allowed_actions(volume, g.user):
-        raise ServiceError("Missing required permissions on volume")
+    volume = volume_with(root, owner, name, "grant")
     entries = request.get_json(silent=True)
     if not isinstance(entries, list):
         raise ServiceError("Could not parse the sharing request body")

@@ -42,8 +42,7 @@ from ..jobs.bundle import (
     safe_extract,
 )
 from ..sciserver.session import (
-    DEFAULT_FILE_SERVICE_URL,
-    DEFAULT_LOGIN_URL,
+    CREDENTIAL_FIELDS,
     DEFAULT_RACM_URL,
     SciServerAuthError,
     SciServerSession,
@@ -83,19 +82,13 @@ class SciServerCompute(ComputeClient):
     schema = ConfigSchema(
         "sciserver-compute",
         (
-            Field("username", "Username", "SciServer username (needed to log in with a password)"),
-            Field("password", "Password", "SciServer password; used to get a token when none is given", is_auth=True),
-            Field("token", "Token", "SciServer token (X-Auth-Token); valid for 24 h", is_auth=True),
+            *CREDENTIAL_FIELDS,
             Field("computeDomain", "Compute Domain", "Batch compute domain, by name", default="Small Jobs Domain"),
             Field(
                 "image",
                 "Image",
                 "Docker image, by name; it must provide python3 with deepforge-adapters "
                 "(default: the domain's first image)",
-            ),
-            Field("loginUrl", "Login URL", "SciServer login portal (Keystone v3 tokens)", default=DEFAULT_LOGIN_URL),
-            Field(
-                "fileServiceUrl", "Files API URL", "SciServer FileService API root", default=DEFAULT_FILE_SERVICE_URL
             ),
             Field("racmUrl", "RACM URL", "SciServer RACM root (JOBM jobs API)", default=DEFAULT_RACM_URL),
         ),
@@ -108,15 +101,9 @@ class SciServerCompute(ComputeClient):
     def __init__(self, config: Mapping[str, Any] | None = None) -> None:
         super().__init__(config)
         try:
-            self.session = SciServerSession(
-                self.id,
-                login_url=self.config["loginUrl"],
-                username=self.config["username"],
-                password=self.config["password"],
-                token=self.config["token"],
-            )
+            self.session = SciServerSession.from_config(self.id, self.config)
         except SciServerAuthError as exc:
-            raise ComputeError(self.id, str(exc).removeprefix(f"{self.id}: ")) from None
+            raise ComputeError(self.id, str(exc)) from None
         self.jobm_url = self.config["racmUrl"].rstrip("/") + "/jobm/rest"
         self._files: dict[tuple[str, str], StorageClient] = {}
 
@@ -126,7 +113,7 @@ class SciServerCompute(ComputeClient):
         try:
             response = self.session.request(method, self.jobm_url + path, what=what, **kwargs)
         except (SciServerAuthError, requests.RequestException) as exc:
-            raise ComputeError(self.id, str(exc).removeprefix(f"{self.id}: ")) from None
+            raise ComputeError(self.id, str(exc)) from None
         if response.status_code != 200:
             self._fail(what, response)
         try:
@@ -142,7 +129,7 @@ class SciServerCompute(ComputeClient):
         try:
             return self.session.whoami()
         except SciServerAuthError as exc:
-            raise ComputeError(self.id, str(exc).removeprefix(f"{self.id}: ")) from None
+            raise ComputeError(self.id, str(exc)) from None
 
     def files(self, pool: str, volume: str) -> StorageClient:
         """A ``sciserver-files`` client on ``pool``/``volume`` with this backend's credentials and URLs."""

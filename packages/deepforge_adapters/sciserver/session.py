@@ -30,6 +30,7 @@ from urllib.parse import quote
 
 import requests
 
+from ..config import Field
 from ..errors import DeepForgeError
 from ..http import make_session
 from ..secrets import register_secret
@@ -47,8 +48,18 @@ TRANSIENT_STATUSES = (502, 503, 504)
 TASK_NAME = "DeepForge.Adapters"
 
 
+#: The config fields both SciServer backends share (DeepForge's names where it had them).
+CREDENTIAL_FIELDS = (
+    Field("username", "Username", "SciServer username (needed to log in with a password)"),
+    Field("password", "Password", "SciServer password; used to get a token when none is given", is_auth=True),
+    Field("token", "Token", "SciServer token (X-Auth-Token); valid for 24 h", is_auth=True),
+    Field("loginUrl", "Login URL", "SciServer login portal (Keystone v3 tokens)", default=DEFAULT_LOGIN_URL),
+    Field("fileServiceUrl", "Files API URL", "SciServer FileService API root", default=DEFAULT_FILE_SERVICE_URL),
+)
+
+
 class SciServerAuthError(DeepForgeError):
-    """Login failed, or a token was refused even after logging in again."""
+    """Login failed, or a token was refused even after logging in again (the adapter adds its name)."""
 
 
 # One token per (login URL, username, password) for the whole process: every client made from the same
@@ -117,9 +128,20 @@ class SciServerSession:
         self._token: str | None = None
         if not (self._given_token or self.can_login or keystone_token_file().is_file()):
             raise SciServerAuthError(
-                f"{backend}: no credentials: give 'token', or 'username' and 'password' "
+                "no credentials: give 'token', or 'username' and 'password' "
                 f"(or run inside SciServer Compute, where {KEYSTONE_TOKEN_PATH} holds one)"
             )
+
+    @classmethod
+    def from_config(cls, backend: str, config: Mapping[str, Any]) -> SciServerSession:
+        """A session from a backend config holding :data:`CREDENTIAL_FIELDS`."""
+        return cls(
+            backend,
+            login_url=config["loginUrl"],
+            username=config["username"],
+            password=config["password"],
+            token=config["token"],
+        )
 
     def __repr__(self) -> str:
         return f"SciServerSession({self.backend!r}, username={self.username!r}, login_url={self.login_url!r})"
@@ -155,9 +177,9 @@ class SciServerSession:
         try:
             token = path.read_text().strip()
         except OSError as exc:
-            raise SciServerAuthError(f"{self.backend}: cannot read the SciServer token file {path}: {exc}") from None
+            raise SciServerAuthError(f"cannot read the SciServer token file {path}: {exc}") from None
         if not token:
-            raise SciServerAuthError(f"{self.backend}: the SciServer token file {path} is empty")
+            raise SciServerAuthError(f"the SciServer token file {path} is empty")
         register_secret(token)
         return token
 
@@ -169,13 +191,11 @@ class SciServerSession:
             response = self.http.post(self.login_url, params={"TaskName": f"{TASK_NAME}.Login"}, json=body)
         except requests.RequestException as exc:
             raise SciServerAuthError(
-                f"{self.backend}: cannot reach the SciServer login portal {self.login_url}: {type(exc).__name__}"
+                f"cannot reach the SciServer login portal {self.login_url}: {type(exc).__name__}"
             ) from None
         token = response.headers.get("X-Subject-Token")
         if response.status_code != 200 or not token:
-            raise SciServerAuthError(
-                f"{self.backend}: SciServer login failed for user {self.username!r}: {server_message(response)}"
-            )
+            raise SciServerAuthError(f"SciServer login failed for user {self.username!r}: {server_message(response)}")
         register_secret(token)
         with _tokens_lock:
             _tokens[self._cache_key] = token
@@ -208,14 +228,14 @@ class SciServerSession:
             response = self.http.get(f"{self.login_url}/{quote(token, safe='')}", params={"TaskName": TASK_NAME})
         except requests.RequestException as exc:  # the URL holds the token: never let it into a message
             raise SciServerAuthError(
-                f"{self.backend}: cannot reach the SciServer login portal to validate the token: {type(exc).__name__}"
+                f"cannot reach the SciServer login portal to validate the token: {type(exc).__name__}"
             ) from None
         if response.status_code != 200:
-            raise SciServerAuthError(f"{self.backend}: SciServer rejected the token: {server_message(response)}")
+            raise SciServerAuthError(f"SciServer rejected the token: {server_message(response)}")
         try:
             self.username = str(response.json()["token"]["user"]["name"])
         except (ValueError, KeyError, TypeError):
-            raise SciServerAuthError(f"{self.backend}: unexpected token document from {self.login_url}") from None
+            raise SciServerAuthError(f"unexpected token document from {self.login_url}") from None
         return self.username
 
     # ---------------------------------------------------------------------------------------- requests
@@ -246,7 +266,7 @@ class SciServerSession:
                 response = session.request(method, url, params=query, headers=headers, **kwargs)
             except requests.RequestException as exc:
                 raise requests.ConnectionError(
-                    f"{self.backend}: {what}: cannot reach SciServer at {_origin(url)}: {type(exc).__name__}"
+                    f"{what}: cannot reach SciServer at {_origin(url)}: {type(exc).__name__}"
                 ) from None
             if response.status_code != 401:
                 return response
@@ -255,20 +275,18 @@ class SciServerSession:
                 break
             if upload and rewind is None:
                 raise SciServerAuthError(
-                    f"{self.backend}: {what}: SciServer rejected the token (HTTP 401) after the upload started; "
+                    f"{what}: SciServer rejected the token (HTTP 401) after the upload started; "
                     "the stream cannot be replayed, retry the upload"
                 )
             if not self._relogin(token):
                 raise SciServerAuthError(
-                    f"{self.backend}: {what}: SciServer rejected the token (HTTP 401: expired or invalid) and "
+                    f"{what}: SciServer rejected the token (HTTP 401: expired or invalid) and "
                     "no password is configured to log in again"
                 )
             if rewind is not None:
                 kwargs["data"] = rewind()
             kwargs["headers"] = headers
-        raise SciServerAuthError(
-            f"{self.backend}: {what}: SciServer rejected the token (HTTP 401) even after logging in again"
-        )
+        raise SciServerAuthError(f"{what}: SciServer rejected the token (HTTP 401) even after logging in again")
 
 
 def _origin(url: str) -> str:

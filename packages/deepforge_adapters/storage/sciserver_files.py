@@ -33,8 +33,7 @@ from ..config import ConfigSchema, Field
 from ..errors import DataInfoError, IntegrityError, NotFoundError, StorageError
 from ..hashing import CHUNK_SIZE
 from ..sciserver.session import (
-    DEFAULT_FILE_SERVICE_URL,
-    DEFAULT_LOGIN_URL,
+    CREDENTIAL_FIELDS,
     SciServerAuthError,
     SciServerSession,
     server_message,
@@ -46,14 +45,6 @@ log = logging.getLogger(__name__)
 
 POOLS = ("Storage", "Temporary")
 DEFAULT_VOLUMES = {"Storage": "persistent", "Temporary": "scratch"}
-
-CREDENTIAL_FIELDS = (
-    Field("username", "Username", "SciServer username (needed to log in with a password)"),
-    Field("password", "Password", "SciServer password; used to get a token when none is given", is_auth=True),
-    Field("token", "Token", "SciServer token (X-Auth-Token); valid for 24 h", is_auth=True),
-    Field("loginUrl", "Login URL", "SciServer login portal (Keystone v3 tokens)", default=DEFAULT_LOGIN_URL),
-    Field("fileServiceUrl", "Files API URL", "SciServer FileService API root", default=DEFAULT_FILE_SERVICE_URL),
-)
 
 
 class SciServerFilesStorage(StorageClient):
@@ -81,15 +72,9 @@ class SciServerFilesStorage(StorageClient):
     def __init__(self, config: Mapping[str, Any] | None = None) -> None:
         super().__init__(config)
         try:
-            self.session = SciServerSession(
-                self.id,
-                login_url=self.config["loginUrl"],
-                username=self.config["username"],
-                password=self.config["password"],
-                token=self.config["token"],
-            )
+            self.session = SciServerSession.from_config(self.id, self.config)
         except SciServerAuthError as exc:
-            raise StorageError(self.id, str(exc).removeprefix(f"{self.id}: ")) from None
+            raise StorageError(self.id, str(exc)) from None
         self.base_url = self.config["fileServiceUrl"].rstrip("/") + "/"
         self.pool: str = self.config["volumePool"]
         self._volume: str | None = normalize_volume(self.config["volume"], self.pool) or None
@@ -120,7 +105,7 @@ class SciServerFilesStorage(StorageClient):
         try:
             return call()
         except SciServerAuthError as exc:
-            raise StorageError(self.id, str(exc).removeprefix(f"{self.id}: ")) from None
+            raise StorageError(self.id, str(exc)) from None
 
     def _request(self, method: str, url: str, what: str, name: str | None, **kwargs: Any) -> requests.Response:
         try:
@@ -162,16 +147,7 @@ class SciServerFilesStorage(StorageClient):
         try:
             if size is not None and body.bytes_read != size:
                 raise IntegrityError(self.id, f"upload sent {body.bytes_read} bytes, expected {size}", name)
-            moved = self._request(
-                "PUT",
-                self.url("data", pool, volume, temp),
-                f"move upload into place as {name!r}",
-                name,
-                params={"replaceExisting": "true", "doCopy": "false"},
-                json=self._destination(pool, volume, name),
-            )
-            if moved.status_code != 200:
-                self._fail(f"move upload into place as {name!r}", name, moved)
+            self._transfer((pool, volume, temp), name, copy=False, what=f"move upload into place as {name!r}")
         except BaseException:
             self._delete(pool, volume, temp, quiet=True)
             raise
@@ -276,30 +252,31 @@ class SciServerFilesStorage(StorageClient):
         """Server-side copy (``PUT api/data?doCopy=true``); no bytes pass through this process."""
         pool, volume, filename = self._location(data_info)
         name = check_name(self.id, name)
-        response = self._request(
-            "PUT",
-            self.url("data", pool, volume, filename),
-            f"copy {filename!r} to {name!r}",
-            name,
-            params={"replaceExisting": "true", "doCopy": "true"},
-            json=self._destination(self.pool, self.volume, name),
-        )
-        if response.status_code != 200:
-            self._fail(f"copy {filename!r} to {name!r}", name, response)
+        self._transfer((pool, volume, filename), name, copy=True, what=f"copy {filename!r} to {name!r}")
         info = self._stat(self.pool, self.volume, name)
         if progress is not None:
             progress(info.data["size"], info.data["size"])
         return info
 
-    @staticmethod
-    def _destination(pool: str, volume: str, path: str) -> dict[str, str]:
-        owner, _, user_volume = volume.partition("/")
-        return {
-            "destinationPath": path,
-            "destinationRootVolume": pool,
+    def _transfer(self, source: tuple[str, str, str], name: str, *, copy: bool, what: str) -> None:
+        """Server-side move or copy of ``(pool, volume, path)`` onto ``name`` in this client's volume."""
+        owner, _, user_volume = self.volume.partition("/")
+        destination = {
+            "destinationPath": name,
+            "destinationRootVolume": self.pool,
             "destinationUserVolume": user_volume,
             "destinationOwnerName": owner,
         }
+        response = self._request(
+            "PUT",
+            self.url("data", *source),
+            what,
+            name,
+            params={"replaceExisting": "true", "doCopy": "true" if copy else "false"},
+            json=destination,
+        )
+        if response.status_code != 200:
+            self._fail(what, name, response)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
