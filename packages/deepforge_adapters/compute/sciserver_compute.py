@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shlex
 import tempfile
 import time
@@ -33,7 +34,7 @@ from typing import Any, NoReturn
 import requests
 
 from ..config import ConfigSchema, Field
-from ..errors import BundleError, ComputeError, DeepForgeError, NotFoundError
+from ..errors import BundleError, ComputeError, DeepForgeError, NotFoundError, StorageError
 from ..jobs.bundle import (
     DEFAULT_MAX_BYTES,
     RESULTS_FILE,
@@ -160,7 +161,7 @@ class SciServerCompute(ComputeClient):
             domain = self._domain()
             image = self._image(domain)
             username = self.username()
-            label = (job.hash or "job")[:40]
+            label = re.sub(r"[^A-Za-z0-9_.-]", "_", job.hash or "job")[:40]
             scratch_dir = f"{SCRATCH_DIR}/{label}-{uuid.uuid4().hex[:8]}"
             scratch = self.scratch()
             try:
@@ -306,7 +307,10 @@ class SciServerCompute(ComputeClient):
         return self._results(self.get_job(job_info))
 
     def _results(self, job: Mapping[str, Any]) -> dict[str, Any]:
-        found = self._read_text(job, RESULTS_FILE)
+        try:
+            found = self._read_text(job, RESULTS_FILE)
+        except StorageError as exc:
+            raise ComputeError(self.id, f"job {job.get('id')}: cannot read {RESULTS_FILE}: {exc}") from None
         if found is None:
             raise ComputeError(self.id, f"job {job.get('id')} wrote no results.json in {job.get('resultsFolderURI')}")
         try:
@@ -349,7 +353,13 @@ class SciServerCompute(ComputeClient):
                 last, changed = mapping.status, True
                 yield JobUpdate("status", status=mapping.status)
             if isinstance(code, int) and code >= STARTED:
-                found = self._read_text(job, "stdout.txt", skip=seen)
+                try:
+                    found = self._read_text(job, "stdout.txt", skip=seen)
+                except (StorageError, ComputeError) as exc:
+                    if mapping.status.finished:
+                        raise
+                    log.warning("%s: job %s: cannot read stdout yet (will retry): %s", self.id, job.get("id"), exc)
+                    found = None
                 if found and found[0]:
                     seen = found[1]
                     text = decoder.decode(found[0])
