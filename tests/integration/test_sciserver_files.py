@@ -328,3 +328,13 @@ def test_cli_round_trip_with_password_from_environment(
     assert bad.returncode != 0 and "does not exist" in bad.stderr
     for proc in (put, got, bad):
         assert sciserver.password not in proc.stdout + proc.stderr
+
+
+def test_unreplayable_upload_after_401_asks_for_a_retry_and_the_retry_works(sciserver: SciServerHandle) -> None:
+    files = client(sciserver)
+    files.put_file_stream("first", io.BytesIO(b"1"))
+    sciserver.expire_tokens()
+    with pytest.raises(StorageError, match="cannot be replayed, retry the upload"):
+        files.put_file_stream("piped", _Unsized(b"from a pipe"))
+    assert files.put_file_stream("piped", _Unsized(b"from a pipe")).data["size"] == 11
+    assert logins(sciserver) == 2

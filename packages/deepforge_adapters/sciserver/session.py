@@ -273,12 +273,14 @@ class SciServerSession:
             response.close()
             if attempt == 2:
                 break
+            relogged = self._relogin(token)
             if upload and rewind is None:
+                # The next call gets the fresh token; this body is gone.
                 raise SciServerAuthError(
                     f"{what}: SciServer rejected the token (HTTP 401) after the upload started; "
                     "the stream cannot be replayed, retry the upload"
                 )
-            if not self._relogin(token):
+            if not relogged:
                 raise SciServerAuthError(
                     f"{what}: SciServer rejected the token (HTTP 401: expired or invalid) and "
                     "no password is configured to log in again"
