@@ -338,3 +338,25 @@ def test_unreplayable_upload_after_401_asks_for_a_retry_and_the_retry_works(scis
         files.put_file_stream("piped", _Unsized(b"from a pipe"))
     assert files.put_file_stream("piped", _Unsized(b"from a pipe")).data["size"] == 11
     assert logins(sciserver) == 2
+
+
+class _Broken:
+    """A source that fails after the first chunk (a dying pipe, a full disk on the producer's side)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def read(self, size: int = -1) -> bytes:
+        self.calls += 1
+        if self.calls > 1:
+            raise OSError("source broke")
+        return b"partial"
+
+
+def test_failed_upload_keeps_the_previous_version_and_leaves_nothing(sciserver: SciServerHandle) -> None:
+    files = client(sciserver)
+    files.put_file_stream("keep/me", io.BytesIO(b"previous"))
+    with pytest.raises((OSError, StorageError)):
+        files.put_file_stream("keep/me", _Broken())
+    assert sorted(p.name for p in (sciserver.volume_path() / "keep").iterdir()) == ["me"]
+    assert (sciserver.volume_path() / "keep" / "me").read_bytes() == b"previous"

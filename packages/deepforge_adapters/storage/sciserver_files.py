@@ -17,6 +17,7 @@ What SciServer makes this adapter careful about (``shared/reference/sciserver-ap
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -30,7 +31,7 @@ from urllib.parse import quote
 import requests
 
 from ..config import ConfigSchema, Field
-from ..errors import DataInfoError, IntegrityError, NotFoundError, StorageError
+from ..errors import DataInfoError, DeepForgeError, IntegrityError, NotFoundError, StorageError
 from ..hashing import CHUNK_SIZE
 from ..sciserver.session import (
     CREDENTIAL_FIELDS,
@@ -129,27 +130,28 @@ class SciServerFilesStorage(StorageClient):
         parent, base = posixpath.split(name)
         temp = posixpath.join(parent, f".{base}.upload-{uuid.uuid4().hex[:12]}")
         body = UploadBody(readable, progress, size)
-        response = self._request(
-            "PUT",
-            self.url("file", pool, volume, temp),
-            f"upload {name!r}",
-            name,
-            params={"quiet": "true"},
-            data=body if size is not None else iter_chunks(body),
-            headers={"Content-Type": "application/octet-stream"},
-            upload=True,
-            rewind=(lambda: body.rewound() if size is not None else iter_chunks(body.rewound()))
-            if body.can_rewind
-            else None,
-        )
-        if response.status_code != 200:
-            self._fail(f"upload {name!r} to {pool}/{volume}", name, response)
         try:
+            response = self._request(
+                "PUT",
+                self.url("file", pool, volume, temp),
+                f"upload {name!r}",
+                name,
+                params={"quiet": "true"},
+                data=body if size is not None else iter_chunks(body),
+                headers={"Content-Type": "application/octet-stream"},
+                upload=True,
+                rewind=(lambda: body.rewound() if size is not None else iter_chunks(body.rewound()))
+                if body.can_rewind
+                else None,
+            )
+            if response.status_code != 200:
+                self._fail(f"upload {name!r} to {pool}/{volume}", name, response)
             if size is not None and body.bytes_read != size:
                 raise IntegrityError(self.id, f"upload sent {body.bytes_read} bytes, expected {size}", name)
             self._transfer((pool, volume, temp), name, copy=False, what=f"move upload into place as {name!r}")
         except BaseException:
-            self._delete(pool, volume, temp, quiet=True)
+            with contextlib.suppress(DeepForgeError):  # best effort: the original error is the one to report
+                self._delete(pool, volume, temp, quiet=True)
             raise
         info = self._stat(pool, volume, name)
         if info.data["size"] != body.bytes_read:
