@@ -152,16 +152,23 @@ time.sleep(600)
 """
 
 
+def start_stubborn(
+    client: LocalCompute, make_bundle: Callable[..., Path], kill_leftovers: list[int]
+) -> tuple[dict[str, Any], Path, list[int]]:
+    """Start a job whose processes ignore SIGINT; wait until it runs. Returns (job_info, job dir, its pids)."""
+    info = client.start_job(ComputeJob(bundle=make_bundle(STUBBORN)))
+    job_dir = Path(info["jobDir"])
+    wait_for(lambda: (job_dir / "work" / "pids.json").exists(), what="the operation to start")
+    pids: list[int] = json.loads((job_dir / "work" / "pids.json").read_text())
+    kill_leftovers.extend(pids)
+    return info, job_dir, pids
+
+
 def test_cancel_kills_everything_even_what_ignores_sigint(
     local_compute: LocalCompute, make_bundle: Callable[..., Path], kill_leftovers: list[int]
 ) -> None:
-    info = local_compute.start_job(ComputeJob(bundle=make_bundle(STUBBORN)))
-    work = Path(info["jobDir"]) / "work"
-    wait_for(lambda: (work / "pids.json").exists(), what="the operation to start")
-    pids = json.loads((work / "pids.json").read_text())
-    state = json.loads((Path(info["jobDir"]) / "state.json").read_text())
-    pids.append(state["pgid"])  # the runner
-    kill_leftovers.extend(pids)
+    info, job_dir, pids = start_stubborn(local_compute, make_bundle, kill_leftovers)
+    pids.append(json.loads((job_dir / "state.json").read_text())["pgid"])  # the runner
 
     local_compute.cancel_job(info)
     updates, output = run_to_end(local_compute, info)
@@ -246,10 +253,7 @@ def test_watch_yields_all_output_in_order(local_compute: LocalCompute, make_bund
 def test_dead_supervisor_is_reported_as_failed(
     local_compute: LocalCompute, make_bundle: Callable[..., Path], kill_leftovers: list[int]
 ) -> None:
-    info = local_compute.start_job(ComputeJob(bundle=make_bundle(STUBBORN)))
-    job_dir = Path(info["jobDir"])
-    wait_for(lambda: (job_dir / "work" / "pids.json").exists(), what="the operation to start")
-    kill_leftovers.extend(json.loads((job_dir / "work" / "pids.json").read_text()))
+    info, job_dir, _ = start_stubborn(local_compute, make_bundle, kill_leftovers)
     supervisor = json.loads((job_dir / "supervisor.pid").read_text())["pid"]
     os.kill(supervisor, signal.SIGKILL)
     wait_for(lambda: pid_gone(supervisor), what="the supervisor to die")
@@ -295,11 +299,7 @@ def test_a_failed_job_runs_again_when_restarted(
 def test_a_killed_runner_does_not_leave_its_operation_running(
     local_compute: LocalCompute, make_bundle: Callable[..., Path], kill_leftovers: list[int]
 ) -> None:
-    info = local_compute.start_job(ComputeJob(bundle=make_bundle(STUBBORN)))
-    job_dir = Path(info["jobDir"])
-    wait_for(lambda: (job_dir / "work" / "pids.json").exists(), what="the operation to start")
-    pids = json.loads((job_dir / "work" / "pids.json").read_text())
-    kill_leftovers.extend(pids)
+    info, job_dir, pids = start_stubborn(local_compute, make_bundle, kill_leftovers)
     runner = json.loads((job_dir / "state.json").read_text())["pgid"]
     assert (job_dir / "work" / ".deepforge-operation-pgid").read_text().strip() == str(pids[0])
 
