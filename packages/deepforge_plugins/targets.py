@@ -169,6 +169,11 @@ def dialog_fields(kind: str, include_secrets: bool) -> list[dict[str, Any]]:
             if item.get("isAuth") and not include_secrets:
                 continue
             item = dict(item)
+            if item.get("valueType") == "string" and item.get("value"):
+                # WebGME sends dialog defaults as if typed: an empty string lets the backend's own default
+                # (or what the server fills in, like the gme host) apply at run time instead.
+                item["description"] = f"{item.get('description', '')} (default: {item['value']})".strip()
+                item["value"] = ""
             item["displayName"] = f"{backends[backend_id].name}: {item['displayName']}"
             item["name"] = f"{kind}.{backend_id}.{item['name']}"
             item.pop("required", None)  # only required when that backend is the chosen one

@@ -80,6 +80,7 @@ def import_pipeline(gme: Any, spec: dict[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------------------------- backend pairs
+# Each entry: (the ExecutePipeline dialog fields, the config to read the outputs back with).
 
 
 def local_storage(tmp: Path) -> dict[str, Any]:
@@ -90,13 +91,38 @@ def local_compute(tmp: Path) -> dict[str, Any]:
     return {"compute": "local", "compute.local.workDir": str(tmp / "work"), "compute.local.processes": 2}
 
 
-STORAGES = {"local": local_storage}
-COMPUTES = {"local": local_compute}
-PAIRS = [(s, c) for s in STORAGES for c in COMPUTES]
+def storage_choice(request: Any, storage_id: str, tmp: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    if storage_id == "local":
+        return local_storage(tmp), {"root": str(tmp / "store")}
+    if storage_id == "gme":
+        return {"storage": "gme"}, {"host": request.getfixturevalue("plugin_stack").url}
+    if storage_id == "sciserver-files":
+        config = request.getfixturevalue("sciserver").config()
+        return {"storage": storage_id, **{f"storage.{storage_id}.{k}": v for k, v in config.items()}}, config
+    raise ValueError(storage_id)
 
 
-def targets(tmp: Path, storage_id: str = "local", compute_id: str = "local") -> dict[str, Any]:
-    return {**STORAGES[storage_id](tmp), **COMPUTES[compute_id](tmp)}
+def compute_choice(request: Any, compute_id: str, tmp: Path) -> dict[str, Any]:
+    if compute_id == "local":
+        return local_compute(tmp)
+    if compute_id == "sciserver-compute":
+        server = request.getfixturevalue("sciserver")
+        config = {**server.config(), "racmUrl": server.racm_url}
+        return {"compute": compute_id, **{f"compute.{compute_id}.{k}": v for k, v in config.items()}}
+    raise ValueError(compute_id)
+
+
+PAIRS = [
+    ("local", "local"),
+    ("gme", "local"),
+    ("sciserver-files", "local"),
+    ("sciserver-files", "sciserver-compute"),
+    ("local", "sciserver-compute"),
+]
+
+
+def targets(tmp: Path) -> dict[str, Any]:
+    return {**local_storage(tmp), **local_compute(tmp)}
 
 
 def execution(gme: Any, name: str) -> tuple[Any, str]:
@@ -114,16 +140,18 @@ def read_output(info_text: str, config: dict[str, Any]) -> Any:
     info = DataInfo.from_json(info_text)
     client = storage.get_client(info.backend, config)
     with client.get_file_stream(info) as f:
-        return pickle.load(f)
+        return pickle.loads(f.read())
 
 
 # ------------------------------------------------------------------------------------------- tests
 
 
 @pytest.mark.parametrize(("storage_id", "compute_id"), PAIRS)
-def test_pipeline_runs_end_to_end(gme: Any, tmp_path: Path, storage_id: str, compute_id: str) -> None:
+def test_pipeline_runs_end_to_end(request: Any, gme: Any, tmp_path: Path, storage_id: str, compute_id: str) -> None:
+    dialog, storage_config = storage_choice(request, storage_id, tmp_path)
+    dialog.update(compute_choice(request, compute_id, tmp_path))
     pipe = import_pipeline(gme, pipeline_spec())
-    result = gme.run("ExecutePipeline", pipe, {"name": "run1", **targets(tmp_path, storage_id, compute_id)})
+    result = gme.run("ExecutePipeline", pipe, {"name": "run1", **dialog})
     assert result["success"], result.get("error")
 
     m, ex = execution(gme, "run1")
@@ -137,7 +165,6 @@ def test_pipeline_runs_end_to_end(gme: Any, tmp_path: Path, storage_id: str, com
 
     total = port(m, jobs["Consume"], "Outputs", "total")
     assert total["type"] == "int"  # DeepForge get_full_class_name: builtins unqualified
-    storage_config = {"root": str(tmp_path / "store")} if storage_id == "local" else {}
     assert read_output(total["data"], storage_config) == 33
     # The fan-out: Produce's x reached both consumers, as the same dataInfo.
     x = port(m, jobs["Produce"], "Outputs", "x")["data"]
