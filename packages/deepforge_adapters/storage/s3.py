@@ -165,7 +165,7 @@ class Location:
         return args
 
 
-class _Progress(BaseSubscriber):
+class TransferProgress(BaseSubscriber):
     """Turns s3transfer's per-thread byte increments into our ``progress(done, total)`` calls."""
 
     def __init__(self, progress: ProgressCallback | None, total: int | None) -> None:
@@ -191,7 +191,7 @@ class _Progress(BaseSubscriber):
             self._progress(max(self.done, 0), self.total)
 
 
-class _KnownObject(BaseSubscriber):
+class KnownObject(BaseSubscriber):
     """Hands s3transfer the size and ETag we already read, so it skips its own HEAD and pins ranges."""
 
     def __init__(self, size: int, etag: str | None) -> None:
@@ -385,7 +385,8 @@ class S3Storage(StorageClient):
         botocore_config = BotoConfig(
             region_name=region,
             signature_version="s3v4",
-            retries={"mode": cfg["retryMode"], "max_attempts": cfg["maxAttempts"]},
+            # total_max_attempts counts the first try; botocore's "max_attempts" would count retries only.
+            retries={"mode": cfg["retryMode"], "total_max_attempts": cfg["maxAttempts"]},
             connect_timeout=cfg["connectTimeout"],
             read_timeout=cfg["readTimeout"],
             max_pool_connections=max(10, cfg["maxConcurrency"] + 2),
@@ -510,10 +511,10 @@ class S3Storage(StorageClient):
         submit: Callable[[TransferManager, list[BaseSubscriber]], TransferFuture],
         progress: ProgressCallback | None,
         total: int | None,
-        known: _KnownObject | None = None,
+        known: KnownObject | None = None,
     ) -> int:
         """Run one s3transfer transfer to completion; returns the net bytes it reported moving."""
-        reporter = _Progress(progress, total)
+        reporter = TransferProgress(progress, total)
         subscribers: list[BaseSubscriber] = [reporter] + ([known] if known else [])
         # A failed transfer runs s3transfer's cleanups (AbortMultipartUpload) before result() raises.
         with create_transfer_manager(client, self.transfer_config) as manager:
@@ -581,7 +582,7 @@ class S3Storage(StorageClient):
                     lambda m, subs: m.download(loc.bucket, loc.key, f, extra_args=extra, subscribers=subs),
                     progress,
                     size,
-                    _KnownObject(size, head.get("ETag")),  # ranged GETs carry If-Match: a mid-download overwrite fails
+                    KnownObject(size, head.get("ETag")),  # ranged GETs carry If-Match: a mid-download overwrite fails
                 )
             except Exception as exc:
                 self._raise(exc, "download", loc.bucket, loc.key, loc.endpoint)
