@@ -34,6 +34,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import stat
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -600,7 +601,15 @@ class S3Storage(StorageClient):
     def put_file_stream(
         self, name: str, readable: Readable, progress: ProgressCallback | None = None, size: int | None = None
     ) -> DataInfo:
-        """Managed upload from any readable; non-seekable ones are read one part at a time, never whole."""
+        """Managed upload from any readable; non-seekable ones are read one part at a time, never whole.
+
+        A readable that is a regular file opened at its start is uploaded by path instead: s3transfer then
+        reads each part lazily in its sending thread rather than buffering up to ``maxConcurrency`` parts
+        (the runner uploads outputs from open files; this keeps its peak memory near the interpreter's).
+        """
+        path = _regular_file_path(readable)
+        if path is not None:
+            return self._upload(name, path, progress, size if size is not None else os.path.getsize(path))
         if size is None:
             size = _remaining(readable)
         return self._upload(name, readable, progress, size)
@@ -762,6 +771,22 @@ class S3Storage(StorageClient):
         if not name or not name.strip("/"):
             raise StorageError(self.id, "artifact name (object key) is empty", name)
         return name
+
+
+def _regular_file_path(readable: Readable) -> str | None:
+    """The path of ``readable`` if it is an open regular file positioned at 0 whose path still names it."""
+    name = getattr(readable, "name", None)
+    fileno = getattr(readable, "fileno", None)
+    if not isinstance(name, str) or fileno is None or "b" not in getattr(readable, "mode", "b"):
+        return None
+    try:
+        opened = os.fstat(fileno())
+        on_disk = os.stat(name)
+        at_start = cast(BinaryIO, readable).tell() == 0
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return None
+    same = (opened.st_dev, opened.st_ino) == (on_disk.st_dev, on_disk.st_ino)
+    return name if at_start and same and stat.S_ISREG(opened.st_mode) else None
 
 
 def _remaining(readable: Readable) -> int | None:
