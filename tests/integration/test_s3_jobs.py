@@ -17,8 +17,6 @@ from deepforge_adapters.storage import DataInfo, get_client
 from deepforge_adapters.storage.cache import WorkerCache
 from deepforge_adapters.storage.s3 import S3Storage
 
-from tests.fixtures.jobs import put_pickle, read_pickle
-
 pytestmark = pytest.mark.integration
 
 
@@ -59,13 +57,12 @@ def test_put_file_stream_from_open_files(s3: S3Storage, tmp_path: Path) -> None:
         assert a.read() == src.read_bytes() and b.read() == src.read_bytes()[240:]
 
 
-SQUARE = """
-import os, pickle
-numbers = pickle.load(open("artifacts/numbers", "rb"))
-os.makedirs("outputs/squares")
-pickle.dump([n * n for n in numbers], open("outputs/squares/data", "wb"))
-open("outputs/squares/metadata.json", "w").write('{"type": "list"}')
-print("squared", len(numbers), "numbers")
+REVERSE = """
+import os
+data = open("artifacts/weights", "rb").read()
+os.makedirs("outputs/reversed")
+open("outputs/reversed/data", "wb").write(data[::-1])
+print("reversed", len(data), "bytes")
 """
 
 
@@ -80,11 +77,11 @@ def test_job_bundle_with_s3_storage_runs_on_local_compute(
     monkeypatch.delenv("DEEPFORGE_WORKER_CACHE")  # jobs share <workDir>/cache
     compute = get_compute("local", {"workDir": str(tmp_path / "compute"), "processes": 1})
     assert isinstance(compute, LocalCompute)
-    numbers = put_pickle(s3, "data/numbers", [3, 4, 5])
+    weights = s3.put_file_stream("data/weights", io.BytesIO(b"0123456789" * 1000))
     bundle = make_bundle(
-        SQUARE,
-        inputs={"numbers": numbers},
-        outputs=["squares"],
+        REVERSE,
+        inputs={"weights": weights},
+        outputs=["reversed"],
         storage_id="s3",
         storage_dir="guest+proj/executions/_K_a_b",
         storage_config=s3_config,
@@ -95,16 +92,17 @@ def test_job_bundle_with_s3_storage_runs_on_local_compute(
             assert secret.encode() not in f.read_bytes(), f"{f} carries the S3 secret in plain text"
 
     info = compute.start_job(ComputeJob(bundle=bundle, name="square"))
-    updates = list(compute.watch(info, poll_interval=0.05))
+    updates = list(compute.watch(info, poll_interval=0.1))
     output = "".join(u.output for u in updates if u.kind == "output")
 
     assert updates[-1] == JobUpdate("end", status=JobStatus.SUCCESS), output
-    assert "squared 3 numbers" in output
+    assert "reversed 10000 bytes" in output
     assert secret not in output
     results = compute.get_results_info(info)
-    result = DataInfo.from_json(results["squares"]["dataInfo"])
+    result = DataInfo.from_json(results["reversed"]["dataInfo"])
     assert result.backend == "s3"
-    assert result.data["filename"] == "guest+proj/executions/_K_a_b/squares"
+    assert result.data["filename"] == "guest+proj/executions/_K_a_b/reversed"
     assert result.data["bucketName"] == s3.bucket and result.data["endpoint"] == s3.endpoint
-    assert read_pickle(s3, result) == [9, 16, 25]
+    with s3.get_file_stream(result) as f:
+        assert f.read() == (b"0123456789" * 1000)[::-1]
     assert json.loads(json.dumps(results)) == results

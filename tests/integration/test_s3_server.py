@@ -22,7 +22,7 @@ from deepforge_adapters.http import make_session
 from deepforge_adapters.storage import DataInfo, get_client
 from deepforge_adapters.storage.s3 import S3Storage, iso_timestamp
 
-from tests.fixtures.s3 import DEEPFORGE_EXAMPLE_DATAINFO, MotoServer, start_moto_server
+from tests.fixtures.s3 import DEEPFORGE_EXAMPLE_DATAINFO, MotoServer, moto_server
 
 pytestmark = pytest.mark.integration
 
@@ -253,11 +253,8 @@ def test_reads_a_dataInfo_written_by_deepforge(s3: S3Storage, s3_config: dict[st
 
 @pytest.fixture(scope="module")
 def second_s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
-    server = start_moto_server(tmp_path_factory.mktemp("moto-b"))
-    try:
+    with moto_server(tmp_path_factory.mktemp("moto-b")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def test_dataInfo_endpoint_decides_where_reads_go(
@@ -317,8 +314,7 @@ def test_missing_bucket_is_named(s3_config: dict[str, Any], tmp_path: Path) -> N
 @pytest.fixture(scope="module")
 def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A moto server with IAM enforcement on: one user allowed s3:*, one with no policy."""
-    server = start_moto_server(tmp_path_factory.mktemp("moto-auth"))
-    try:
+    with moto_server(tmp_path_factory.mktemp("moto-auth")) as server:
         iam = boto3.client("iam", endpoint_url=server.url, region_name="us-east-1",
                            aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
         users = {}
@@ -332,8 +328,6 @@ def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
             users[user] = {"accessKeyId": key["AccessKeyId"], "secretAccessKey": key["SecretAccessKey"]}
         server.reset_auth(0)  # from now on every request is authenticated and authorised
         yield {"server": server, **users}
-    finally:
-        server.stop()
 
 
 def auth_config(auth: dict[str, Any], **creds: str) -> dict[str, Any]:

@@ -273,3 +273,13 @@ def test_slow_down_gives_up_after_max_attempts(slow_down_server: _SlowDownServer
     with pytest.raises(StorageError, match=r"SlowDown \(HTTP 503\).*'p/model'"):
         s3.get_file_stream(info(endpoint=url))
     assert slow_down_server.hits == 2
+
+
+def test_get_file_short_download_is_refused_and_leaves_no_file(tmp_path: Any) -> None:
+    s3 = make()
+    with Stubber(s3.client) as stub:
+        stub.add_response("head_object", {"ContentLength": 5, "ETag": '"abc"'})
+        stub.add_response("get_object", {"Body": StreamingBody(io.BytesIO(b"abc"), 3), "ContentLength": 3})
+        with pytest.raises(IntegrityError, match=r"got 3 bytes.*expected ContentLength 5"):
+            s3.get_file(info(), tmp_path / "dest")
+    assert list(tmp_path.iterdir()) == []  # the temp file was removed, nothing renamed into place
