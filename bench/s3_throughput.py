@@ -85,6 +85,8 @@ def child(mode: str, op: str, endpoint: str, path: str, key: str) -> dict[str, A
             with open(path, "wb") as dst:
                 copy_stream(body, dst)
     seconds = time.perf_counter() - start
+    if op == "download" and info is not None and os.path.getsize(path) != info.data["size"]:
+        raise SystemExit(f"{mode} download wrote {os.path.getsize(path)} bytes, expected {info.data['size']}")
     return {"seconds": seconds, "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -160,8 +162,10 @@ def main() -> None:
                 ratio = best[(base, op)]["seconds"] / a["seconds"]
                 target = " (target >= 0.95)" if base == "boto3" else ""
                 print(f"{op}: adapter/{base} throughput ratio = {ratio:.2f}{target}")
-    peak = max(r["rss_mib"] for (m, _), runs in results.items() if m.startswith("adapter") for r in runs)
-    print(f"adapter peak RSS = {peak:.1f} MiB (target < 150 MiB)")
+    for mode, note in (("adapter", "(target < 150 MiB)"), ("adapter-stream", "(pipe: ~ (maxConcurrency + 1) parts)")):
+        peaks = [r["rss_mib"] for (m, _), runs in results.items() if m == mode for r in runs]
+        if peaks:
+            print(f"{mode} peak RSS = {max(peaks):.1f} MiB {note}")
 
 
 if __name__ == "__main__":
