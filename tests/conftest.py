@@ -1,3 +1,9 @@
 """Shared pytest configuration."""
 
-pytest_plugins = ["tests.fixtures.webgme", "tests.fixtures.storage", "tests.fixtures.jobs", "tests.fixtures.s3"]
+pytest_plugins = [
+    "tests.fixtures.webgme",
+    "tests.fixtures.storage",
+    "tests.fixtures.jobs",
+    "tests.fixtures.sciserver",
+    "tests.fixtures.s3",
+]
