@@ -12,7 +12,8 @@ Each transfer runs in a fresh child process so its peak RSS (``ru_maxrss``) is o
 objects in memory, but that is the server's RSS, not the client's.  Prints MiB/s, the ratios
 adapter/boto3 (target >= 0.95) and adapter/single, and peak RSS (target < 150 MiB).
 
-    python bench/s3_throughput.py [--size-mib 1024] [--repeat 1]      (or S3_BENCH_SIZE_MIB / S3_BENCH_REPEAT)
+    python bench/s3_throughput.py [--size-mib 1024] [--download-max-mib 256] [--repeat 1] [--ops upload,download]
+    (or S3_BENCH_SIZE_MIB / S3_BENCH_DOWNLOAD_MAX_MIB / S3_BENCH_REPEAT)
 """
 
 from __future__ import annotations
@@ -109,16 +110,19 @@ def write_file(path: Path, size: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mib", type=int, default=int(os.environ.get("S3_BENCH_SIZE_MIB", "1024")))
+    parser.add_argument(
+        "--download-max-mib",
+        type=int,
+        default=int(os.environ.get("S3_BENCH_DOWNLOAD_MAX_MIB", "256")),
+        help="moto copies the whole object for every ranged GET (~2 x size per concurrent part), so downloads "
+        "use min(size, this); raise it only against a server with real range reads",
+    )
     parser.add_argument("--repeat", type=int, default=int(os.environ.get("S3_BENCH_REPEAT", "1")))
     parser.add_argument("--modes", default=",".join(MODES))
-    parser.add_argument(
-        "--ops",
-        default="upload,download",
-        help="moto reads the whole object for every ranged GET, so big downloads cost the server size x parts",
-    )
+    parser.add_argument("--ops", default="upload,download")
     args = parser.parse_args()
     modes, ops = args.modes.split(","), args.ops.split(",")
-    size = args.size_mib * MiB
+    sizes = {"upload": args.size_mib, "download": min(args.size_mib, args.download_max_mib)}
 
     import boto3
 
@@ -126,35 +130,40 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="s3bench-") as tmp:
         work = Path(tmp)
-        src, dest = work / "src.bin", work / "dest.bin"
-        write_file(src, size)
+        sources = {op: work / f"src-{op}.bin" for op in ops}
+        dest = work / "dest.bin"
+        for op, path in sources.items():
+            write_file(path, sizes[op] * MiB)
         server = start_moto_server(work / "moto")
         raw = boto3.client("s3", endpoint_url=server.url, region_name="us-east-1",
                            aws_access_key_id=CREDS["accessKeyId"], aws_secret_access_key=CREDS["secretAccessKey"])
         try:
             raw.create_bucket(Bucket=BUCKET)
-            raw.upload_file(str(src), BUCKET, "warm-up")  # the server's first GiB costs it extra allocation
+            raw.upload_file(str(sources[ops[0]]), BUCKET, "warm-up")  # the server's first allocation is slow
             raw.delete_object(Bucket=BUCKET, Key="warm-up")
             results: dict[tuple[str, str], list[dict[str, Any]]] = {}
             for _ in range(args.repeat):
                 for mode in modes:  # interleaved so server warm-up and drift hit every mode alike
                     key = f"obj-{mode}"
-                    if "upload" not in ops:
-                        raw.upload_file(str(src), BUCKET, key)  # untimed setup for a download-only run
                     for op in ops:
-                        path = src if op == "upload" else dest
+                        if op == "download":  # untimed setup: the object to download, of the download size
+                            raw.upload_file(str(sources[op]), BUCKET, key)
+                        path = sources[op] if op == "upload" else dest
                         results.setdefault((mode, op), []).append(run_child(mode, op, server.url, path, key))
-                    dest.unlink(missing_ok=True)
-                    raw.delete_object(Bucket=BUCKET, Key=key)  # moto holds objects in memory: keep it small
+                        dest.unlink(missing_ok=True)
+                        raw.delete_object(Bucket=BUCKET, Key=key)  # moto holds objects in memory
         finally:
             server.stop()
 
-    print(f"S3 throughput, {args.size_mib} MiB file, moto server on loopback, best of {args.repeat}")
+    print(
+        f"S3 throughput, moto server on loopback, best of {args.repeat}: "
+        + ", ".join(f"{op} {sizes[op]} MiB" for op in ops)
+    )
     print(f"{'op':<9} {'mode':<15} {'seconds':>8} {'MiB/s':>8} {'peak RSS MiB':>13}")
     best: dict[tuple[str, str], dict[str, Any]] = {}
     for (mode, op), runs in sorted(results.items(), key=lambda kv: (kv[0][1], modes.index(kv[0][0]))):
         b = best[(mode, op)] = min(runs, key=lambda r: r["seconds"])
-        print(f"{op:<9} {mode:<15} {b['seconds']:>8.2f} {args.size_mib / b['seconds']:>8.1f} {b['rss_mib']:>13.1f}")
+        print(f"{op:<9} {mode:<15} {b['seconds']:>8.2f} {sizes[op] / b['seconds']:>8.1f} {b['rss_mib']:>13.1f}")
     for op in ("upload", "download"):
         a = best.get(("adapter", op))
         for base in ("boto3", "single"):

@@ -16,10 +16,11 @@ this client's.  A read names the ``ETag`` it expects (``If-Match``; the ``Versio
 object overwritten after its dataInfo was recorded fails loudly (:class:`IntegrityError`) instead of
 feeding a job different bytes than its provenance says.
 
-**Memory budget**: an upload buffers at most ``maxConcurrency`` parts of ``chunkSize`` bytes (s3transfer
-reads each part into memory before sending it), and a download keeps at most the same number of bytes
-queued for the disk.  Defaults 10 x 8 MiB = 80 MiB, the same as ``boto3.upload_file``; lower either field
-on small machines.
+**Memory budget**: an upload from a stream buffers at most ``maxConcurrency`` parts of ``chunkSize`` bytes
+(s3transfer reads each part into memory before sending it), and a download keeps at most the same number of
+bytes queued for the disk.  Defaults 10 x 8 MiB = 80 MiB, the same as ``boto3.upload_file``; lower either
+field on small machines.  Files (``put_file``, or ``put_file_stream`` of a regular file at offset 0) are
+uploaded by path and read lazily, part by part, in the sending threads: nothing is buffered.
 
 **Cache key**: ``s3/<endpoint host>/<bucket>/<sha1(key, ETag, VersionId)>``: a new upload to the same key
 gets a new key in the worker cache (DeepForge keyed by path and served stale bytes).
