@@ -382,3 +382,16 @@ def test_secret_never_in_logs_or_errors(s3_config: dict[str, Any], caplog: pytes
     assert secret not in caplog.text
     assert secret not in str(excinfo.value) and secret not in repr(s3) and secret not in info.dumps()
     assert os.environ.get("AWS_SECRET_ACCESS_KEY") != secret
+
+
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
+def test_tls_is_verified_by_default(tmp_path: Path, s3_config: dict[str, Any]) -> None:
+    with moto_server(tmp_path / "moto-tls", tls=True) as server:
+        assert server.url.startswith("https://")
+        config = {**s3_config, "endpoint": server.url, "maxAttempts": 1}
+        with pytest.raises(StorageError, match=r"(?i)certificate|SSL"):
+            get_client("s3", config).put_file_stream("tls/obj", io.BytesIO(b"x"))  # self-signed: refused
+        insecure = get_client("s3", {**config, "verifyTLS": False})
+        info = insecure.put_file_stream("tls/obj", io.BytesIO(b"over tls"))
+        with insecure.get_file_stream(info) as f:
+            assert f.read() == b"over tls"
