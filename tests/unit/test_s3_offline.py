@@ -283,3 +283,21 @@ def test_get_file_short_download_is_refused_and_leaves_no_file(tmp_path: Any) ->
         with pytest.raises(IntegrityError, match=r"got 3 bytes.*expected ContentLength 5"):
             s3.get_file(info(), tmp_path / "dest")
     assert list(tmp_path.iterdir()) == []  # the temp file was removed, nothing renamed into place
+
+
+def test_delete_dir_reports_the_keys_the_server_refused() -> None:
+    s3 = make()
+    with Stubber(s3.client) as stub:
+        stub.add_response(
+            "list_objects_v2",
+            {"Contents": [{"Key": f"run/{i}"} for i in range(3)], "IsTruncated": False},
+            {"Bucket": "deepforge", "Prefix": "run/"},
+        )
+        stub.add_response(
+            "delete_objects",
+            {"Errors": [{"Key": "run/1", "Code": "AccessDenied", "Message": "Access Denied"}]},
+        )
+        with pytest.raises(StorageError) as excinfo:
+            s3.delete_dir("run")
+    text = str(excinfo.value)
+    assert "1 keys under 'run/'" in text and "'run/1' (AccessDenied" in text and "(2 deleted)" in text
