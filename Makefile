@@ -27,7 +27,7 @@ unit: install
 
 lint: install
 	$(BIN)/ruff check packages worker tests bench
-	$(BIN)/mypy packages/deepforge_adapters worker/deepforge_worker
+	$(BIN)/mypy packages/deepforge_adapters packages/deepforge_plugins worker/deepforge_worker
 
 bench: install
 	$(BIN)/python bench/run_all.py
@@ -65,3 +65,8 @@ webgme-up: node
 
 webgme-down:
 	$(BIN)/python -m deepforge_adapters.webgme.stack down --run-dir $(RUN_DIR)/webgme
+
+# The Python plugins' metadata.json (dialog fields) from the installed storage/compute backends.
+.PHONY: plugins-metadata
+plugins-metadata: install
+	$(BIN)/python -m deepforge_plugins.metadata plugins

@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.jobs",
     "tests.fixtures.sciserver",
     "tests.fixtures.s3",
+    "tests.fixtures.plugins",
 ]
