@@ -5,5 +5,6 @@ pytest_plugins = [
     "tests.fixtures.storage",
     "tests.fixtures.jobs",
     "tests.fixtures.sciserver",
+    "tests.fixtures.s3",
     "tests.fixtures.plugins",
 ]
