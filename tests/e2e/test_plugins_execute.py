@@ -96,6 +96,10 @@ def storage_choice(request: Any, storage_id: str, tmp: Path) -> tuple[dict[str, 
         return local_storage(tmp), {"root": str(tmp / "store")}
     if storage_id == "gme":
         return {"storage": "gme"}, {"host": request.getfixturevalue("plugin_stack").url}
+    if storage_id == "s3":
+        config = request.getfixturevalue("s3_config")
+        storage.get_client("s3", config).ensure_bucket()
+        return {"storage": storage_id, **{f"storage.s3.{k}": v for k, v in config.items()}}, config
     if storage_id == "sciserver-files":
         config = request.getfixturevalue("sciserver").config()
         return {"storage": storage_id, **{f"storage.{storage_id}.{k}": v for k, v in config.items()}}, config
@@ -115,6 +119,7 @@ def compute_choice(request: Any, compute_id: str, tmp: Path) -> dict[str, Any]:
 PAIRS = [
     ("local", "local"),
     ("gme", "local"),
+    ("s3", "local"),
     ("sciserver-files", "local"),
     ("sciserver-files", "sciserver-compute"),
     ("local", "sciserver-compute"),
@@ -351,3 +356,35 @@ def test_execute_job_reruns_one_job_with_its_recorded_inputs(gme: Any, tmp_path:
     assert read_output(after, {"root": str(tmp_path / "store")}) == 33
     assert m.attrs(ex)["status"] == "success"
     assert m.attrs(consume)["execFiles"] != first_bundle  # really run again: a new bundle was built
+
+
+def test_secrets_never_reach_the_model_the_blob_or_a_log(
+    request: Any, gme: Any, tmp_path: Path, plugin_stack: Any
+) -> None:
+    s3_dialog, s3_config = storage_choice(request, "s3", tmp_path)
+    sci_dialog, sci_config = storage_choice(request, "sciserver-files", tmp_path)
+    secrets = [s3_config["secretAccessKey"], sci_config["password"]]
+    pipe = import_pipeline(gme, pipeline_spec())
+    # Consume stores in SciServer (its choice on the node holds no password); the rest in S3.
+    consume = gme.tree(pipe).find(pipe, "Consume")
+    public = {k: v for k, v in sci_dialog.items() if not k.endswith(".password")}
+    assert gme.run("SetExecutionTargets", consume, sci_dialog)["success"]
+    result = gme.run("ExecutePipeline", pipe, {"name": "secret", **s3_dialog, **sci_dialog, **local_compute(tmp_path)})
+    assert result["success"], result.get("error")
+    m, ex = execution(gme, "secret")
+    total = port(m, m.find(ex, "Consume"), "Outputs", "total")["data"]
+    assert DataInfo.from_json(total).backend == "sciserver-files"
+    assert read_output(total, sci_config) == 33
+
+    model_text = gme.dump("")
+    assert public["storage.sciserver-files.username"] in model_text  # the public choice is stored...
+    places = {"model": model_text}
+    for root in (plugin_stack.run_dir, tmp_path / "work"):
+        for path in Path(root).rglob("*"):
+            if path.is_file():
+                places[str(path)] = path.read_bytes().decode("utf-8", "replace")
+    sealed = [name for name, text in places.items() if '"$sealed"' in text]
+    assert sealed, "the bundles in the blob carry the secrets sealed"
+    for secret in secrets:
+        leaks = [name for name, text in places.items() if secret in text]
+        assert not leaks, f"a secret appears in {leaks}"  # ...the secrets nowhere: not model, blob, logs, jobs
