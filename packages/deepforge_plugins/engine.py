@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deepforge_adapters import compute
+from deepforge_adapters import compute, storage
 from deepforge_adapters.compute import ComputeClient, ComputeJob, JobStatus, JobUpdate
 from deepforge_adapters.config import Config
 from deepforge_adapters.errors import ConfigError
@@ -216,18 +216,31 @@ class ExecutionRun:
         self.scheduler.finish(job.path, JobState.SUCCESS)
 
     def _run_output(self, job: JobSpec) -> None:
-        """Save every arrived input as a Data node in MyArtifacts (same dataInfo: storage is immutable per run)."""
+        """Save every arrived input into MyArtifacts: copied to ``<project>/artifacts/<name>`` in the storage
+        that holds it (an execution's own files are overwritten when it runs again), as a new Data node."""
         current = pipeline.read_graph(self.model, self.execution).jobs[job.path]
         op = self.model.node(job.operation)
         save_name = str(self.model.attr(op, "saveName") or "")
+        saved: dict[str, str] = {}
+        for port in current.inputs:
+            if not port.data:
+                continue
+            name = save_name or port.name
+            info = DataInfo.from_json(port.data)
+            writer = self._writer_config(port)
+            if writer is not None and writer.backend == info.backend:
+                client = storage.get_client(writer.backend, writer.to_dict())
+                info = client.copy(info, f"{self.plugin.project_id()}/artifacts/{name}")
+            saved[port.path] = json.dumps(info.to_json(), sort_keys=True)
 
         def edit() -> None:
             artifacts = pipeline.root_container(self.model, "MyArtifacts")
             for port in current.inputs:
-                if not port.data:
+                if port.path not in saved:
                     continue
                 node = self.model.core.copy_node(self.model.node(port.path), artifacts)
                 self.model.core.set_attribute(node, "name", save_name or port.name)
+                self.model.core.set_attribute(node, "data", saved[port.path])
                 self.model.core.set_attribute(node, "createdAt", pipeline.now_ms())
             pipeline.set_attributes(self.model, job.path, status="success", stdout="Saved outputs to MyArtifacts\n")
 
@@ -302,14 +315,23 @@ class ExecutionRun:
         )
         self._watch(job.path, client, job_info)
 
+    def _writer_config(self, port: pipeline.Port) -> Config | None:
+        """The storage config of the job whose output reached ``port`` (None for pipeline inputs)."""
+        for src, dst in self.graph.connections:
+            if dst != port.path:
+                continue
+            upstream = self.graph.job_of_port(src)
+            if upstream in self.configs and self.graph.jobs[upstream].kind == "Operation":
+                return self.configs[upstream][0]
+        return None
+
     def _input_config(self, port: pipeline.Port, storage_cfg: Config) -> dict[str, Any] | None:
         """How to read an input: with the config of the storage that wrote it (an upstream job may use the
         same backend with another root or bucket); for pipeline inputs, the dialog's secrets for its backend.
         ``None`` lets the bundle use the job's own storage config (DeepForge's rule)."""
-        for src, dst in self.graph.connections:
-            upstream = self.graph.job_of_port(src) if dst == port.path else None
-            if upstream and upstream in self.configs and self.graph.jobs[upstream].kind == "Operation":
-                return self.configs[upstream][0].to_dict()
+        writer = self._writer_config(port)
+        if writer is not None:
+            return writer.to_dict()
         backend = DataInfo.from_json(port.data).backend
         if backend == storage_cfg.backend:
             return None

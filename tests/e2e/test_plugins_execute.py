@@ -8,6 +8,7 @@ storage adapter.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -388,3 +389,36 @@ def test_secrets_never_reach_the_model_the_blob_or_a_log(
     for secret in secrets:
         leaks = [name for name, text in places.items() if secret in text]
         assert not leaks, f"a secret appears in {leaks}"  # ...the secrets nowhere: not model, blob, logs, jobs
+
+
+def test_uploaded_artifact_feeds_a_pipeline_input_and_outputs_are_saved(
+    gme: Any, tmp_path: Path, plugin_stack: Any
+) -> None:
+    from deepforge_adapters.webgme.blob import BlobClient
+
+    blob_hash, _ = BlobClient(plugin_stack.url).create_file("numbers.pkl", io.BytesIO(pickle.dumps([4, 5])))
+    upload = {"file": blob_hash, "name": "numbers", "type": "list", **local_storage(tmp_path)}
+    result = gme.run("UploadArtifact", "", upload)
+    assert result["success"], result.get("error")
+    m = gme.tree("")
+    artifact = m.attrs(m.find("", "MyArtifacts", "numbers"))
+    assert artifact["type"] == "list"
+    assert read_output(artifact["data"], {"root": str(tmp_path / "store")}) == [4, 5]
+
+    spec = {
+        "name": "with_input",
+        "operations": [
+            {"name": "numbers", "input": "numbers"},
+            {"name": "Transform", "code": TRANSFORM, "inputs": ["x"], "outputs": ["y"]},
+            {"name": "save", "output": True, "saveName": "tens"},
+        ],
+        "connections": [["numbers.data", "Transform.x"], ["Transform.y", "save.saveData"]],
+    }
+    pipe = import_pipeline(gme, spec)
+    result = gme.run("ExecutePipeline", pipe, {"name": "fed", **targets(tmp_path)})
+    assert result["success"], result.get("error")
+    m, ex = execution(gme, "fed")
+    assert port(m, m.find(ex, "Transform"), "Inputs", "x")["data"] == artifact["data"]
+    saved = m.attrs(m.find("", "MyArtifacts", "tens"))
+    assert json.loads(saved["data"])["data"]["filename"].endswith("/artifacts/tens")  # a copy, out of the execution
+    assert read_output(saved["data"], {"root": str(tmp_path / "store")}) == [40, 50]
