@@ -44,7 +44,7 @@ clean:
 # MongoDB wire-protocol substitute used when no mongod is available.
 WEBGME_DIR := webgme-config
 RUN_DIR := .run
-.PHONY: node webgme-up webgme-down
+.PHONY: node webgme-up webgme-down seed
 
 node: $(STAMPS)/node
 
@@ -65,3 +65,8 @@ webgme-up: node
 
 webgme-down:
 	$(BIN)/python -m deepforge_adapters.webgme.stack down --run-dir $(RUN_DIR)/webgme
+
+# Regenerate webgme-config/seeds/pipeline.webgmex from the META table in build_pipeline_seed.js (committed;
+# installs never need this).
+seed: node
+	$(BIN)/python -m deepforge_adapters.webgme.stack with-db -- node $(WEBGME_DIR)/seeds/build_pipeline_seed.js $(WEBGME_DIR)/seeds/pipeline.webgmex

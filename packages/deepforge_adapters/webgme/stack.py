@@ -10,6 +10,7 @@ CLI (used by the Makefile)::
 
     python -m deepforge_adapters.webgme.stack up   --run-dir .run [--port 8888] [--persist]
     python -m deepforge_adapters.webgme.stack down --run-dir .run
+    python -m deepforge_adapters.webgme.stack with-db -- node webgme-config/seeds/build_pipeline_seed.js
 """
 
 from __future__ import annotations
@@ -309,6 +310,18 @@ def _down(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_db(args: argparse.Namespace) -> int:
+    """Run a command with a throw-away database (``DEEPFORGE_MONGO_URI`` set), e.g. the seed builder."""
+    command = [c for c in args.cmd if c != "--"]
+    stack = WebGMEStack(StackOptions())
+    try:
+        stack.mongo_uri = stack._start_database()
+        env = {**os.environ, "DEEPFORGE_MONGO_URI": stack.mongo_uri}
+        return subprocess.run(command, env=env, check=False).returncode
+    finally:
+        stack.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deepforge_adapters.webgme.stack")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -318,9 +331,11 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--persist", action="store_true", help="keep the database in <run-dir>/nx.db")
     down = sub.add_parser("down", help="stop what `up` started")
     down.add_argument("--run-dir", default=".run")
+    with_db = sub.add_parser("with-db", help="run a command with DEEPFORGE_MONGO_URI naming a throw-away database")
+    with_db.add_argument("cmd", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return _up(args) if args.command == "up" else _down(args)
+    return {"up": _up, "down": _down, "with-db": _with_db}[args.command](args)
 
 
 if __name__ == "__main__":
