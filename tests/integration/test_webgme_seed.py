@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 import requests
-
 from deepforge_adapters.webgme.stack import WebGMEStack, webgme_dir
 
 pytestmark = pytest.mark.integration
