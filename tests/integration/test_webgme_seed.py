@@ -25,8 +25,14 @@ ATTRIBUTES = {
     "WithProvenance": {"provOutput"},
     "Code": {"code"},
 }
-POINTERS = {"Transporter": {"src", "dst"}, "Execution": {"origin"}, "Input": {"artifact"},
-            "Pipeline": {"executions"}, "WithProvenance": {"provenance"}, "ImplicitOperation": {"operation"}}  # fmt: skip
+POINTERS = {
+    "Transporter": {"src", "dst"},
+    "Execution": {"origin"},
+    "Input": {"artifact"},
+    "Pipeline": {"executions"},
+    "WithProvenance": {"provenance"},
+    "ImplicitOperation": {"operation"},
+}
 
 
 def seed_objects() -> dict[str, dict[str, Any]]:
