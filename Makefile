@@ -70,3 +70,11 @@ webgme-down:
 # installs never need this).
 seed: node
 	$(BIN)/python -m deepforge_adapters.webgme.stack with-db -- node $(WEBGME_DIR)/seeds/build_pipeline_seed.js $(WEBGME_DIR)/seeds/pipeline.webgmex
+
+# The whole system for development: database, WebGME server (UI at the printed URL), a demo project seeded
+# with the example pipeline; Ctrl-C stops everything.  State persists in .run/dev (rm -rf it to start over).
+# >>> deepforge-worker: set DEV_WORKER_CMD to the worker's command line ({url} = the server URL) to start one
+# worker with the server, e.g. DEV_WORKER_CMD='$(BIN)/deepforge-worker start --host {url}'.
+DEV_WORKER_CMD ?=
+dev: install node
+	DEV_WORKER_CMD="$(DEV_WORKER_CMD)" $(BIN)/python -m deepforge_adapters.webgme.stack dev --run-dir $(RUN_DIR)/dev
