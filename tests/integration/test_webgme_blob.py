@@ -162,7 +162,7 @@ def test_bad_hash_is_rejected_before_any_request(blob: BlobClient) -> None:
 
 
 def test_declared_size_mismatch_is_an_integrity_error(blob: BlobClient) -> None:
-    with pytest.raises(IntegrityError, match="expected 10"):
+    with pytest.raises(IntegrityError, match="short of the expected 10"):
         blob.create_file("short", io.BytesIO(b"abc"), size=10)
 
 
