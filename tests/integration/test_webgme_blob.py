@@ -18,6 +18,8 @@ from deepforge_adapters.errors import IntegrityError, NotFoundError, WebGMEError
 from deepforge_adapters.webgme import BlobClient, file_metadata, metadata_hash
 from deepforge_adapters.webgme.stack import WebGMEStack
 
+from tests.fixtures.webgme import StackFactory
+
 pytestmark = pytest.mark.integration
 
 
@@ -188,7 +190,7 @@ def test_auth_headers_are_sent_on_every_call_including_downloads(blob: BlobClien
     assert bearer.session.headers["Authorization"] == "Bearer jwt-abc"
 
 
-def test_server_restart_mid_download_is_resumed(webgme_stack_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_server_restart_mid_download_is_resumed(webgme_stack_factory: StackFactory, tmp_path: Path) -> None:
     stack: WebGMEStack = webgme_stack_factory()
     client = BlobClient(stack.url)
     data = os.urandom(64 * 1024 * 1024)
@@ -206,7 +208,7 @@ def test_server_restart_mid_download_is_resumed(webgme_stack_factory, tmp_path: 
     assert bytes(got) == data
 
 
-def test_interrupted_zip_download_fails_clearly(webgme_stack_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_interrupted_zip_download_fails_clearly(webgme_stack_factory: StackFactory, tmp_path: Path) -> None:
     stack: WebGMEStack = webgme_stack_factory()
     client = BlobClient(stack.url)
     big = tmp_path / "big.bin"

@@ -10,6 +10,8 @@ from deepforge_adapters.errors import WebGMEError
 from deepforge_adapters.webgme import ExecutorClient, is_finished
 from deepforge_adapters.webgme.stack import WebGMEStack
 
+from tests.fixtures.webgme import StackFactory
+
 pytestmark = pytest.mark.integration
 
 
@@ -86,7 +88,7 @@ def test_unknown_job_errors(executor: ExecutorClient) -> None:
         assert err.value.status_code == 404 and missing in str(err.value)
 
 
-def test_nonce_is_required_when_configured(webgme_stack_factory) -> None:  # type: ignore[no-untyped-def]
+def test_nonce_is_required_when_configured(webgme_stack_factory: StackFactory) -> None:
     stack: WebGMEStack = webgme_stack_factory(nonce="n0nce-s3cret")
     with pytest.raises(WebGMEError) as err:
         ExecutorClient(stack.url, nonce="wrong").list_jobs()
@@ -101,7 +103,7 @@ def test_nonce_is_required_when_configured(webgme_stack_factory) -> None:  # typ
     assert job in good.poll_worker("w", 1, [], [])["jobsToStart"]
 
 
-def test_executor_auth_refuses_guests(webgme_stack_factory) -> None:  # type: ignore[no-untyped-def]
+def test_executor_auth_refuses_guests(webgme_stack_factory: StackFactory) -> None:
     stack: WebGMEStack = webgme_stack_factory(executor_auth=True)
     with pytest.raises(WebGMEError) as err:
         ExecutorClient(stack.url).list_jobs()
