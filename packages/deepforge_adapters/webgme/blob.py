@@ -145,6 +145,7 @@ class BlobClient:
                     self.url("createFile", urllib.parse.quote(name, safe="")),
                     data=iter_chunks(hashing) if size is None else SizedBody(hashing, size, what),
                     headers={"Content-Type": "application/octet-stream"},
+                    allow_redirects=False,
                 )
             except (requests.ConnectionError, requests.Timeout) as exc:
                 if attempt + 1 < attempts:
@@ -178,7 +179,10 @@ class BlobClient:
         what = f"blob createMetadata {metadata.get('name')!r} at {self.host}"
         response = request_with_replay(
             lambda: self.session.post(
-                self.url("createMetadata"), data=body, headers={"Content-Type": "application/octet-stream"}
+                self.url("createMetadata"),
+                data=body,
+                headers={"Content-Type": "application/octet-stream"},
+                allow_redirects=False,
             ),
             what,
         )
@@ -233,7 +237,7 @@ class BlobClient:
         """The metadata of a blob (with ``lastModified``); :class:`NotFoundError` if the server has none."""
         check_hash(metadata_hash)
         what = f"blob metadata {metadata_hash} at {self.host}"
-        response = self.session.get(self.url("metadata", metadata_hash))
+        response = self.session.get(self.url("metadata", metadata_hash), allow_redirects=False)
         if response.status_code == 404:
             raise NotFoundError(BACKEND, f"no blob metadata at {self.host}", name=metadata_hash)
         check(response, what)
@@ -309,7 +313,9 @@ class BlobReader:
         try:
             # identity: the server would otherwise gzip the body on the fly, single-threaded, capping a
             # download at ~40 MiB/s (and artifacts are mostly incompressible anyway)
-            response = self._client.session.get(self._url, stream=True, headers={"Accept-Encoding": "identity"})
+            response = self._client.session.get(
+                self._url, stream=True, headers={"Accept-Encoding": "identity"}, allow_redirects=False
+            )
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise WebGMEError(f"{what}: {type(exc).__name__}: {exc}") from None
         if response.status_code == 404:

@@ -69,6 +69,7 @@ class StackOptions:
     nonce: str | None = None
     executor_auth: bool = False
     webgme_auth: bool = False
+    allow_guests: bool = True  # with webgme_auth: False refuses guests everywhere (blob included)
     plugin_paths: tuple[str, ...] = ()
     persist: bool = False  # keep the database on disk under the run dir (dev) instead of in memory (tests)
     env: Mapping[str, str] = field(default_factory=dict)
@@ -205,6 +206,7 @@ class WebGMEStack:
             env["DEEPFORGE_EXECUTOR_AUTH"] = "1"
         if o.webgme_auth:
             env["DEEPFORGE_WEBGME_AUTH"] = "1"
+            env["DEEPFORGE_WEBGME_GUESTS"] = "1" if o.allow_guests else "0"
         if o.plugin_paths:
             env["DEEPFORGE_PLUGIN_PATHS"] = ":".join(o.plugin_paths)
         env.setdefault("WEBGME_PYTHON", sys.executable)
@@ -247,6 +249,25 @@ class WebGMEStack:
                     return
             time.sleep(0.2)
         raise StackError(f"{proc.name} not ready at {self.url}/api after {timeout:.0f}s:\n{proc.log_tail()}")
+
+    # ------------------------------------------------------------------------------------ users
+    def add_user(self, username: str, password: str, email: str | None = None, can_create: bool = True) -> None:
+        """Create a WebGME user (needs ``webgme_auth``) with webgme's own ``usermanager`` CLI."""
+        argv = ["node", str(self.webgme_dir / "node_modules/webgme-engine/src/bin/usermanager.js"), "useradd",
+                *(["-c"] if can_create else []), username, email or f"{username}@example.invalid", password]  # fmt: skip
+        env = {**os.environ, **self.server_env()}
+        done = subprocess.run(argv, cwd=self.webgme_dir, env=env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise StackError(f"usermanager useradd {username} failed: {done.stderr[-2000:]}")
+
+    def create_token(self, username: str, password: str, name: str = "deepforge") -> str:
+        """A WebGME access token (``x-api-token``) for the user, created through ``/rest/tokens``."""
+        session = make_session()
+        url = f"{self.url}/rest/tokens/create/{urllib.parse.quote(name)}"
+        response = session.post(url, auth=(username, password))
+        if response.status_code != 200:
+            raise StackError(f"creating token {name!r} for {username}: HTTP {response.status_code}")
+        return str(response.json()["id"])
 
     def describe(self) -> dict[str, Any]:
         return {"url": self.url, "mongo_uri": self.mongo_uri, "run_dir": str(self.run_dir),
