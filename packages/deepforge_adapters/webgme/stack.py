@@ -253,8 +253,9 @@ class WebGMEStack:
     # ------------------------------------------------------------------------------------ users
     def add_user(self, username: str, password: str, email: str | None = None, can_create: bool = True) -> None:
         """Create a WebGME user (needs ``webgme_auth``) with webgme's own ``usermanager`` CLI."""
-        argv = ["node", str(self.webgme_dir / "node_modules/webgme-engine/src/bin/usermanager.js"), "useradd",
-                *(["-c"] if can_create else []), username, email or f"{username}@example.invalid", password]  # fmt: skip
+        usermanager = self.webgme_dir / "node_modules/webgme-engine/src/bin/usermanager.js"
+        flags = ["-c"] if can_create else []
+        argv = ["node", str(usermanager), "useradd", *flags, username, email or f"{username}@example.invalid", password]
         env = {**os.environ, **self.server_env()}
         done = subprocess.run(argv, cwd=self.webgme_dir, env=env, capture_output=True, text=True, check=False)
         if done.returncode != 0:
