@@ -48,7 +48,7 @@ RUN_DIR := .run
 
 node: $(STAMPS)/node
 
-$(STAMPS)/node: $(WEBGME_DIR)/package.json $(WEBGME_DIR)/package-lock.json $(WEBGME_DIR)/requirements.txt $(STAMPS)/python
+$(STAMPS)/node: $(WEBGME_DIR)/package.json $(WEBGME_DIR)/package-lock.json $(WEBGME_DIR)/requirements.txt | $(STAMPS)/python
 	@mkdir -p $(STAMPS)
 	@pkg-config --exists libzmq || { \
 	  echo "installing libzmq3-dev (needed by webgme-bindings)"; \
