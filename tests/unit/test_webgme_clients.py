@@ -140,3 +140,11 @@ def test_malformed_answers_are_named() -> None:
     responses.get(f"{HOST}/rest/blob/metadata/{'c' * 40}", json=["not", "a", "dict"])
     with pytest.raises(WebGMEError, match="expected a JSON object"):
         BlobClient(HOST).metadata("c" * 40)
+
+
+def test_an_existing_mongo_gets_a_database_per_stack() -> None:
+    from deepforge_adapters.webgme.stack import _with_database
+
+    uri = "mongodb://user:pw@db.example:27017/admin?authSource=admin"
+    assert _with_database(uri, "deepforge_1") == "mongodb://user:pw@db.example:27017/deepforge_1?authSource=admin"
+    assert _with_database("mongodb://127.0.0.1:27017", "d") == "mongodb://127.0.0.1:27017/d"

@@ -86,6 +86,8 @@ class ExecutorClient:
 
         A new (or re-run canceled) job's JobInfo includes ``secret``, the only way to cancel it later.  An
         existing job is returned as it is, without the secret: identical job artifacts behave as cached.
+        (So if a 5xx/broken connection hid the answer that created the job, the replay returns it without
+        the secret; such a job can't be canceled through this client.  That's the server's design.)
         """
         body = {"hash": job_hash, "labels": list(labels)}
         response = self._post(f"create {job_hash}", body, "create", job_hash)
