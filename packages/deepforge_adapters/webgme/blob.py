@@ -31,6 +31,7 @@ import urllib3
 
 from ..errors import IntegrityError, NotFoundError, WebGMEError
 from ..hashing import CHUNK_SIZE, HashingReader
+from ..http import describe_response
 from ..streams import ProgressCallback, ProgressReader, Readable, atomic_write, copy_stream, iter_chunks
 from ._rest import DEFAULT_HOST, auth_headers, check, json_body, request_with_replay, session_with
 
@@ -42,6 +43,8 @@ HASH_LENGTH = 40
 MAX_RESUMES = 3
 #: How long a resume waits for the server to come back (seconds).
 RESUME_WAIT = 60.0
+#: Tries of an upload from a seekable source (a stream gets one).
+UPLOAD_ATTEMPTS = 3
 _SERIALIZED_KEYS = ("name", "size", "mime", "isPublic", "tags", "content", "contentType")
 #: WebGME (npm ``mime``) types that Python's ``mimetypes`` names differently or not at all.
 _MIME_OVERRIDES = {".py": "text/x-python", ".js": "text/javascript", ".json": "application/json",
@@ -134,11 +137,14 @@ class BlobClient:
         """
         what = f"blob createFile {name!r} at {self.host}"
         start = _tell(readable)
-        attempts = 1 if start is None else 3
+        attempts = 1 if start is None else UPLOAD_ATTEMPTS
         for attempt in range(attempts):
             if attempt:
+                time.sleep(0.5 * 2**attempt)
                 readable.seek(start)  # type: ignore[attr-defined]
                 log.warning("%s: retrying the upload from the start (%d/%d)", what, attempt, attempts - 1)
+            last = attempt + 1 == attempts
+            note = "" if start is not None else " (the source is a stream, which can't be sent twice: not retried)"
             hashing = HashingReader(cast(BinaryIO, ProgressReader(readable, progress, size)), ("sha1",))
             try:
                 response = self.session.post(
@@ -148,11 +154,13 @@ class BlobClient:
                     allow_redirects=False,
                 )
             except (requests.ConnectionError, requests.Timeout) as exc:
-                if attempt + 1 < attempts:
+                if not last:
                     continue
-                raise WebGMEError(f"{what}: upload failed after {hashing.bytes_read} bytes: {exc}") from None
-            if response.status_code >= 500 and attempt + 1 < attempts:
+                raise WebGMEError(f"{what}: upload failed after {hashing.bytes_read} bytes: {exc}{note}") from None
+            if response.status_code >= 500 and not last:
                 continue
+            if response.status_code >= 500:
+                raise WebGMEError(f"{what}: {describe_response(response)}{note}", response.status_code)
             check(response, what)
             md_hash, metadata = _single_entry(json_body(response, what), what)
             self._verify_file(what, md_hash, metadata, hashing.hexdigest("sha1"), hashing.bytes_read, size)
