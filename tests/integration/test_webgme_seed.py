@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import zipfile
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,8 +38,8 @@ POINTERS = {
 }
 
 
-def seed_objects() -> dict[str, dict[str, Any]]:
-    with zipfile.ZipFile(SEED) as z:
+def seed_objects(seed: Path = SEED) -> dict[str, dict[str, Any]]:
+    with zipfile.ZipFile(seed) as z:
         project = json.loads(z.read("project.json"))
     assert project["rootHash"] and project["objects"]
     named: dict[str, dict[str, Any]] = {}
@@ -45,8 +48,22 @@ def seed_objects() -> dict[str, dict[str, Any]]:
     return named
 
 
-def test_seed_has_the_execution_metamodel() -> None:
-    named = seed_objects()
+@pytest.fixture(scope="module")
+def rebuilt_seed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``make seed``'s command, into a temp file: the builder must keep working."""
+    out = tmp_path_factory.mktemp("seed") / "pipeline.webgmex"
+    builder = webgme_dir() / "seeds" / "build_pipeline_seed.js"
+    done = subprocess.run(
+        [sys.executable, "-m", "deepforge_adapters.webgme.stack", "with-db", "--", "node", str(builder), str(out)],
+        capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return out
+
+
+@pytest.mark.parametrize("which", ["committed", "rebuilt"])
+def test_seed_has_the_execution_metamodel(which: str, request: pytest.FixtureRequest) -> None:
+    named = seed_objects(SEED if which == "committed" else request.getfixturevalue("rebuilt_seed"))
     for meta, attributes in ATTRIBUTES.items():
         assert attributes <= set(named[meta]["_meta"]["atr"]), meta
     for meta, pointers in POINTERS.items():
