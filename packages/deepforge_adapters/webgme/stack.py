@@ -102,8 +102,8 @@ class Process:
             return ""
 
     def stop(self, grace: float = 10.0) -> None:
-        if self.alive():
-            kill_group(self.popen.pid, grace)
+        # the whole group, even when the leader already died: the server's plugin workers live in it too
+        kill_group(self.popen.pid, grace)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=1)
         self._log.close()
