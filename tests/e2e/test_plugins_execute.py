@@ -448,3 +448,16 @@ def test_commits_by_others_during_a_run_are_kept_and_the_run_stays_on_its_branch
     assert json.loads(m.nodes[pipe]["registry"]["executionTargets"])["compute"]["id"] == "local"  # edit kept
     branches = gme.http.get(f"{gme.url}/api/projects/{gme.owner}/{gme.name}/branches").json()
     assert list(branches) == ["master"]
+
+
+def test_the_seed_example_pipeline_runs(gme: Any, tmp_path: Path) -> None:
+    """Operations that are instances of MyOperations definitions (inherited ports), as the UI makes them."""
+    m = gme.tree("")
+    example = m.find("", "MyPipelines", "Example")
+    result = gme.run("ExecutePipeline", example, {"name": "example", **targets(tmp_path)})
+    assert result["success"], result.get("error")
+    m, ex = execution(gme, "example")
+    assert m.attrs(ex)["status"] == "success"
+    assert "sum: 55" in m.attrs(m.find(ex, "SumNumbers"))["stdout"]
+    total = port(m, m.find(ex, "SumNumbers"), "Outputs", "total")["data"]
+    assert read_output(total, {"root": str(tmp_path / "store")}) == 55
