@@ -23,6 +23,10 @@ from .base import DeepForgePlugin
 from .model import ModelSession, Node
 from .pipeline import root_container
 
+# WebGME's plugin menu lists the plugins named in the active node's ``validPlugins`` registry.
+PIPELINE_PLUGINS = "ExecutePipeline SetExecutionTargets"
+OPERATION_PLUGINS = "SetExecutionTargets"
+
 
 def _box(model: ModelSession, op: Node, kind: str) -> Node:
     """The op's Inputs/Outputs container: the one inherited from the meta node, else a new one."""
@@ -53,6 +57,7 @@ def build_pipeline(model: ModelSession, spec: dict[str, Any]) -> str:
     """Create the pipeline (inside a change); returns its path."""
     pipe = model.core.create_node({"parent": root_container(model, "MyPipelines"), "base": model.META["Pipeline"]})
     model.core.set_attribute(pipe, "name", spec.get("name") or "pipeline")
+    model.core.set_registry(pipe, "validPlugins", PIPELINE_PLUGINS)
     ports: dict[str, Node] = {}
     for op_spec in spec.get("operations", []):
         name = op_spec["name"]
@@ -76,6 +81,7 @@ def build_pipeline(model: ModelSession, spec: dict[str, Any]) -> str:
             for attr, value in (op_spec.get("attributes") or {}).items():
                 model.core.set_attribute(op, attr, value)
         model.core.set_attribute(op, "name", name)
+        model.core.set_registry(op, "validPlugins", OPERATION_PLUGINS)
         if op_spec.get("targets"):
             model.core.set_registry(op, "executionTargets", json.dumps(op_spec["targets"], sort_keys=True))
     for src, dst in spec.get("connections", []):

@@ -20,6 +20,9 @@ from .model import ModelSession, Node
 # Attributes every Operation has; the rest are the operation's own parameters passed to its constructor.
 BASE_OPERATION_ATTRIBUTES = frozenset({"name", "code", "lineOffset", "displayColor", "condaEnv"})
 LOCAL_OPERATIONS = ("Input", "Output")
+# WebGME's plugin menu lists the plugins named in the active node's ``validPlugins`` registry.
+EXECUTION_PLUGINS = "ExecutePipeline CancelExecution"
+JOB_PLUGINS = "ExecuteJob CancelExecution"
 
 
 @dataclass
@@ -183,6 +186,7 @@ def create_execution(model: ModelSession, pipeline_path: str, name: str | None) 
     model.core.set_attribute(execution, "name", exec_name)
     model.core.set_attribute(execution, "status", "pending")
     model.core.set_attribute(execution, "createdAt", now_ms())
+    model.core.set_registry(execution, "validPlugins", EXECUTION_PLUGINS)
     model.core.set_pointer(execution, "origin", pipeline)
     model.core.add_member(pipeline, "executions", execution)
     # Targets chosen for the whole pipeline travel with the execution (the Pipeline may change later).
@@ -197,6 +201,7 @@ def create_execution(model: ModelSession, pipeline_path: str, name: str | None) 
             job = model.core.create_node({"parent": execution, "base": model.META["Job"]})
             model.core.set_attribute(job, "name", model.attr(child, "name"))
             model.core.set_attribute(job, "status", "pending")
+            model.core.set_registry(job, "validPlugins", JOB_PLUGINS)
             copy = model.core.copy_node(child, job)
             moved[model.path(child)] = model.path(copy)
         elif model.is_a(child, "Transporter"):
