@@ -356,7 +356,8 @@ class JobExecution:
         if self._stdout is not None and not self._stdout.closed:
             self._stdout.write(text.encode())
             self._stdout.flush()
-        if self._queue is None and self.report_enabled:
+        if self.report_enabled and (self._queue is None or not self._queue.enabled):
+            # Live output was off (or never set up): worker messages are still worth posting.
             self._queue = OutputQueue(self._post_output, None, 1, name=self.hash[:8])
         if self._queue is not None:
             self._queue.add(text)
