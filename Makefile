@@ -19,7 +19,7 @@ $(STAMPS)/python: pyproject.toml
 	@touch $@
 
 # README's test command: the whole suite, servers started by the suite's own fixtures.
-test: install
+test: install node
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 unit: install
@@ -37,3 +37,31 @@ demo: install
 
 clean:
 	rm -rf $(VENV) $(STAMPS) .run build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# ------------------------------------------------------------------------------------------------ WebGME
+# The WebGME server (webgme-config/) and its database: Node packages from the lock file, libzmq for
+# webgme-bindings (built against the system library: its own build downloads from GitHub), and the pinned
+# MongoDB wire-protocol substitute used when no mongod is available.
+WEBGME_DIR := webgme-config
+RUN_DIR := .run
+.PHONY: node webgme-up webgme-down
+
+node: $(STAMPS)/node
+
+$(STAMPS)/node: $(WEBGME_DIR)/package.json $(WEBGME_DIR)/package-lock.json $(WEBGME_DIR)/requirements.txt $(STAMPS)/python
+	@mkdir -p $(STAMPS)
+	@pkg-config --exists libzmq || { \
+	  echo "installing libzmq3-dev (needed by webgme-bindings)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q libzmq3-dev pkg-config g++ make; }
+	cd $(WEBGME_DIR) && npm_config_zmq_external=true npm ci --no-audit --no-fund --loglevel=error
+	cd $(WEBGME_DIR) && node -e "require('zeromq').socket('rep').close()"
+	$(BIN)/python -m pip install -q -r $(WEBGME_DIR)/requirements.txt
+	@touch $@
+
+webgme-up: node
+	@mkdir -p $(RUN_DIR)
+	$(BIN)/python -m deepforge_adapters.webgme.stack up --run-dir $(RUN_DIR)/webgme --persist
+
+webgme-down:
+	$(BIN)/python -m deepforge_adapters.webgme.stack down --run-dir $(RUN_DIR)/webgme

@@ -59,3 +59,34 @@ class BackendRegistry(Generic[T]):
             raise TypeError(f"{self.kind} backend {backend_id!r} resolves to {cls!r}, not a {self._base.__name__}")
         self._loaded[backend_id] = cls
         return cls
+
+    def availability(self) -> tuple[dict[str, type[T]], dict[str, str]]:
+        """Try to load every backend: ``(classes that load, {id: why not} for those that do not)``.
+
+        A backend whose optional dependency is missing (or whose module is broken) must not hide the others
+        from ``deepforge backends`` or the Execute dialog, so each load failure is reported as data.
+        """
+        available: dict[str, type[T]] = {}
+        unavailable: dict[str, str] = {}
+        for backend_id in self.ids():
+            try:
+                available[backend_id] = self.get_class(backend_id)
+            except Exception as exc:
+                log.debug("%s backend %r is unavailable", self.kind, backend_id, exc_info=True)
+                unavailable[backend_id] = f"{type(exc).__name__}: {exc}"
+        return available, unavailable
+
+    def describe(self) -> dict[str, dict[str, Any]]:
+        """``{id: {"name": display name, "configStructure": [...]}}`` for every backend that loads."""
+        available, unavailable = self.availability()
+        for backend_id, reason in unavailable.items():
+            log.warning("%s backend %r is unavailable: %s", self.kind, backend_id, reason)
+        return {
+            backend_id: {"name": getattr(cls, "name", backend_id), "configStructure": _schema_json(cls)}
+            for backend_id, cls in available.items()
+        }
+
+
+def _schema_json(cls: type) -> list[dict[str, Any]]:
+    schema = getattr(cls, "schema", None)
+    return schema.to_config_structure() if schema is not None else []

@@ -22,8 +22,5 @@ def get_client(backend_id: str, config: Mapping[str, Any] | None = None) -> Comp
 
 
 def backends() -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for backend_id in registry.ids():
-        cls = registry.get_class(backend_id)
-        out[backend_id] = {"name": cls.name, "configStructure": cls.schema.to_config_structure()}
-    return out
+    """``{id: {"name": display name, "configStructure": [...]}}`` for every backend that loads."""
+    return registry.describe()

@@ -24,9 +24,8 @@ def get_client(backend_id: str, config: Mapping[str, Any] | None = None) -> Stor
 
 
 def backends() -> dict[str, dict[str, Any]]:
-    """``{id: {"name": display name, "configStructure": [...]}}`` for every registered backend."""
-    out: dict[str, dict[str, Any]] = {}
-    for backend_id in registry.ids():
-        cls = registry.get_class(backend_id)
-        out[backend_id] = {"name": cls.name, "configStructure": cls.schema.to_config_structure()}
-    return out
+    """``{id: {"name": display name, "configStructure": [...]}}`` for every backend that loads.
+
+    A backend whose module cannot be imported is left out (and logged); ``registry.availability()`` says why.
+    """
+    return registry.describe()

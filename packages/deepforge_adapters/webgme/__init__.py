@@ -1,0 +1,21 @@
+"""Clients for WebGME's REST APIs: the blob (``/rest/blob``) and the executor (``/rest/executor``).
+
+>>> from deepforge_adapters.webgme import BlobClient
+>>> blob = BlobClient("http://127.0.0.1:8888")
+>>> md_hash, metadata = blob.create_file("hello.txt", open("hello.txt", "rb"))  # doctest: +SKIP
+
+``stack`` starts a local database + WebGME server (tests, ``make dev``); it is imported on demand only.
+"""
+
+from .blob import BlobClient, BlobReader, file_metadata, metadata_hash
+from .executor import FINISHED_STATUSES, ExecutorClient, is_finished
+
+__all__ = [
+    "FINISHED_STATUSES",
+    "BlobClient",
+    "BlobReader",
+    "ExecutorClient",
+    "file_metadata",
+    "is_finished",
+    "metadata_hash",
+]

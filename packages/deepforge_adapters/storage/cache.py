@@ -1,0 +1,309 @@
+"""The worker cache: inputs fetched once per content, verified, size-capped, shared by processes.
+
+DeepForge keyed its cache by path, so a re-uploaded artifact with the same name was served stale.  Here an
+entry is keyed by :meth:`StorageClient.get_cache_key`, which every backend derives from the content (a hash,
+an ETag, size+mtime), so a changed artifact is a different entry.
+
+Layout under ``root``::
+
+    objects/<key>        the cached bytes (read-only for jobs; hard-link or copy them, never edit)
+    meta/<key>.json      sidecar: size, digest and the object's mtime when it was verified; its own mtime
+                         is the entry's last use (the LRU clock)
+    locks/<key>.lock     per-key ``fcntl.flock`` lock: held exclusively while fetching or evicting the key
+    tmp/                 downloads in progress (same filesystem, so the final rename is atomic), each
+                         ``flock``-ed by its downloader so ``clear`` can tell abandoned ones from live ones
+
+Guarantees:
+
+* **One download per key, even across processes.**  ``fetch`` takes the key's lock before looking; a second
+  process blocks on the lock and then finds a complete entry.
+* **Nothing unverified is ever visible.**  A download streams into ``tmp/`` while being hashed; only if its
+  size matches ``get_metadata(...)["size"]`` and its digest matches ``get_content_digest`` (when the backend
+  knows one) is it renamed into ``objects/``.  Otherwise :class:`IntegrityError` and nothing is left behind.
+* **Cheap verification on hit.**  A hit compares the object's size and mtime with the sidecar; only when the
+  mtime moved is the object re-hashed (and replaced if the hash no longer matches).
+* **Bounded size.**  With ``max_bytes``, least-recently-used entries are evicted after each fetch; an entry
+  whose lock someone holds (being fetched, or in use) is skipped, and the entry just fetched is never evicted
+  by its own fetch, even if it alone exceeds the cap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from ..errors import IntegrityError, StorageError
+from ..hashing import HashingReader, file_digest
+from ..streams import ProgressCallback, atomic_write, copy_stream
+from .base import DataInfo, StorageClient
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    key: str
+    path: Path
+    size: int
+    last_used: float
+
+
+class WorkerCache:
+    """A content-keyed cache of storage artifacts under ``root``; see the module docstring."""
+
+    def __init__(self, root: str | os.PathLike[str], max_bytes: int | None = None) -> None:
+        if max_bytes is not None and max_bytes < 0:
+            raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+        self.root = Path(root).expanduser().absolute()
+        self.max_bytes = max_bytes
+        self._objects = self.root / "objects"
+        self._meta = self.root / "meta"
+        self._locks = self.root / "locks"
+        self._tmp = self.root / "tmp"
+
+    # ------------------------------------------------------------------------------------ public API
+    def path_for(self, client: StorageClient, data_info: DataInfo) -> Path:
+        """Where the artifact's cached copy lives (whether or not it is there yet)."""
+        return self._objects.joinpath(*self._key(client, data_info).split("/"))
+
+    def fetch(self, client: StorageClient, data_info: DataInfo, progress: ProgressCallback | None = None) -> Path:
+        """The path of a complete, verified copy of the artifact; downloads it only if it is not cached."""
+        key = self._key(client, data_info)
+        path = self._objects.joinpath(*key.split("/"))
+        with self._locked(key):  # blocks while another process fetches the same key
+            size = int(client.get_metadata(data_info)["size"])
+            digest = client.get_content_digest(data_info)
+            if self._valid_hit(key, path, size, digest):
+                log.debug("cache hit %s", key)
+                self._touch(key)
+                if progress is not None:
+                    progress(size, size)
+            else:
+                self._download(client, data_info, key, path, size, digest, progress)
+            if self.max_bytes is not None:
+                self.evict_to(self.max_bytes)  # our own key is locked by us, so it is skipped
+        return path
+
+    def evict_to(self, max_bytes: int) -> int:
+        """Evict least-recently-used entries until the cache holds at most ``max_bytes``; returns bytes freed.
+
+        Entries whose lock is held (a fetch in progress, another holder) are skipped, so the result may stay
+        above ``max_bytes``.
+        """
+        entries = sorted(self._entries(), key=lambda e: e.last_used)
+        total = sum(e.size for e in entries)
+        freed = 0
+        for entry in entries:
+            if total <= max_bytes:
+                break
+            with self._locked(entry.key, blocking=False) as locked:
+                if not locked or not entry.path.exists():
+                    continue
+                self._remove_entry(entry.key)
+            log.debug("cache evicted %s (%d bytes)", entry.key, entry.size)
+            total -= entry.size
+            freed += entry.size
+        return freed
+
+    def clear(self) -> None:
+        """Remove every entry that nobody holds, and downloads abandoned by crashed processes."""
+        self.evict_to(0)
+        if self._tmp.is_dir():
+            for tmp in self._tmp.iterdir():
+                try:
+                    fd = os.open(tmp, os.O_RDONLY)
+                except FileNotFoundError:  # published or cleaned up meanwhile
+                    continue
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # a live download
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        tmp.unlink()
+                finally:
+                    os.close(fd)
+
+    def total_bytes(self) -> int:
+        """Bytes held by complete entries."""
+        return sum(e.size for e in self._entries())
+
+    # ------------------------------------------------------------------------------------ keys
+    def _key(self, client: StorageClient, data_info: DataInfo) -> str:
+        """The backend's cache key, checked to be a safe relative path (it becomes one under ``objects/``)."""
+        key = client.get_cache_key(data_info)
+        parts = key.split("/") if isinstance(key, str) else []
+        bad = not parts or "\x00" in key or PurePosixPath(key).is_absolute() or any(p in ("", ".", "..") for p in parts)
+        if bad:
+            raise StorageError(client.id, f"cache key {key!r} is not a safe relative path", str(key))
+        return key
+
+    # ------------------------------------------------------------------------------------ hit / download
+    def _valid_hit(self, key: str, path: Path, size: int, digest: tuple[str, str] | None) -> bool:
+        """Is ``path`` a complete copy?  Size + sidecar always; a re-hash only if the mtime moved."""
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return False
+        meta = self._read_meta(key)
+        expected_digest = list(digest) if digest else None
+        if st.st_size != size or meta is None or meta.get("size") != size or meta.get("digest") != expected_digest:
+            log.warning("cache entry %s does not match its source (size or digest); fetching again", key)
+            self._remove_entry(key)
+            return False
+        if meta.get("mtime_ns") == st.st_mtime_ns:
+            return True
+        if digest is None or file_digest(path, digest[0]) != digest[1]:
+            log.warning("cache entry %s was modified on disk; fetching again", key)
+            self._remove_entry(key)
+            return False
+        self._write_meta(key, {**meta, "mtime_ns": st.st_mtime_ns})
+        return True
+
+    def _download(
+        self,
+        client: StorageClient,
+        data_info: DataInfo,
+        key: str,
+        path: Path,
+        size: int,
+        digest: tuple[str, str] | None,
+        progress: ProgressCallback | None,
+    ) -> None:
+        """Stream into ``tmp/``, verify size and digest, then publish: sidecar first, object last."""
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix="fetch-", dir=self._tmp)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # marks the download as live for clear(); released when fd closes
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                algorithms = (digest[0],) if digest else ()
+                with client.get_file_stream(data_info) as src:
+                    reader = HashingReader(src, algorithms)
+                    copy_stream(reader, out, total=size, progress=progress)
+                out.flush()
+                os.fsync(out.fileno())
+                if reader.bytes_read != size:
+                    raise IntegrityError(
+                        client.id, f"downloaded {reader.bytes_read} bytes, expected {size}; not cached", key
+                    )
+                if digest and reader.hexdigest(digest[0]) != digest[1]:
+                    raise IntegrityError(
+                        client.id,
+                        f"{digest[0]} of the download is {reader.hexdigest(digest[0])}, expected {digest[1]}; "
+                        "not cached",
+                        key,
+                    )
+                os.chmod(tmp, 0o444)  # jobs share this copy: nobody may edit it in place
+                path.parent.mkdir(parents=True, exist_ok=True)
+                st = os.fstat(out.fileno())
+                self._write_meta(
+                    key,
+                    {
+                        "key": key,
+                        "backend": client.id,
+                        "size": size,
+                        "digest": list(digest) if digest else None,
+                        "mtime_ns": st.st_mtime_ns,
+                    },
+                )
+                os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            if not path.exists():
+                with contextlib.suppress(FileNotFoundError):
+                    self._meta_path(key).unlink()
+            raise
+        log.info("cached %s from %s (%d bytes)", key, client.id, size)
+
+    # ------------------------------------------------------------------------------------ sidecars
+    def _meta_path(self, key: str) -> Path:
+        return self._meta.joinpath(*key.split("/")).with_name(key.rsplit("/", 1)[-1] + ".json")
+
+    def _read_meta(self, key: str) -> dict[str, Any] | None:
+        try:
+            meta = json.loads(self._meta_path(key).read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        return meta if isinstance(meta, dict) else None
+
+    def _write_meta(self, key: str, meta: dict[str, Any]) -> None:
+        with atomic_write(self._meta_path(key)) as f:
+            f.write(json.dumps(meta, sort_keys=True).encode())
+
+    def _touch(self, key: str) -> None:
+        """Mark the entry as used now (the sidecar's mtime is the LRU clock; atime is often disabled)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(self._meta_path(key))
+
+    def _entries(self) -> Iterator[_Entry]:
+        if not self._objects.is_dir():
+            return
+        for dirpath, _, filenames in os.walk(self._objects):
+            for filename in filenames:
+                path = Path(dirpath, filename)
+                key = path.relative_to(self._objects).as_posix()
+                try:
+                    size = path.stat().st_size
+                except FileNotFoundError:
+                    continue
+                try:
+                    last_used = self._meta_path(key).stat().st_mtime
+                except FileNotFoundError:
+                    last_used = 0.0  # no sidecar: an orphan of a crash, the first to go
+                yield _Entry(key, path, size, last_used)
+
+    def _remove_entry(self, key: str) -> None:
+        for path in (self._objects.joinpath(*key.split("/")), self._meta_path(key)):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            self._prune_empty_parents(path.parent)
+
+    def _prune_empty_parents(self, directory: Path) -> None:
+        while directory not in (self._objects, self._meta) and self.root in directory.parents:
+            try:
+                directory.rmdir()
+            except OSError:
+                return
+            directory = directory.parent
+
+    # ------------------------------------------------------------------------------------ locks
+    @contextlib.contextmanager
+    def _locked(self, key: str, blocking: bool = True) -> Iterator[bool]:
+        """Hold the key's exclusive lock; yields ``False`` (and holds nothing) if non-blocking and busy.
+
+        Lock files are never deleted: unlinking a lock file another process is waiting on would let two
+        processes "hold" the same key.
+        """
+        lock_path = self._locks.joinpath(*key.split("/")).with_name(key.rsplit("/", 1)[-1] + ".lock")
+        with self._flock(lock_path, blocking) as locked:
+            yield locked
+
+    @contextlib.contextmanager
+    def _flock(self, lock_path: Path, blocking: bool) -> Iterator[bool]:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            except OSError as exc:
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    yield False
+                    return
+                raise
+            try:
+                yield True
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)

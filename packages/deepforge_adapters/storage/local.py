@@ -1,0 +1,279 @@
+"""``local``: artifacts as plain files under one root directory on this machine.
+
+The backend for single-machine use (``deepforge run`` with compute ``local``, tests, demos) and the model
+the other backends are measured against.  A dataInfo looks like::
+
+    {"backend": "local",
+     "data": {"filename": "guest+proj/executions/_K_a_b/model",   # name relative to the root
+              "size": 1234,                                        # bytes
+              "sha256": "9f86d08...",                              # content hash, 64 hex digits
+              "mtime": 1732582800.123}}                            # file mtime when it was written
+
+The root is *not* recorded: a dataInfo stays valid when the root moves (say, a volume mounted elsewhere) and
+never leaks a local path into a model.  ``size`` and ``sha256`` are computed while the bytes stream in and
+are checked again on the way out: opening a file whose size changed, or reading one to its end whose hash
+changed, raises :class:`~deepforge_adapters.errors.IntegrityError` instead of handing stale bytes to a job.
+
+Names are confined to the root: empty names, NUL bytes, absolute paths, ``..`` parts and symlinks that
+resolve outside the root are rejected with a :class:`~deepforge_adapters.errors.StorageError` naming the
+name.  ``get_download_url`` returns ``None``: there is no server in front of the directory, and a
+``file://`` URL would be a path on *this* machine that a browser elsewhere cannot open.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import re
+import shutil
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO, cast
+
+from ..config import ConfigSchema, Field
+from ..errors import DataInfoError, IntegrityError, NotFoundError, StorageError
+from ..hashing import CHUNK_SIZE, HashingReader, file_digest, new_hash
+from ..streams import ProgressCallback, Readable, atomic_write, copy_stream
+from .base import DataInfo, StorageClient
+
+log = logging.getLogger(__name__)
+
+ROOT_ENV = "DEEPFORGE_STORAGE_ROOT"
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def default_root(environ: Mapping[str, str] | None = None) -> Path:
+    """``$XDG_DATA_HOME/deepforge/storage``, else ``~/.local/share/deepforge/storage``."""
+    environ = os.environ if environ is None else environ
+    data_home = environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(data_home) / "deepforge" / "storage"
+
+
+class LocalStorage(StorageClient):
+    """Files under ``root``; see the module docstring for the dataInfo shape and the guarantees."""
+
+    id = "local"
+    name = "Local Storage"
+    schema = ConfigSchema(
+        "local",
+        (
+            Field(
+                "root",
+                "Root directory",
+                f"Directory that holds the artifacts (default: ${ROOT_ENV}, else ~/.local/share/deepforge/storage)",
+                env=(ROOT_ENV,),
+            ),
+        ),
+    )
+
+    def __init__(self, config: Mapping[str, Any] | None = None) -> None:
+        super().__init__(config)
+        root = self.config["root"] or default_root()
+        # Resolved once so that confinement checks compare real paths (the root itself may be a symlink).
+        self.root = Path(os.path.realpath(Path(root).expanduser()))
+
+    # ------------------------------------------------------------------------------------ names
+    def normalize_name(self, name: str) -> str:
+        """The canonical form of ``name`` (``a/b``), or :class:`StorageError` if it could escape the root."""
+        if not isinstance(name, str) or not name.strip("/ "):
+            raise StorageError(self.id, "empty name; expected a path relative to the storage root", repr(name))
+        if "\x00" in name:
+            raise StorageError(self.id, "name contains a NUL byte", repr(name))
+        if name.startswith("/") or PurePosixPath(name).is_absolute() or re.match(r"^[A-Za-z]:[\\/]", name):
+            raise StorageError(self.id, "absolute paths are not allowed; names are relative to the root", name)
+        parts = [p for p in name.split("/") if p not in ("", ".")]
+        if ".." in parts:
+            raise StorageError(self.id, "'..' is not allowed in a name", name)
+        if not parts:
+            raise StorageError(self.id, "name refers to the storage root itself", name)
+        return "/".join(parts)
+
+    def path_for(self, name: str) -> Path:
+        """The file that holds ``name``, after checking that it (and any symlink on the way) stays inside."""
+        canonical = self.normalize_name(name)
+        path = self.root.joinpath(*canonical.split("/"))
+        real = os.path.realpath(path)
+        if real != str(self.root) and not real.startswith(str(self.root) + os.sep):
+            raise StorageError(self.id, f"resolves outside the storage root {self.root} (symlink?)", name)
+        return path
+
+    def _data(self, data_info: DataInfo) -> dict[str, Any]:
+        """The ``data`` of a local dataInfo, checked for shape; the error names what is wrong."""
+        self.check_data_info(data_info)
+        data = data_info.data
+        if not isinstance(data, Mapping):
+            raise DataInfoError(f"local dataInfo 'data' must be an object, got {type(data).__name__}: {data!r}")
+        problems = []
+        if not isinstance(data.get("filename"), str):
+            problems.append("'filename' (string)")
+        if not isinstance(data.get("size"), int) or isinstance(data.get("size"), bool) or data["size"] < 0:
+            problems.append("'size' (non-negative integer)")
+        if not isinstance(data.get("sha256"), str) or not _SHA256.match(data["sha256"]):
+            problems.append("'sha256' (64 lowercase hex digits)")
+        if problems:
+            raise DataInfoError(f"local dataInfo is missing or has a bad {', '.join(problems)}: {dict(data)!r}")
+        return dict(data)
+
+    def _data_info(self, name: str, size: int, sha256: str, mtime: float) -> DataInfo:
+        return DataInfo(self.id, {"filename": name, "size": size, "sha256": sha256, "mtime": mtime})
+
+    def _open_existing(self, name: str) -> tuple[Path, os.stat_result]:
+        path = self.path_for(name)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise NotFoundError(self.id, f"no such file under {self.root}", name) from None
+        except OSError as exc:
+            raise StorageError(self.id, f"cannot stat: {exc.strerror}", name) from None
+        if not path.is_file():
+            raise StorageError(self.id, "is a directory, not a file", name)
+        return path, st
+
+    # ------------------------------------------------------------------------------------ primitives
+    def put_file_stream(
+        self, name: str, readable: Readable, progress: ProgressCallback | None = None, size: int | None = None
+    ) -> DataInfo:
+        """Stream into a temp file beside the target, hashing as it goes, then rename it into place.
+
+        If ``size`` is given and the stream delivers a different number of bytes, nothing is stored.
+        """
+        canonical = self.normalize_name(name)
+        path = self.path_for(canonical)
+        reader = HashingReader(cast(BinaryIO, readable))
+        try:
+            with atomic_write(path) as dst:
+                copy_stream(reader, dst, total=size, progress=progress)
+                if size is not None and reader.bytes_read != size:
+                    raise IntegrityError(
+                        self.id, f"upload delivered {reader.bytes_read} bytes, expected {size}; nothing stored", name
+                    )
+                dst.flush()
+                # mtime of the data we wrote; the rename that follows does not change it.
+                mtime = os.fstat(dst.fileno()).st_mtime
+        except IsADirectoryError:
+            raise StorageError(self.id, "a directory of that name exists", name) from None
+        except (NotADirectoryError, FileExistsError):
+            raise StorageError(self.id, "a parent of this name is a file, not a directory", name) from None
+        except PermissionError as exc:
+            raise StorageError(self.id, f"cannot write: {exc.strerror}", name) from None
+        log.debug("local: stored %s (%d bytes) under %s", canonical, reader.bytes_read, self.root)
+        return self._data_info(canonical, reader.bytes_read, reader.hexdigest("sha256"), mtime)
+
+    def get_file_stream(self, data_info: DataInfo) -> BinaryIO:
+        """A reader that checks the recorded size now and the recorded sha256 when read to the end."""
+        data = self._data(data_info)
+        name = data["filename"]
+        path, _ = self._open_existing(name)
+        f = open(path, "rb")  # noqa: SIM115 - handed to the caller, who closes it
+        size = os.fstat(f.fileno()).st_size  # of the file we actually opened, not of a path that may change
+        if size != data["size"]:
+            f.close()
+            raise IntegrityError(
+                self.id, f"file is {size} bytes but the dataInfo records {data['size']}; it changed", name
+            )
+        raw = _VerifyingFile(f, self.id, name, data["size"], data["sha256"])
+        return io.BufferedReader(raw, buffer_size=CHUNK_SIZE)
+
+    def stat(self, name: str) -> DataInfo:
+        """The dataInfo of the file at ``name``; hashes the file (one streaming read) to fill ``sha256``."""
+        canonical = self.normalize_name(name)
+        path, st = self._open_existing(canonical)
+        return self._data_info(canonical, st.st_size, file_digest(path, "sha256"), st.st_mtime)
+
+    def delete_file(self, data_info: DataInfo) -> None:
+        """Remove the file (:class:`NotFoundError` if it is gone) and any directories it leaves empty."""
+        name = self._data(data_info)["filename"]
+        path, _ = self._open_existing(name)
+        path.unlink()
+        self._prune_empty_parents(path.parent)
+
+    def delete_dir(self, prefix: str) -> None:
+        """Remove everything under ``prefix/``; a prefix that does not exist is already deleted."""
+        path = self.path_for(prefix)
+        if path.is_symlink() or path.is_file():
+            raise StorageError(self.id, "is a file, not a directory; use delete_file", prefix)
+        if not path.exists():
+            return
+        shutil.rmtree(path)  # rmtree never follows symlinks inside the tree
+        self._prune_empty_parents(path.parent)
+
+    def get_metadata(self, data_info: DataInfo) -> dict[str, Any]:
+        """``{size, sha256, mtime}`` as recorded, after checking the file still has the recorded size."""
+        data = self._data(data_info)
+        _, st = self._open_existing(data["filename"])
+        if st.st_size != data["size"]:
+            raise IntegrityError(
+                self.id, f"file is {st.st_size} bytes but the dataInfo records {data['size']}", data["filename"]
+            )
+        return {"size": data["size"], "sha256": data["sha256"], "mtime": data.get("mtime", st.st_mtime)}
+
+    def get_cache_key(self, data_info: DataInfo) -> str:
+        """``local/<sha256[:2]>/<sha256[2:]>``: keyed by content, so a rewritten file is a new cache entry."""
+        sha = self._data(data_info)["sha256"]
+        return f"local/{sha[:2]}/{sha[2:]}"
+
+    def get_content_digest(self, data_info: DataInfo) -> tuple[str, str] | None:
+        return ("sha256", self._data(data_info)["sha256"])
+
+    def get_download_url(self, data_info: DataInfo) -> str | None:
+        """Always ``None``: no server serves the directory (see the module docstring)."""
+        self._data(data_info)
+        return None
+
+    # ------------------------------------------------------------------------------------ helpers
+    def _prune_empty_parents(self, directory: Path) -> None:
+        """Remove now-empty directories up to (not including) the root, so deleted trees leave no husks."""
+        while directory != self.root and self.root in directory.parents:
+            try:
+                directory.rmdir()
+            except OSError:  # not empty (or raced with a writer): stop
+                return
+            directory = directory.parent
+
+
+class _VerifyingFile(io.RawIOBase):
+    """Raw reader over a local file that hashes what passes and checks size and sha256 at end of file."""
+
+    def __init__(self, f: BinaryIO, backend: str, name: str, size: int, sha256: str) -> None:
+        super().__init__()
+        self._f = f
+        self._backend = backend
+        self._name = name
+        self._size = size
+        self._sha256 = sha256
+        self._hash = new_hash("sha256")
+        self._done = 0
+        self._verified = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._f.readinto(buffer)  # type: ignore[attr-defined]
+        if n:
+            self._done += n
+            self._hash.update(memoryview(buffer)[:n])
+            if self._done > self._size:
+                raise IntegrityError(self._backend, f"file grew past the recorded {self._size} bytes", self._name)
+        elif not self._verified:
+            self._verify()
+        return int(n or 0)
+
+    def _verify(self) -> None:
+        if self._done != self._size:
+            raise IntegrityError(
+                self._backend, f"read {self._done} bytes but the dataInfo records {self._size}", self._name
+            )
+        digest = self._hash.hexdigest()
+        if digest != self._sha256:
+            raise IntegrityError(
+                self._backend, f"sha256 is {digest} but the dataInfo records {self._sha256}; it changed", self._name
+            )
+        self._verified = True
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._f.close()
+        super().close()

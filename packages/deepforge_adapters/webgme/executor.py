@@ -1,0 +1,143 @@
+"""A client for WebGME's executor REST API (``/rest/executor``): the job queue that workers poll.
+
+Used on both sides: the ``gme`` compute backend creates, watches and cancels jobs; ``deepforge-worker``
+polls ``POST /worker``, posts output chunks and the final update.  The protocol is documented in
+``deepforge-execution.md`` §3; names here follow it (JobInfo, OutputInfo, WorkerInfo).
+
+Every request carries the configured ``x-api-token`` / ``Authorization: Bearer`` and ``x-executor-nonce``
+(DeepForge's client never sent the nonce, so it couldn't talk to a server that requires one).
+
+Retries (see :mod:`._rest`): GETs and the idempotent POSTs (``create`` is keyed by the job hash, ``update``
+overlays fields, ``output`` upserts by number, ``cancel`` sets a flag) are retried on 5xx and broken
+connections.  ``poll_worker`` is retried only when the request could not have reached the server: it
+claims jobs, and replaying it after a lost answer would leave those jobs RUNNING on a worker that never
+heard of them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import requests
+
+from ..errors import WebGMEError
+from ._rest import DEFAULT_HOST, auth_headers, check, json_body, request_with_replay, session_with
+
+log = logging.getLogger(__name__)
+
+#: JobInfo.finishedStatuses of webgme-engine's ``common/executor/JobInfo.js``.
+FINISHED_STATUSES = frozenset(
+    {
+        "SUCCESS", "CANCELED", "FAILED_TO_EXECUTE", "FAILED_TO_GET_SOURCE_METADATA",
+        "FAILED_SOURCE_COULD_NOT_BE_OBTAINED", "FAILED_CREATING_SOURCE_ZIP", "FAILED_UNZIP",
+        "FAILED_EXECUTOR_CONFIG", "FAILED_TO_ARCHIVE_FILE", "FAILED_TO_SAVE_JOINT_ARTIFACT",
+        "FAILED_TO_ADD_OBJECT_HASHES", "FAILED_TO_SAVE_ARTIFACT",
+    }
+)  # fmt: skip
+
+
+def is_finished(status: str | None) -> bool:
+    return status in FINISHED_STATUSES
+
+
+class ExecutorClient:
+    """``/rest/executor`` of one WebGME server."""
+
+    def __init__(
+        self,
+        host: str = DEFAULT_HOST,
+        api_token: str | None = None,
+        webgme_token: str | None = None,
+        nonce: str | None = None,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.host = host.rstrip("/")
+        self.session = session_with(auth_headers(api_token, webgme_token, nonce), session)
+
+    def __repr__(self) -> str:
+        return f"ExecutorClient({self.host!r})"
+
+    def url(self, *parts: str) -> str:
+        return f"{self.host}/rest/executor/" + "/".join(parts)
+
+    # ------------------------------------------------------------------------------------ plumbing
+    def _get(self, what: str, *parts: str, params: Mapping[str, Any] | None = None) -> Any:
+        what = f"executor {what} at {self.host}"
+        response = self.session.get(self.url(*parts), params=params)
+        return json_body(check(response, what), what)
+
+    def _post(self, what: str, body: Any, *parts: str, replay: bool = True) -> requests.Response:
+        what = f"executor {what} at {self.host}"
+        url = self.url(*parts)
+        if replay:
+            response = request_with_replay(lambda: self.session.post(url, json=body), what)
+        else:
+            try:
+                response = self.session.post(url, json=body)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                raise WebGMEError(f"{what}: {type(exc).__name__}: {exc}") from None
+        return check(response, what)
+
+    # ------------------------------------------------------------------------------------ jobs
+    def create_job(self, job_hash: str, labels: Sequence[str] = ()) -> dict[str, Any]:
+        """Queue the job whose artifact has metadata hash ``job_hash``; returns its JobInfo.
+
+        A new (or re-run canceled) job's JobInfo includes ``secret``, the only way to cancel it later.  An
+        existing job is returned as it is, without the secret: identical job artifacts behave as cached.
+        """
+        body = {"hash": job_hash, "labels": list(labels)}
+        response = self._post(f"create {job_hash}", body, "create", job_hash)
+        return dict(json_body(response, f"executor create {job_hash}"))
+
+    def get_info(self, job_hash: str) -> dict[str, Any]:
+        """The JobInfo (no secret); :class:`WebGMEError` with ``status_code`` 404 if the job is unknown."""
+        return dict(self._get(f"info {job_hash}", "info", job_hash))
+
+    def list_jobs(self, status: str | None = None) -> dict[str, Any]:
+        """``{hash: JobInfo}`` of the caller's jobs, optionally only those with ``status``."""
+        return dict(self._get("job list", "", params={"status": status} if status else None))
+
+    def update_job(self, job_hash: str, info: Mapping[str, Any]) -> None:
+        """Overlay fields of a JobInfo (the worker's final report: status, times, resultHashes...)."""
+        self._post(f"update {job_hash}", dict(info, hash=job_hash), "update", job_hash)
+
+    def cancel_job(self, job_hash: str, secret: str) -> None:
+        """Ask the job's worker to stop it (403 with a wrong secret); a finished job is left as it is."""
+        self._post(f"cancel {job_hash}", {"secret": secret}, "cancel", job_hash)
+
+    # ------------------------------------------------------------------------------------ output
+    def get_output(self, job_hash: str, start: int | None = None, end: int | None = None) -> list[dict[str, Any]]:
+        """OutputInfos ``{outputNumber, output}`` sorted by number; ``start`` inclusive, ``end`` exclusive."""
+        params = {k: v for k, v in (("start", start), ("end", end)) if v is not None}
+        body = self._get(f"output {job_hash}", "output", job_hash, params=params or None)
+        if not isinstance(body, list):
+            raise WebGMEError(f"executor output {job_hash} at {self.host}: expected a list, got {body!r:.200}")
+        return body
+
+    def post_output(self, job_hash: str, output_number: int, output: str) -> None:
+        """Store output chunk ``output_number`` (0, 1, 2...); posting the same number again overwrites it."""
+        body = {"outputNumber": output_number, "output": output}
+        self._post(f"output {job_hash} #{output_number}", body, "output", job_hash)
+
+    # ------------------------------------------------------------------------------------ workers
+    def get_workers(self) -> dict[str, Any]:
+        """``{clientId: {clientId, lastSeen, labels, jobs: [...]}}`` of the (caller's) workers."""
+        return dict(self._get("worker list", "worker"))
+
+    def poll_worker(
+        self, client_id: str, available_processes: int, labels: Sequence[str], running_jobs: Sequence[str]
+    ) -> dict[str, Any]:
+        """One worker heartbeat; the server's answer names jobs to start and to cancel.
+
+        Returns WorkerInfo.ServerResponse ``{jobsToStart, refreshPeriod, labelJobs, jobsToCancel}``.
+        """
+        body = {
+            "clientId": client_id,
+            "availableProcesses": available_processes,
+            "labels": list(labels),
+            "runningJobs": list(running_jobs),
+        }
+        response = self._post(f"worker poll {client_id}", body, "worker", replay=False)
+        return dict(json_body(response, f"executor worker poll {client_id}"))

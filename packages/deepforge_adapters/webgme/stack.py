@@ -1,0 +1,327 @@
+"""Start and stop a local WebGME stack: a database, then the WebGME server of ``webgme-config/``.
+
+One launcher for the pytest fixtures, ``make webgme-up``/``make dev`` and the benchmarks, so they all boot the
+server the same way.  The database is, in order of preference: ``MONGO_URI`` if set (an existing server), a
+``mongod`` on PATH, else nx-27017 (a MongoDB wire-protocol server on SQLite) with this repo's patches
+(``webgme-config/nx_patched.py``).  Every process gets a free port, its own pid file and log file under the
+stack's run dir, and its own process group, so stacks run side by side and stop completely.
+
+CLI (used by the Makefile)::
+
+    python -m deepforge_adapters.webgme.stack up   --run-dir .run [--port 8888] [--persist]
+    python -m deepforge_adapters.webgme.stack down --run-dir .run
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import requests
+
+from ..http import make_session
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT = 90.0  # seconds; a cold start is ~2 s, a loaded CI machine much slower
+
+
+def repo_root() -> Path:
+    """The checkout this package is installed from (editable install), or ``DEEPFORGE_REPO``."""
+    env = os.environ.get("DEEPFORGE_REPO")
+    return Path(env) if env else Path(__file__).resolve().parents[3]
+
+
+def webgme_dir() -> Path:
+    return Path(os.environ.get("DEEPFORGE_WEBGME_DIR") or repo_root() / "webgme-config")
+
+
+def free_port() -> int:
+    """A port the OS just gave out (bind to 0) — never a fixed one, several stacks share the machine."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class StackOptions:
+    """What differs between stacks; each maps to an environment variable of ``config/config.default.js``."""
+
+    port: int | None = None
+    mongo_uri: str | None = None  # an existing database; default: MONGO_URI env, else start one
+    worker_refresh_ms: int | None = None
+    nonce: str | None = None
+    executor_auth: bool = False
+    webgme_auth: bool = False
+    plugin_paths: tuple[str, ...] = ()
+    persist: bool = False  # keep the database on disk under the run dir (dev) instead of in memory (tests)
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+class StackError(RuntimeError):
+    """The stack could not be started; the message includes the tail of the failing process's log."""
+
+
+class Process:
+    """A child process in its own process group with a pid file and a log file."""
+
+    def __init__(self, name: str, argv: list[str], run_dir: Path, cwd: Path, env: Mapping[str, str]) -> None:
+        self.name = name
+        self.log_path = run_dir / f"{name}.log"
+        self.pid_path = run_dir / f"{name}.pid"
+        self._log: IO[bytes] = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        self.popen = subprocess.Popen(
+            argv, cwd=cwd, env=dict(env), stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.pid_path.write_text(f"{self.popen.pid}\n")
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, grace: float = 10.0) -> None:
+        if self.alive():
+            kill_group(self.popen.pid, grace)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=1)
+        self._log.close()
+        self.pid_path.unlink(missing_ok=True)
+
+
+def kill_group(pid: int, grace: float = 10.0) -> None:
+    """SIGTERM the process group led by ``pid``, SIGKILL it after ``grace`` seconds."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+class WebGMEStack:
+    """A running database + WebGME server.  ``url`` is the server; ``blob_dir`` its filesystem blob."""
+
+    def __init__(self, options: StackOptions | None = None, run_dir: str | os.PathLike[str] | None = None) -> None:
+        self.options = options or StackOptions()
+        self._own_run_dir = run_dir is None
+        self.run_dir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix="deepforge-webgme-"))
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = self.run_dir / "data"
+        self.blob_dir = self.data_dir / "blob-local-storage"
+        self.webgme_dir = webgme_dir()
+        self.port = self.options.port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.mongo_uri = ""
+        self.database: Process | None = None
+        self.server: Process | None = None
+
+    # ------------------------------------------------------------------------------------ lifecycle
+    def start(self) -> WebGMEStack:
+        try:
+            self._check_installed()
+            self.mongo_uri = self._start_database()
+            self.start_server()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop everything this stack started (server first), even half-started; removes a temp run dir."""
+        for proc in (self.server, self.database):
+            if proc is not None:
+                proc.stop()
+        self.server = self.database = None
+        if self._own_run_dir:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def start_server(self) -> None:
+        env = {**os.environ, **self.server_env()}
+        # cwd = the run dir: the server drops temp files (zips being built) in its cwd, not in the checkout.
+        self.server = Process("webgme", ["node", str(self.webgme_dir / "app.js")], self.run_dir, self.run_dir, env)
+        self.wait_ready(self.server)
+
+    def stop_server(self, hard: bool = False) -> None:
+        """Stop the WebGME server only (``hard``: SIGKILL, as a crash would); the database keeps running."""
+        if self.server is not None:
+            if hard and self.server.alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.server.popen.pid, signal.SIGKILL)
+            self.server.stop()
+            self.server = None
+
+    def restart_server(self) -> None:
+        self.stop_server()
+        self.start_server()
+
+    def __enter__(self) -> WebGMEStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------------------------ pieces
+    def server_env(self) -> dict[str, str]:
+        o = self.options
+        env = {
+            "DEEPFORGE_WEBGME_PORT": str(self.port),
+            "DEEPFORGE_MONGO_URI": self.mongo_uri,
+            "DEEPFORGE_WEBGME_DATA_DIR": str(self.data_dir),
+            "NODE_ENV": os.environ.get("NODE_ENV", "default"),
+        }
+        if o.worker_refresh_ms is not None:
+            env["DEEPFORGE_WORKER_REFRESH_MS"] = str(o.worker_refresh_ms)
+        if o.nonce:
+            env["DEEPFORGE_EXECUTOR_NONCE"] = o.nonce
+        if o.executor_auth:
+            env["DEEPFORGE_EXECUTOR_AUTH"] = "1"
+        if o.webgme_auth:
+            env["DEEPFORGE_WEBGME_AUTH"] = "1"
+        if o.plugin_paths:
+            env["DEEPFORGE_PLUGIN_PATHS"] = ":".join(o.plugin_paths)
+        env.setdefault("WEBGME_PYTHON", sys.executable)
+        env.update(o.env)
+        return env
+
+    def _check_installed(self) -> None:
+        if not (self.webgme_dir / "node_modules" / "webgme").is_dir():
+            raise StackError(f"WebGME is not installed in {self.webgme_dir}: run `make node`")
+
+    def _start_database(self) -> str:
+        uri = self.options.mongo_uri or os.environ.get("MONGO_URI")
+        db_name = f"deepforge_{self.port}"
+        if uri:
+            return _with_database(uri, db_name)
+        port = free_port()
+        if shutil.which("mongod"):
+            db_path = self.run_dir / "mongod"
+            db_path.mkdir(exist_ok=True)
+            argv = ["mongod", "--dbpath", str(db_path), "--bind_ip", "127.0.0.1", "--port", str(port),
+                    "--pidfilepath", str(self.run_dir / "mongod.pidfile")]  # fmt: skip
+        else:
+            db = str(self.run_dir / "nx.db") if self.options.persist else "memory"
+            argv = [sys.executable, str(self.webgme_dir / "nx_patched.py"), "--db", db, "--host", "127.0.0.1",
+                    "-p", str(port), "--pid-file", str(self.run_dir / "nx.pidfile"),
+                    "--log-file", str(self.run_dir / "nx-internal.log")]  # fmt: skip
+        self.database = Process("database", argv, self.run_dir, self.run_dir, os.environ)
+        _wait_for_port(self.database, port)
+        return f"mongodb://127.0.0.1:{port}/{db_name}"
+
+    def wait_ready(self, proc: Process, timeout: float = READY_TIMEOUT) -> None:
+        """Until ``GET /api`` answers 200; a dead process or a timeout raises with its log tail."""
+        session = make_session(retries=0, timeout=(2, 5))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not proc.alive():
+                raise StackError(f"{proc.name} exited with {proc.popen.returncode}:\n{proc.log_tail()}")
+            with contextlib.suppress(requests.RequestException):
+                if session.get(f"{self.url}/api").status_code == 200:
+                    return
+            time.sleep(0.2)
+        raise StackError(f"{proc.name} not ready at {self.url}/api after {timeout:.0f}s:\n{proc.log_tail()}")
+
+    def describe(self) -> dict[str, Any]:
+        return {"url": self.url, "mongo_uri": self.mongo_uri, "run_dir": str(self.run_dir),
+                "blob_dir": str(self.blob_dir)}  # fmt: skip
+
+
+def _with_database(uri: str, db_name: str) -> str:
+    """``MONGO_URI`` with the stack's own database name, so stacks sharing one mongod don't collide."""
+    parts = urllib.parse.urlsplit(uri)
+    return urllib.parse.urlunsplit(parts._replace(path=f"/{db_name}"))
+
+
+def _wait_for_port(proc: Process, port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise StackError(f"{proc.name} exited with {proc.popen.returncode}:\n{proc.log_tail()}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        time.sleep(0.1)
+    raise StackError(f"{proc.name} did not listen on port {port} within {timeout:.0f}s:\n{proc.log_tail()}")
+
+
+@contextlib.contextmanager
+def running_stack(**options: Any) -> Iterator[WebGMEStack]:
+    """``with running_stack(nonce="n") as stack: ...`` -- started, then stopped even on failure."""
+    stack = WebGMEStack(StackOptions(**options))
+    with stack:
+        yield stack
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def _up(args: argparse.Namespace) -> int:
+    run_dir = Path(args.run_dir)
+    state = run_dir / "stack.json"
+    if state.exists():
+        print(f"a stack is already recorded in {state}; run `make webgme-down` first", file=sys.stderr)
+        return 1
+    options = StackOptions(port=args.port, persist=args.persist)
+    stack = WebGMEStack(options, run_dir=run_dir)
+    stack.start()
+    info = stack.describe()
+    info["pids"] = {p.name: p.popen.pid for p in (stack.database, stack.server) if p is not None}
+    state.write_text(json.dumps(info, indent=2))
+    print(stack.url)
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    state = Path(args.run_dir) / "stack.json"
+    if not state.exists():
+        print(f"no stack recorded in {state}", file=sys.stderr)
+        return 0
+    info = json.loads(state.read_text())
+    for name in ("webgme", "database"):  # server first: it flushes to the database on the way down
+        pid = info.get("pids", {}).get(name)
+        if pid:
+            kill_group(int(pid))
+            (Path(args.run_dir) / f"{name}.pid").unlink(missing_ok=True)
+    state.unlink()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deepforge_adapters.webgme.stack")
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start the database and the WebGME server in the background")
+    up.add_argument("--run-dir", default=".run")
+    up.add_argument("--port", type=int, default=int(os.environ.get("DEEPFORGE_WEBGME_PORT", "8888")))
+    up.add_argument("--persist", action="store_true", help="keep the database in <run-dir>/nx.db")
+    down = sub.add_parser("down", help="stop what `up` started")
+    down.add_argument("--run-dir", default=".run")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return _up(args) if args.command == "up" else _down(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""hashing.py and streams.py: streaming digests, copy with progress, atomic writes that leave nothing behind."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from pathlib import Path
+
+import pytest
+from deepforge_adapters.hashing import CHUNK_SIZE, HashingReader, bytes_digest, file_digest, new_hash
+from deepforge_adapters.streams import ProgressReader, atomic_write, copy_stream, iter_chunks
+
+DATA = os.urandom(CHUNK_SIZE * 2 + 123)
+
+
+def test_digests_agree_with_hashlib(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(DATA)
+    assert file_digest(path) == hashlib.sha256(DATA).hexdigest()
+    assert file_digest(path, "sha1") == hashlib.sha1(DATA).hexdigest()
+    assert bytes_digest(DATA, "md5") == hashlib.md5(DATA).hexdigest()
+    assert new_hash("sha256").name == "sha256"
+
+
+def test_hashing_reader_hashes_what_passes_through() -> None:
+    reader = HashingReader(io.BytesIO(DATA), ("sha256", "sha1"))
+    out = io.BytesIO()
+    assert copy_stream(reader, out, chunk_size=1000) == len(DATA)
+    assert out.getvalue() == DATA
+    assert reader.bytes_read == len(DATA)
+    assert reader.hexdigest() == hashlib.sha256(DATA).hexdigest()
+    assert reader.hexdigest("sha1") == hashlib.sha1(DATA).hexdigest()
+    assert reader.readable()
+    reader.close()
+
+
+def test_copy_stream_reports_progress_per_chunk() -> None:
+    calls: list[tuple[int, int | None]] = []
+    copy_stream(io.BytesIO(DATA), io.BytesIO(), total=len(DATA), progress=lambda d, t: calls.append((d, t)))
+    assert calls[-1] == (len(DATA), len(DATA))
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+    assert len(calls) == 3
+
+
+def test_copy_stream_reports_an_empty_transfer_once() -> None:
+    calls: list[tuple[int, int | None]] = []
+    assert copy_stream(io.BytesIO(b""), io.BytesIO(), progress=lambda d, t: calls.append((d, t))) == 0
+    assert calls == [(0, None)]
+
+
+def test_progress_reader_and_iter_chunks() -> None:
+    calls: list[int] = []
+    reader = ProgressReader(io.BytesIO(DATA), lambda d, t: calls.append(d), total=len(DATA))
+    chunks = list(iter_chunks(reader, chunk_size=CHUNK_SIZE))
+    assert b"".join(chunks) == DATA
+    assert [len(c) for c in chunks] == [CHUNK_SIZE, CHUNK_SIZE, 123]
+    assert reader.bytes_read == len(DATA)
+    assert calls[-1] == len(DATA)
+    assert reader.readable()
+
+
+def test_atomic_write_publishes_on_success(tmp_path: Path) -> None:
+    dest = tmp_path / "sub" / "out.bin"
+    with atomic_write(dest, mode=0o600) as f:
+        f.write(b"new")
+        assert not dest.exists()  # invisible until the block ends
+    assert dest.read_bytes() == b"new"
+    assert dest.stat().st_mode & 0o777 == 0o600
+    assert os.listdir(dest.parent) == ["out.bin"]
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path: Path) -> None:
+    dest = tmp_path / "out.bin"
+    with pytest.raises(RuntimeError), atomic_write(dest) as f:
+        f.write(b"partial")
+        raise RuntimeError("upload died")
+    assert os.listdir(tmp_path) == []
+
+
+def test_atomic_write_keeps_the_old_file_on_failure(tmp_path: Path) -> None:
+    dest = tmp_path / "out.bin"
+    dest.write_bytes(b"old")
+    with pytest.raises(KeyboardInterrupt), atomic_write(dest) as f:
+        f.write(b"partial")
+        raise KeyboardInterrupt
+    assert dest.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["out.bin"]

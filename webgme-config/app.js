@@ -1,0 +1,26 @@
+/*eslint-env node*/
+// Starts the WebGME server (config from ./config, see config.default.js for the environment it reads).
+'use strict';
+
+var gmeConfig = require('./config'),
+    webgme = require('webgme'),
+    server;
+
+webgme.addToRequireJsPaths(gmeConfig);
+server = new webgme.standaloneServer(gmeConfig);
+server.start(function (err) {
+    if (err) {
+        console.error('WebGME server failed to start:', err);
+        process.exit(1);
+    }
+    console.log('WebGME server listening on http://' + gmeConfig.server.handle.host + ':' +
+        gmeConfig.server.port);
+});
+
+function stop(signal) {
+    server.stop(function () {
+        process.exit(signal === 'SIGINT' ? 130 : 0);
+    });
+}
+process.on('SIGTERM', function () { stop('SIGTERM'); });
+process.on('SIGINT', function () { stop('SIGINT'); });

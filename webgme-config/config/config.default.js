@@ -1,0 +1,75 @@
+/*eslint-env node*/
+/**
+ * The WebGME server of deepforge-adapters: the full webgme (UI) on webgme-engine, with the executor, a
+ * filesystem blob, server-side plugins (the Python plugins run through webgme-bindings) and the pipeline seed.
+ *
+ * Everything a stack needs to differ on comes from the environment (the test fixtures start several stacks
+ * side by side on free ports):
+ *   DEEPFORGE_WEBGME_PORT          port (default 8888)
+ *   DEEPFORGE_WEBGME_BIND          interface to listen on (default 127.0.0.1: loopback only)
+ *   DEEPFORGE_MONGO_URI            the database (default mongodb://127.0.0.1:27017/deepforge)
+ *   DEEPFORGE_WEBGME_DATA_DIR      blob store and executor label file (default ./data)
+ *   DEEPFORGE_EXECUTOR_NONCE       if set, every executor request needs header x-executor-nonce
+ *   DEEPFORGE_WORKER_REFRESH_MS    executor workerRefreshInterval (default 5000; tests use less)
+ *   DEEPFORGE_EXECUTOR_AUTH        "1": executor requires a user (x-api-token or a JWT); guests refused
+ *   DEEPFORGE_WEBGME_AUTH          "1": webgme authentication on (users, tokens), guests still allowed
+ *   DEEPFORGE_PLUGIN_PATHS         extra plugin dirs, separated by ":"
+ * WebGME's own WEBGME_<a>_<b>=v overrides (config.a.b = v) are applied after this file (config/index.js).
+ */
+'use strict';
+
+var path = require('path'),
+    fs = require('fs'),
+    config = require('webgme/config/config.default'),
+    env = process.env,
+    repoRoot = path.join(__dirname, '..', '..'),
+    dataDir = path.resolve(env.DEEPFORGE_WEBGME_DATA_DIR || path.join(__dirname, '..', 'data')),
+    port = parseInt(env.DEEPFORGE_WEBGME_PORT || '8888', 10);
+
+function isOn(value) {
+    return ['1', 'true', 'yes', 'on'].indexOf(String(value || '').toLowerCase()) !== -1;
+}
+
+config.server.port = port;
+// standalone.js listens on server.handle || server.port: binding the handle keeps the server off the LAN.
+config.server.handle = {port: port, host: env.DEEPFORGE_WEBGME_BIND || '127.0.0.1'};
+config.server.log.transports = config.server.log.transports.filter(function (t) {
+    return t.transportType === 'Console';
+});
+config.server.log.transports.forEach(function (t) {
+    t.options.colorize = false;
+});
+
+config.mongo.uri = env.DEEPFORGE_MONGO_URI || 'mongodb://127.0.0.1:27017/deepforge';
+
+config.blob.type = 'FS';
+config.blob.fsDir = path.join(dataDir, 'blob-local-storage');
+
+config.executor.enable = true;
+config.executor.nonce = env.DEEPFORGE_EXECUTOR_NONCE || null;
+config.executor.workerRefreshInterval = parseInt(env.DEEPFORGE_WORKER_REFRESH_MS || '5000', 10);
+config.executor.labelJobs = path.join(dataDir, 'labelJobs.json');
+if (isOn(env.DEEPFORGE_EXECUTOR_AUTH)) {
+    config.executor.authentication.enable = true;
+    config.executor.authentication.allowGuests = false;
+}
+if (isOn(env.DEEPFORGE_WEBGME_AUTH)) {
+    config.authentication.enable = true;
+    config.authentication.allowGuests = true;
+}
+
+config.plugin.allowServerExecution = true;
+config.plugin.basePaths = config.plugin.basePaths.concat(
+    [path.join(__dirname, '..', 'src', 'plugins'), path.join(repoRoot, 'plugins')]
+        .concat((env.DEEPFORGE_PLUGIN_PATHS || '').split(':').filter(Boolean))
+        .filter(function (dir) {
+            return fs.existsSync(dir);
+        })
+);
+
+config.seedProjects.enable = true;
+config.seedProjects.basePaths = [path.join(__dirname, '..', 'seeds')].concat(config.seedProjects.basePaths);
+config.seedProjects.defaultProject = fs.existsSync(path.join(__dirname, '..', 'seeds', 'pipeline.webgmex')) ?
+    'pipeline' : 'EmptyProject';
+
+module.exports = config;
