@@ -342,5 +342,12 @@ def _progress(total: int | None, quiet: bool, label: str) -> Iterator[ProgressCa
             bar.close()
 
 
+# ---------------------------------------------------------------------------------------------- run
+
+from .jobs.cli import run_command  # noqa: E402 - after the helpers it uses, which it imports lazily
+
+main.add_command(run_command, "run")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

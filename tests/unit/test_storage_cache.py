@@ -256,3 +256,24 @@ def test_clear_spares_a_live_download(cache: WorkerCache) -> None:
         assert live.exists()
     cache.clear()
     assert not live.exists()
+
+
+def test_a_held_entry_survives_eviction_and_others_can_still_fetch_it(store: CountingStore, cache: WorkerCache) -> None:
+    info = store.put_file_stream("in", io.BytesIO(b"input bytes"))
+    with cache.hold(store, info) as path:
+        assert path.read_bytes() == b"input bytes"
+        assert cache.evict_to(0) == 0
+        assert cache.fetch(store, info) == path  # holders share the lock: no waiting, no second download
+        with cache.hold(store, info) as again:
+            assert again == path
+        assert path.exists()
+    assert store.downloads == 1
+    assert cache.evict_to(0) == len(b"input bytes")
+    assert not path.exists()
+
+
+def test_an_error_inside_hold_releases_the_entry(store: CountingStore, cache: WorkerCache) -> None:
+    info = store.put_file_stream("in", io.BytesIO(b"abc"))
+    with pytest.raises(RuntimeError), cache.hold(store, info):
+        raise RuntimeError("job failed")
+    assert cache.evict_to(0) == 3

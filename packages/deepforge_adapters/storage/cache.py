@@ -9,22 +9,23 @@ Layout under ``root``::
     objects/<key>        the cached bytes (read-only for jobs; hard-link or copy them, never edit)
     meta/<key>.json      sidecar: size, digest and the object's mtime when it was verified; its own mtime
                          is the entry's last use (the LRU clock)
-    locks/<key>.lock     per-key ``fcntl.flock`` lock: held exclusively while fetching or evicting the key
+    locks/<key>.lock     per-key ``fcntl.flock`` lock: shared by readers and holders, exclusive while the
+                         key is downloaded, repaired or evicted
     tmp/                 downloads in progress (same filesystem, so the final rename is atomic), each
                          ``flock``-ed by its downloader so ``clear`` can tell abandoned ones from live ones
 
 Guarantees:
 
-* **One download per key, even across processes.**  ``fetch`` takes the key's lock before looking; a second
-  process blocks on the lock and then finds a complete entry.
+* **One download per key, even across processes.**  A miss takes the key's lock exclusively and looks
+  again before downloading; a second process blocks on the lock and then finds a complete entry.
 * **Nothing unverified is ever visible.**  A download streams into ``tmp/`` while being hashed; only if its
   size matches ``get_metadata(...)["size"]`` and its digest matches ``get_content_digest`` (when the backend
   knows one) is it renamed into ``objects/``.  Otherwise :class:`IntegrityError` and nothing is left behind.
 * **Cheap verification on hit.**  A hit compares the object's size and mtime with the sidecar; only when the
   mtime moved is the object re-hashed (and replaced if the hash no longer matches).
 * **Bounded size.**  With ``max_bytes``, least-recently-used entries are evicted after each fetch; an entry
-  whose lock someone holds (being fetched, or in use) is skipped, and the entry just fetched is never evicted
-  by its own fetch, even if it alone exceeds the cap.
+  whose lock someone holds (being fetched, or in use through :meth:`WorkerCache.hold`) is skipped, and the
+  entry just fetched is never evicted by its own fetch, even if it alone exceeds the cap.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ from ..streams import ProgressCallback, atomic_write, copy_stream
 from .base import DataInfo, StorageClient
 
 log = logging.getLogger(__name__)
+
+#: How often ``hold`` re-fetches an entry that another process evicted before it could take hold of it.
+_MAX_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -76,22 +80,47 @@ class WorkerCache:
         return self._objects.joinpath(*self._key(client, data_info).split("/"))
 
     def fetch(self, client: StorageClient, data_info: DataInfo, progress: ProgressCallback | None = None) -> Path:
-        """The path of a complete, verified copy of the artifact; downloads it only if it is not cached."""
+        """The path of a complete, verified copy of the artifact; downloads it only if it is not cached.
+
+        The entry may be evicted later by another fetch; to use it without copying, use :meth:`hold`.
+        """
+        with self.hold(client, data_info, progress) as path:
+            return path
+
+    @contextlib.contextmanager
+    def hold(
+        self, client: StorageClient, data_info: DataInfo, progress: ProgressCallback | None = None
+    ) -> Iterator[Path]:
+        """Like :meth:`fetch`, and the entry cannot be evicted until the block ends.
+
+        Holders share the key's lock, so any number of jobs may hold one input while others fetch it; only a
+        download or an eviction needs the lock exclusively.
+        """
         key = self._key(client, data_info)
         path = self._objects.joinpath(*key.split("/"))
-        with self._locked(key):  # blocks while another process fetches the same key
-            size = int(client.get_metadata(data_info)["size"])
-            digest = client.get_content_digest(data_info)
-            if self._valid_hit(key, path, size, digest):
-                log.debug("cache hit %s", key)
-                self._touch(key)
-                if progress is not None:
-                    progress(size, size)
-            else:
-                self._download(client, data_info, key, path, size, digest, progress)
-            if self.max_bytes is not None:
-                self.evict_to(self.max_bytes)  # our own key is locked by us, so it is skipped
-        return path
+        size = int(client.get_metadata(data_info)["size"])
+        digest = client.get_content_digest(data_info)
+        downloaded = False
+        for _ in range(_MAX_ATTEMPTS):
+            with self._locked(key, shared=True):
+                if self._quick_hit(key, path, size, digest):
+                    log.debug("cache hit %s", key)
+                    self._touch(key)
+                    if progress is not None and not downloaded:
+                        progress(size, size)
+                    if self.max_bytes is not None:
+                        self.evict_to(self.max_bytes)  # skips our key: we hold its lock
+                    yield path
+                    return
+            with self._locked(key):  # blocks while another process downloads the same key
+                if not self._valid_hit(key, path, size, digest):
+                    self._download(client, data_info, key, path, size, digest, progress)
+                    downloaded = True
+        raise StorageError(
+            client.id,
+            f"cache entry was evicted {_MAX_ATTEMPTS} times before it could be used; is max_bytes too small?",
+            key,
+        )
 
     def evict_to(self, max_bytes: int) -> int:
         """Evict least-recently-used entries until the cache holds at most ``max_bytes``; returns bytes freed.
@@ -148,8 +177,25 @@ class WorkerCache:
         return key
 
     # ------------------------------------------------------------------------------------ hit / download
+    def _quick_hit(self, key: str, path: Path, size: int, digest: tuple[str, str] | None) -> bool:
+        """Is ``path`` a complete copy, judged by size, sidecar and mtime alone?  Reads only (shared lock)."""
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return False
+        meta = self._read_meta(key)
+        return (
+            meta is not None
+            and st.st_size == size == meta.get("size")
+            and meta.get("digest") == (list(digest) if digest else None)
+            and meta.get("mtime_ns") == st.st_mtime_ns
+        )
+
     def _valid_hit(self, key: str, path: Path, size: int, digest: tuple[str, str] | None) -> bool:
-        """Is ``path`` a complete copy?  Size + sidecar always; a re-hash only if the mtime moved."""
+        """Is ``path`` a complete copy?  Size + sidecar always; a re-hash only if the mtime moved.
+
+        Repairs what it can (new mtime, same bytes) and removes what it cannot: exclusive lock only.
+        """
         try:
             st = path.stat()
         except FileNotFoundError:
@@ -279,23 +325,24 @@ class WorkerCache:
 
     # ------------------------------------------------------------------------------------ locks
     @contextlib.contextmanager
-    def _locked(self, key: str, blocking: bool = True) -> Iterator[bool]:
-        """Hold the key's exclusive lock; yields ``False`` (and holds nothing) if non-blocking and busy.
+    def _locked(self, key: str, blocking: bool = True, shared: bool = False) -> Iterator[bool]:
+        """Hold the key's lock (exclusive unless ``shared``); yields ``False`` if non-blocking and busy.
 
         Lock files are never deleted: unlinking a lock file another process is waiting on would let two
         processes "hold" the same key.
         """
         lock_path = self._locks.joinpath(*key.split("/")).with_name(key.rsplit("/", 1)[-1] + ".lock")
-        with self._flock(lock_path, blocking) as locked:
+        with self._flock(lock_path, blocking, shared) as locked:
             yield locked
 
     @contextlib.contextmanager
-    def _flock(self, lock_path: Path, blocking: bool) -> Iterator[bool]:
+    def _flock(self, lock_path: Path, blocking: bool, shared: bool = False) -> Iterator[bool]:
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+                mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+                fcntl.flock(fd, mode | (0 if blocking else fcntl.LOCK_NB))
             except OSError as exc:
                 if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                     yield False

@@ -236,7 +236,7 @@ class LocalStorage(StorageClient):
 class _VerifyingFile(io.RawIOBase):
     """Raw reader over a local file that hashes what passes and checks size and sha256 at end of file."""
 
-    def __init__(self, f: BinaryIO, backend: str, name: str, size: int, sha256: str) -> None:
+    def __init__(self, f: io.BufferedReader, backend: str, name: str, size: int, sha256: str) -> None:
         super().__init__()
         self._f = f
         self._backend = backend
@@ -251,7 +251,7 @@ class _VerifyingFile(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Any) -> int:
-        n = self._f.readinto(buffer)  # type: ignore[attr-defined]
+        n = self._f.readinto(buffer)
         if n:
             self._done += n
             self._hash.update(memoryview(buffer)[:n])

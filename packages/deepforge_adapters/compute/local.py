@@ -1,0 +1,334 @@
+"""``local``: run job bundles on this machine, N at a time, with the queue kept on disk.
+
+``start_job`` copies (or safely unzips) the bundle to ``<workDir>/jobs/<hash>/work`` and starts a detached
+supervisor process for it (:mod:`.local_supervisor`), which waits for one of ``processes`` slot locks, runs
+the bundle's ``executor_config.json`` command there, and records state and output in files.  Because the
+state is on disk and the supervisors are not children that die with us, another process constructing
+``LocalCompute`` on the same ``workDir`` (say, after a restart) sees, watches and cancels the same jobs;
+``job_info`` holds everything needed: ``{"hash", "workDir", "jobDir"}``.
+
+The job id is the bundle's content hash (:func:`~deepforge_adapters.jobs.bundle.bundle_hash`) unless
+``ComputeJob.hash`` is given.  Like the WebGME executor, starting a hash that already exists returns the
+existing job instead of running it again, unless that job was canceled.  (DeepForge defeats this on purpose
+with a nonce file: see ``build_bundle(enable_job_caching=...)``.)
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from ..config import ConfigSchema, Field
+from ..errors import BundleError, ComputeError
+from ..jobs.bundle import DEFAULT_MAX_BYTES, RESULTS_FILE, bundle_hash, read_executor_config, safe_extract
+from . import local_supervisor as sup
+from .base import ComputeClient, ComputeJob, JobStatus, JobUpdate, StatusMapping, StatusTable
+
+WORK_DIR_ENV = "DEEPFORGE_LOCAL_COMPUTE_DIR"
+#: ``lost`` is not written by anyone: it is what a job whose supervisor died while queued/running reads as.
+LOST = "lost"
+_HASH = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+
+STATUS_TABLE = StatusTable(
+    "local",
+    {
+        sup.QUEUED: StatusMapping(JobStatus.QUEUED),
+        sup.RUNNING: StatusMapping(JobStatus.RUNNING),
+        sup.SUCCESS: StatusMapping(JobStatus.SUCCESS),
+        sup.FAILED: StatusMapping(JobStatus.FAILED, "the job exited with a non-zero code"),
+        sup.CANCELED: StatusMapping(JobStatus.CANCELED),
+        LOST: StatusMapping(JobStatus.FAILED, "the job's supervisor process died before the job finished"),
+    },
+)
+
+
+def default_work_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """``$XDG_DATA_HOME/deepforge/compute``, else ``~/.local/share/deepforge/compute``."""
+    environ = os.environ if environ is None else environ
+    data_home = environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(data_home) / "deepforge" / "compute"
+
+
+def _process_start(pid: int) -> str | None:
+    """The kernel's start time of ``pid`` (guards against pid reuse), None if it is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+    except OSError:
+        return ""
+    if fields[0] in ("Z", "X"):
+        return None
+    return fields[19]
+
+
+def _alive(pid: int, start: str | None) -> bool:
+    if not os.path.exists("/proc/self/stat"):  # not Linux: best effort
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    current = _process_start(pid)
+    return current is not None and (not start or current == start)
+
+
+class LocalCompute(ComputeClient):
+    """Jobs as detached supervisor processes under ``workDir``; see the module docstring."""
+
+    id = "local"
+    name = "Local Compute"
+    schema = ConfigSchema(
+        "local",
+        (
+            Field("processes", "Processes", "How many jobs may run at the same time", "integer", default=1, minimum=1),
+            Field(
+                "workDir",
+                "Work directory",
+                f"Where job directories, the queue state and the input cache live (default: ${WORK_DIR_ENV}, "
+                "else ~/.local/share/deepforge/compute)",
+                env=(WORK_DIR_ENV,),
+            ),
+        ),
+    )
+    status_table = STATUS_TABLE
+    poll_interval = 0.2
+
+    def __init__(self, config: Mapping[str, Any] | None = None) -> None:
+        super().__init__(config)
+        self.processes = int(self.config["processes"])
+        self.work_dir = Path(self.config["workDir"] or default_work_dir()).expanduser().resolve()
+
+    # -------------------------------------------------------------------------------------- job dirs
+    def _job(self, job_info: Mapping[str, Any]) -> sup.JobDir:
+        self.require(job_info, "hash")
+        job_hash = str(job_info["hash"])
+        if not _HASH.match(job_hash):
+            raise ComputeError(self.id, f"job_info hash {job_hash!r} is not a valid job id")
+        job_dir = job_info.get("jobDir") or self.work_dir / "jobs" / job_hash
+        return sup.JobDir(job_dir)
+
+    def _info(self, job_hash: str, job_dir: Path, name: str) -> dict[str, Any]:
+        return {"hash": job_hash, "workDir": str(self.work_dir), "jobDir": str(job_dir), "name": name}
+
+    # -------------------------------------------------------------------------------------- start
+    def start_job(self, job: ComputeJob) -> dict[str, Any]:
+        if job.bundle is None:
+            raise ComputeError(
+                self.id,
+                f"job {job.hash or job.name!r} has no bundle path; local compute runs bundles from this "
+                "machine's disk (a bundle known only by its blob hash runs on the gme compute backend)",
+            )
+        bundle = Path(job.bundle)
+        if not bundle.exists():
+            raise ComputeError(self.id, f"bundle {bundle} does not exist")
+        try:
+            job_hash = job.hash or bundle_hash(bundle)
+        except BundleError as exc:
+            raise ComputeError(self.id, str(exc)) from None
+        if not _HASH.match(job_hash):
+            raise ComputeError(self.id, f"job hash {job_hash!r} is not a valid job id")
+        jobs = self.work_dir / "jobs"
+        job_dir = sup.JobDir(jobs / job_hash)
+        info = self._info(job_hash, job_dir.path, job.name)
+        existing = job_dir.read_state()
+        if existing is not None:
+            if existing.get("status") != sup.CANCELED:
+                return info  # the same bundle again: the existing job, as the WebGME executor does
+            self.purge_job(info)
+
+        jobs.mkdir(parents=True, exist_ok=True)
+        staging = sup.JobDir(tempfile.mkdtemp(prefix=f".new-{job_hash}-", dir=jobs))
+        try:
+            self._stage(bundle, staging.work)
+            staging.write_state(
+                {
+                    "status": sup.QUEUED,
+                    "createdAt": sup.now(),
+                    "hash": job_hash,
+                    "name": job.name,
+                    "labels": list(job.labels),
+                    "meta": dict(job.meta),
+                }
+            )
+            try:
+                os.rename(staging.path, job_dir.path)
+            except OSError:
+                if job_dir.read_state() is not None:  # someone else started the same hash just now
+                    return info
+                raise
+        finally:
+            shutil.rmtree(staging.path, ignore_errors=True)
+        self._spawn_supervisor(job_dir)
+        return info
+
+    def _stage(self, bundle: Path, work: Path) -> None:
+        try:
+            if bundle.is_dir():
+                shutil.copytree(bundle, work, symlinks=True)
+                for dirpath, dirnames, filenames in os.walk(work):
+                    for name in [*dirnames, *filenames]:
+                        if os.path.islink(os.path.join(dirpath, name)):
+                            raise BundleError(f"{bundle}: bundles may not contain symbolic links ({name})")
+            else:
+                safe_extract(bundle, work, DEFAULT_MAX_BYTES)
+            read_executor_config(work)
+        except BundleError as exc:
+            raise ComputeError(self.id, f"cannot start bundle: {exc}") from None
+
+    def _spawn_supervisor(self, job_dir: sup.JobDir) -> None:
+        with open(job_dir.path / "supervisor.log", "ab") as log_file:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    sup.__name__,
+                    str(job_dir.path),
+                    "--slots",
+                    str(self.processes),
+                    "--slots-dir",
+                    str(self.work_dir / "slots"),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # not in our process group: survives us and our Ctrl-C
+                close_fds=True,
+            )
+        start = _process_start(proc.pid) or ""
+        with sup.atomic_write(job_dir.pid_file) as f:
+            f.write(json.dumps({"pid": proc.pid, "start": start}).encode())
+        # Reap it when it ends so it never lingers as a zombie of this process.
+        threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
+
+    # -------------------------------------------------------------------------------------- status
+    def _state(self, job: sup.JobDir) -> dict[str, Any] | None:
+        """state.json, with a queued/running job whose supervisor is gone reported as ``lost``."""
+        state = job.read_state()
+        if state is None or state.get("status") in sup.FINISHED:
+            return state
+        try:
+            pid_info = json.loads(job.pid_file.read_text())
+        except FileNotFoundError:
+            return state  # just being started
+        except ValueError:
+            pid_info = {}
+        pid = pid_info.get("pid")
+        if isinstance(pid, int) and _alive(pid, pid_info.get("start")):
+            return state
+        state = job.read_state() or state  # it may have finished between the two reads
+        if state.get("status") in sup.FINISHED:
+            return state
+        return {
+            **state,
+            "status": LOST,
+            "reason": f"local compute: the job's supervisor (pid {pid}) died "
+            f"while the job was {state.get('status')}; its output so far is kept",
+        }
+
+    def get_status(self, job_info: Mapping[str, Any]) -> JobStatus:
+        state = self._state(self._job(job_info))
+        if state is None:
+            return JobStatus.NOT_FOUND
+        return self.status_table[state.get("status")].status
+
+    def get_failure_reason(self, job_info: Mapping[str, Any]) -> str | None:
+        state = self._state(self._job(job_info))
+        if state is None:
+            return f"local compute: no job {job_info.get('hash')!r} under {self.work_dir}"
+        if state.get("reason"):
+            return str(state["reason"])
+        return self.status_table[state.get("status")].reason
+
+    def get_console_output(self, job_info: Mapping[str, Any]) -> str:
+        try:
+            return self._job(job_info).stdout_file.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def get_results_info(self, job_info: Mapping[str, Any]) -> dict[str, Any]:
+        job = self._job(job_info)
+        path = job.work / RESULTS_FILE
+        try:
+            results = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            state = self._state(job) or {}
+            raise ComputeError(
+                self.id, f"job {job_info['hash']}: no {RESULTS_FILE} (status: {state.get('status', 'unknown')})"
+            ) from None
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ComputeError(self.id, f"job {job_info['hash']}: {path} is not valid JSON: {exc}") from None
+        if not isinstance(results, dict):
+            raise ComputeError(self.id, f"job {job_info['hash']}: {path} is not a JSON object")
+        return results
+
+    # -------------------------------------------------------------------------------------- cancel, purge
+    def cancel_job(self, job_info: Mapping[str, Any]) -> None:
+        """Ask the job's supervisor to cancel (it SIGINTs the job's group, then SIGKILLs it); returns at once."""
+        job = self._job(job_info)
+        state = self._state(job)
+        if state is None:
+            raise ComputeError(self.id, f"cannot cancel: no job {job_info['hash']!r} under {self.work_dir}")
+        if state.get("status") in sup.FINISHED:
+            return
+        job.cancel_file.touch()
+        if state.get("status") == LOST:  # nobody will act on the request: clean up and record it ourselves
+            if isinstance(state.get("pgid"), int):
+                sup.kill_group(state["pgid"], 9)
+            job.update_state(status=sup.CANCELED, finishedAt=sup.now(), reason="canceled (supervisor was gone)")
+
+    def purge_job(self, job_info: Mapping[str, Any]) -> None:
+        job = self._job(job_info)
+        state = self._state(job)
+        if state is not None and state.get("status") in (sup.QUEUED, sup.RUNNING):
+            raise ComputeError(self.id, f"job {job_info['hash']} is {state['status']}; cancel it before purging")
+        shutil.rmtree(job.path, ignore_errors=True)
+
+    # -------------------------------------------------------------------------------------- watch
+    def watch(self, job_info: Mapping[str, Any], poll_interval: float | None = None) -> Iterator[JobUpdate]:
+        """Status changes and new output as they happen (reading ``stdout.txt`` from where we left), then end."""
+        interval = self.poll_interval if poll_interval is None else poll_interval
+        job = self._job(job_info)
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        offset = 0
+        last: JobStatus | None = None
+
+        def new_output(final: bool = False) -> str:
+            nonlocal offset
+            data = b""
+            with contextlib.suppress(FileNotFoundError), open(job.stdout_file, "rb") as f:
+                f.seek(offset)
+                data = f.read()
+            offset += len(data)
+            return decoder.decode(data, final=final)
+
+        while True:
+            status = self.get_status(job_info)  # before reading: a finished job has written all its output
+            text = new_output(final=status.finished)
+            if status != last and not status.finished:
+                last = status
+                yield JobUpdate("status", status=status)
+            if text:
+                yield JobUpdate("output", output=text)
+            if status.finished:
+                reason = (
+                    self.get_failure_reason(job_info) if status in (JobStatus.FAILED, JobStatus.NOT_FOUND) else None
+                )
+                yield JobUpdate("end", status=status, reason=reason)
+                return
+            time.sleep(interval)

@@ -1,0 +1,305 @@
+"""The in-job runner (replaces DeepForge's ``start.js``): inputs -> run the operation -> outputs.
+
+``python -m deepforge_adapters.jobs.runner`` in a bundle directory, read top to bottom:
+
+1. read ``job.json`` (:func:`~deepforge_adapters.jobs.bundle.read_bundle`);
+2. for each input: open its sealed config (key from ``DEEPFORGE_SECRET_KEY``/``_FILE``), fetch it through
+   its storage backend into the worker cache (``DEEPFORGE_WORKER_CACHE``, default ``.deepforge-cache`` in
+   the job dir; size cap ``DEEPFORGE_CACHE_MAX_BYTES``) and symlink it to ``artifacts/<name>``;
+3. run the job's command in its own process group, stdout and stderr merged in order into our stdout;
+   SIGINT/SIGTERM are forwarded to the whole group as SIGINT, then SIGKILL after ``DEEPFORGE_CANCEL_GRACE``
+   seconds (default 10); a canceled job exits 130;
+4. upload each declared ``outputs/<name>/data`` with ``put_file_stream`` to ``<storage dir>/<name>``;
+5. write ``results.json`` ``{name: {"type": ..., "dataInfo": ...}}`` atomically.
+
+Any failure ends the run with a non-zero exit and ONE line, the last line of output, that says what failed:
+``deepforge: input 'x' from s3 storage, 'a/b': NoSuchKey ...``.  No line ever carries a secret value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from types import FrameType
+from typing import Any, BinaryIO
+
+from .. import secrets
+from ..errors import DeepForgeError, StorageError
+from ..storage import get_client
+from ..storage.base import DataInfo, StorageClient
+from ..storage.cache import WorkerCache
+from ..streams import atomic_write
+from .bundle import RESULTS_FILE, JobSpec, read_bundle
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "DEEPFORGE_WORKER_CACHE"
+CACHE_MAX_ENV = "DEEPFORGE_CACHE_MAX_BYTES"
+GRACE_ENV = "DEEPFORGE_CANCEL_GRACE"
+DEFAULT_GRACE = 10.0
+EXIT_CANCELED = 130
+PREFIX = "deepforge: "
+
+
+class JobFailed(Exception):
+    """Ends the run; the message is the one-line reason printed last."""
+
+
+class Canceled(Exception):
+    """SIGINT/SIGTERM arrived."""
+
+
+def _env_float(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise JobFailed(f"environment variable {name}={raw!r} is not a number") from None
+
+
+class Runner:
+    """One run of one bundle; :meth:`run` returns the process exit code."""
+
+    def __init__(self, job_dir: Path, out: BinaryIO, environ: Mapping[str, str] | None = None) -> None:
+        self.job_dir = job_dir
+        self.out = out
+        self.environ = dict(os.environ if environ is None else environ)
+        self.child: subprocess.Popen[bytes] | None = None
+        self.cancel_requested = False
+        self._kill_timer: threading.Timer | None = None
+        self._tail = b""
+        self.grace = _env_float(self.environ, GRACE_ENV, DEFAULT_GRACE)
+
+    # ------------------------------------------------------------------------------------------ output
+    def say(self, line: str) -> None:
+        self.out.write((PREFIX + secrets.redact(line) + "\n").encode("utf-8", "replace"))
+        self.out.flush()
+
+    # ------------------------------------------------------------------------------------------ the run
+    def run(self) -> int:
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            spec = read_bundle(self.job_dir)
+            self.fetch_inputs(spec)
+            code = self.run_operation(spec)
+            if self.cancel_requested:
+                raise Canceled()
+            if code != 0:
+                raise JobFailed(self._exit_reason(spec, code))
+            results = self.upload_outputs(spec)
+            with atomic_write(self.job_dir / RESULTS_FILE) as f:
+                f.write(json.dumps(results, indent=2).encode("utf-8"))
+            self.say(f"job finished; outputs: {', '.join(results) or '(none)'}")
+            return 0
+        except Canceled:
+            self.say("job canceled")
+            return EXIT_CANCELED
+        except (JobFailed, DeepForgeError) as exc:
+            self.say(str(exc))
+            return 1
+        except Exception as exc:  # the last line must still say what happened
+            log.debug("runner crashed", exc_info=True)
+            self.say(f"runner error: {type(exc).__name__}: {exc}")
+            return 1
+        finally:
+            if self._kill_timer is not None:
+                self._kill_timer.cancel()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        first = not self.cancel_requested
+        self.cancel_requested = True
+        child = self.child
+        if child is None or child.returncode is not None:
+            raise Canceled()  # not running the operation: stop what we are doing (uploads are atomic)
+        if not first:
+            self._kill_group(child.pid, signal.SIGKILL)
+            return
+        self._kill_group(child.pid, signal.SIGINT)
+        self._kill_timer = threading.Timer(self.grace, self._kill_group, args=(child.pid, signal.SIGKILL))
+        self._kill_timer.daemon = True
+        self._kill_timer.start()
+
+    @staticmethod
+    def _kill_group(pgid: int, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)
+
+    # ------------------------------------------------------------------------------------------ inputs
+    def _client(self, backend: str, config: Mapping[str, Any], what: str) -> StorageClient:
+        try:
+            opened = secrets.unseal(config, self.environ.get(secrets.KEY_ENV) or None)
+        except DeepForgeError as exc:
+            raise JobFailed(f"{what}: cannot open the sealed config of {backend} storage: {exc}") from None
+        try:
+            return get_client(backend, opened)
+        except DeepForgeError as exc:
+            raise JobFailed(f"{what}: {exc}") from None
+
+    def _cache(self) -> WorkerCache:
+        root = self.environ.get(CACHE_ENV) or str(self.job_dir / ".deepforge-cache")
+        raw = self.environ.get(CACHE_MAX_ENV, "").strip()
+        try:
+            max_bytes = int(raw) if raw else None
+        except ValueError:
+            raise JobFailed(f"environment variable {CACHE_MAX_ENV}={raw!r} is not an integer") from None
+        return WorkerCache(root, max_bytes=max_bytes)
+
+    def fetch_inputs(self, spec: JobSpec) -> None:
+        if not spec.inputs:
+            return
+        cache = self._cache()
+        artifacts = self.job_dir / "artifacts"
+        artifacts.mkdir(exist_ok=True)
+        for inp in spec.inputs:
+            backend = inp.data_info.backend
+            what = f"input {inp.name!r}"
+            client = self._client(backend, inp.config, what)
+            self.say(f"fetching input {inp.name!r} from {backend} storage")
+            try:
+                cached = cache.fetch(client, inp.data_info)
+            except StorageError as exc:
+                raise JobFailed(f"{what} from {exc}") from None
+            except (DeepForgeError, OSError) as exc:
+                raise JobFailed(f"{what} from {backend} storage: {type(exc).__name__}: {exc}") from None
+            link = artifacts / inp.name
+            if link.is_symlink() or link.exists():
+                link.unlink()
+            link.symlink_to(Path(cached).resolve())
+
+    # ------------------------------------------------------------------------------------------ operation
+    def _command(self, spec: JobSpec) -> list[str]:
+        command = list(spec.command)
+        if command[0] in ("python", "python3"):
+            command[0] = sys.executable  # the interpreter this runner (and the job's libraries) live in
+        return command
+
+    def run_operation(self, spec: JobSpec) -> int:
+        """Run the command in a new session; copy its merged output to ours as it arrives."""
+        (self.job_dir / "outputs").mkdir(exist_ok=True)
+        env = {k: v for k, v in self.environ.items() if k not in (secrets.KEY_ENV, secrets.KEY_FILE_ENV)}
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        command = self._command(spec)
+        self.say(f"running {' '.join(spec.command)}")
+        try:
+            child = subprocess.Popen(
+                command,
+                cwd=self.job_dir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise JobFailed(f"cannot start {spec.command[0]!r}: {exc.strerror}") from None
+        self.child = child
+        if self.cancel_requested:  # a signal arrived between the fetches and the spawn
+            self._on_signal(signal.SIGINT, None)
+        assert child.stdout is not None
+        fd = child.stdout.fileno()
+        self._tail = b""
+        try:
+            while True:
+                ready, _, _ = select.select([fd], [], [], 0.5)
+                if not ready:
+                    if child.poll() is not None:
+                        # The main process is gone but something it started still holds the pipe.
+                        self._kill_group(child.pid, signal.SIGKILL)
+                    continue
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                self.out.write(chunk)
+                self.out.flush()
+                self._tail = (self._tail + chunk)[-4096:]
+        finally:
+            child.stdout.close()
+            code = child.wait()
+            self._kill_group(child.pid, signal.SIGKILL)  # nothing of the job outlives it
+        return code
+
+    def _exit_reason(self, spec: JobSpec, code: int) -> str:
+        what = f"operation ({' '.join(spec.command)})"
+        if code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = str(-code)
+            reason = f"{what} was killed by signal {name}"
+        else:
+            reason = f"{what} exited with code {code}"
+        lines = [line for line in self._tail.decode("utf-8", "replace").splitlines() if line.strip()]
+        last = lines[-1].strip() if lines else ""
+        return f"{reason}: {last[:300]}" if last else reason
+
+    # ------------------------------------------------------------------------------------------ outputs
+    def upload_outputs(self, spec: JobSpec) -> dict[str, Any]:
+        missing = [n for n in spec.outputs if not (self.job_dir / "outputs" / n / "data").is_file()]
+        if missing:
+            raise JobFailed(
+                f"declared output {missing[0]!r} was not written (outputs/{missing[0]}/data is missing)"
+                + (f"; also missing: {', '.join(missing[1:])}" if missing[1:] else "")
+            )
+        if not spec.outputs:
+            return {}
+        client = self._client(spec.storage_id, spec.storage_config, "job storage")
+        results: dict[str, Any] = {}
+        for name in spec.outputs:
+            out_dir = self.job_dir / "outputs" / name
+            type_name = self._output_type(out_dir, name)
+            target = f"{spec.storage_dir}/{name}" if spec.storage_dir else name
+            data = out_dir / "data"
+            self.say(f"uploading output {name!r} ({data.stat().st_size} bytes) to {spec.storage_id} storage")
+            try:
+                with open(data, "rb") as f:
+                    info: DataInfo = client.put_file_stream(target, f, size=os.fstat(f.fileno()).st_size)
+            except StorageError as exc:
+                raise JobFailed(f"output {name!r} to {exc}") from None
+            except (DeepForgeError, OSError) as exc:
+                raise JobFailed(f"output {name!r} to {spec.storage_id} storage: {type(exc).__name__}: {exc}") from None
+            results[name] = {"type": type_name, "dataInfo": info.to_json()}
+        return results
+
+    @staticmethod
+    def _output_type(out_dir: Path, name: str) -> str:
+        meta = out_dir / "metadata.json"
+        if not meta.exists():
+            return ""
+        try:
+            value = json.loads(meta.read_text(encoding="utf-8"))
+        except (ValueError, OSError) as exc:
+            raise JobFailed(f"output {name!r}: outputs/{name}/metadata.json is not valid JSON: {exc}") from None
+        type_name = value.get("type", "") if isinstance(value, dict) else ""
+        return type_name if isinstance(type_name, str) else ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deepforge_adapters.jobs.runner", description="Run a job bundle.")
+    parser.add_argument("--job-dir", default=".", help="the bundle directory (default: the current directory)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    secrets.install_redaction()
+    try:
+        runner = Runner(Path(args.job_dir).resolve(), sys.stdout.buffer)
+    except JobFailed as exc:
+        print(PREFIX + str(exc), flush=True)
+        return 1
+    return runner.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""``gme``: artifacts in the WebGME server's own blob store (DeepForge's default storage).
+
+dataInfo: ``{"backend": "gme", "data": "<blob metadata hash>"}``, exactly DeepForge's, so existing models'
+Data nodes keep working.
+
+The blob is content addressed and immutable, which shapes this backend:
+
+* ``stat(name)`` takes a *metadata hash* as the name (there are no paths to look up in a blob store);
+* ``delete_file`` / ``delete_dir`` delete nothing: WebGME has no blob delete, and other nodes (or other
+  projects) may point at the same hash.  They log at INFO that nothing was deleted instead of pretending;
+* the cache key is the content sha1 (``gme/<2>/<38>``, mirroring the server's ``wg-content`` layout), so a
+  renamed upload of the same bytes hits the cache and new bytes never hit a stale entry.
+
+Uploads and downloads stream through :class:`~deepforge_adapters.webgme.BlobClient` (bounded memory; sha1
+computed while streaming and checked against the server's).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, BinaryIO, cast
+
+from ..config import ConfigSchema, Field
+from ..errors import DataInfoError, StorageError, WebGMEError
+from ..streams import ProgressCallback, Readable
+from ..webgme.blob import BlobClient, BlobReader, check_hash
+from .base import DataInfo, StorageClient
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST = "http://127.0.0.1:8888"
+
+
+class GmeStorage(StorageClient):
+    id = "gme"
+    name = "WebGME Blob Storage"
+    schema = ConfigSchema(
+        "gme",
+        (
+            Field(
+                "host",
+                "WebGME server",
+                "URL of the WebGME server whose blob stores the artifacts",
+                default=DEFAULT_HOST,
+                env=("DEEPFORGE_HOST",),
+            ),
+            Field(
+                "apiToken",
+                "API token",
+                "WebGME access token (sent as x-api-token); needed when the server refuses guests",
+                is_auth=True,
+            ),
+        ),
+    )
+
+    def __init__(self, config: Mapping[str, Any] | None = None) -> None:
+        super().__init__(config)
+        self.host = str(self.config["host"]).rstrip("/")
+        self.blob = BlobClient(self.host, api_token=self.config.get("apiToken") or None)
+
+    # ------------------------------------------------------------------------------------ primitives
+    def get_file_stream(self, data_info: DataInfo) -> BinaryIO:
+        md_hash = self._hash(data_info)
+        with storage_errors(md_hash):
+            return cast(BinaryIO, _StorageReader(self.blob.open(md_hash)))
+
+    def put_file_stream(
+        self, name: str, readable: Readable, progress: ProgressCallback | None = None, size: int | None = None
+    ) -> DataInfo:
+        with storage_errors(name):
+            md_hash, _ = self.blob.create_file(name, readable, size=size, progress=progress)
+        return DataInfo(self.id, md_hash)
+
+    def stat(self, name: str) -> DataInfo:
+        """``name`` is a blob *metadata hash* (the blob has no paths); :class:`NotFoundError` if unknown."""
+        with storage_errors(name):
+            self.blob.metadata(check_hash(name, "stat name (a blob metadata hash)"))
+        return DataInfo(self.id, name)
+
+    def delete_file(self, data_info: DataInfo) -> None:
+        """No-op: the blob is immutable and shared by hash; logged so callers can see nothing was deleted."""
+        log.info("gme storage: blob %s not deleted (WebGME's blob is immutable)", self._hash(data_info))
+
+    def delete_dir(self, prefix: str) -> None:
+        """No-op, as :meth:`delete_file`: the blob has no directories to delete."""
+        log.info("gme storage: %r not deleted (WebGME's blob is immutable and has no directories)", prefix)
+
+    def get_metadata(self, data_info: DataInfo) -> dict[str, Any]:
+        """The blob metadata: ``size``, ``name``, ``mime``, ``content`` (sha1), ``lastModified``..."""
+        md_hash = self._hash(data_info)
+        with storage_errors(md_hash):
+            return self.blob.metadata(md_hash)
+
+    def get_cache_key(self, data_info: DataInfo) -> str:
+        content = self.get_metadata(data_info).get("content")
+        if isinstance(content, str):
+            return f"gme/{content[:2]}/{content[2:]}"
+        return f"gme/artifacts/{data_info.data}"  # a complex artifact: its metadata hash pins the content
+
+    def get_content_digest(self, data_info: DataInfo) -> tuple[str, str] | None:
+        content = self.get_metadata(data_info).get("content")
+        return ("sha1", content) if isinstance(content, str) else None
+
+    # ------------------------------------------------------------------------------------ better defaults
+    def get_file(
+        self, data_info: DataInfo, dest_path: str | os.PathLike[str], progress: ProgressCallback | None = None
+    ) -> Path:
+        """Atomic, verified (sha1), resumable download with a known total for ``progress``."""
+        md_hash = self._hash(data_info)
+        with storage_errors(md_hash):
+            return self.blob.download(md_hash, dest_path, progress=progress)
+
+    def get_download_url(self, data_info: DataInfo) -> str:
+        return f"{self.host}/rest/blob/download/{self._hash(data_info)}/"
+
+    # ------------------------------------------------------------------------------------ helpers
+    def _hash(self, data_info: DataInfo) -> str:
+        self.check_data_info(data_info)
+        data = data_info.data
+        if not isinstance(data, str) or len(data) != 40 or any(c not in "0123456789abcdef" for c in data):
+            raise DataInfoError(f"gme dataInfo 'data' must be a 40-hex blob metadata hash, got {data!r:.80}")
+        return data
+
+
+@contextlib.contextmanager
+def storage_errors(name: str) -> Iterator[None]:
+    """Blob REST failures surface as :class:`StorageError` (what storage callers catch), cause kept."""
+    try:
+        yield
+    except WebGMEError as exc:
+        raise StorageError(GmeStorage.id, str(exc), name=name) from exc
+
+
+class _StorageReader:
+    """A :class:`BlobReader` whose read errors are storage errors."""
+
+    def __init__(self, reader: BlobReader) -> None:
+        self._reader = reader
+
+    def read(self, size: int = -1) -> bytes:
+        with storage_errors(self._reader.metadata_hash):
+            return self._reader.read(size)
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._reader.close()
+
+    def __enter__(self) -> _StorageReader:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

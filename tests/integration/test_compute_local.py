@@ -1,0 +1,276 @@
+"""Local compute end to end: detached supervisors, slots, cancel, restart survival, watch."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from deepforge_adapters.compute import ComputeJob, JobStatus, JobUpdate, get_client
+from deepforge_adapters.compute.local import LocalCompute
+from deepforge_adapters.errors import ComputeError
+from deepforge_adapters.jobs.bundle import bundle_hash, zip_bundle
+from deepforge_adapters.storage.base import StorageClient
+
+from tests.fixtures.jobs import last_line, pid_gone, put_pickle, read_pickle, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def local_compute(tmp_path: Path, job_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> LocalCompute:
+    monkeypatch.delenv("DEEPFORGE_WORKER_CACHE")  # jobs share <workDir>/cache
+    client = get_client("local", {"workDir": str(tmp_path / "compute"), "processes": 1})
+    assert isinstance(client, LocalCompute)
+    return client
+
+
+def run_to_end(client: LocalCompute, info: dict[str, Any]) -> tuple[list[JobUpdate], str]:
+    updates = list(client.watch(info, poll_interval=0.05))
+    return updates, "".join(u.output for u in updates if u.kind == "output")
+
+
+SQUARE = """
+import os, pickle
+numbers = pickle.load(open("artifacts/numbers", "rb"))
+os.makedirs("outputs/squares")
+pickle.dump([n * n for n in numbers], open("outputs/squares/data", "wb"))
+open("outputs/squares/metadata.json", "w").write('{"type": "list"}')
+print("squared", len(numbers), "numbers")
+"""
+
+
+def test_runs_a_bundle_with_inputs_and_outputs(
+    local_compute: LocalCompute, local_storage: StorageClient, make_bundle: Callable[..., Path]
+) -> None:
+    numbers = put_pickle(local_storage, "data/numbers", [3, 4])
+    bundle = make_bundle(SQUARE, inputs={"numbers": numbers}, outputs=["squares"])
+
+    info = local_compute.start_job(ComputeJob(bundle=bundle, name="square"))
+    updates, output = run_to_end(local_compute, info)
+
+    assert json.loads(json.dumps(info)) == info  # storable as Job.jobInfo
+    assert [u.status for u in updates if u.kind == "status"][-1] == JobStatus.RUNNING
+    assert updates[-1] == JobUpdate("end", status=JobStatus.SUCCESS)
+    assert "squared 2 numbers" in output
+    assert output == local_compute.get_console_output(info)
+    results = local_compute.get_results_info(info)
+    assert read_pickle(local_storage, results["squares"]["dataInfo"]) == [9, 16]
+    # inputs go through the work dir's shared cache
+    assert any((Path(info["workDir"]) / "cache").rglob("*"))
+
+
+def test_a_zip_bundle_runs_and_is_keyed_by_its_hash(
+    local_compute: LocalCompute, make_bundle: Callable[..., Path]
+) -> None:
+    zipped = zip_bundle(make_bundle("print('from a zip')"))
+    info = local_compute.start_job(ComputeJob(bundle=zipped))
+    updates, output = run_to_end(local_compute, info)
+    assert updates[-1].status == JobStatus.SUCCESS
+    assert "from a zip" in output
+    assert info["hash"] == bundle_hash(zipped)
+
+
+def test_failed_job_reports_the_reason(local_compute: LocalCompute, make_bundle: Callable[..., Path]) -> None:
+    info = local_compute.start_job(ComputeJob(bundle=make_bundle("raise RuntimeError('out of cheese')")))
+    updates, _ = run_to_end(local_compute, info)
+    end = updates[-1]
+    assert end.status == JobStatus.FAILED
+    assert end.reason == "deepforge: operation (python main.py) exited with code 1: RuntimeError: out of cheese"
+    assert local_compute.get_failure_reason(info) == end.reason
+    with pytest.raises(ComputeError, match=r"no results\.json"):
+        local_compute.get_results_info(info)
+
+
+TIMESTAMPS = """
+import json, os, sys, time
+log = os.environ["SLOT_TEST_LOG"]
+start = time.time()
+time.sleep(0.3)
+with open(log, "a") as f:
+    f.write(json.dumps([start, time.time()]) + "\\n")
+"""
+
+
+def test_one_slot_runs_jobs_one_after_another(
+    local_compute: LocalCompute, make_bundle: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SLOT_TEST_LOG", str(tmp_path / "intervals.jsonl"))
+    infos = [local_compute.start_job(ComputeJob(bundle=make_bundle(TIMESTAMPS))) for _ in range(3)]
+    for info in infos:
+        assert run_to_end(local_compute, info)[0][-1].status == JobStatus.SUCCESS
+    intervals = sorted(json.loads(line) for line in (tmp_path / "intervals.jsonl").read_text().splitlines())
+    assert len(intervals) == 3
+    for (_, end), (next_start, _) in itertools.pairwise(intervals):
+        assert end <= next_start, f"jobs overlapped: {intervals}"
+
+
+RENDEZVOUS = """
+import os, sys, time
+me, other = sys.argv[1], sys.argv[2]
+open(os.path.join(os.environ["RENDEZVOUS_DIR"], me), "w").close()
+deadline = time.time() + 60
+while not os.path.exists(os.path.join(os.environ["RENDEZVOUS_DIR"], other)):
+    if time.time() > deadline:
+        sys.exit("never saw the other job running")
+    time.sleep(0.05)
+print("met", other)
+"""
+
+
+def test_two_slots_run_two_jobs_at_once(
+    tmp_path: Path, job_env: dict[str, str], make_bundle: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each job waits until the other has started: only possible if both hold a slot at the same time."""
+    monkeypatch.setenv("RENDEZVOUS_DIR", str(tmp_path))
+    client = get_client("local", {"workDir": str(tmp_path / "compute"), "processes": 2})
+    a = client.start_job(ComputeJob(bundle=make_bundle(RENDEZVOUS, command=["python", "main.py", "a", "b"])))
+    b = client.start_job(ComputeJob(bundle=make_bundle(RENDEZVOUS, command=["python", "main.py", "b", "a"])))
+    for info, other in ((a, "b"), (b, "a")):
+        updates, output = run_to_end(client, info)  # type: ignore[arg-type]
+        assert updates[-1].status == JobStatus.SUCCESS, output
+        assert f"met {other}" in output
+
+
+STUBBORN = """
+import os, signal, subprocess, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+child = subprocess.Popen([sys.executable, "-c",
+    "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(600)"])
+with open("pids.json", "w") as f:
+    f.write('[%d, %d]' % (os.getpid(), child.pid))
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def test_cancel_kills_everything_even_what_ignores_sigint(
+    local_compute: LocalCompute, make_bundle: Callable[..., Path], kill_leftovers: list[int]
+) -> None:
+    info = local_compute.start_job(ComputeJob(bundle=make_bundle(STUBBORN)))
+    work = Path(info["jobDir"]) / "work"
+    wait_for(lambda: (work / "pids.json").exists(), what="the operation to start")
+    pids = json.loads((work / "pids.json").read_text())
+    state = json.loads((Path(info["jobDir"]) / "state.json").read_text())
+    pids.append(state["pgid"])  # the runner
+    kill_leftovers.extend(pids)
+
+    local_compute.cancel_job(info)
+    updates, output = run_to_end(local_compute, info)
+
+    assert updates[-1].status == JobStatus.CANCELED
+    assert "ready" in output
+    assert last_line(output) == "deepforge: job canceled"
+    wait_for(lambda: all(pid_gone(p) for p in pids), timeout=10, what="every job process to be gone")
+    assert local_compute.get_status(info) == JobStatus.CANCELED
+
+
+def test_cancel_a_queued_job(local_compute: LocalCompute, make_bundle: Callable[..., Path], tmp_path: Path) -> None:
+    blocker = local_compute.start_job(ComputeJob(bundle=make_bundle(STUBBORN)))
+    wait_for(lambda: local_compute.get_status(blocker) == JobStatus.RUNNING, what="the first job to run")
+    queued = local_compute.start_job(ComputeJob(bundle=make_bundle("open('ran', 'w')")))
+    assert local_compute.get_status(queued) == JobStatus.QUEUED
+    local_compute.cancel_job(queued)
+    assert run_to_end(local_compute, queued)[0][-1].status == JobStatus.CANCELED
+    local_compute.cancel_job(blocker)
+    assert run_to_end(local_compute, blocker)[0][-1].status == JobStatus.CANCELED
+    assert not (Path(queued["jobDir"]) / "work" / "ran").exists()
+
+
+OWNER = """
+import json, sys, time
+from pathlib import Path
+from deepforge_adapters.compute import ComputeJob, get_client
+client = get_client("local", {"workDir": sys.argv[1], "processes": 1})
+infos = [client.start_job(ComputeJob(bundle=Path(b))) for b in sys.argv[2:]]
+print(json.dumps(infos), flush=True)
+time.sleep(600)
+"""
+
+
+def test_queue_survives_the_owner_being_killed(
+    tmp_path: Path, job_env: dict[str, str], make_bundle: Callable[..., Path]
+) -> None:
+    slow = "import time; time.sleep(0.5); print('first done')"
+    bundles = [make_bundle(slow), make_bundle("print('second done')")]
+    owner = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(OWNER), str(tmp_path / "compute"), *map(str, bundles)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert owner.stdout is not None
+        infos = json.loads(owner.stdout.readline())
+    finally:
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+
+    fresh = get_client("local", {"workDir": str(tmp_path / "compute")})
+    outputs = []
+    for info in infos:
+        updates, output = run_to_end(fresh, info)  # type: ignore[arg-type]
+        assert updates[-1].status == JobStatus.SUCCESS, output
+        outputs.append(output)
+    assert "first done" in outputs[0]
+    assert "second done" in outputs[1]
+
+
+def test_watch_yields_all_output_in_order(local_compute: LocalCompute, make_bundle: Callable[..., Path]) -> None:
+    bundle = make_bundle(
+        """
+        import sys, time
+        for i in range(300):
+            stream = sys.stdout if i % 3 else sys.stderr
+            stream.write(f"line {i}\\n")
+            stream.flush()
+            if i % 50 == 0:
+                time.sleep(0.1)
+        """
+    )
+    info = local_compute.start_job(ComputeJob(bundle=bundle))
+    updates, output = run_to_end(local_compute, info)
+    assert sum(1 for u in updates if u.kind == "output") > 1  # it really streamed
+    assert [line for line in output.splitlines() if line.startswith("line ")] == [f"line {i}" for i in range(300)]
+    assert updates[-1].kind == "end"
+    assert [u.kind for u in updates].count("end") == 1
+
+
+def test_dead_supervisor_is_reported_as_failed(
+    local_compute: LocalCompute, make_bundle: Callable[..., Path], kill_leftovers: list[int]
+) -> None:
+    info = local_compute.start_job(ComputeJob(bundle=make_bundle(STUBBORN)))
+    job_dir = Path(info["jobDir"])
+    wait_for(lambda: (job_dir / "work" / "pids.json").exists(), what="the operation to start")
+    kill_leftovers.extend(json.loads((job_dir / "work" / "pids.json").read_text()))
+    supervisor = json.loads((job_dir / "supervisor.pid").read_text())["pid"]
+    os.kill(supervisor, signal.SIGKILL)
+    wait_for(lambda: pid_gone(supervisor), what="the supervisor to die")
+
+    assert local_compute.get_status(info) == JobStatus.FAILED
+    reason = local_compute.get_failure_reason(info)
+    assert reason is not None and f"supervisor (pid {supervisor}) died" in reason
+    local_compute.cancel_job(info)  # cleans up the orphaned job group
+    assert local_compute.get_status(info) == JobStatus.CANCELED
+
+
+def test_same_bundle_is_the_same_job_and_purge_removes_it(
+    local_compute: LocalCompute, make_bundle: Callable[..., Path]
+) -> None:
+    bundle = make_bundle("print('once')", enable_job_caching=True)
+    first = local_compute.start_job(ComputeJob(bundle=bundle))
+    run_to_end(local_compute, first)
+    again = local_compute.start_job(ComputeJob(bundle=bundle))
+    assert again["hash"] == first["hash"]
+    assert local_compute.get_console_output(again).count("once") == 1  # not run twice
+
+    local_compute.purge_job(first)
+    assert not Path(first["jobDir"]).exists()
+    assert local_compute.get_status(first) == JobStatus.NOT_FOUND
