@@ -1,3 +1,3 @@
 """Shared pytest configuration."""
 
-pytest_plugins = ["tests.fixtures.webgme", "tests.fixtures.storage", "tests.fixtures.jobs"]
+pytest_plugins = ["tests.fixtures.webgme", "tests.fixtures.storage", "tests.fixtures.jobs", "tests.fixtures.worker"]

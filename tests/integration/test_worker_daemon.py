@@ -1,0 +1,213 @@
+"""``deepforge-worker`` against the real WebGME server: jobs, failures, cancel, labels, through ``gme`` compute.
+
+Every test runs the daemon as a real process (``python -m deepforge_worker.cli start``) and submits
+through :class:`~deepforge_adapters.compute.gme.GmeCompute`, so both ends of the protocol are exercised.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+import zipfile
+from typing import Any
+
+import pytest
+from deepforge_adapters.compute import ComputeJob, JobStatus, get_client
+from deepforge_adapters.compute.gme import GmeCompute
+from deepforge_adapters.errors import ComputeError
+from deepforge_adapters.webgme.blob import BlobClient
+from deepforge_adapters.webgme.executor import ExecutorClient
+
+from tests.fixtures.worker import python_config, upload_bundle, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def gme(stack: Any, **config: Any) -> GmeCompute:
+    client = get_client("gme", {"host": stack.url, **config})
+    assert isinstance(client, GmeCompute)
+    return client
+
+
+def run_to_end(compute: GmeCompute, bundle_hash: str, labels: tuple[str, ...] = ()) -> tuple[dict, list]:
+    job_info = compute.start_job(ComputeJob(hash=bundle_hash, labels=labels))
+    updates = list(compute.watch(job_info, poll_interval=0.2))
+    return job_info, updates
+
+
+def artifact_files(blob: BlobClient, artifact_hash: str) -> dict[str, bytes]:
+    content = blob.metadata(artifact_hash)["content"]
+    out = {}
+    for relpath in content:
+        with blob.open(artifact_hash, subpath=relpath) as fh:
+            out[relpath] = fh.read()
+    return out
+
+
+GENERIC = (
+    "import os, sys\n"
+    "print('hello from', os.environ['ORIGIN_URL'])\n"
+    "print('to stderr', file=sys.stderr)\n"
+    "os.makedirs('outputs', exist_ok=True)\n"
+    "open('outputs/result.txt', 'w').write('42')\n"
+)
+
+
+def test_generic_bundle_to_success(webgme_server: Any, worker_factory: Any) -> None:
+    worker = worker_factory(webgme_server)
+    blob = BlobClient(webgme_server.url)
+    artifacts = [
+        {"name": "stdout", "resultPatterns": ["job_stdout.txt"]},
+        {"name": "results", "resultPatterns": ["outputs/**"]},
+    ]
+    bundle = upload_bundle(blob, {}, python_config(GENERIC, artifacts))
+    compute = gme(webgme_server)
+    job_info, updates = run_to_end(compute, bundle)
+    assert updates[-1].kind == "end" and updates[-1].status == JobStatus.SUCCESS, updates
+    live = "".join(u.output for u in updates if u.kind == "output")
+    assert f"hello from {webgme_server.url}" in live and "to stderr" in live
+    info = ExecutorClient(webgme_server.url).get_info(bundle)
+    assert info["status"] == "SUCCESS" and info["worker"] == worker.client_id
+    assert info["startTime"] and info["finishTime"]
+    assert set(info["resultHashes"]) == {"stdout", "results"}
+    assert artifact_files(blob, info["resultHashes"]["results"]) == {"outputs/result.txt": b"42"}
+    assert "to stderr" in compute.get_console_output(job_info)
+    assert worker.proc.poll() is None
+
+
+def test_live_output_starts_at_chunk_zero_and_is_ordered(webgme_server: Any, worker_factory: Any) -> None:
+    worker_factory(webgme_server)
+    blob = BlobClient(webgme_server.url)
+    code = "import time\nfor i in range(30):\n    print(f'line {i}', flush=True)\n    time.sleep(0.02)\n"
+    bundle = upload_bundle(blob, {}, python_config(code, outputSegmentSize=5))
+    _, updates = run_to_end(gme(webgme_server), bundle)
+    assert updates[-1].status == JobStatus.SUCCESS
+    chunks = ExecutorClient(webgme_server.url).get_output(bundle)
+    assert [c["outputNumber"] for c in chunks] == list(range(len(chunks))) and len(chunks) >= 6
+    expected = "".join(f"line {i}\n" for i in range(30))
+    assert "".join(c["output"] for c in chunks) == expected
+    assert "".join(u.output for u in updates if u.kind == "output") == expected
+
+
+def test_failing_command_reports_the_error(webgme_server: Any, worker_factory: Any) -> None:
+    worker_factory(webgme_server)
+    blob = BlobClient(webgme_server.url)
+    bundle = upload_bundle(blob, {}, python_config("raise ValueError('bad input 17')"))
+    compute = gme(webgme_server)
+    _job_info, updates = run_to_end(compute, bundle)
+    assert updates[-1].status == JobStatus.FAILED
+    assert updates[-1].reason and "ValueError: bad input 17" in updates[-1].reason
+    assert ExecutorClient(webgme_server.url).get_info(bundle)["status"] == "FAILED_TO_EXECUTE"
+
+
+def test_malformed_executor_config(webgme_server: Any, worker_factory: Any) -> None:
+    worker_factory(webgme_server)
+    blob = BlobClient(webgme_server.url)
+    bundle = upload_bundle(blob, {"executor_config.json": '{"cmd": 42, "resultArtifacts": []}'})
+    compute = gme(webgme_server)
+    job_info, updates = run_to_end(compute, bundle)
+    assert ExecutorClient(webgme_server.url).get_info(bundle)["status"] == "FAILED_EXECUTOR_CONFIG"
+    assert updates[-1].status == JobStatus.FAILED
+    assert updates[-1].reason and "'cmd' must be a non-empty string" in updates[-1].reason
+    assert "'cmd'" in compute.get_console_output(job_info)
+
+
+def evil_zip() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in (("executor_config.json", json.dumps(python_config("print(1)"))), ("../evil.txt", "x")):
+            info = zipfile.ZipInfo(name)
+            info.external_attr = 0o100644 << 16
+            zf.writestr(info, data)
+    return buf.getvalue()
+
+
+def test_zip_slip_bundle_is_refused(webgme_server: Any, worker_factory: Any) -> None:
+    worker = worker_factory(webgme_server)
+    blob = BlobClient(webgme_server.url)
+    # A plain blob file is served as-is by /view/<hash>/, so this zip reaches the worker byte for byte.
+    data = evil_zip()
+    bundle, _ = blob.create_file(f"evil-{time.time_ns()}.zip", io.BytesIO(data), size=len(data))
+    _job_info, updates = run_to_end(gme(webgme_server), bundle)
+    assert ExecutorClient(webgme_server.url).get_info(bundle)["status"] == "FAILED_UNZIP"
+    assert updates[-1].reason and "evil.txt" in updates[-1].reason
+    assert not (worker.work_dir.parent / "evil.txt").exists() and not (worker.work_dir / "evil.txt").exists()
+
+
+STUBBORN = (
+    "import os, signal, subprocess, sys, time\n"
+    "child = subprocess.Popen([sys.executable, '-c', "
+    "'import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(600)'])\n"
+    "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+    "print('pids', os.getpid(), child.pid, flush=True)\n"
+    "time.sleep(600)\n"
+)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie still answers kill(0); it is gone for our purposes
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_cancel_kills_a_job_that_ignores_sigint(webgme_server: Any, worker_factory: Any) -> None:
+    worker = worker_factory(webgme_server)
+    blob = BlobClient(webgme_server.url)
+    bundle = upload_bundle(blob, {}, python_config(STUBBORN))
+    compute = gme(webgme_server)
+    job_info = compute.start_job(ComputeJob(hash=bundle))
+    pids: list[int] = []
+    end = None
+    for update in compute.watch(job_info, poll_interval=0.2):
+        if update.kind == "output" and "pids" in update.output and not pids:
+            pids = [int(p) for p in update.output.split("pids", 1)[1].split()[:2]]
+            worker.extra_pids.extend(pids)
+            assert all(pid_alive(p) for p in pids)
+            compute.cancel_job(job_info)
+        if update.kind == "end":
+            end = update
+    assert end is not None and end.status == JobStatus.CANCELED
+    assert ExecutorClient(webgme_server.url).get_info(bundle)["status"] == "CANCELED"
+    wait_until(lambda: not any(pid_alive(p) for p in pids), 10, "the canceled job's processes to be gone")
+
+
+def test_labels_route_jobs(webgme_stack_factory: Any, worker_factory: Any) -> None:
+    stack = webgme_stack_factory(worker_refresh_ms=250)
+    plain = worker_factory(stack)
+    gpu = worker_factory(stack, labels="gpu,cuda")
+    blob = BlobClient(stack.url)
+    executor = ExecutorClient(stack.url)
+    compute = gme(stack)
+    for _ in range(3):
+        bundle = upload_bundle(blob, {}, python_config("print('on gpu')"))
+        _, updates = run_to_end(compute, bundle, labels=("gpu",))
+        assert updates[-1].status == JobStatus.SUCCESS
+        assert executor.get_info(bundle)["worker"] == gpu.client_id
+    with pytest.raises(ComputeError, match="tpu"):
+        compute.start_job(ComputeJob(hash=upload_bundle(blob, {}, python_config("1")), labels=("tpu",)))
+    assert plain.proc.poll() is None
+
+
+def test_sigterm_drains_running_jobs(webgme_server: Any, worker_factory: Any) -> None:
+    worker = worker_factory(webgme_server)
+    blob = BlobClient(webgme_server.url)
+    executor = ExecutorClient(webgme_server.url)
+    code = "import time\nprint('working', flush=True)\ntime.sleep(2)\nprint('done')\n"
+    bundle = upload_bundle(blob, {}, python_config(code))
+    compute = gme(webgme_server)
+    job_info = compute.start_job(ComputeJob(hash=bundle))
+    wait_until(lambda: executor.get_info(bundle)["status"] == "RUNNING", 30, "the job to start")
+    worker.signal(15)
+    assert worker.wait(timeout=60) == 0
+    info = executor.get_info(bundle)
+    assert info["status"] == "SUCCESS", worker.log()
+    assert "done" in compute.get_console_output(job_info)
+    assert "draining" in worker.log()
