@@ -27,6 +27,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -284,6 +285,9 @@ class JobExecution:
                 self._post_output, config.output_interval, config.output_segment_size, name=self.hash[:8]
             )
         env = dict(os.environ)
+        # The worker's own interpreter first on PATH: a bundle's ``python3 -m deepforge_adapters.jobs.runner``
+        # then finds the same installation as the worker (and the worker's venv need not be activated).
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", os.defpath)])
         env.update(self.ctx.job_env)
         env.update(
             {
