@@ -69,6 +69,7 @@ class FakeBlob:
 
     @contextlib.contextmanager
     def open(self, h: str, subpath: str | None = None, view: bool = False) -> Iterator[io.BytesIO]:
+        self.metadata(h)  # as the real client: metadata first, NotFoundError for a missing blob
         yield io.BytesIO(self.bundles[h])
 
     def create_file(self, name: str, readable: Any, size: int | None = None, progress: Any = None) -> tuple[str, dict]:
@@ -77,7 +78,7 @@ class FakeBlob:
         self.files[h] = (name, data)
         return h, {"name": name}
 
-    def create_artifact(self, name: str, entries: dict[str, str]) -> str:
+    def create_artifact(self, name: str, entries: dict[str, str], sizes: dict[str, int] | None = None) -> str:
         h = hashlib.sha1(json.dumps([name, entries], sort_keys=True).encode()).hexdigest()
         self.artifacts[h] = dict(entries)
         return h

@@ -244,30 +244,37 @@ class JobExecution:
             self._stdout = open(self.job_dir / STDOUT_FILE, "ab")  # noqa: SIM115 - closed in _close_output
 
     def _execute(self) -> None:
-        try:
-            self.ctx.blob.metadata(self.hash)
-        except (NotFoundError, WebGMEError) as exc:
-            raise JobFailed("FAILED_TO_GET_SOURCE_METADATA", f"job bundle {self.hash}: {exc}") from None
-        except Exception as exc:
-            raise JobFailed("FAILED_TO_GET_SOURCE_METADATA", f"job bundle {self.hash}: {exc}") from None
         zip_path = self.ctx.work_dir / f"{self.hash}.{SOURCE_ZIP}"  # outside the dir the bundle fills
         try:
-            with self.ctx.blob.open(self.hash, view=True) as src, open(zip_path, "wb") as dst:
-                copy_stream(src, dst)
-        except Exception as exc:
-            raise JobFailed("FAILED_CREATING_SOURCE_ZIP", f"downloading job bundle {self.hash}: {exc}") from None
-        try:
-            safe_extract(zip_path, self.job_dir, self.ctx.max_bundle_bytes)
-        except BundleError as exc:
-            raise JobFailed("FAILED_UNZIP", str(exc)) from None
-        except (OSError, ValueError) as exc:  # zipfile.BadZipFile is a ValueError... of sorts
-            raise JobFailed("FAILED_UNZIP", f"{SOURCE_ZIP}: {exc}") from None
+            self._download(zip_path)
+            self._unzip(zip_path)
         finally:
             zip_path.unlink(missing_ok=True)
         self.info["startTime"] = now_iso()
         self._open_stdout()
         self.config = self._read_executor_config()
         self._run_process(self.config)
+
+    def _download(self, zip_path: Path) -> None:
+        """Stream ``/rest/blob/view/<hash>/`` to disk (open() reads the metadata first, as the Node worker did)."""
+        try:
+            with self.ctx.blob.open(self.hash, view=True) as src, open(zip_path, "wb") as dst:
+                copy_stream(src, dst)
+        except NotFoundError as exc:
+            raise JobFailed("FAILED_TO_GET_SOURCE_METADATA", f"job bundle {self.hash}: {exc}") from None
+        except WebGMEError as exc:
+            status = "FAILED_TO_GET_SOURCE_METADATA" if exc.status_code == 404 else "FAILED_CREATING_SOURCE_ZIP"
+            raise JobFailed(status, f"downloading job bundle {self.hash}: {exc}") from None
+        except Exception as exc:
+            raise JobFailed("FAILED_CREATING_SOURCE_ZIP", f"downloading job bundle {self.hash}: {exc}") from None
+
+    def _unzip(self, zip_path: Path) -> None:
+        try:
+            safe_extract(zip_path, self.job_dir, self.ctx.max_bundle_bytes)
+        except BundleError as exc:
+            raise JobFailed("FAILED_UNZIP", str(exc)) from None
+        except (OSError, ValueError) as exc:
+            raise JobFailed("FAILED_UNZIP", f"{SOURCE_ZIP}: {exc}") from None
 
     def _read_executor_config(self) -> ExecutorConfig:
         path = self.job_dir / EXECUTOR_CONFIG
@@ -399,17 +406,19 @@ class JobExecution:
                     members[artifact.name].append(relpath)
                     files[relpath] = path
         hashes: dict[str, str] = {}
+        sizes: dict[str, int] = {}
         for relpath, path in files.items():
             try:
+                sizes[relpath] = path.stat().st_size
                 with open(path, "rb") as fh:
-                    hashes[relpath], _ = self.ctx.blob.create_file(relpath, fh, size=path.stat().st_size)
+                    hashes[relpath], _ = self.ctx.blob.create_file(relpath, fh, size=sizes[relpath])
             except Exception as exc:
                 raise JobFailed("FAILED_TO_ARCHIVE_FILE", f"archiving {relpath}: {exc}") from None
         result: dict[str, str] = {}
         for artifact in artifacts:
             try:
                 entries = {rel: hashes[rel] for rel in members[artifact.name]}
-                result[artifact.name] = self.ctx.blob.create_artifact(artifact.name, entries)
+                result[artifact.name] = self.ctx.blob.create_artifact(artifact.name, entries, sizes)
             except Exception as exc:
                 raise JobFailed("FAILED_TO_SAVE_ARTIFACT", f"result artifact {artifact.name!r}: {exc}") from None
         return result
