@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
+import sys
 import time
 import zipfile
 from typing import Any
@@ -211,3 +213,24 @@ def test_sigterm_drains_running_jobs(webgme_server: Any, worker_factory: Any) ->
     assert info["status"] == "SUCCESS", worker.log()
     assert "done" in compute.get_console_output(job_info)
     assert "draining" in worker.log()
+
+
+def test_nonce_protected_executor_and_check(webgme_stack_factory: Any, worker_factory: Any) -> None:
+    nonce = "nonce-SECRET-4711"
+    stack = webgme_stack_factory(worker_refresh_ms=250, nonce=nonce)
+    cli = [sys.executable, "-m", "deepforge_worker.cli"]
+    refused = subprocess.run([*cli, "check", "--host", stack.url, "--nonce", "wrong-SECRET"], capture_output=True,
+                             text=True, timeout=60)  # fmt: skip
+    assert refused.returncode == 1 and "403" in refused.stderr
+    assert "SECRET" not in refused.stdout + refused.stderr
+    worker = worker_factory(stack, wait=False, env={"DEEPFORGE_WORKER_NONCE": nonce})
+    compute = gme(stack, nonce=nonce)
+    wait_until(lambda: compute.executor.get_workers(), 30, "the worker to poll with the nonce")
+    bundle = upload_bundle(BlobClient(stack.url), {}, python_config("print('behind a nonce')"))
+    _, updates = run_to_end(compute, bundle)
+    assert updates[-1].status == JobStatus.SUCCESS
+    checked = subprocess.run([*cli, "check", "--host", stack.url], capture_output=True, text=True, timeout=60,
+                             env={**os.environ, "DEEPFORGE_WORKER_NONCE": nonce})  # fmt: skip
+    assert checked.returncode == 0, checked.stderr
+    assert f"worker {worker.client_id}" in checked.stdout
+    assert "SECRET" not in checked.stdout + checked.stderr + worker.log()
