@@ -234,3 +234,27 @@ def test_nonce_protected_executor_and_check(webgme_stack_factory: Any, worker_fa
     assert checked.returncode == 0, checked.stderr
     assert f"worker {worker.client_id}" in checked.stdout
     assert "SECRET" not in checked.stdout + checked.stderr + worker.log()
+
+
+def test_label_probes_add_labels(webgme_stack_factory: Any, worker_factory: Any) -> None:
+    stack = webgme_stack_factory(worker_refresh_ms=250)
+    blob = BlobClient(stack.url)
+    probes = {
+        "python3": upload_bundle(blob, {}, python_config("import sys; print(sys.version)")),
+        "no-such-tool": upload_bundle(blob, {}, {"cmd": "no-such-tool-xyz", "resultArtifacts": []}),
+    }
+    (stack.data_dir / "labelJobs.json").write_text(json.dumps(probes))
+    stack.restart_server()  # the server reads labelJobs.json at start (and watches it afterwards)
+    worker = worker_factory(stack, labels="base")
+    executor = ExecutorClient(stack.url)
+    labels = wait_until(
+        lambda: "python3" in (w := executor.get_workers().get(worker.client_id, {})).get("labels", []) and w["labels"],
+        30,
+        "the python3 probe to add its label",
+    )
+    assert sorted(labels) == ["base", "python3"]
+    bundle = upload_bundle(blob, {}, python_config("print('needs python3')"))
+    _, updates = run_to_end(gme(stack), bundle, labels=("python3",))
+    assert updates[-1].status == JobStatus.SUCCESS
+    assert "no-such-tool" not in executor.get_workers()[worker.client_id]["labels"]
+    assert not set(probes.values()) & set(executor.list_jobs()), "probes are never reported as executor jobs"
