@@ -74,6 +74,9 @@ def main(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     install_redaction()
+    if not verbose:
+        # The daemon logs connection trouble once per state change; urllib3 would add a line per retry.
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 
 
 @main.command()

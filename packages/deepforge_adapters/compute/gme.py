@@ -83,16 +83,17 @@ class GmeCompute(ComputeClient):
         """The :class:`~deepforge_adapters.webgme.executor.ExecutorClient`, made on first use."""
         from ..webgme.executor import ExecutorClient
 
-        return ExecutorClient(self.host, nonce=self.config["nonce"] or None, **self._tokens())
+        api_token, webgme_token = self._tokens()
+        return ExecutorClient(self.host, api_token, webgme_token, nonce=self.config["nonce"] or None)
 
     @cached_property
     def blob(self) -> Any:
         from ..webgme.blob import BlobClient
 
-        return BlobClient(self.host, **self._tokens())
+        return BlobClient(self.host, *self._tokens())
 
-    def _tokens(self) -> dict[str, str | None]:
-        return {"api_token": self.config["apiToken"] or None, "webgme_token": self.config["webgmeToken"] or None}
+    def _tokens(self) -> tuple[str | None, str | None]:
+        return self.config["apiToken"] or None, self.config["webgmeToken"] or None
 
     # --- submit / cancel -----------------------------------------------------------------------------
     def start_job(self, job: ComputeJob) -> dict[str, Any]:
