@@ -17,23 +17,10 @@ import pytest
 from deepforge_adapters.compute import ComputeJob, JobStatus, get_client
 from deepforge_adapters.compute.gme import STATUS_TABLE, GmeCompute
 from deepforge_adapters.errors import ComputeError, NotFoundError, WebGMEError
+from deepforge_adapters.webgme.executor import FINISHED_STATUSES
 
-ALL_CODES = [
-    "CREATED",
-    "RUNNING",
-    "SUCCESS",
-    "CANCELED",
-    "FAILED_TO_EXECUTE",
-    "FAILED_TO_GET_SOURCE_METADATA",
-    "FAILED_SOURCE_COULD_NOT_BE_OBTAINED",
-    "FAILED_CREATING_SOURCE_ZIP",
-    "FAILED_UNZIP",
-    "FAILED_EXECUTOR_CONFIG",
-    "FAILED_TO_ARCHIVE_FILE",
-    "FAILED_TO_SAVE_JOINT_ARTIFACT",
-    "FAILED_TO_ADD_OBJECT_HASHES",
-    "FAILED_TO_SAVE_ARTIFACT",
-]
+#: Every executor status: JobInfo.finishedStatuses (as the webgme client lists them) plus the two live ones.
+ALL_CODES = sorted(FINISHED_STATUSES | {"CREATED", "RUNNING"})
 
 
 class FakeExecutor:

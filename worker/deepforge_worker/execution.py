@@ -39,6 +39,7 @@ from typing import Any
 from deepforge_adapters.errors import BundleError, NotFoundError, WebGMEError
 from deepforge_adapters.jobs.bundle import safe_extract
 from deepforge_adapters.streams import atomic_write, copy_stream
+from deepforge_adapters.webgme.executor import is_finished
 
 from .globmatch import minimatch
 from .output import OutputQueue
@@ -50,22 +51,6 @@ SOURCE_ZIP = "source.zip"
 EXECUTOR_CONFIG = "executor_config.json"
 STDOUT_FILE = "job_stdout.txt"
 REPORT_SUFFIX = ".report.json"
-FINISHED = frozenset(
-    {
-        "SUCCESS",
-        "CANCELED",
-        "FAILED_TO_EXECUTE",
-        "FAILED_TO_GET_SOURCE_METADATA",
-        "FAILED_SOURCE_COULD_NOT_BE_OBTAINED",
-        "FAILED_CREATING_SOURCE_ZIP",
-        "FAILED_UNZIP",
-        "FAILED_EXECUTOR_CONFIG",
-        "FAILED_TO_ARCHIVE_FILE",
-        "FAILED_TO_SAVE_JOINT_ARTIFACT",
-        "FAILED_TO_ADD_OBJECT_HASHES",
-        "FAILED_TO_SAVE_ARTIFACT",
-    }
-)
 #: Exit code of a process ended by SIGINT in a shell; the Node worker treats it as canceled too.
 SIGINT_EXIT = 130
 
@@ -459,7 +444,7 @@ def post_report(
     while True:
         try:
             current = ctx.executor.get_info(job_hash)
-            if current.get("status") in FINISHED:
+            if is_finished(current.get("status")):
                 log.warning(
                     "job %s: already %s on the server; not reporting %s",
                     job_hash,
