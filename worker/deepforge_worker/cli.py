@@ -101,16 +101,15 @@ def check(**options: Any) -> None:
     click.echo(f"server: {settings.host}")
     click.echo(f"settings: {json.dumps(settings.config.masked(), sort_keys=True)}")
     try:
-        response = executor.poll_worker(f"{socket.gethostname()}_check", 0, settings.labels, [])
+        # GET /worker checks URL, token and nonce like a poll would, without registering a phantom worker
+        # (which the gme compute backend would then count as connected).
         workers = executor.get_workers()
     except Exception as exc:
         click.echo(f"FAILED: {exc}", err=True)
         sys.exit(1)
-    click.echo(
-        f"poll ok: refreshPeriod={response.get('refreshPeriod')}ms labelJobs={sorted(response.get('labelJobs') or {})}"
-    )
+    click.echo(f"connection ok: the server lists {len(workers)} worker(s) for these credentials")
     prefix = f"{socket.gethostname()}_"
-    mine = {cid: w for cid, w in workers.items() if cid.startswith(prefix) and not cid.endswith("_check")}
+    mine = {cid: w for cid, w in workers.items() if cid.startswith(prefix)}
     if not mine:
         click.echo(f"no running worker of this host ({prefix}*) is known to the server")
     for cid, info in sorted(mine.items()):
