@@ -22,6 +22,7 @@ from deepforge_adapters.errors import ComputeError
 from deepforge_adapters.webgme.blob import BlobClient
 from deepforge_adapters.webgme.executor import ExecutorClient
 
+from tests.fixtures.jobs import pid_gone
 from tests.fixtures.worker import python_config, upload_bundle, wait_until
 
 pytestmark = pytest.mark.integration
@@ -148,18 +149,6 @@ STUBBORN = (
 )
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie still answers kill(0); it is gone for our purposes
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def test_cancel_kills_a_job_that_ignores_sigint(webgme_server: Any, worker_factory: Any) -> None:
     worker = worker_factory(webgme_server)
     blob = BlobClient(webgme_server.url)
@@ -172,13 +161,13 @@ def test_cancel_kills_a_job_that_ignores_sigint(webgme_server: Any, worker_facto
         if update.kind == "output" and "pids" in update.output and not pids:
             pids = [int(p) for p in update.output.split("pids", 1)[1].split()[:2]]
             worker.extra_pids.extend(pids)
-            assert all(pid_alive(p) for p in pids)
+            assert all(not pid_gone(p) for p in pids)
             compute.cancel_job(job_info)
         if update.kind == "end":
             end = update
     assert end is not None and end.status == JobStatus.CANCELED
     assert ExecutorClient(webgme_server.url).get_info(bundle)["status"] == "CANCELED"
-    wait_until(lambda: not any(pid_alive(p) for p in pids), 10, "the canceled job's processes to be gone")
+    wait_until(lambda: all(pid_gone(p) for p in pids), 10, "the canceled job's processes to be gone")
 
 
 def test_labels_route_jobs(webgme_stack_factory: Any, worker_factory: Any) -> None:

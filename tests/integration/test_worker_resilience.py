@@ -22,6 +22,7 @@ from deepforge_adapters.storage import get_client as get_storage
 from deepforge_adapters.webgme.blob import BlobClient
 from deepforge_adapters.webgme.executor import ExecutorClient
 
+from tests.fixtures.jobs import pid_gone
 from tests.fixtures.worker import python_config, upload_bundle, wait_until
 
 pytestmark = pytest.mark.integration
@@ -64,11 +65,15 @@ def test_killed_worker_job_is_requeued_and_completed_by_another(
     bundle = upload_bundle(blob, {}, python_config(code))
     get_client("gme", {"host": stack.url}).start_job(ComputeJob(hash=bundle))
     outputs = wait_until(lambda: executor.get_output(bundle), 30, "the first worker's job to print its pid")
-    first.extra_pids.append(int(outputs[0]["output"].split()[1]))  # the orphaned job: killed at teardown
+    orphan = int(outputs[0]["output"].split()[1])
+    first.extra_pids.append(orphan)  # killed at teardown whatever happens
     assert executor.get_info(bundle)["worker"] == first.client_id
     first.signal(9)
     first.wait(timeout=10)
-    second = worker_factory(stack)
+    assert not pid_gone(orphan), "jobs run in their own session: a SIGKILLed daemon leaves them running"
+    # Restarted on the same work dir (as supervisord would): it stops the orphan before claiming anything.
+    second = worker_factory(stack, work_dir=str(first.work_dir))
+    wait_until(lambda: pid_gone(orphan), 10, "the restarted daemon to stop the orphaned job")
     wait_until(lambda: executor.get_info(bundle).get("worker") == second.client_id, 60, "the requeue to the 2nd worker")
     wait_until(lambda: executor.get_info(bundle)["status"] == "SUCCESS", 60, "the second worker to finish")
     info = executor.get_info(bundle)

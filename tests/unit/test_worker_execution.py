@@ -11,7 +11,7 @@ import hashlib
 import io
 import json
 import logging
-import os
+import subprocess
 import sys
 import threading
 import time
@@ -23,9 +23,17 @@ from typing import Any
 import pytest
 from deepforge_adapters.errors import NotFoundError
 from deepforge_worker.daemon import Worker
-from deepforge_worker.execution import JobContext, JobExecution, replay_pending_reports
+from deepforge_worker.execution import (
+    JobContext,
+    JobExecution,
+    reap_orphaned_jobs,
+    record_process_group,
+    replay_pending_reports,
+)
 from deepforge_worker.settings import load_settings
 from deepforge_worker.slots import Slot
+
+from tests.fixtures.jobs import pid_gone
 
 
 def make_zip(files: dict[str, str | bytes]) -> bytes:
@@ -256,14 +264,6 @@ def test_missing_bundle(ctx: JobContext) -> None:
     assert ctx.executor.updates[-1][1]["status"] == "FAILED_TO_GET_SOURCE_METADATA"
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 STUBBORN = (
     "import os, signal, subprocess, sys, time\n"
     "child = subprocess.Popen([sys.executable, '-c', "
@@ -291,9 +291,9 @@ def test_cancel_kills_the_whole_group(ctx: JobContext) -> None:
     assert not thread.is_alive()
     assert ctx.executor.updates[-1][1]["status"] == "CANCELED"
     deadline = time.monotonic() + 10
-    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
+    while not all(pid_gone(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not any(pid_alive(p) for p in pids), "a process of the canceled job survived"
+    assert all(pid_gone(p) for p in pids), "a process of the canceled job survived"
 
 
 def test_late_report_for_a_reassigned_job_is_dropped(ctx: JobContext, caplog: pytest.LogCaptureFixture) -> None:
@@ -411,3 +411,22 @@ def test_label_probes(tmp_path: Path) -> None:
     worker.work(max_polls=worker.polls + 1)
     assert executor.polls[-1]["labels"] == ["base", "python"]
     assert executor.updates == [], "label probes are never reported as jobs"
+
+
+def test_orphaned_job_groups_are_reaped_but_reused_pids_are_not(tmp_path: Path) -> None:
+    sleeper = [sys.executable, "-c", "import time; time.sleep(600)"]
+    orphan = subprocess.Popen(sleeper, start_new_session=True)
+    bystander = subprocess.Popen(sleeper, start_new_session=True)
+    try:
+        record_process_group(tmp_path, "a" * 40, orphan.pid)
+        (tmp_path / ("a" * 40)).mkdir()
+        # a record whose pid now belongs to another process (different start time) must not kill it
+        (tmp_path / f"{'b' * 40}.pgid").write_text(json.dumps({"pgid": bystander.pid, "start": "1"}))
+        assert reap_orphaned_jobs(tmp_path) == 1
+        assert orphan.wait(timeout=10) == -9
+        assert bystander.poll() is None
+        assert not list(tmp_path.iterdir()), "records and the orphan's job dir are removed"
+    finally:
+        for proc in (orphan, bystander):
+            proc.kill()
+            proc.wait()

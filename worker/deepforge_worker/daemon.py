@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from types import FrameType
 from typing import Any
 
-from .execution import JobContext, JobExecution, replay_pending_reports
+from .execution import JobContext, JobExecution, reap_orphaned_jobs, replay_pending_reports
 from .settings import WorkerSettings
 from .slots import Slot, SlotPool
 
@@ -115,6 +115,7 @@ class Worker:
             len(self.pool.slots),
             self.pool.labels,
         )
+        reap_orphaned_jobs(self.settings.work_dir)
         replay_pending_reports(self.ctx)
         while True:
             response = self.poll()

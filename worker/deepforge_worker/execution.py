@@ -51,6 +51,7 @@ SOURCE_ZIP = "source.zip"
 EXECUTOR_CONFIG = "executor_config.json"
 STDOUT_FILE = "job_stdout.txt"
 REPORT_SUFFIX = ".report.json"
+PGID_SUFFIX = ".pgid"
 #: Exit code of a process ended by SIGINT in a shell; the Node worker treats it as canceled too.
 SIGINT_EXIT = 130
 
@@ -308,6 +309,7 @@ class JobExecution:
             except OSError as exc:
                 raise JobFailed("FAILED_TO_EXECUTE", f"cannot start {config.cmd!r}: {exc.strerror}") from None
         proc = self._proc
+        record_process_group(self.ctx.work_dir, self.hash, proc.pid)
         log.info("job %s: started pid %d in slot %d", self.hash, proc.pid, self.slot.index)
         reader = threading.Thread(target=self._pump, args=(proc,), name=f"stdout-{self.hash[:8]}", daemon=True)
         reader.start()
@@ -432,6 +434,7 @@ class JobExecution:
 
     def _cleanup(self) -> None:
         shutil.rmtree(self.job_dir, ignore_errors=True)
+        (self.ctx.work_dir / f"{self.hash}{PGID_SUFFIX}").unlink(missing_ok=True)
 
 
 def post_report(
@@ -500,6 +503,48 @@ def replay_pending_reports(ctx: JobContext) -> int:
             posted += 1
         path.unlink(missing_ok=True)
     return posted
+
+
+def _start_time(pid: int) -> str | None:
+    """The kernel's start time of ``pid`` (``/proc/<pid>/stat`` field 22): tells a reused pid apart."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def record_process_group(work_dir: Path, job_hash: str, pgid: int) -> None:
+    """Remember a running job's process group, so a daemon restarted after a SIGKILL can stop it."""
+    with atomic_write(work_dir / f"{job_hash}{PGID_SUFFIX}") as fh:
+        fh.write(json.dumps({"pgid": pgid, "start": _start_time(pgid)}).encode())
+
+
+def reap_orphaned_jobs(work_dir: Path) -> int:
+    """SIGKILL the process groups of jobs a previous daemon left running; returns how many were found.
+
+    A daemon killed with SIGKILL cannot stop its jobs (they run in their own sessions so that a TERM to the
+    daemon drains instead of killing them).  The server requeues those jobs to other workers, so the
+    orphans only burn CPU/GPU time, and a GPU slot must not be shared: the next daemon on this work dir
+    stops them before it claims anything.  The recorded start time guards against a reused pid.
+    """
+    reaped = 0
+    if not work_dir.is_dir():
+        return 0
+    for path in sorted(work_dir.glob(f"*{PGID_SUFFIX}")):
+        try:
+            record = json.loads(path.read_text())
+            pgid, start = int(record["pgid"]), record.get("start")
+        except (OSError, ValueError, KeyError, TypeError):
+            path.unlink(missing_ok=True)
+            continue
+        if start is not None and _start_time(pgid) == start:
+            log.warning("job %s: stopping process group %d left running by a previous daemon", path.stem, pgid)
+            _signal_group(pgid, signal.SIGKILL)
+            reaped += 1
+        path.unlink(missing_ok=True)
+        shutil.rmtree(work_dir / path.name[: -len(PGID_SUFFIX)], ignore_errors=True)
+    return reaped
 
 
 def _walk_files(root: Path) -> list[tuple[str, Path]]:
