@@ -106,6 +106,7 @@ class FakeExecutor:
         self.to_cancel: list[str] = []
         self.fail_polls = 0
         self.label_jobs: dict[str, str] = {}
+        self.lose_answers = False
         self.lock = threading.Lock()
 
     def get_info(self, h: str) -> dict[str, Any]:
@@ -120,6 +121,10 @@ class FakeExecutor:
             self.updates.append((h, dict(info)))
             self.jobs[h] = {**self.jobs.get(h, {}), **info}
 
+    def list_jobs(self, status: str | None = None) -> dict[str, Any]:
+        with self.lock:
+            return {h: dict(j) for h, j in self.jobs.items() if status is None or j.get("status") == status}
+
     def poll_worker(self, client_id: str, available: int, labels: Any, running: Any) -> dict[str, Any]:
         with self.lock:
             self.polls.append(
@@ -132,6 +137,9 @@ class FakeExecutor:
             )
             if self.fail_polls:
                 self.fail_polls -= 1
+                if self.to_start and self.lose_answers:  # the server claimed, the answer never arrived
+                    h = self.to_start.pop(0)
+                    self.jobs[h] = {"hash": h, "status": "RUNNING", "worker": client_id}
                 raise ConnectionError("connection refused")
             start = self.to_start[:available]
             del self.to_start[: len(start)]
@@ -430,3 +438,23 @@ def test_orphaned_job_groups_are_reaped_but_reused_pids_are_not(tmp_path: Path) 
         for proc in (orphan, bystander):
             proc.kill()
             proc.wait()
+
+
+def test_jobs_claimed_in_a_lost_poll_answer_are_adopted(tmp_path: Path) -> None:
+    executor, blob = FakeExecutor(), FakeBlob()
+    h = blob.add_bundle(bundle("print('adopted')"))
+    executor.to_start = [h]
+    executor.fail_polls, executor.lose_answers = 1, True
+    worker = make_worker(tmp_path, executor, blob, maxBackoff=0.1)
+    worker.refresh = 0.01
+
+    def stop_when_reported() -> None:
+        deadline = time.monotonic() + 30
+        while not executor.updates and time.monotonic() < deadline:
+            time.sleep(0.05)
+        worker.request_stop()
+
+    threading.Thread(target=stop_when_reported).start()
+    assert worker.work() == 0
+    assert executor.updates and executor.updates[0][0] == h
+    assert executor.updates[0][1]["status"] == "SUCCESS"

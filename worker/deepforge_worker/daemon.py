@@ -102,6 +102,7 @@ class Worker:
         self.stopping = False
         self.stop_deadline: float | None = None
         self.polls = 0
+        self._claims_unknown = False
 
     # --- the loop ------------------------------------------------------------------------------------
     def work(self, max_polls: int | None = None) -> int:
@@ -123,6 +124,7 @@ class Worker:
                 self.cancel_jobs(response.get("jobsToCancel") or [])
                 if not self.stopping:
                     self.start_jobs(response.get("jobsToStart") or [])
+                    self.adopt_lost_claims()
                     self.start_label_probes(response.get("labelJobs") or {})
             if self.stopping and self._drained():
                 break
@@ -142,6 +144,7 @@ class Worker:
             response = self.executor.poll_worker(self.client_id, self.pool.available, self.pool.labels, running)
         except Exception as exc:
             self.connection.failed(exc)
+            self._claims_unknown = True
             return None
         self.connection.ok()
         period = response.get("refreshPeriod")
@@ -167,6 +170,29 @@ class Worker:
                 log.error("job %s: handed out but no slot is free; it will be requeued", job_hash)
                 continue
             self._spawn(JobExecution(self.ctx, {"hash": job_hash}, slot), slot)
+
+    def adopt_lost_claims(self) -> None:
+        """After a failed poll, start the jobs the server assigned to us in an answer we never received.
+
+        ``POST /worker`` claims jobs on the server before it answers; if the answer is lost (a read timeout,
+        a dropped connection) those jobs stay RUNNING under our client id and nothing would ever run or
+        requeue them, since we keep polling.  So after any failed poll, once the server answers again, we
+        look for RUNNING jobs assigned to us that we do not run, and run them.
+        """
+        if not self._claims_unknown:
+            return
+        try:
+            jobs = self.executor.list_jobs(status="RUNNING")
+        except Exception as exc:
+            log.debug("listing running jobs to find lost claims failed: %s", exc)
+            return
+        self._claims_unknown = False
+        with self._lock:
+            known = set(self.running)
+        lost = [h for h, info in jobs.items() if info.get("worker") == self.client_id and h not in known]
+        if lost:
+            log.warning("adopting %d job(s) claimed for us in a poll answer that was lost: %s", len(lost), lost)
+            self.start_jobs(lost)
 
     def start_label_probes(self, label_jobs: Mapping[str, str]) -> None:
         """Run each advertised label probe once; its label is added unless it ends ``FAILED_TO_EXECUTE``."""
