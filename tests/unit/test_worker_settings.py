@@ -6,8 +6,9 @@ import logging
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from deepforge_adapters.errors import ConfigError
-from deepforge_worker.cli import render_supervisor_conf
+from deepforge_worker.cli import main, render_supervisor_conf
 from deepforge_worker.settings import load_settings
 from deepforge_worker.slots import SlotPool, gpu_groups
 
@@ -103,3 +104,19 @@ def test_supervisor_conf() -> None:
     assert "stopsignal=TERM" in conf and "stopasgroup=false" in conf and "autorestart=true" in conf
     assert "stopwaitsecs=170" in conf
     assert "--gpus 0,1" in conf and "--processes 2" in conf and "--labels gpu" in conf
+
+
+def test_cli_supervisor_conf_and_usage_errors(tmp_path: Path) -> None:
+    runner = CliRunner()
+    env = {"DEEPFORGE_WORKER_TOKEN": "tok-SECRET-9"}
+    result = runner.invoke(
+        main,
+        ["supervisor-conf", "--gpus", "0,1", "--work-dir", str(tmp_path / "jobs"), "--name", "gpu-worker"],
+        env=env,
+    )
+    assert result.exit_code == 0, result.output
+    assert "[program:gpu-worker]" in result.output and "--processes 2" in result.output
+    assert f"--work-dir {tmp_path / 'jobs'}" in result.output
+    assert "SECRET" not in result.output
+    bad = runner.invoke(main, ["supervisor-conf", "--processes", "3", "--gpus", "0"], env=env)
+    assert bad.exit_code == 2 and "never shares a GPU" in bad.output and "SECRET" not in bad.output
