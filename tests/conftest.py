@@ -1,3 +1,9 @@
 """Shared pytest configuration."""
 
-pytest_plugins = ["tests.fixtures.webgme", "tests.fixtures.storage", "tests.fixtures.jobs", "tests.fixtures.worker"]
+pytest_plugins = [
+    "tests.fixtures.webgme",
+    "tests.fixtures.storage",
+    "tests.fixtures.jobs",
+    "tests.fixtures.sciserver",
+    "tests.fixtures.worker",
+]

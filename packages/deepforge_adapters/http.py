@@ -47,11 +47,14 @@ def make_session(
     backoff: float = DEFAULT_BACKOFF,
     retry_methods: Collection[str] = IDEMPOTENT_METHODS,
     pool_size: int = 10,
+    retry_statuses: Collection[int] = RETRY_STATUSES,
 ) -> TimeoutSession:
     """Build a session with timeouts, retries and auth headers.
 
     ``retries`` counts attempts after the first; connect errors, read errors and ``RETRY_STATUSES`` are
     retried with exponential backoff (``backoff * 2**n`` seconds), honouring ``Retry-After``.
+    ``retry_statuses`` narrows that list for services whose 500 is a definite answer (SciServer answers
+    "not found" and "already exists" with 500s; retrying those only delays the error).
     """
     session = TimeoutSession(timeout)
     retry = Retry(
@@ -61,7 +64,7 @@ def make_session(
         status=retries,
         other=0,
         backoff_factor=backoff,
-        status_forcelist=RETRY_STATUSES,
+        status_forcelist=frozenset(retry_statuses),
         allowed_methods=frozenset(m.upper() for m in retry_methods),
         raise_on_status=False,
         respect_retry_after_header=True,

@@ -152,16 +152,23 @@ time.sleep(600)
 """
 
 
+def start_stubborn(
+    client: LocalCompute, make_bundle: Callable[..., Path], kill_leftovers: list[int]
+) -> tuple[dict[str, Any], Path, list[int]]:
+    """Start a job whose processes ignore SIGINT; wait until it runs. Returns (job_info, job dir, its pids)."""
+    info = client.start_job(ComputeJob(bundle=make_bundle(STUBBORN)))
+    job_dir = Path(info["jobDir"])
+    wait_for(lambda: (job_dir / "work" / "pids.json").exists(), what="the operation to start")
+    pids: list[int] = json.loads((job_dir / "work" / "pids.json").read_text())
+    kill_leftovers.extend(pids)
+    return info, job_dir, pids
+
+
 def test_cancel_kills_everything_even_what_ignores_sigint(
     local_compute: LocalCompute, make_bundle: Callable[..., Path], kill_leftovers: list[int]
 ) -> None:
-    info = local_compute.start_job(ComputeJob(bundle=make_bundle(STUBBORN)))
-    work = Path(info["jobDir"]) / "work"
-    wait_for(lambda: (work / "pids.json").exists(), what="the operation to start")
-    pids = json.loads((work / "pids.json").read_text())
-    state = json.loads((Path(info["jobDir"]) / "state.json").read_text())
-    pids.append(state["pgid"])  # the runner
-    kill_leftovers.extend(pids)
+    info, job_dir, pids = start_stubborn(local_compute, make_bundle, kill_leftovers)
+    pids.append(json.loads((job_dir / "state.json").read_text())["pgid"])  # the runner
 
     local_compute.cancel_job(info)
     updates, output = run_to_end(local_compute, info)
@@ -246,10 +253,7 @@ def test_watch_yields_all_output_in_order(local_compute: LocalCompute, make_bund
 def test_dead_supervisor_is_reported_as_failed(
     local_compute: LocalCompute, make_bundle: Callable[..., Path], kill_leftovers: list[int]
 ) -> None:
-    info = local_compute.start_job(ComputeJob(bundle=make_bundle(STUBBORN)))
-    job_dir = Path(info["jobDir"])
-    wait_for(lambda: (job_dir / "work" / "pids.json").exists(), what="the operation to start")
-    kill_leftovers.extend(json.loads((job_dir / "work" / "pids.json").read_text()))
+    info, job_dir, _ = start_stubborn(local_compute, make_bundle, kill_leftovers)
     supervisor = json.loads((job_dir / "supervisor.pid").read_text())["pid"]
     os.kill(supervisor, signal.SIGKILL)
     wait_for(lambda: pid_gone(supervisor), what="the supervisor to die")
@@ -274,3 +278,33 @@ def test_same_bundle_is_the_same_job_and_purge_removes_it(
     local_compute.purge_job(first)
     assert not Path(first["jobDir"]).exists()
     assert local_compute.get_status(first) == JobStatus.NOT_FOUND
+
+
+def test_a_failed_job_runs_again_when_restarted(
+    local_compute: LocalCompute, make_bundle: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flag = tmp_path / "fixed"
+    monkeypatch.setenv("FLAG_FILE", str(flag))
+    bundle = make_bundle("import os, sys\nsys.exit(0 if os.path.exists(os.environ['FLAG_FILE']) else 'not yet')\n")
+    first = local_compute.start_job(ComputeJob(bundle=bundle))
+    assert run_to_end(local_compute, first)[0][-1].status == JobStatus.FAILED
+    flag.touch()
+    again = local_compute.start_job(ComputeJob(bundle=bundle))
+    assert again["hash"] == first["hash"]
+    updates, output = run_to_end(local_compute, again)
+    assert updates[-1].status == JobStatus.SUCCESS
+    assert "not yet" not in output  # a fresh job directory, not the old output
+
+
+def test_a_killed_runner_does_not_leave_its_operation_running(
+    local_compute: LocalCompute, make_bundle: Callable[..., Path], kill_leftovers: list[int]
+) -> None:
+    info, job_dir, pids = start_stubborn(local_compute, make_bundle, kill_leftovers)
+    runner = json.loads((job_dir / "state.json").read_text())["pgid"]
+    assert (job_dir / "work" / ".deepforge-operation-pgid").read_text().strip() == str(pids[0])
+
+    os.kill(runner, signal.SIGKILL)  # the runner cannot clean up; its supervisor must
+    updates, _ = run_to_end(local_compute, info)
+
+    assert updates[-1].status == JobStatus.FAILED
+    wait_for(lambda: all(pid_gone(p) for p in pids), timeout=10, what="the orphaned operation to be killed")

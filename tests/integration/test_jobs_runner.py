@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -53,6 +54,21 @@ def test_inputs_fetched_outputs_uploaded_results_written(
     assert info.backend == "local"
     assert info.data["filename"] == "proj/executions/op/squares"
     assert read_pickle(local_storage, info) == [1, 4, 9]
+
+
+def test_long_transfers_report_progress(
+    job_env: dict[str, str], local_storage: StorageClient, make_bundle: Callable[..., Path]
+) -> None:
+    big = local_storage.put_file_stream("data/big", io.BytesIO(b"x" * (3 * 1024 * 1024)))
+    bundle = make_bundle(
+        "import os, shutil\nos.makedirs('outputs/copy')\nshutil.copy('artifacts/big', 'outputs/copy/data')\n",
+        inputs={"big": big},
+        outputs=["copy"],
+    )
+    result = run_runner(bundle, {**job_env, "DEEPFORGE_PROGRESS_INTERVAL": "0"})
+    assert result.returncode == 0, result.stdout
+    assert "deepforge: input 'big': 3.0 of 3.0 MiB" in result.stdout
+    assert "deepforge: output 'copy': 3.0 of 3.0 MiB" in result.stdout
 
 
 def test_stdout_and_stderr_are_merged_in_order(job_env: dict[str, str], make_bundle: Callable[..., Path]) -> None:
@@ -193,6 +209,7 @@ def test_cancel_kills_the_whole_group_even_if_it_ignores_sigint(
         wait_for(lambda: (bundle / "pids.json").exists(), what="the operation to start")
         pids: list[Any] = json.loads((bundle / "pids.json").read_text())
         kill_leftovers.extend(pids)
+        assert (bundle / ".deepforge-operation-pgid").read_text().strip() == str(pids[0])
         proc.send_signal(sig)
         out, _ = proc.communicate(timeout=60)
     finally:
@@ -202,3 +219,4 @@ def test_cancel_kills_the_whole_group_even_if_it_ignores_sigint(
     assert last_line(out) == "deepforge: job canceled"
     wait_for(lambda: all(pid_gone(p) for p in pids), timeout=10, what="the operation's processes to be gone")
     assert not (bundle / "results.json").exists()
+    assert not (bundle / ".deepforge-operation-pgid").exists()

@@ -9,8 +9,9 @@ state is on disk and the supervisors are not children that die with us, another 
 
 The job id is the bundle's content hash (:func:`~deepforge_adapters.jobs.bundle.bundle_hash`) unless
 ``ComputeJob.hash`` is given.  Like the WebGME executor, starting a hash that already exists returns the
-existing job instead of running it again, unless that job was canceled.  (DeepForge defeats this on purpose
-with a nonce file: see ``build_bundle(enable_job_caching=...)``.)
+existing job instead of running it again while that job is queued, running or succeeded; a failed or canceled
+job is run again (the executor re-runs only canceled ones; re-running after a fix is what a local user
+wants).  DeepForge defeats the reuse on purpose with a nonce file: see ``build_bundle(enable_job_caching=...)``.
 """
 
 from __future__ import annotations
@@ -146,11 +147,13 @@ class LocalCompute(ComputeClient):
         jobs = self.work_dir / "jobs"
         job_dir = sup.JobDir(jobs / job_hash)
         info = self._info(job_hash, job_dir.path, job.name)
-        existing = job_dir.read_state()
+        existing = self._state(job_dir)
         if existing is not None:
-            if existing.get("status") != sup.CANCELED:
+            if existing.get("status") in (sup.QUEUED, sup.RUNNING, sup.SUCCESS):
                 return info  # the same bundle again: the existing job, as the WebGME executor does
-            self.purge_job(info)
+            if existing.get("status") == LOST and isinstance(existing.get("pgid"), int):
+                sup.kill_group(existing["pgid"], 9)
+            shutil.rmtree(job_dir.path, ignore_errors=True)  # failed or canceled: run it again
 
         jobs.mkdir(parents=True, exist_ok=True)
         staging = sup.JobDir(tempfile.mkdtemp(prefix=f".new-{job_hash}-", dir=jobs))

@@ -34,7 +34,7 @@ from types import FrameType
 from typing import IO, Any
 
 from ..errors import BundleError
-from ..jobs.bundle import read_executor_config
+from ..jobs.bundle import OPERATION_PGID_FILE, read_executor_config
 from ..streams import atomic_write
 
 GRACE_ENV = "DEEPFORGE_CANCEL_GRACE"
@@ -196,6 +196,7 @@ class Supervisor:
                     kill_at = now() + self.grace + GRACE_MARGIN
                 if kill_at is not None and now() >= kill_at:
                     kill_group(child.pid, signal.SIGKILL)
+                    self.kill_operation_group()
                 ready, _, _ = select.select([fd], [], [], POLL)
                 if not ready:
                     if child.poll() is not None:
@@ -210,7 +211,18 @@ class Supervisor:
             child.stdout.close()
             child.wait()
             kill_group(child.pid, signal.SIGKILL)
+            self.kill_operation_group()
         return kill_at is not None
+
+    def kill_operation_group(self) -> None:
+        """SIGKILL the group of an operation whose runner died before it could clean up (see the runner)."""
+        try:
+            pgid = int((self.job.work / OPERATION_PGID_FILE).read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return
+        if pgid > 1:
+            kill_group(pgid, signal.SIGKILL)
+        (self.job.work / OPERATION_PGID_FILE).unlink(missing_ok=True)
 
     def finish(self, status: str, code: int | None, reason: str | None) -> None:
         self.job.update_state(status=status, exitCode=code, reason=reason, finishedAt=now())

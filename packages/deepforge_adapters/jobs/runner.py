@@ -28,6 +28,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
@@ -38,8 +39,8 @@ from ..errors import DeepForgeError, StorageError
 from ..storage import get_client
 from ..storage.base import DataInfo, StorageClient
 from ..storage.cache import WorkerCache
-from ..streams import atomic_write
-from .bundle import RESULTS_FILE, JobSpec, read_bundle
+from ..streams import ProgressCallback, atomic_write
+from .bundle import OPERATION_PGID_FILE, RESULTS_FILE, JobSpec, read_bundle
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,10 @@ CACHE_MAX_ENV = "DEEPFORGE_CACHE_MAX_BYTES"
 GRACE_ENV = "DEEPFORGE_CANCEL_GRACE"
 DEFAULT_GRACE = 10.0
 EXIT_CANCELED = 130
+#: Seconds between progress lines of a long transfer (environment override for tests and chatty logs).
+PROGRESS_ENV = "DEEPFORGE_PROGRESS_INTERVAL"
+DEFAULT_PROGRESS_INTERVAL = 5.0
+MIB = 1024 * 1024
 PREFIX = "deepforge: "
 
 
@@ -80,7 +85,9 @@ class Runner:
         self.cancel_requested = False
         self._kill_timer: threading.Timer | None = None
         self._tail = b""
+        self._spawning = False
         self.grace = _env_float(self.environ, GRACE_ENV, DEFAULT_GRACE)
+        self.progress_interval = _env_float(self.environ, PROGRESS_ENV, DEFAULT_PROGRESS_INTERVAL)
 
     # ------------------------------------------------------------------------------------------ output
     def say(self, line: str) -> None:
@@ -120,14 +127,21 @@ class Runner:
                 signal.signal(sig, handler)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._spawning:  # the child may exist but is not recorded yet: act right after the spawn
+            self.cancel_requested = True
+            return
         first = not self.cancel_requested
         self.cancel_requested = True
         child = self.child
         if child is None or child.returncode is not None:
             raise Canceled()  # not running the operation: stop what we are doing (uploads are atomic)
-        if not first:
+        if first:
+            self._start_cancel(child)
+        else:
             self._kill_group(child.pid, signal.SIGKILL)
-            return
+
+    def _start_cancel(self, child: subprocess.Popen[bytes]) -> None:
+        """SIGINT to the operation's group now, SIGKILL after the grace period."""
         self._kill_group(child.pid, signal.SIGINT)
         self._kill_timer = threading.Timer(self.grace, self._kill_group, args=(child.pid, signal.SIGKILL))
         self._kill_timer.daemon = True
@@ -138,10 +152,25 @@ class Runner:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, sig)
 
+    def _progress(self, what: str) -> ProgressCallback:
+        """A progress callback printing a line at most every ``progress_interval`` seconds (so: big transfers)."""
+        last = time.monotonic()
+
+        def report(done: int, total: int | None) -> None:
+            nonlocal last
+            now = time.monotonic()
+            if now - last >= self.progress_interval and done:
+                last = now
+                of = f" of {total / MIB:.1f} MiB" if total else " MiB"
+                self.say(f"{what}: {done / MIB:.1f}{of}")
+
+        return report
+
     # ------------------------------------------------------------------------------------------ inputs
     def _client(self, backend: str, config: Mapping[str, Any], what: str) -> StorageClient:
         try:
-            opened = secrets.unseal(config, self.environ.get(secrets.KEY_ENV) or None)
+            sealed = any(secrets.is_sealed(v) for v in config.values())
+            opened = secrets.unseal(config, secrets.load_key(self.environ) if sealed else None)
         except DeepForgeError as exc:
             raise JobFailed(f"{what}: cannot open the sealed config of {backend} storage: {exc}") from None
         try:
@@ -170,7 +199,7 @@ class Runner:
             client = self._client(backend, inp.config, what)
             self.say(f"fetching input {inp.name!r} from {backend} storage")
             try:
-                cached = cache.fetch(client, inp.data_info)
+                cached = cache.fetch(client, inp.data_info, progress=self._progress(f"input {inp.name!r}"))
             except StorageError as exc:
                 raise JobFailed(f"{what} from {exc}") from None
             except (DeepForgeError, OSError) as exc:
@@ -194,6 +223,7 @@ class Runner:
         env.setdefault("PYTHONUNBUFFERED", "1")
         command = self._command(spec)
         self.say(f"running {' '.join(spec.command)}")
+        self._spawning = True
         try:
             child = subprocess.Popen(
                 command,
@@ -205,10 +235,16 @@ class Runner:
                 start_new_session=True,
             )
         except OSError as exc:
+            self._spawning = False
+            if self.cancel_requested:
+                raise Canceled() from None
             raise JobFailed(f"cannot start {spec.command[0]!r}: {exc.strerror}") from None
         self.child = child
-        if self.cancel_requested:  # a signal arrived between the fetches and the spawn
-            self._on_signal(signal.SIGINT, None)
+        self._spawning = False
+        pgid_file = self.job_dir / OPERATION_PGID_FILE
+        pgid_file.write_text(f"{child.pid}\n")
+        if self.cancel_requested:  # a signal arrived during the spawn
+            self._start_cancel(child)
         assert child.stdout is not None
         fd = child.stdout.fileno()
         self._tail = b""
@@ -230,6 +266,7 @@ class Runner:
             child.stdout.close()
             code = child.wait()
             self._kill_group(child.pid, signal.SIGKILL)  # nothing of the job outlives it
+            pgid_file.unlink(missing_ok=True)
         return code
 
     def _exit_reason(self, spec: JobSpec, code: int) -> str:
@@ -266,7 +303,9 @@ class Runner:
             self.say(f"uploading output {name!r} ({data.stat().st_size} bytes) to {spec.storage_id} storage")
             try:
                 with open(data, "rb") as f:
-                    info: DataInfo = client.put_file_stream(target, f, size=os.fstat(f.fileno()).st_size)
+                    size = os.fstat(f.fileno()).st_size
+                    progress = self._progress(f"output {name!r}")
+                    info: DataInfo = client.put_file_stream(target, f, progress=progress, size=size)
             except StorageError as exc:
                 raise JobFailed(f"output {name!r} to {exc}") from None
             except (DeepForgeError, OSError) as exc:

@@ -1,0 +1,6 @@
+"""A local SciServer that implements the REST contract in ``shared/reference/sciserver-api.md``, quirks included.
+
+Login portal (Keystone v1 style), FileService and RACM/JOBM under one base URL; docker jobs run as local
+subprocesses with the user's volumes mapped where a SciServer container would see them (see :mod:`.jobm`).
+Started as a subprocess by ``tests/fixtures/sciserver.py``.
+"""

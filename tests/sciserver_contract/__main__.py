@@ -1,0 +1,53 @@
+"""Run the contract server: ``python -m tests.sciserver_contract --root DIR --ready-file FILE``.
+
+Binds 127.0.0.1 on a free port chosen by the OS, then writes ``{"url": ..., "pid": ...}`` to the ready file
+(atomically), so the fixture that started it knows where to connect; serves with werkzeug's threaded server
+until SIGTERM/SIGINT, then kills any job still running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+from werkzeug.serving import make_server
+
+from .app import create_app
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--root", required=True, type=Path, help="directory for volumes, jobs and containers")
+    parser.add_argument("--ready-file", required=True, type=Path)
+    parser.add_argument("--host", default="127.0.0.1")
+    args = parser.parse_args(argv)
+    args.root.mkdir(parents=True, exist_ok=True)
+    app = create_app(args.root)
+    server = make_server(args.host, 0, app, threaded=True)
+    base_url = f"http://{args.host}:{server.server_port}/"
+    app.config["STATE"].base_url = base_url
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    tmp = args.ready_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"url": base_url, "pid": os.getpid()}))
+    os.replace(tmp, args.ready_file)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        app.config["JOBS"].stop()
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
