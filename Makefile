@@ -29,7 +29,7 @@ lint: install
 	$(BIN)/ruff check packages worker tests bench
 	$(BIN)/mypy packages/deepforge_adapters worker/deepforge_worker
 
-bench: install
+bench: install node
 	$(BIN)/python bench/run_all.py
 
 demo: install
