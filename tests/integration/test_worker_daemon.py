@@ -247,3 +247,18 @@ def test_label_probes_add_labels(webgme_stack_factory: Any, worker_factory: Any)
     assert updates[-1].status == JobStatus.SUCCESS
     assert "no-such-tool" not in executor.get_workers()[worker.client_id]["labels"]
     assert not set(probes.values()) & set(executor.list_jobs()), "probes are never reported as executor jobs"
+
+
+def test_large_output_is_chunked_below_the_servers_body_limit(webgme_server: Any, worker_factory: Any) -> None:
+    worker = worker_factory(webgme_server)
+    blob = BlobClient(webgme_server.url)
+    # 600 kB in one write, with characters that grow when JSON-escaped: one chunk would be refused (413).
+    code = "import sys\nsys.stdout.write(''.join(f'{i:06d} \\u00e9\\x01\\n' for i in range(60000)))\n"
+    bundle = upload_bundle(blob, {}, python_config(code))
+    _, updates = run_to_end(gme(webgme_server), bundle)
+    assert updates[-1].status == JobStatus.SUCCESS
+    chunks = ExecutorClient(webgme_server.url).get_output(bundle)
+    expected = "".join(f"{i:06d} \u00e9\x01\n" for i in range(60000))
+    assert "".join(c["output"] for c in chunks) == expected, worker.log()
+    assert len(chunks) > 6
+    assert "not accepted" not in worker.log() and "dropped" not in worker.log()
