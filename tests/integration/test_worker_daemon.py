@@ -262,3 +262,22 @@ def test_large_output_is_chunked_below_the_servers_body_limit(webgme_server: Any
     assert "".join(c["output"] for c in chunks) == expected, worker.log()
     assert len(chunks) > 6
     assert "not accepted" not in worker.log() and "dropped" not in worker.log()
+
+
+def test_gpu_slots_pin_concurrent_jobs_to_distinct_gpus(webgme_server: Any, worker_factory: Any) -> None:
+    worker = worker_factory(webgme_server, gpus="0,1,2,3", processes=2, labels="multi-gpu")
+    blob = BlobClient(webgme_server.url)
+    executor = ExecutorClient(webgme_server.url)
+    code = (
+        "import os, time\n"
+        "print('gpus', os.environ['CUDA_VISIBLE_DEVICES'], flush=True)\ntime.sleep(1.5)\n"
+    )
+    compute = gme(webgme_server, labels="multi-gpu")
+    bundles = [upload_bundle(blob, {}, python_config(code)) for _ in range(2)]
+    infos = [compute.start_job(ComputeJob(hash=b)) for b in bundles]
+    for info in infos:
+        assert list(compute.watch(info, poll_interval=0.2))[-1].status == JobStatus.SUCCESS
+    seen = [compute.get_console_output(i).split("gpus", 1)[1].split()[0] for i in infos]
+    assert sorted(seen) == ["0,1", "2,3"], worker.log()
+    jobs = [executor.get_info(b) for b in bundles]
+    assert max(j["startTime"] for j in jobs) < min(j["finishTime"] for j in jobs), "the two jobs ran concurrently"
