@@ -281,3 +281,17 @@ def test_gpu_slots_pin_concurrent_jobs_to_distinct_gpus(webgme_server: Any, work
     assert sorted(seen) == ["0,1", "2,3"], worker.log()
     jobs = [executor.get_info(b) for b in bundles]
     assert max(j["startTime"] for j in jobs) < min(j["finishTime"] for j in jobs), "the two jobs ran concurrently"
+
+
+def test_a_saved_job_info_is_enough_to_resume_watching(webgme_server: Any, worker_factory: Any) -> None:
+    worker_factory(webgme_server)
+    blob = BlobClient(webgme_server.url)
+    code = "import time\nfor i in range(5):\n    print(f'step {i}', flush=True)\n    time.sleep(0.3)\n"
+    bundle = upload_bundle(blob, {}, python_config(code))
+    saved = json.dumps(gme(webgme_server).start_job(ComputeJob(hash=bundle)))  # what the plugin stores
+    # The process that started the job is gone; a new one, with a new client, picks it up from the model.
+    resumed = gme(webgme_server)
+    updates = list(resumed.watch(json.loads(saved), poll_interval=0.2))
+    assert updates[-1].kind == "end" and updates[-1].status == JobStatus.SUCCESS
+    assert "".join(u.output for u in updates if u.kind == "output") == "".join(f"step {i}\n" for i in range(5))
+    assert resumed.get_status(json.loads(saved)) == JobStatus.SUCCESS
