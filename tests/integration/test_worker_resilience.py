@@ -145,3 +145,30 @@ def test_runner_bundle_with_inputs_and_outputs(
     run_once(2)  # a second job with the same inputs downloads nothing (cache entries are not rewritten)
     assert {p: p.stat().st_mtime_ns for p in cached} == mtimes
     json.dumps(results)
+
+
+def test_late_report_of_a_requeued_job_does_not_clobber_the_new_result(
+    webgme_stack_factory: Any, worker_factory: Any
+) -> None:
+    stack = webgme_stack_factory(worker_refresh_ms=200)
+    first = worker_factory(stack)
+    blob = BlobClient(stack.url)
+    executor = ExecutorClient(stack.url)
+    code = "import os, time\nprint('pid', os.getpid(), flush=True)\ntime.sleep(2)\nprint('done', os.getpid())\n"
+    bundle = upload_bundle(blob, {}, python_config(code))
+    get_client("gme", {"host": stack.url}).start_job(ComputeJob(hash=bundle))
+    wait_until(lambda: executor.get_output(bundle), 30, "the first worker's job to run")
+    first.signal(19)  # SIGSTOP: the daemon is frozen (a stuck or partitioned worker); its job runs on
+    try:
+        second = worker_factory(stack)
+        wait_until(lambda: executor.get_info(bundle).get("worker") == second.client_id, 60, "the requeue")
+        wait_until(lambda: executor.get_info(bundle)["status"] == "SUCCESS", 60, "the second worker's result")
+        result = executor.get_info(bundle)
+    finally:
+        first.signal(18)  # SIGCONT: the first daemon wakes up with a finished job to report
+    late = ("not reporting", "dropping our late", f"{bundle}: reported")
+    wait_until(lambda: any(m in first.log() for m in late), 60, "the first worker to handle its late report")
+    after = executor.get_info(bundle)
+    assert f"{bundle}: reported" not in first.log()
+    assert after["worker"] == second.client_id and after["resultHashes"] == result["resultHashes"]
+    assert after["finishTime"] == result["finishTime"]
