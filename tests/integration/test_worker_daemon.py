@@ -23,7 +23,7 @@ from deepforge_adapters.webgme.blob import BlobClient
 from deepforge_adapters.webgme.executor import ExecutorClient
 
 from tests.fixtures.jobs import pid_gone
-from tests.fixtures.worker import python_config, upload_bundle, wait_until
+from tests.fixtures.worker import STUBBORN_JOB, python_config, upload_bundle, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -139,20 +139,12 @@ def test_zip_slip_bundle_is_refused(webgme_server: Any, worker_factory: Any) -> 
     assert not (worker.work_dir.parent / "evil.txt").exists() and not (worker.work_dir / "evil.txt").exists()
 
 
-STUBBORN = (
-    "import os, signal, subprocess, sys, time\n"
-    "child = subprocess.Popen([sys.executable, '-c', "
-    "'import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(600)'])\n"
-    "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
-    "print('pids', os.getpid(), child.pid, flush=True)\n"
-    "time.sleep(600)\n"
-)
 
 
 def test_cancel_kills_a_job_that_ignores_sigint(webgme_server: Any, worker_factory: Any) -> None:
     worker = worker_factory(webgme_server)
     blob = BlobClient(webgme_server.url)
-    bundle = upload_bundle(blob, {}, python_config(STUBBORN))
+    bundle = upload_bundle(blob, {}, python_config(STUBBORN_JOB))
     compute = gme(webgme_server)
     job_info = compute.start_job(ComputeJob(hash=bundle))
     pids: list[int] = []

@@ -23,7 +23,7 @@ from deepforge_adapters.webgme.blob import BlobClient
 from deepforge_adapters.webgme.executor import ExecutorClient
 
 from tests.fixtures.jobs import pid_gone
-from tests.fixtures.worker import python_config, upload_bundle, wait_until
+from tests.fixtures.worker import WorkerProcess, python_config, upload_bundle, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -54,20 +54,27 @@ def test_server_restart_while_a_job_runs(webgme_stack_factory: Any, worker_facto
     assert "Retrying" not in log, "no log line per HTTP retry"
 
 
+def job_running_on_a_worker(
+    webgme_stack_factory: Any, worker_factory: Any, seconds: float
+) -> tuple[Any, WorkerProcess, str, int]:
+    """A fresh stack (refresh 200 ms) whose only worker runs a job that prints its pid, then sleeps."""
+    stack = webgme_stack_factory(worker_refresh_ms=200)
+    worker = worker_factory(stack)
+    executor = ExecutorClient(stack.url)
+    code = f"import os, time\nprint('pid', os.getpid(), flush=True)\ntime.sleep({seconds})\nprint('finished')\n"
+    bundle = upload_bundle(BlobClient(stack.url), {}, python_config(code))
+    get_client("gme", {"host": stack.url}).start_job(ComputeJob(hash=bundle))
+    outputs = wait_until(lambda: executor.get_output(bundle), 30, "the job to print its pid")
+    assert executor.get_info(bundle)["worker"] == worker.client_id
+    return stack, worker, bundle, int(outputs[0]["output"].split()[1])
+
+
 def test_killed_worker_job_is_requeued_and_completed_by_another(
     webgme_stack_factory: Any, worker_factory: Any
 ) -> None:
-    stack = webgme_stack_factory(worker_refresh_ms=200)
-    first = worker_factory(stack)
-    blob = BlobClient(stack.url)
+    stack, first, bundle, orphan = job_running_on_a_worker(webgme_stack_factory, worker_factory, seconds=3)
     executor = ExecutorClient(stack.url)
-    code = "import os, time\nprint('pid', os.getpid(), flush=True)\ntime.sleep(3)\nprint('finished', flush=True)\n"
-    bundle = upload_bundle(blob, {}, python_config(code))
-    get_client("gme", {"host": stack.url}).start_job(ComputeJob(hash=bundle))
-    outputs = wait_until(lambda: executor.get_output(bundle), 30, "the first worker's job to print its pid")
-    orphan = int(outputs[0]["output"].split()[1])
     first.extra_pids.append(orphan)  # killed at teardown whatever happens
-    assert executor.get_info(bundle)["worker"] == first.client_id
     first.signal(9)
     first.wait(timeout=10)
     assert not pid_gone(orphan), "jobs run in their own session: a SIGKILLed daemon leaves them running"
@@ -150,14 +157,9 @@ def test_runner_bundle_with_inputs_and_outputs(
 def test_late_report_of_a_requeued_job_does_not_clobber_the_new_result(
     webgme_stack_factory: Any, worker_factory: Any
 ) -> None:
-    stack = webgme_stack_factory(worker_refresh_ms=200)
-    first = worker_factory(stack)
-    blob = BlobClient(stack.url)
+    stack, first, bundle, job_pid = job_running_on_a_worker(webgme_stack_factory, worker_factory, seconds=2)
+    first.extra_pids.append(job_pid)
     executor = ExecutorClient(stack.url)
-    code = "import os, time\nprint('pid', os.getpid(), flush=True)\ntime.sleep(2)\nprint('done', os.getpid())\n"
-    bundle = upload_bundle(blob, {}, python_config(code))
-    get_client("gme", {"host": stack.url}).start_job(ComputeJob(hash=bundle))
-    wait_until(lambda: executor.get_output(bundle), 30, "the first worker's job to run")
     first.signal(19)  # SIGSTOP: the daemon is frozen (a stuck or partitioned worker); its job runs on
     try:
         second = worker_factory(stack)

@@ -34,6 +34,7 @@ from deepforge_worker.settings import load_settings
 from deepforge_worker.slots import Slot
 
 from tests.fixtures.jobs import pid_gone
+from tests.fixtures.worker import STUBBORN_JOB
 
 
 def make_zip(files: dict[str, str | bytes]) -> bytes:
@@ -272,19 +273,10 @@ def test_missing_bundle(ctx: JobContext) -> None:
     assert ctx.executor.updates[-1][1]["status"] == "FAILED_TO_GET_SOURCE_METADATA"
 
 
-STUBBORN = (
-    "import os, signal, subprocess, sys, time\n"
-    "child = subprocess.Popen([sys.executable, '-c', "
-    "'import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(600)'])\n"
-    "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
-    "open('pids', 'w').write(f'{os.getpid()} {child.pid}')\n"
-    "print('ready', flush=True)\n"
-    "time.sleep(600)\n"
-)
 
 
 def test_cancel_kills_the_whole_group(ctx: JobContext) -> None:
-    h = ctx.blob.add_bundle(bundle(STUBBORN))
+    h = ctx.blob.add_bundle(bundle(STUBBORN_JOB))
     job = JobExecution(ctx, {"hash": h}, Slot(0))
     thread = threading.Thread(target=job.run)
     thread.start()
@@ -343,19 +335,24 @@ def make_worker(tmp_path: Path, executor: FakeExecutor, blob: FakeBlob, **cli: A
     return Worker(settings, executor, blob, client_id=executor.client_id)
 
 
+def stop_after_reports(worker: Worker, executor: FakeExecutor, count: int = 1, timeout: float = 60) -> None:
+    """Run in the background: request the daemon's stop once ``count`` final updates were posted."""
+
+    def wait_then_stop() -> None:
+        deadline = time.monotonic() + timeout
+        while len(executor.updates) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        worker.request_stop()
+
+    threading.Thread(target=wait_then_stop, daemon=True).start()
+
+
 def test_daemon_runs_jobs_concurrently_and_reports(tmp_path: Path) -> None:
     executor, blob = FakeExecutor(), FakeBlob()
     hashes = [blob.add_bundle(bundle(f"import time; time.sleep(0.3); print({i})")) for i in range(3)]
     executor.to_start = list(hashes)
     worker = make_worker(tmp_path, executor, blob, processes=2)
-
-    def stop_when_reported() -> None:
-        deadline = time.monotonic() + 60
-        while len(executor.updates) < 3 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        worker.request_stop()
-
-    threading.Thread(target=stop_when_reported).start()
+    stop_after_reports(worker, executor, count=3)
     assert worker.work() == 0
     assert executor.polls[0]["availableProcesses"] == 2
     assert sorted(h for h, u in executor.updates if u["status"] == "SUCCESS") == sorted(hashes)
@@ -391,16 +388,8 @@ def test_daemon_cancels_on_request(tmp_path: Path) -> None:
     h = blob.add_bundle(bundle("import time; print('x', flush=True); time.sleep(600)"))
     executor.to_start = [h]
     worker = make_worker(tmp_path, executor, blob)
-
-    def cancel_later() -> None:
-        time.sleep(0.5)
-        executor.to_cancel.append(h)
-        deadline = time.monotonic() + 20
-        while not executor.updates and time.monotonic() < deadline:
-            time.sleep(0.05)
-        worker.request_stop()
-
-    threading.Thread(target=cancel_later).start()
+    threading.Timer(0.5, executor.to_cancel.append, args=(h,)).start()
+    stop_after_reports(worker, executor)
     assert worker.work() == 0
     assert executor.updates[-1][1]["status"] == "CANCELED"
 
@@ -447,14 +436,7 @@ def test_jobs_claimed_in_a_lost_poll_answer_are_adopted(tmp_path: Path) -> None:
     executor.fail_polls, executor.lose_answers = 1, True
     worker = make_worker(tmp_path, executor, blob, maxBackoff=0.1)
     worker.refresh = 0.01
-
-    def stop_when_reported() -> None:
-        deadline = time.monotonic() + 30
-        while not executor.updates and time.monotonic() < deadline:
-            time.sleep(0.05)
-        worker.request_stop()
-
-    threading.Thread(target=stop_when_reported).start()
+    stop_after_reports(worker, executor)
     assert worker.work() == 0
     assert executor.updates and executor.updates[0][0] == h
     assert executor.updates[0][1]["status"] == "SUCCESS"
