@@ -166,8 +166,10 @@ class Worker:
                     continue
             slot = self.pool.acquire(job_hash)
             if slot is None:
-                # The server only hands out as many as we said were free; this is a protocol surprise.
-                log.error("job %s: handed out but no slot is free; it will be requeued", job_hash)
+                # The server hands out at most what we reported free, so this only happens when a lost claim
+                # is adopted while the slots are busy: look for it again after the next poll.
+                log.warning("job %s: claimed for us but no slot is free yet; retrying after the next poll", job_hash)
+                self._claims_unknown = True
                 continue
             self._spawn(JobExecution(self.ctx, {"hash": job_hash}, slot), slot)
 
