@@ -287,3 +287,18 @@ def test_a_saved_job_info_is_enough_to_resume_watching(webgme_server: Any, worke
     assert updates[-1].kind == "end" and updates[-1].status == JobStatus.SUCCESS
     assert "".join(u.output for u in updates if u.kind == "output") == "".join(f"step {i}\n" for i in range(5))
     assert resumed.get_status(json.loads(saved)) == JobStatus.SUCCESS
+
+
+def test_second_sigterm_cancels_and_reports_then_exits_zero(webgme_server: Any, worker_factory: Any) -> None:
+    worker = worker_factory(webgme_server)
+    blob = BlobClient(webgme_server.url)
+    executor = ExecutorClient(webgme_server.url)
+    bundle = upload_bundle(blob, {}, python_config("import time\nprint('long', flush=True)\ntime.sleep(600)\n"))
+    gme(webgme_server).start_job(ComputeJob(hash=bundle))
+    wait_until(lambda: executor.get_output(bundle), 30, "the job to run")
+    worker.signal(15)
+    wait_until(lambda: "draining" in worker.log(), 10, "the drain to start")
+    assert executor.get_info(bundle)["status"] == "RUNNING", "the first SIGTERM lets the job run on"
+    worker.signal(15)
+    assert worker.wait(timeout=60) == 0
+    assert executor.get_info(bundle)["status"] == "CANCELED", worker.log()
