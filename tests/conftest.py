@@ -1,4 +1,11 @@
 """Shared pytest configuration."""
 
-pytest_plugins = ["tests.fixtures.webgme", "tests.fixtures.storage", "tests.fixtures.jobs", "tests.fixtures.sciserver"]
-pytest_plugins += ["tests.fixtures.worker"]
+pytest_plugins = [
+    "tests.fixtures.webgme",
+    "tests.fixtures.storage",
+    "tests.fixtures.jobs",
+    "tests.fixtures.sciserver",
+    "tests.fixtures.s3",
+    "tests.fixtures.plugins",
+    "tests.fixtures.worker",
+]

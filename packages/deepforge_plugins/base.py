@@ -1,0 +1,130 @@
+"""What every DeepForge Python plugin shares: the run_plugin entry, logging with secret redaction, and the
+calls into the JS wrapper (abort flag, the invoking user's token) that the bindings do not provide.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from deepforge_adapters.secrets import install_redaction, redact, register_secret
+from webgme_bindings import PluginBase, WebGME
+
+from .model import ModelSession
+from .targets import KINDS, available_backends
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST_ENV = "DEEPFORGE_HOST"
+
+
+def _secret_values(plugin_config: Mapping[str, Any]) -> Iterable[str]:
+    """Every value in a plugin config that a backend schema marks secret (both dialog shapes, and ``inputs``)."""
+    secret_names = {
+        f.name for kind in KINDS for cls in available_backends(kind).values() for f in cls.schema.fields if f.is_auth
+    }
+
+    def walk(value: Any, key: str = "") -> Iterable[str]:
+        if isinstance(value, Mapping):
+            for k, v in value.items():
+                yield from walk(v, str(k))
+        elif isinstance(value, list):
+            for v in value:
+                yield from walk(v, key)
+        elif isinstance(value, str) and value and key.rsplit(".", 1)[-1] in secret_names:
+            yield value
+
+    return walk(plugin_config)
+
+
+class DeepForgePlugin(PluginBase):
+    """Base of the plugins: a :class:`ModelSession`, the config with its secrets registered for redaction."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.model = ModelSession(self)
+        self._plugin_config: dict[str, Any] | None = None
+
+    # ----------------------------------------------------------------------------- wrapper extras
+    def config(self) -> dict[str, Any]:
+        """The plugin config; every secret in it is registered so no log line can show it."""
+        if self._plugin_config is None:
+            self._plugin_config = dict(self.get_current_config() or {})
+            for value in _secret_values(self._plugin_config):
+                register_secret(value)
+        return self._plugin_config
+
+    def aborted(self) -> bool:
+        """True once the user aborted the plugin (the wrapper's ``onAbort``)."""
+        return bool(self._send({"name": "isAborted", "args": []}))
+
+    def webgme_token(self) -> str | None:
+        """The invoking user's WebGME token (JWT), for blob/executor calls under the user's identity."""
+        token = self._send({"name": "getWebgmeToken", "args": []})
+        if token:
+            register_secret(token)
+        return token or None
+
+    def server_url(self) -> str:
+        """Where this WebGME server answers REST: ``DEEPFORGE_HOST``, else loopback on the configured port."""
+        if os.environ.get(DEFAULT_HOST_ENV):
+            return os.environ[DEFAULT_HOST_ENV].rstrip("/")
+        port = (self.gme_config.get("server") or {}).get("port", 8888)
+        return f"http://127.0.0.1:{port}"
+
+    def project_id(self) -> str:
+        info = self.project.get_project_info() or {}
+        return str(info.get("_id") or info.get("id") or "project")
+
+    def notify(self, message: str, severity: str = "info", to_branch: bool = True) -> None:
+        try:
+            self.send_notification({"message": message, "severity": severity, "toBranch": to_branch})
+        except Exception as exc:  # a notification is best effort; the run must not die of it
+            log.debug("notification failed: %s", exc)
+
+    def fail(self, message: str) -> None:
+        """End the plugin as failed with ``message`` (secrets redacted) shown to the user."""
+        message = redact(message)
+        log.error("%s", message)
+        self.result_set_error(message)
+        self.result_set_success(False)
+
+    def main(self) -> None:  # pragma: no cover - each plugin implements it
+        raise NotImplementedError
+
+
+def run(plugin_class: type[DeepForgePlugin], argv: list[str] | None = None) -> int:
+    """The body of every ``run_plugin.py``: ``<port> <commit> <branch> <active node> <selection> <namespace>``.
+
+    Logs go to stdout (the wrapper forwards them to the server log) at INFO with secrets redacted; the
+    bindings' own DEBUG logging of every message (the plugin config included) stays off.
+    """
+    argv = sys.argv if argv is None else argv
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(os.environ.get("DEEPFORGE_PLUGIN_LOG_LEVEL", "INFO"))
+    install_redaction(root)
+    bindings_log = logging.getLogger("deepforge_plugins.bindings")
+    bindings_log.setLevel(logging.INFO)
+
+    def arg(i: int) -> str:
+        return argv[i].strip('"') if len(argv) > i else ""
+
+    port, commit, branch, active, selection, namespace = (arg(i) for i in range(1, 7))
+    webgme = WebGME(port, bindings_log)
+    try:
+        plugin = plugin_class(webgme, commit, branch or None, active, [p for p in selection.split(",") if p], namespace)
+        try:
+            plugin.main()
+        except Exception as exc:
+            log.error("%s", redact(traceback.format_exc()))
+            plugin.fail(f"{plugin_class.__name__} failed: {type(exc).__name__}: {exc}")
+    finally:
+        webgme.disconnect()
+    return 0

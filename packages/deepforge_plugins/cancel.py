@@ -1,0 +1,66 @@
+"""CancelExecution: stop a running Execution from any session, not only the browser that started it.
+
+It writes ``status = canceling`` on the Execution (the runner polls the model and cancels its jobs), and
+cancels every running job through its compute adapter itself, so a run whose runner died stops too.  If no
+runner finishes the Execution within a grace period, the plugin marks it canceled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from deepforge_adapters import compute
+
+from . import pipeline
+from .base import DeepForgePlugin
+from .engine import CANCELING, ExecutionRun
+from .execute import run_config
+
+log = logging.getLogger(__name__)
+
+GRACE_SECONDS = 15.0
+FINAL = ("success", "failed", "canceled")
+
+
+class CancelExecution(DeepForgePlugin):
+    def main(self) -> None:
+        model = self.model
+        node = self.active_node
+        if model.is_a(node, "Job"):
+            node = model.core.get_parent(node)
+        if not model.is_a(node, "Execution"):
+            self.fail("CancelExecution runs on an Execution or one of its Jobs")
+            return
+        execution = model.path(node)
+        if model.attr(node, "status") in FINAL:
+            self.create_message(node, f"Execution is already {model.attr(node, 'status')}", "info")
+            return
+        model.change("Cancel requested", lambda: pipeline.set_attributes(model, execution, status=CANCELING))
+        run = ExecutionRun(self, execution, run_config(self.config()))
+        run.resolve_configs()
+        for job in run.graph.jobs.values():
+            if job.status in ("queued", "running") and job.job_info:
+                _, cfg = run.configs[job.path]
+                try:
+                    compute.get_client(cfg.backend, cfg.to_dict()).cancel_job(json.loads(job.job_info))
+                    log.info("canceled job %s on %s", job.name, cfg.backend)
+                except Exception as exc:
+                    log.warning("could not cancel job %s: %s", job.name, exc)
+        deadline = time.monotonic() + GRACE_SECONDS
+        while time.monotonic() < deadline:
+            model.refresh()
+            if model.attr(model.node(execution), "status") in FINAL:
+                self.result_set_success(True)
+                return
+            time.sleep(0.5)
+
+        def mark() -> None:  # nobody is running it: record the cancel ourselves
+            for job in pipeline.read_graph(model, execution).jobs.values():
+                if job.status not in FINAL:
+                    pipeline.set_attributes(model, job.path, status="canceled")
+            pipeline.set_attributes(model, execution, status="canceled", endTime=pipeline.now_ms())
+
+        model.change("Execution canceled (no runner answered)", mark)
+        self.result_set_success(True)

@@ -1,0 +1,448 @@
+"""Running one Execution: the loop that starts ready jobs, follows them, and writes what happened.
+
+Read it top to bottom in :meth:`ExecutionRun.run`: start what is ready, wait for the next event from a job
+watcher, record it, repeat until the scheduler says the run is over, then write the Execution's outcome.
+
+Every model access happens on this (the main) thread: the bindings talk over one ZeroMQ REQ socket.  Each
+running job has a watcher thread that only iterates ``compute.watch(job_info)`` and puts its updates on a
+queue.  Live output stays out of the model (it is sent as notifications); the final console output goes
+into ``Job.stdout``.  Between events the loop re-reads the branch head: an Execution whose ``status`` a user
+set to ``canceling`` (from any session, or with CancelExecution) gets all its running jobs canceled through
+their compute adapters, as does an abort of the plugin.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from deepforge_adapters import compute
+from deepforge_adapters.compute import ComputeClient, ComputeJob, JobStatus, JobUpdate
+from deepforge_adapters.config import Config
+from deepforge_adapters.errors import ConfigError
+from deepforge_adapters.secrets import load_key, redact
+from deepforge_adapters.storage import DataInfo
+
+from . import pipeline
+from .base import DeepForgePlugin
+from .dag import JobState, Scheduler
+from .pipeline import Graph, JobSpec
+from .targets import Choice, Targets, resolve, schema_for
+
+log = logging.getLogger(__name__)
+
+CANCEL_POLL_SECONDS = 1.0
+CANCELING = "canceling"
+#: Fields the server fills in for backends that talk to this WebGME server (gme storage/compute).
+SERVER_FIELDS = ("host", "webgmeToken")
+
+
+@dataclass
+class RunConfig:
+    """What the Execute dialog contributed: default choices and secrets per backend id."""
+
+    targets: Targets
+    secrets: Mapping[str, Mapping[str, Mapping[str, Any]]]  # kind -> backend id -> {field: value}
+
+
+def _server_fields(plugin: DeepForgePlugin, kind: str, choice: Choice) -> Choice:
+    """Fill what only the server knows (its URL, the user's token) for backends that ask for it."""
+    names = set(schema_for(kind, choice.backend).field_names())
+    extra: dict[str, Any] = {}
+    if "host" in names and not choice.config.get("host"):
+        extra["host"] = plugin.server_url()
+    if "webgmeToken" in names:
+        token = plugin.webgme_token()
+        if token:
+            extra["webgmeToken"] = token
+    return Choice(choice.backend, {**choice.config, **extra}) if extra else choice
+
+
+def resolve_targets(plugin: DeepForgePlugin, rc: RunConfig, targets: Targets, job: JobSpec) -> tuple[Config, Config]:
+    """The validated (storage, compute) config of one job; errors name the job."""
+    resolved = []
+    for kind in ("storage", "compute"):
+        choice = targets.get(kind)
+        if choice is None:
+            if job.kind != "Operation":
+                choice = Choice("local")  # Input/Output run inside the plugin; the choice is not used
+            else:
+                raise ConfigError(
+                    kind, None, f"job {job.name}: no {kind} backend chosen (dialog or SetExecutionTargets)"
+                )
+        choice = _server_fields(plugin, kind, choice)
+        try:
+            resolved.append(resolve(kind, choice, rc.secrets.get(kind, {}).get(choice.backend, {})))
+        except ConfigError as exc:
+            raise ConfigError(kind, None, f"job {job.name}: {exc}") from None
+    return resolved[0], resolved[1]
+
+
+@dataclass
+class Running:
+    client: ComputeClient
+    job_info: dict[str, Any]
+    output: list[str]
+    thread: threading.Thread
+
+
+class ExecutionRun:
+    def __init__(self, plugin: DeepForgePlugin, execution: str, run_config: RunConfig) -> None:
+        self.plugin = plugin
+        self.model = plugin.model
+        self.execution = execution
+        self.run_config = run_config
+        self.events: queue.Queue[tuple[str, JobUpdate]] = queue.Queue()
+        self.running: dict[str, Running] = {}
+        self.failure: str | None = None
+        self.graph: Graph = pipeline.read_graph(self.model, execution)
+        self.scheduler = Scheduler(self.graph.jobs, self.graph.edges())
+        self.configs: dict[str, tuple[Config, Config]] = {}
+        self._last_cancel_check = 0.0
+
+    # ------------------------------------------------------------------------------ configuration
+    def job_targets(self, job: JobSpec) -> Targets:
+        """The Operation's choice, else the Execution's (copied from its Pipeline), else the dialog's."""
+        own = Targets.from_json(pipeline.execution_targets(self.model, job.operation))
+        execution = Targets.from_json(pipeline.execution_targets(self.model, self.execution))
+        return self.run_config.targets.overridden_by(execution).overridden_by(own)
+
+    def resolve_configs(self) -> None:
+        """Validate every job's storage and compute config before anything starts (ConfigError)."""
+        for job in self.graph.jobs.values():
+            self.configs[job.path] = resolve_targets(self.plugin, self.run_config, self.job_targets(job), job)
+
+    # -------------------------------------------------------------------------------------- the loop
+    def start(self) -> None:
+        """Reset results of a fresh run and mark the Execution running (one commit)."""
+
+        def edit() -> None:
+            for job in self.graph.jobs.values():
+                pipeline.set_attributes(self.model, job.path, status="pending", stdout=None, jobInfo=None)
+                if job.kind != "Input":
+                    for port in job.inputs:
+                        pipeline.set_attributes(self.model, port.path, data=None)
+            pipeline.set_attributes(
+                self.model,
+                self.execution,
+                status="running",
+                startTime=pipeline.now_ms(),
+                endTime=None,
+                runId=f"Pipeline_{uuid.uuid4().hex}",
+            )
+
+        self.model.change(f"Initializing {self._name()} for execution", edit)
+
+    def resume(self) -> None:
+        """Re-attach to jobs that were running when the previous plugin process died."""
+        for job in self.graph.jobs.values():
+            if job.status == "success":
+                self.scheduler.finish(job.path, JobState.SUCCESS)
+            elif job.status in ("queued", "running") and job.job_info:
+                self.resume_job(job.path)
+            elif job.status in ("failed", "canceled"):
+                self.scheduler.finish(job.path, JobState(job.status))
+
+    def resume_job(self, job_path: str) -> None:
+        """Follow a job started by an earlier run, from the ``jobInfo`` stored on it."""
+        job = self.graph.jobs[job_path]
+        _, compute_cfg = self.configs[job_path]
+        client = compute.get_client(compute_cfg.backend, compute_cfg.to_dict())
+        self.scheduler.start(job_path)
+        self._watch(job_path, client, json.loads(job.job_info))
+        log.info("re-attached to job %s (%s)", job.name, compute_cfg.backend)
+
+    def reset_job(self, job_path: str) -> None:
+        """Edit (inside a change): make a finished job pending again; its inputs stay as recorded."""
+        pipeline.set_attributes(self.model, job_path, status="pending", stdout=None, jobInfo=None)
+        pipeline.set_attributes(self.model, self.execution, status="running", endTime=None)
+
+    def run(self, execution_status: bool = True) -> JobState:
+        """Until the run is over; ``execution_status=False`` (one re-run job) derives it from all jobs."""
+        while True:
+            self._check_cancel()
+            for job in self.scheduler.ready():
+                self._start_job(self.graph.jobs[job])
+            if self.scheduler.finished:
+                break
+            try:
+                job_path, update = self.events.get(timeout=CANCEL_POLL_SECONDS)
+            except queue.Empty:
+                continue
+            self._record(job_path, update)
+        return self._finish(execution_status)
+
+    # ------------------------------------------------------------------------------------ starting
+    def _start_job(self, job: JobSpec) -> None:
+        self.scheduler.start(job.path)
+        try:
+            if job.kind == "Input":
+                self._run_input(job)
+            elif job.kind == "Output":
+                self._run_output(job)
+            else:
+                self._submit(job)
+        except Exception as exc:
+            log.exception("job %s could not start", job.name)
+            self._job_failed(job, f"{type(exc).__name__}: {redact(str(exc))}", stdout="")
+
+    def _run_input(self, job: JobSpec) -> None:
+        op = self.model.node(job.operation)
+        artifact = self.model.core.load_pointer(op, "artifact")
+        if artifact is None:
+            raise LookupError(f'Input "{job.name}" has no artifact chosen')
+        data = str(self.model.attr(artifact, "data") or "")
+        type_name = str(self.model.attr(artifact, "type") or "")
+        name = self.model.attr(artifact, "name")
+        if not data:
+            raise LookupError(f'Input "{job.name}": artifact "{name}" holds no data')
+
+        def edit() -> None:
+            for port in job.outputs:
+                self._write_output(port.path, data, type_name)
+            pipeline.set_attributes(self.model, job.path, status="success", stdout=f"Passing data reference {name}\n")
+
+        self.model.change(f"{job.name}: passing {name}", edit)
+        self.scheduler.finish(job.path, JobState.SUCCESS)
+
+    def _run_output(self, job: JobSpec) -> None:
+        """Save every arrived input as a Data node in MyArtifacts (same dataInfo: storage is immutable per run)."""
+        current = pipeline.read_graph(self.model, self.execution).jobs[job.path]
+        op = self.model.node(job.operation)
+        save_name = str(self.model.attr(op, "saveName") or "")
+
+        def edit() -> None:
+            artifacts = pipeline.root_container(self.model, "MyArtifacts")
+            for port in current.inputs:
+                if not port.data:
+                    continue
+                node = self.model.core.copy_node(self.model.node(port.path), artifacts)
+                self.model.core.set_attribute(node, "name", save_name or port.name)
+                self.model.core.set_attribute(node, "createdAt", pipeline.now_ms())
+            pipeline.set_attributes(self.model, job.path, status="success", stdout="Saved outputs to MyArtifacts\n")
+
+        self.model.change(f"{job.name}: saving artifacts", edit)
+        self.scheduler.finish(job.path, JobState.SUCCESS)
+
+    def _submit(self, job: JobSpec) -> None:
+        from deepforge_adapters.jobs.bundle import build_bundle
+        from deepforge_adapters.jobs.codegen import OperationSource
+        from deepforge_adapters.webgme.blob import BlobClient
+
+        current = pipeline.read_graph(self.model, self.execution).jobs[job.path]
+        storage_cfg, compute_cfg = self.configs[job.path]
+        op = self.model.node(job.operation)
+        missing = [p.name for p in current.inputs if not p.data]
+        if missing:
+            raise LookupError(f'operation "{job.name}": no data arrived for input(s) {", ".join(missing)}')
+        source = OperationSource(
+            name=str(self.model.attr(op, "name")),
+            code=str(self.model.attr(op, "code") or ""),
+            inputs=[p.name for p in current.inputs],
+            outputs=[p.name for p in current.outputs],
+            attributes=pipeline.operation_attributes(self.model, op),
+            input_types={p.name: p.type for p in current.inputs if p.type},
+        )
+        inputs = {p.name: (DataInfo.from_json(p.data), self._input_config(p, storage_cfg)) for p in current.inputs}
+        storage_dir = f"{self.plugin.project_id()}/executions/{self._name()}/{job.path.strip('/').replace('/', '_')}"
+        workdir = Path(tempfile.mkdtemp(prefix="deepforge-bundle-"))
+        try:
+            bundle = build_bundle(
+                workdir / "bundle",
+                storage_id=storage_cfg.backend,
+                storage_dir=storage_dir,
+                storage_config=storage_cfg.to_dict(),
+                inputs=inputs,
+                outputs=source.outputs,
+                operation=source,
+                secret_key=load_key() if storage_cfg.secrets() or any(c for _, c in inputs.values()) else None,
+            )
+            files = {str(p.relative_to(bundle)): str(p) for p in sorted(bundle.rglob("*")) if p.is_file()}
+            blob = BlobClient(self.plugin.server_url(), webgme_token=self.plugin.webgme_token())
+            bundle_hash = blob.upload_artifact(
+                f"{job.name}_{job.path.strip('/').replace('/', '_')}-execution-files", files
+            )
+            client = compute.get_client(compute_cfg.backend, compute_cfg.to_dict())
+            job_info = client.start_job(
+                ComputeJob(
+                    bundle=bundle,
+                    hash=bundle_hash,
+                    name=f"DeepForge Job: {job.name} ({self._name()}) in {self.plugin.project_id()}",
+                    meta={
+                        "job": {"id": job.path, "name": job.name},
+                        "execution": {"id": self.execution, "name": self._name()},
+                        "projectId": self.plugin.project_id(),
+                        "branch": self.model.branch,
+                    },
+                )
+            )
+        finally:
+            # local compute copies what it needs when it starts; gme/sciserver use the blob artifact.
+            shutil.rmtree(workdir, ignore_errors=True)
+        self.model.change(
+            f"{job.name} operation in {self._name()} is now queued",
+            lambda: pipeline.set_attributes(
+                self.model,
+                job.path,
+                status="queued",
+                jobInfo=json.dumps(job_info, sort_keys=True),
+                execFiles=bundle_hash,
+                stdout=None,
+            ),
+        )
+        self._watch(job.path, client, job_info)
+
+    def _input_config(self, port: pipeline.Port, storage_cfg: Config) -> dict[str, Any] | None:
+        """How to read an input: with the config of the storage that wrote it (an upstream job may use the
+        same backend with another root or bucket); for pipeline inputs, the dialog's secrets for its backend.
+        ``None`` lets the bundle use the job's own storage config (DeepForge's rule)."""
+        for src, dst in self.graph.connections:
+            upstream = self.graph.job_of_port(src) if dst == port.path else None
+            if upstream and upstream in self.configs and self.graph.jobs[upstream].kind == "Operation":
+                return self.configs[upstream][0].to_dict()
+        backend = DataInfo.from_json(port.data).backend
+        if backend == storage_cfg.backend:
+            return None
+        return dict(self.run_config.secrets.get("storage", {}).get(backend, {}))
+
+    def _watch(self, job_path: str, client: ComputeClient, job_info: dict[str, Any]) -> None:
+        def follow() -> None:
+            try:
+                for update in client.watch(job_info):
+                    self.events.put((job_path, update))
+            except Exception as exc:
+                self.events.put((job_path, JobUpdate("end", JobStatus.FAILED, reason=f"lost the job: {exc}")))
+
+        thread = threading.Thread(target=follow, name=f"watch {job_path}", daemon=True)
+        self.running[job_path] = Running(client, job_info, [], thread)
+        thread.start()
+
+    # ----------------------------------------------------------------------------------- recording
+    def _record(self, job_path: str, update: JobUpdate) -> None:
+        job = self.graph.jobs[job_path]
+        entry = self.running.get(job_path)
+        if entry is None:
+            return
+        if update.kind == "output":
+            entry.output.append(update.output)
+            self.plugin.notify(f"stdout_update/{job_path}")
+        elif update.kind == "status" and update.status is not None:
+            status = str(update.status)
+            self.model.change(
+                f"{job.name} operation in {self._name()} is now {status}",
+                lambda: pipeline.set_attributes(self.model, job_path, status=status),
+            )
+        elif update.kind == "end":
+            del self.running[job_path]
+            self._ended(job, entry, update)
+
+    def _console(self, entry: Running) -> str:
+        try:
+            return entry.client.get_console_output(entry.job_info)
+        except Exception as exc:
+            log.warning("could not read the final console output: %s", exc)
+            return "".join(entry.output)
+
+    def _ended(self, job: JobSpec, entry: Running, update: JobUpdate) -> None:
+        stdout = redact(self._console(entry))
+        if update.status == JobStatus.SUCCESS:
+            try:
+                results = entry.client.get_results_info(entry.job_info)
+                missing = [p.name for p in job.outputs if p.name not in results]
+                if missing:
+                    raise LookupError(f"the job reported no result for output(s) {', '.join(missing)}")
+            except Exception as exc:
+                self._job_failed(job, f"{type(exc).__name__}: {exc}", stdout)
+                return
+
+            def edit() -> None:
+                for port in job.outputs:
+                    result = results[port.name]
+                    self._write_output(port.path, result["dataInfo"], str(result.get("type") or ""))
+                pipeline.set_attributes(self.model, job.path, status="success", stdout=stdout, jobInfo=None)
+
+            self.model.change(f"{job.name} operation in {self._name()} succeeded", edit)
+            self.scheduler.finish(job.path, JobState.SUCCESS)
+        elif update.status == JobStatus.CANCELED:
+            self.model.change(
+                f"{job.name} operation in {self._name()} was canceled",
+                lambda: pipeline.set_attributes(self.model, job.path, status="canceled", stdout=stdout),
+            )
+            self.scheduler.finish(job.path, JobState.CANCELED)
+        else:
+            self._job_failed(job, update.reason or f"finished as {update.status}", stdout)
+        try:
+            entry.client.purge_job(entry.job_info)
+        except Exception as exc:
+            log.warning("could not purge job %s: %s", job.name, exc)
+
+    def _write_output(self, port_path: str, data_info: Any, type_name: str) -> None:
+        """Write an output port and forward it to every input port connected to it."""
+        pipeline.write_port(self.model, port_path, data_info, type_name)
+        for dst in self.graph.consumers(port_path):
+            pipeline.write_port(self.model, dst, data_info, type_name)
+
+    def _job_failed(self, job: JobSpec, reason: str, stdout: str) -> None:
+        reason = redact(reason)
+        message = f'Operation "{job.name}" failed: {reason}'
+        self.failure = self.failure or message
+        text = stdout + ("" if not stdout or stdout.endswith("\n") else "\n") + message + "\n"
+        self.model.change(
+            f"{job.name} operation in {self._name()} failed",
+            lambda: pipeline.set_attributes(self.model, job.path, status="failed", stdout=text),
+        )
+        self.scheduler.finish(job.path, JobState.FAILED)
+
+    # ------------------------------------------------------------------------------------ cancel
+    def _check_cancel(self) -> None:
+        if self.scheduler.cancel_requested or time.monotonic() - self._last_cancel_check < CANCEL_POLL_SECONDS:
+            return
+        self._last_cancel_check = time.monotonic()
+        self.model.refresh()
+        status = self.model.attr(self.model.node(self.execution), "status")
+        if status == CANCELING or self.plugin.aborted():
+            self.cancel()
+
+    def cancel(self) -> None:
+        log.info("canceling execution %s: %d running job(s)", self._name(), len(self.running))
+        self.scheduler.request_cancel()
+        for job_path, entry in self.running.items():
+            try:
+                entry.client.cancel_job(entry.job_info)
+            except Exception as exc:
+                log.warning("could not cancel job %s: %s", job_path, exc)
+
+    # ------------------------------------------------------------------------------------ the end
+    def _finish(self, from_scheduler: bool = True) -> JobState:
+        outcome = self.scheduler.outcome()
+        status = str(outcome)
+        if not from_scheduler:
+            graph = pipeline.read_graph(self.model, self.execution)
+            statuses = {j.status for j in graph.jobs.values()}
+            status = "success" if statuses == {"success"} else ("canceled" if "canceled" in statuses else "failed")
+
+        def edit() -> None:
+            for job in self.graph.jobs.values():
+                if self.scheduler.state[job.path] == JobState.PENDING and outcome != JobState.SUCCESS:
+                    pipeline.set_attributes(
+                        self.model, job.path, status="canceled" if outcome == JobState.CANCELED else "pending"
+                    )
+            pipeline.set_attributes(
+                self.model, self.execution, status=status, endTime=pipeline.now_ms(), executionId=None
+            )
+
+        self.model.change(f"Pipeline execution {self._name()} finished: {outcome}", edit)
+        return outcome
+
+    def _name(self) -> str:
+        return str(self.model.attr(self.model.node(self.execution), "name"))

@@ -1,0 +1,127 @@
+"""The plugins' ``metadata.json`` files, generated from the backend registries.
+
+WebGME serves each plugin's ``metadata.json`` to the UI as is, so the Execute and SetExecutionTargets dialogs
+can only list the installed backends if the file does.  This module writes those files from
+:func:`deepforge_plugins.targets.dialog_fields`; ``make plugins-metadata`` (run by the stack's start) calls it,
+so a backend installed from another package appears after a restart without editing a plugin.  The plugins
+re-validate every choice against the live registry at run time regardless.
+
+    python -m deepforge_plugins.metadata [PLUGINS_DIR]      # write
+    python -m deepforge_plugins.metadata --check [DIR]      # exit 1 if a file is stale
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from .targets import dialog_fields
+
+VERSION = "0.1.0"
+DEFAULT_DIR = Path(__file__).resolve().parents[2] / "plugins"
+
+
+def _field(name: str, display: str, description: str, value: Any, value_type: str = "string") -> dict[str, Any]:
+    return {
+        "name": name,
+        "displayName": display,
+        "description": description,
+        "value": value,
+        "valueType": value_type,
+        "readOnly": False,
+    }
+
+
+def _targets(include_secrets: bool) -> list[dict[str, Any]]:
+    return dialog_fields("storage", include_secrets) + dialog_fields("compute", include_secrets)
+
+
+def plugins() -> dict[str, dict[str, Any]]:
+    """``{plugin id: (description, configStructure)}`` for every plugin of this repository."""
+    return {
+        "ExecutePipeline": {
+            "description": "Run a pipeline (or resume/re-run an Execution): each operation as a job on the chosen "
+            "compute, artifacts in the chosen storage. Targets set on nodes override these defaults.",
+            "configStructure": [
+                _field("name", "Execution name", "Name of the new Execution (default: <pipeline>_execution)", ""),
+                *_targets(include_secrets=True),
+            ],
+        },
+        "ExecuteJob": {
+            "description": "Re-run one Job of an Execution with the inputs recorded on its ports.",
+            "configStructure": _targets(include_secrets=True),
+        },
+        "CancelExecution": {
+            "description": "Cancel a running Execution from any session: its running jobs are canceled.",
+            "configStructure": _targets(include_secrets=True),
+        },
+        "SetExecutionTargets": {
+            "description": "Store on a Pipeline or Operation where its artifacts live and where it runs "
+            "(non-secret settings only; an Operation's choice overrides its Pipeline's).",
+            "configStructure": [
+                *_targets(include_secrets=False),
+                _field("clear", "Clear", "Remove this node's choices instead", False, "boolean"),
+            ],
+        },
+        "UploadArtifact": {
+            "description": "Put a file into the chosen storage and add it to MyArtifacts.",
+            "configStructure": [
+                _field("file", "File", "The file to upload", "", "asset"),
+                _field("name", "Name", "Artifact name (default: the file name)", ""),
+                _field("type", "Type", "Python class name of the value the file holds (optional)", ""),
+                *dialog_fields("storage", include_secrets=True),
+            ],
+        },
+        "ImportPipeline": {
+            "description": "Create a Pipeline in MyPipelines from a JSON description (see docs/plugins.md).",
+            "configStructure": [_field("pipeline", "Pipeline JSON", "The pipeline description", "")],
+        },
+    }
+
+
+def metadata(plugin_id: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": plugin_id,
+        "name": plugin_id,
+        "version": VERSION,
+        "description": spec["description"],
+        "icon": {"class": "glyphicon glyphicon-cog", "src": ""},
+        "disableServerSideExecution": False,
+        "disableBrowserSideExecution": True,
+        "dependencies": [],
+        "writeAccessRequired": True,
+        "configStructure": spec["configStructure"],
+    }
+
+
+def render(plugin_id: str, spec: dict[str, Any]) -> str:
+    return json.dumps(metadata(plugin_id, spec), indent=2) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("plugins_dir", nargs="?", type=Path, default=DEFAULT_DIR)
+    parser.add_argument("--check", action="store_true", help="report stale files instead of writing")
+    args = parser.parse_args(argv)
+    stale = []
+    for plugin_id, spec in plugins().items():
+        path = args.plugins_dir / plugin_id / "metadata.json"
+        text = render(plugin_id, spec)
+        if path.exists() and path.read_text() == text:
+            continue
+        if args.check:
+            stale.append(str(path))
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            print(f"wrote {path}")
+    for path in stale:
+        print(f"stale: {path} (run `make plugins-metadata`)", file=sys.stderr)
+    return 1 if stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

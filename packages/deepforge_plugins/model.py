@@ -1,0 +1,120 @@
+"""Committing to a WebGME branch from a long-running Python plugin, and reading the pipeline metamodel.
+
+The bindings give a plugin ``util.save`` (a ``makeCommit`` on one parent) and nothing like DeepForge's
+TwoPhaseCommit.  A pipeline run commits for minutes while users keep editing, so every change goes through
+:meth:`ModelSession.change`: reload the branch head if it moved, apply the edit *by node path*, commit; if
+the commit comes back FORKED (someone committed in between) do it again on the new head.  Only when the
+branch keeps moving under us do we continue on a fork branch, as DeepForge does, and tell the user.
+Reading the head before every change is also how the plugin sees a cancel request written into the model.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Node = dict[str, Any]
+
+SYNCED_STATUSES = ("SYNCED", "MERGED")
+MAX_FORK_RETRIES = 5
+
+
+class ModelSession:
+    """The plugin's view of its branch: the current root, the last commit we know, and node lookup."""
+
+    def __init__(self, plugin: Any) -> None:
+        self.plugin = plugin
+        self.core = plugin.core
+        self.project = plugin.project
+        self.util = plugin.util
+        self.branch: str | None = plugin.branch_name or None
+        self.commit_hash: str = plugin.commit_hash
+        self.root: Node = plugin.root_node
+        self.commits: list[str] = []
+        self._meta: dict[str, Node] | None = None
+
+    # ---------------------------------------------------------------------------------------- reading
+    @property
+    def META(self) -> dict[str, Node]:
+        if self._meta is None:
+            self._meta = self.util.META(self.root, self.plugin.namespace)
+        return self._meta
+
+    def node(self, path: str) -> Node:
+        return self.core.load_by_path(self.root, path)
+
+    def path(self, node: Node) -> str:
+        return str(self.core.get_path(node))
+
+    def attr(self, node: Node, name: str) -> Any:
+        return self.core.get_attribute(node, name)
+
+    def is_a(self, node: Node, meta_name: str) -> bool:
+        meta = self.META.get(meta_name)
+        return meta is not None and bool(self.core.is_type_of(node, meta))
+
+    def children(self, node: Node, meta_name: str | None = None) -> list[Node]:
+        kids = self.core.load_children(node)
+        return [k for k in kids if meta_name is None or self.is_a(k, meta_name)]
+
+    def child_named(self, node: Node, name: str) -> Node | None:
+        for kid in self.core.load_children(node):
+            if self.attr(kid, "name") == name:
+                return kid
+        return None
+
+    def refresh(self) -> bool:
+        """Move onto the branch head if someone else committed; True if the root changed."""
+        if not self.branch:
+            return False
+        head = self.project.get_branch_hash(self.branch)
+        if not head or head == self.commit_hash:
+            return False
+        self.commit_hash = head
+        self.root = self.core.load_root(self.project.get_root_hash(head))
+        self._meta = None
+        return True
+
+    # ---------------------------------------------------------------------------------------- writing
+    def change(self, message: str, edit: Callable[[], T]) -> T:
+        """Apply ``edit`` (which must find its nodes by path through :meth:`node`) and commit it."""
+        for attempt in range(MAX_FORK_RETRIES):
+            self.refresh()
+            result = edit()
+            if self._commit(message):
+                return result
+            log.info("commit %r forked (attempt %d); retrying on the new branch head", message, attempt + 1)
+            time.sleep(0.05 * (attempt + 1))
+        result = edit()
+        self._fork(message)
+        return result
+
+    def _commit(self, message: str) -> bool:
+        outcome = self.util.save(self.root, self.commit_hash, self.branch, message)
+        status = outcome.get("status") if self.branch else "SYNCED"
+        new_hash = outcome.get("hash")
+        if status in SYNCED_STATUSES or (not self.branch and new_hash):
+            self.commit_hash = new_hash
+            self.commits.append(new_hash)
+            return True
+        return False
+
+    def _fork(self, message: str) -> None:
+        """The branch keeps moving: commit on our parent and carry on in a new branch."""
+        base = self.branch or "master"
+        outcome = self.util.save(self.root, self.commit_hash, None, message)
+        self.commit_hash = outcome["hash"]
+        existing = set(self.project.get_branches())
+        n = 1
+        while f"{base}_fork_{n}" in existing:
+            n += 1
+        self.branch = f"{base}_fork_{n}"
+        self.project.create_branch(self.branch, self.commit_hash)
+        self.commits.append(self.commit_hash)
+        log.warning("branch %s kept changing; continuing on fork %s", base, self.branch)
+        self.plugin.send_notification({"message": f"Execution continues on branch {self.branch}", "severity": "warn"})

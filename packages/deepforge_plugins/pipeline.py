@@ -1,0 +1,238 @@
+"""The DeepForge pipeline metamodel as the plugins use it: executions, jobs, ports and connections.
+
+Only paths and plain values leave this module, so callers can re-find nodes after :class:`ModelSession`
+moves onto a newer branch head.  Names follow the ``pipeline`` library (see the execution reference §1.2):
+an Execution holds one Job per Operation plus copies of the Transporters; a Job holds a copy of its
+Operation whose ``Inputs``/``Outputs`` children are the Data ports.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .model import ModelSession, Node
+
+# Attributes every Operation has; the rest are the operation's own parameters passed to its constructor.
+BASE_OPERATION_ATTRIBUTES = frozenset({"name", "code", "lineOffset", "displayColor", "condaEnv"})
+LOCAL_OPERATIONS = ("Input", "Output")
+
+
+@dataclass
+class Port:
+    name: str
+    path: str
+    data: str = ""  # the dataInfo JSON, "" when nothing arrived yet
+    type: str = ""
+
+
+@dataclass
+class JobSpec:
+    """One Job of an Execution as read from the model."""
+
+    path: str
+    name: str
+    operation: str  # path of the Operation copy inside the Job
+    kind: str  # "Input", "Output" or "Operation"
+    status: str
+    job_info: str
+    inputs: list[Port] = field(default_factory=list)
+    outputs: list[Port] = field(default_factory=list)
+
+    def input(self, name: str) -> Port:
+        return next(p for p in self.inputs if p.name == name)
+
+
+@dataclass
+class Graph:
+    jobs: dict[str, JobSpec]
+    #: (src port path, dst port path) for each Transporter
+    connections: list[tuple[str, str]]
+
+    def job_of_port(self, port_path: str) -> str:
+        for job in self.jobs:
+            if port_path.startswith(job + "/"):
+                return job
+        raise KeyError(f"port {port_path} belongs to no job of this execution")
+
+    def edges(self) -> list[tuple[str, str]]:
+        return [(self.job_of_port(src), self.job_of_port(dst)) for src, dst in self.connections]
+
+    def consumers(self, port_path: str) -> list[str]:
+        return [dst for src, dst in self.connections if src == port_path]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def root_container(model: ModelSession, name: str) -> Node:
+    node = model.child_named(model.root, name)
+    if node is None:
+        raise LookupError(f"the project has no {name} folder at its root")
+    return node
+
+
+def operation_kind(model: ModelSession, op: Node) -> str:
+    for kind in LOCAL_OPERATIONS:
+        if model.is_a(op, kind):
+            return kind
+    return "Operation"
+
+
+def _ports(model: ModelSession, op: Node, container: str) -> list[Port]:
+    box = model.child_named(op, container) or next(iter(model.children(op, container)), None)
+    if box is None:
+        return []
+    ports = []
+    for data in model.children(box):
+        ports.append(
+            Port(
+                name=str(model.attr(data, "name")),
+                path=model.path(data),
+                data=str(model.attr(data, "data") or ""),
+                type=str(model.attr(data, "type") or ""),
+            )
+        )
+    return ports
+
+
+def _code_order(code: str, names: list[str], inputs: bool) -> list[str]:
+    """Order port names as the operation's code does (``execute`` arguments / returned names)."""
+    order: list[str] = []
+    try:
+        tree = ast.parse(code or "")
+    except SyntaxError:
+        return sorted(names)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and node.name == "execute":
+            if inputs:
+                order = [a.arg for a in node.args.args[1:]]
+            else:
+                for ret in (n for n in ast.walk(node) if isinstance(n, ast.Return) and n.value is not None):
+                    values = ret.value.elts if isinstance(ret.value, ast.Tuple) else [ret.value]
+                    order = [v.id for v in values if isinstance(v, ast.Name)]
+            break
+    return sorted(names, key=lambda n: (order.index(n) if n in order else len(order), n))
+
+
+def read_operation(model: ModelSession, op: Node) -> tuple[list[Port], list[Port]]:
+    code = str(model.attr(op, "code") or "")
+    ins, outs = _ports(model, op, "Inputs"), _ports(model, op, "Outputs")
+    in_order = _code_order(code, [p.name for p in ins], inputs=True)
+    out_order = _code_order(code, [p.name for p in outs], inputs=False)
+    return sorted(ins, key=lambda p: in_order.index(p.name)), sorted(outs, key=lambda p: out_order.index(p.name))
+
+
+def operation_attributes(model: ModelSession, op: Node) -> dict[str, Any]:
+    # Meta-defined parameters (DeepForge) and values set on the node without a meta rule alike.
+    names = set(model.core.get_valid_attribute_names(op) or []) | set(model.core.get_attribute_names(op) or [])
+    return {n: model.attr(op, n) for n in sorted(names) if n not in BASE_OPERATION_ATTRIBUTES and not n.startswith("_")}
+
+
+def read_graph(model: ModelSession, execution_path: str) -> Graph:
+    execution = model.node(execution_path)
+    jobs: dict[str, JobSpec] = {}
+    connections: list[tuple[str, str]] = []
+    for child in model.children(execution):
+        if model.is_a(child, "Job"):
+            ops = model.children(child, "Operation")
+            if len(ops) != 1:
+                raise ValueError(f"job {model.attr(child, 'name')} must hold exactly one Operation, has {len(ops)}")
+            op = ops[0]
+            ins, outs = read_operation(model, op)
+            jobs[model.path(child)] = JobSpec(
+                path=model.path(child),
+                name=str(model.attr(child, "name")),
+                operation=model.path(op),
+                kind=operation_kind(model, op),
+                status=str(model.attr(child, "status") or ""),
+                job_info=str(model.attr(child, "jobInfo") or ""),
+                inputs=ins,
+                outputs=outs,
+            )
+        elif model.is_a(child, "Transporter"):
+            src, dst = model.core.get_pointer_path(child, "src"), model.core.get_pointer_path(child, "dst")
+            if src and dst:
+                connections.append((src, dst))
+    return Graph(jobs, connections)
+
+
+def unique_name(taken: set[str], wanted: str) -> str:
+    base = re.sub(r"[^A-Za-z0-9_]", "_", wanted) or "execution"
+    name, n = base, 2
+    while name in taken:
+        name, n = f"{base}_{n}", n + 1
+    return name
+
+
+def create_execution(model: ModelSession, pipeline_path: str, name: str | None) -> str:
+    """Copy the pipeline into a new Execution (one Job per Operation, connections remapped); its path.
+
+    Must run inside :meth:`ModelSession.change`.
+    """
+    pipeline = model.node(pipeline_path)
+    container = root_container(model, "MyExecutions")
+    taken = {str(model.attr(e, "name")) for e in model.children(container)} | set(model.project.get_tags() or {})
+    exec_name = unique_name(taken, name or f"{model.attr(pipeline, 'name')}_execution")
+    execution = model.core.create_node({"parent": container, "base": model.META["Execution"]})
+    model.core.set_attribute(execution, "name", exec_name)
+    model.core.set_attribute(execution, "status", "pending")
+    model.core.set_attribute(execution, "createdAt", now_ms())
+    model.core.set_pointer(execution, "origin", pipeline)
+    model.core.add_member(pipeline, "executions", execution)
+    # Targets chosen for the whole pipeline travel with the execution (the Pipeline may change later).
+    targets = model.core.get_registry(pipeline, "executionTargets")
+    if targets:
+        model.core.set_registry(execution, "executionTargets", targets)
+
+    moved: dict[str, str] = {}  # old op path -> new op path; ports keep their relative ids under a copy
+    transporters = []
+    for child in model.children(pipeline):
+        if model.is_a(child, "Operation"):
+            job = model.core.create_node({"parent": execution, "base": model.META["Job"]})
+            model.core.set_attribute(job, "name", model.attr(child, "name"))
+            model.core.set_attribute(job, "status", "pending")
+            copy = model.core.copy_node(child, job)
+            moved[model.path(child)] = model.path(copy)
+        elif model.is_a(child, "Transporter"):
+            transporters.append(child)
+
+    def remap(path: str) -> str:
+        for old, new in moved.items():
+            if path.startswith(old + "/"):
+                return new + path[len(old) :]
+        raise KeyError(f"connection end {path} is not a port of an operation of this pipeline")
+
+    for conn in transporters:
+        src, dst = model.core.get_pointer_path(conn, "src"), model.core.get_pointer_path(conn, "dst")
+        if not (src and dst):
+            continue
+        copy = model.core.create_node({"parent": execution, "base": model.META["Transporter"]})
+        model.core.set_pointer(copy, "src", model.node(remap(src)))
+        model.core.set_pointer(copy, "dst", model.node(remap(dst)))
+    return model.path(execution)
+
+
+def set_attributes(model: ModelSession, path: str, **values: Any) -> None:
+    """Set (or, for ``None``, delete) attributes of the node at ``path``."""
+    node = model.node(path)
+    for key, value in values.items():
+        if value is None:
+            if key in (model.core.get_own_attribute_names(node) or []):
+                model.core.del_attribute(node, key)
+        else:
+            model.core.set_attribute(node, key, value)
+
+
+def write_port(model: ModelSession, port_path: str, data_info: dict[str, Any] | str, type_name: str) -> None:
+    text = data_info if isinstance(data_info, str) else json.dumps(data_info, sort_keys=True)
+    set_attributes(model, port_path, data=text, type=type_name or None)
+
+
+def execution_targets(model: ModelSession, path: str) -> str:
+    return str(model.core.get_registry(model.node(path), "executionTargets") or "")

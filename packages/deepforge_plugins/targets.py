@@ -1,0 +1,176 @@
+"""Where a pipeline node's artifacts live and where it runs: storage + compute choices and their config.
+
+A choice (``Choice``) is a backend id plus its *public* config.  It is stored as JSON in the registry
+``executionTargets`` of a Pipeline or Operation node by SetExecutionTargets, so secrets never reach the
+model.  At run time ExecutePipeline resolves each job's choice (Operation, else its Pipeline, else the
+Execute dialog) and completes the config with the secrets typed into the dialog for the same backend id,
+then with the server's environment (``ConfigSchema.resolve``), and validates it against the backend's
+schema *before any job starts*.
+
+The dialog is described from the live backend registries (:func:`dialog_fields`), so a backend installed
+later (an entry point) shows up without editing a plugin.  Two plugin-config shapes are accepted:
+DeepForge's ``{"storage": {"id"|"name": ..., "config": {...}}}`` (its custom ``dict`` widget), and the flat
+shape the plain WebGME dialog produces: ``{"storage": "<id>", "storage.<id>.<field>": value}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from deepforge_adapters import compute, storage
+from deepforge_adapters._registry import BackendRegistry
+from deepforge_adapters.config import Config, ConfigSchema
+from deepforge_adapters.errors import ConfigError, UnknownBackendError
+
+log = logging.getLogger(__name__)
+
+REGISTRY_KEY = "executionTargets"
+KINDS = ("storage", "compute")
+
+
+def _registry(kind: str) -> BackendRegistry[Any]:
+    if kind == "storage":
+        return storage.registry
+    if kind == "compute":
+        return compute.registry
+    raise ValueError(f"unknown target kind {kind!r}")
+
+
+def available_backends(kind: str) -> dict[str, Any]:
+    """``{id: class}`` of every backend of ``kind`` that imports here; a broken one is logged and skipped."""
+    found: dict[str, Any] = {}
+    reg = _registry(kind)
+    for backend_id in reg.ids():
+        try:
+            found[backend_id] = reg.get_class(backend_id)
+        except (ImportError, UnknownBackendError, TypeError, AttributeError) as exc:
+            log.warning("%s backend %s is not available: %s", kind, backend_id, exc)
+    return found
+
+
+def schema_for(kind: str, backend_id: str) -> ConfigSchema:
+    schema: ConfigSchema = _registry(kind).get_class(backend_id).schema
+    return schema
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A backend id and its public (non-secret) config."""
+
+    backend: str
+    config: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.backend, "config": dict(self.config)}
+
+
+@dataclass(frozen=True)
+class Targets:
+    storage: Choice | None = None
+    compute: Choice | None = None
+
+    def get(self, kind: str) -> Choice | None:
+        value: Choice | None = getattr(self, kind)
+        return value
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: c.to_json() for k in KINDS if (c := self.get(k)) is not None}
+
+    @classmethod
+    def from_json(cls, text: str | Mapping[str, Any] | None) -> Targets:
+        """Parse the registry value; ``None``/empty means "no choice here"."""
+        if not text:
+            return cls()
+        value = json.loads(text) if isinstance(text, str) else text
+        return cls(**{k: Choice(v["id"], dict(v.get("config") or {})) for k, v in value.items() if k in KINDS})
+
+    def overridden_by(self, other: Targets) -> Targets:
+        """``other``'s choices where it has one, ours elsewhere (an Operation overrides its Pipeline)."""
+        return Targets(other.storage or self.storage, other.compute or self.compute)
+
+
+def _public_schema(schema: ConfigSchema) -> ConfigSchema:
+    """The schema with secrets optional: storing a choice must not demand the secrets it will not store."""
+    return ConfigSchema(
+        schema.backend, tuple(dataclasses.replace(f, required=False) if f.is_auth else f for f in schema.fields)
+    )
+
+
+def public_choice(kind: str, backend_id: str, config: Mapping[str, Any] | None) -> Choice:
+    """Validate ``config`` for storing on a node and drop its secret fields (ConfigError/UnknownBackendError)."""
+    schema = schema_for(kind, backend_id)
+    given = {k: v for k, v in (config or {}).items() if v not in (None, "")}
+    validated = _public_schema(schema).validate(given)
+    return Choice(backend_id, {k: v for k, v in validated.public().items() if k in given})
+
+
+def resolve(kind: str, choice: Choice, secrets: Mapping[str, Any] | None = None) -> Config:
+    """The full config for a run: public choice + secrets (dialog, then environment), validated."""
+    schema = schema_for(kind, choice.backend)
+    secret_names = schema.secret_names()
+    merged = dict(choice.config)
+    merged.update({k: v for k, v in (secrets or {}).items() if k in secret_names and v not in (None, "")})
+    return schema.resolve(merged)
+
+
+# ------------------------------------------------------------------------------------- the plugin dialog
+
+
+def _display_names(kind: str) -> dict[str, str]:
+    return {cls.name: backend_id for backend_id, cls in available_backends(kind).items()}
+
+
+def choice_from_plugin_config(kind: str, plugin_config: Mapping[str, Any]) -> tuple[Choice | None, dict[str, Any]]:
+    """Read ``kind`` from a plugin config: ``(public choice or None, the secrets that came with it)``."""
+    value = plugin_config.get(kind)
+    if not value:
+        return None, {}
+    if isinstance(value, Mapping):  # DeepForge's dict widget: {"id"|"name", "config"}
+        backend_id = value.get("id") or _display_names(kind).get(value.get("name", ""), value.get("name", ""))
+        config = dict(value.get("config") or {})
+    else:
+        backend_id = str(value)
+        prefix = f"{kind}.{backend_id}."
+        config = {k[len(prefix) :]: v for k, v in plugin_config.items() if k.startswith(prefix)}
+    if not backend_id:
+        raise ConfigError(kind, None, "no backend chosen")
+    schema = schema_for(kind, backend_id)
+    secret_names = schema.secret_names()
+    secrets = {k: v for k, v in config.items() if k in secret_names and v not in (None, "")}
+    public = {k: v for k, v in config.items() if k not in secret_names}
+    # Validate the public part now so a typo is reported before anything is written or started.
+    return public_choice(kind, backend_id, public), secrets
+
+
+def dialog_fields(kind: str, include_secrets: bool) -> list[dict[str, Any]]:
+    """WebGME ``configStructure`` entries for choosing a ``kind`` backend, generated from the registry."""
+    backends = available_backends(kind)
+    ids = sorted(backends)
+    default = "local" if "local" in backends else (ids[0] if ids else "")
+    fields: list[dict[str, Any]] = [
+        {
+            "name": kind,
+            "displayName": f"{kind.capitalize()} backend",
+            "description": f"Where the pipeline's {'artifacts are stored' if kind == 'storage' else 'jobs run'}: "
+            + ", ".join(f"{i} ({backends[i].name})" for i in ids),
+            "value": default,
+            "valueType": "string",
+            "valueItems": ids,
+            "readOnly": False,
+        }
+    ]
+    for backend_id in ids:
+        for item in backends[backend_id].schema.to_config_structure():
+            if item.get("isAuth") and not include_secrets:
+                continue
+            item = dict(item)
+            item["displayName"] = f"{backends[backend_id].name}: {item['displayName']}"
+            item["name"] = f"{kind}.{backend_id}.{item['name']}"
+            item.pop("required", None)  # only required when that backend is the chosen one
+            fields.append(item)
+    return fields

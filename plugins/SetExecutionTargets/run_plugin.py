@@ -1,0 +1,8 @@
+"""Started by SetExecutionTargets.js with the plugin context on the command line (see deepforge_plugins.base.run)."""
+
+import sys
+
+from deepforge_plugins.base import run
+from deepforge_plugins.set_targets import SetExecutionTargets
+
+sys.exit(run(SetExecutionTargets))

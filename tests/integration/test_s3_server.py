@@ -1,0 +1,397 @@
+"""The s3 adapter against a real S3-protocol server (moto in server mode, SigV4 over loopback HTTP)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import logging
+import os
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from deepforge_adapters.errors import IntegrityError, NotFoundError, StorageError
+from deepforge_adapters.http import make_session
+from deepforge_adapters.storage import DataInfo, get_client
+from deepforge_adapters.storage.s3 import S3Storage, iso_timestamp
+
+from tests.fixtures.s3 import DEEPFORGE_EXAMPLE_DATAINFO, MotoServer, moto_server
+
+pytestmark = pytest.mark.integration
+
+MiB = 1024 * 1024
+
+
+def payload(size: int, seed: int = 0) -> bytes:
+    """Incompressible-ish, position-dependent bytes (a misplaced part changes the digest)."""
+    block = hashlib.sha256(str(seed).encode()).digest() * (MiB // 32)
+    return (block * (size // len(block) + 1))[:size]
+
+
+def raw_client(config: dict[str, Any]) -> Any:
+    return boto3.client(
+        "s3",
+        endpoint_url=config["endpoint"],
+        aws_access_key_id=config["accessKeyId"],
+        aws_secret_access_key=config["secretAccessKey"],
+        region_name="us-east-1",
+    )
+
+
+def count_calls(client: Any) -> Counter[str]:
+    """Counts API operations the client performs (one per operation, not per retry)."""
+    calls: Counter[str] = Counter()
+
+    def on_call(model: Any, **kwargs: Any) -> None:
+        calls[model.name] += 1
+
+    client.meta.events.register("before-call.s3", on_call)
+    return calls
+
+
+@pytest.fixture
+def s3(s3_config: dict[str, Any]) -> S3Storage:
+    client = get_client("s3", s3_config)
+    assert isinstance(client, S3Storage)
+    return client
+
+
+class OneWayStream:
+    """A non-seekable readable (like a pipe) that records the largest read it was asked for."""
+
+    def __init__(self, data: bytes, fail_after: int | None = None) -> None:
+        self._data = memoryview(data)
+        self._pos = 0
+        self._fail_after = fail_after
+        self.largest_read = 0
+
+    def read(self, size: int = -1) -> bytes:
+        size = len(self._data) if size is None or size < 0 else size
+        self.largest_read = max(self.largest_read, size)
+        if self._fail_after is not None and self._pos >= self._fail_after:
+            raise OSError("source stream broke")
+        chunk = bytes(self._data[self._pos : self._pos + size])
+        self._pos += len(chunk)
+        return chunk
+
+
+# ------------------------------------------------------------------------------------------ round trips
+@pytest.mark.parametrize("size", [0, 1234, 12 * MiB + 17], ids=["empty", "small", "multipart"])
+def test_round_trip_stream_and_file(s3: S3Storage, tmp_path: Path, size: int) -> None:
+    data = payload(size)
+    info = s3.put_file_stream("proj/executions/op/model", io.BytesIO(data))
+    d = info.data
+    assert d["size"] == d["ContentLength"] == size
+    assert d["filename"] == "proj/executions/op/model" and d["bucketName"] == s3.bucket
+    assert d["endpoint"] == s3.endpoint
+    assert ("-" in d["ETag"]) == (size > s3.config["chunkSize"])  # multipart ETag => it went in parts
+    assert DataInfo.from_json(json.loads(info.dumps())) == info  # JSON-serialisable, unchanged
+
+    with s3.get_file_stream(info) as stream:
+        assert stream.read() == data
+    dest = s3.get_file(info, tmp_path / "out" / "model")
+    assert dest.read_bytes() == data
+
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    info2 = s3.put_file("proj/file-upload", src)
+    assert info2.data["size"] == size
+    assert s3.get_file(info2, tmp_path / "b").read_bytes() == data
+
+    digest = s3.get_content_digest(info)
+    if "-" in d["ETag"]:
+        assert digest is None  # a multipart ETag is not an MD5
+    else:
+        assert digest == ("md5", hashlib.md5(data).hexdigest())
+
+
+def test_stat_and_metadata(s3: S3Storage) -> None:
+    info = s3.put_file_stream("a/b.txt", io.BytesIO(b"hello"))
+    assert s3.stat("a/b.txt") == info
+    meta = s3.get_metadata(info)
+    assert meta["size"] == 5 and meta["etag"] == info.data["ETag"]
+    with pytest.raises(NotFoundError, match=r"NoSuchKey.*'a/missing'"):
+        s3.stat("a/missing")
+
+
+def test_non_seekable_stream_is_sent_in_parts(s3: S3Storage) -> None:
+    data = payload(11 * MiB, seed=3)
+    stream = OneWayStream(data)
+    info = s3.put_file_stream("pipe/out", stream)
+    assert info.data["ETag"].endswith('-3"')  # 5 + 5 + 1 MiB parts
+    assert 0 < stream.largest_read <= s3.config["chunkSize"]  # never read(-1): never buffered whole
+    with s3.get_file_stream(info) as f:
+        assert hashlib.sha256(f.read()).digest() == hashlib.sha256(data).digest()
+
+
+def test_failed_multipart_upload_leaves_nothing(s3: S3Storage, s3_config: dict[str, Any]) -> None:
+    s3.ensure_bucket()
+    broken = OneWayStream(payload(20 * MiB), fail_after=12 * MiB)
+    with pytest.raises(StorageError, match="source stream broke") as excinfo:
+        s3.put_file_stream("broken/out", broken)
+    assert "broken/out" in str(excinfo.value)
+    with pytest.raises(NotFoundError):
+        s3.stat("broken/out")
+    uploads = raw_client(s3_config).list_multipart_uploads(Bucket=s3.bucket)
+    assert uploads.get("Uploads", []) == []  # s3transfer aborted the multipart upload
+
+
+def test_progress_reports_totals(s3: S3Storage, tmp_path: Path) -> None:
+    size = 11 * MiB
+    seen: list[tuple[int, int | None]] = []
+    info = s3.put_file_stream("p/up", io.BytesIO(payload(size)), progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1] == (size, size)
+    assert all(t == size for _, t in seen)
+
+    seen.clear()
+    s3.get_file(info, tmp_path / "down", progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1] == (size, size) and len(seen) > 1
+
+    seen.clear()
+    s3.put_file_stream("p/empty", io.BytesIO(b""), progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1] == (0, 0)
+
+    seen.clear()
+    s3.put_file_stream("p/pipe", OneWayStream(b"x" * 1000), progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1] == (1000, None)  # unknown total for a pipe, but the byte count is right
+
+
+# ------------------------------------------------------------------------------------------ buckets, delete
+def test_bucket_is_created_once_per_client(s3: S3Storage) -> None:
+    calls = count_calls(s3.client)
+    for i in range(3):
+        s3.put_file_stream(f"x/{i}", io.BytesIO(b"1"))
+    assert calls["CreateBucket"] == 1
+    assert calls["HeadBucket"] == 1
+
+
+def test_delete_dir_pages_past_1000_keys(s3: S3Storage, s3_config: dict[str, Any]) -> None:
+    s3.ensure_bucket()
+    raw = raw_client(s3_config)
+    keys = [f"run/outputs/{i:05d}" for i in range(2500)]
+    survivors = ["run", "run-other/keep", "runs/keep"]
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda k: raw.put_object(Bucket=s3.bucket, Key=k, Body=b"."), keys + survivors))
+
+    calls = count_calls(s3.client)
+    s3.delete_dir("run")
+    assert calls["DeleteObjects"] == 3  # 1000 + 1000 + 500
+    left = [o["Key"] for o in raw.list_objects_v2(Bucket=s3.bucket).get("Contents", [])]
+    assert sorted(left) == sorted(survivors)
+    s3.delete_dir("run/")  # nothing left: a no-op, not an error
+    with pytest.raises(StorageError, match="empty prefix"):
+        s3.delete_dir("/")
+
+
+def test_delete_file(s3: S3Storage) -> None:
+    info = s3.put_file_stream("d/one", io.BytesIO(b"1"))
+    s3.delete_file(info)
+    with pytest.raises(NotFoundError):
+        s3.stat("d/one")
+
+
+# ------------------------------------------------------------------------------------------ caching, integrity
+def test_overwritten_object_changes_cache_key_and_old_info_is_refused(s3: S3Storage, tmp_path: Path) -> None:
+    first = s3.put_file_stream("exec/op/model", io.BytesIO(b"version one"))
+    second = s3.put_file_stream("exec/op/model", io.BytesIO(b"version two!"))
+    assert s3.get_cache_key(first) != s3.get_cache_key(second)
+    assert s3.get_cache_key(second) == s3.get_cache_key(s3.stat("exec/op/model"))
+    with s3.get_file_stream(second) as f:
+        assert f.read() == b"version two!"
+    # The old dataInfo names an ETag the object no longer has: refuse instead of serving other bytes.
+    with pytest.raises(IntegrityError, match="PreconditionFailed"):
+        s3.get_file_stream(first)
+    with pytest.raises(IntegrityError, match="PreconditionFailed"):
+        s3.get_file(first, tmp_path / "old")
+    assert not (tmp_path / "old").exists()
+
+
+def test_server_checksum_recorded_and_verified(s3: S3Storage, s3_config: dict[str, Any]) -> None:
+    s3.ensure_bucket()
+    data = payload(3000)
+    raw_client(s3_config).put_object(Bucket=s3.bucket, Key="ck/obj", Body=data, ChecksumAlgorithm="SHA256")
+    info = s3.stat("ck/obj")
+    assert base64.b64decode(info.data["ChecksumSHA256"]) == hashlib.sha256(data).digest()
+    with s3.get_file_stream(info) as f:
+        assert f.read() == data
+
+
+# ------------------------------------------------------------------------------------------ DeepForge compat
+def test_reads_a_dataInfo_written_by_deepforge(s3: S3Storage, s3_config: dict[str, Any], tmp_path: Path) -> None:
+    """The exact shape of deepforge-execution.md §1.3 (aws-sdk headObject + 4 fields), as stored in a model."""
+    s3.ensure_bucket()
+    key = "guest+proj/executions/_K_a_b/model"
+    data = payload(1234)
+    raw = raw_client(s3_config)
+    raw.put_object(Bucket=s3.bucket, Key=key, Body=data, ContentType="application/octet-stream")
+    head = raw.head_object(Bucket=s3.bucket, Key=key)
+    text = (
+        DEEPFORGE_EXAMPLE_DATAINFO.replace("2021-…Z", iso_timestamp(head["LastModified"]))
+        .replace('"\\"…\\""', json.dumps(head["ETag"]))
+        .replace('"deepforge"', json.dumps(s3.bucket))
+        .replace("https://s3.amazonaws.com", s3_config["endpoint"])
+    )
+    info = DataInfo.from_json(text)
+    assert s3.get_metadata(info)["size"] == 1234
+    with s3.get_file_stream(info) as f:
+        assert f.read() == data
+    assert s3.get_file(info, tmp_path / "m").read_bytes() == data
+    assert s3.get_cache_key(info).startswith("s3/127.0.0.1_")
+    assert s3.get_content_digest(info) == ("md5", hashlib.md5(data).hexdigest())
+    # Our own stat of the same object reads the same fields back.
+    ours = s3.stat(key).data
+    for field in ("AcceptRanges", "LastModified", "ContentLength", "ETag", "ContentType", "Metadata", "size"):
+        assert ours[field] == info.data[field], field
+
+
+@pytest.fixture(scope="module")
+def second_s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    with moto_server(tmp_path_factory.mktemp("moto-b")) as server:
+        yield server
+
+
+def test_dataInfo_endpoint_decides_where_reads_go(
+    s3: S3Storage, s3_config: dict[str, Any], second_s3_server: MotoServer, tmp_path: Path
+) -> None:
+    info = s3.put_file_stream("routed/obj", io.BytesIO(b"lives on server A"))
+    other = get_client("s3", {**s3_config, "endpoint": second_s3_server.url})
+    assert other.endpoint != info.data["endpoint"]
+    with other.get_file_stream(info) as f:  # goes to A although `other` is configured for B
+        assert f.read() == b"lives on server A"
+    assert other.get_file(info, tmp_path / "r").read_bytes() == b"lives on server A"
+    url = other.get_download_url(info)
+    assert url is not None and url.startswith(s3_config["endpoint"])
+    # Copy across endpoints streams through this process into B.
+    copied = other.copy(info, "copied/obj")
+    assert copied.data["endpoint"] == other.endpoint
+    with other.get_file_stream(copied) as f:
+        assert f.read() == b"lives on server A"
+
+
+def test_copy_is_server_side_on_the_same_endpoint(s3: S3Storage) -> None:
+    small = s3.put_file_stream("c/small", io.BytesIO(b"abc"))
+    big_data = payload(11 * MiB, seed=9)
+    big = s3.put_file_stream("c/big", io.BytesIO(big_data))
+    calls = count_calls(s3.client)
+    assert s3.copy(small, "c/small-copy").data["size"] == 3
+    out = s3.copy(big, "c/big-copy")
+    assert calls["CopyObject"] == 1 and calls["UploadPartCopy"] == 3
+    assert calls["GetObject"] == 0 and calls["PutObject"] == 0 and calls["UploadPart"] == 0
+    with s3.get_file_stream(out) as f:
+        assert hashlib.sha256(f.read()).digest() == hashlib.sha256(big_data).digest()
+
+
+def test_presigned_url_is_downloadable(s3: S3Storage) -> None:
+    info = s3.put_file_stream("u/file", io.BytesIO(b"via url"))
+    url = s3.get_download_url(info)
+    assert url is not None and "X-Amz-Signature=" in url
+    assert s3.config["secretAccessKey"] not in url
+    response = make_session().get(url)
+    assert response.status_code == 200 and response.content == b"via url"
+
+
+# ------------------------------------------------------------------------------------------ errors
+def test_missing_bucket_is_named(s3_config: dict[str, Any], tmp_path: Path) -> None:
+    s3 = get_client("s3", s3_config)
+    info = DataInfo("s3", {"filename": "k/x", "bucketName": "no-such-bucket-here", "endpoint": s3_config["endpoint"],
+                           "ETag": '"0"', "size": 1})
+    with pytest.raises(NotFoundError, match=r"NoSuchBucket.*'no-such-bucket-here'") as excinfo:
+        s3.get_file_stream(info)
+    assert "k/x" in str(excinfo.value)
+    with pytest.raises(NotFoundError, match=r"NoSuchBucket.*'no-such-bucket-here'"):
+        s3.get_file(info, tmp_path / "x")
+    with pytest.raises(NotFoundError, match="NoSuchBucket"):
+        s3.stat("anything")  # own bucket not created yet: reads never create it
+
+
+@pytest.fixture(scope="module")
+def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A moto server with IAM enforcement on: one user allowed s3:*, one with no policy."""
+    with moto_server(tmp_path_factory.mktemp("moto-auth")) as server:
+        iam = boto3.client("iam", endpoint_url=server.url, region_name="us-east-1",
+                           aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
+        users = {}
+        for user, allowed in (("writer", True), ("nobody", False)):
+            iam.create_user(UserName=user)
+            key = iam.create_access_key(UserName=user)["AccessKey"]
+            if allowed:
+                statement = {"Effect": "Allow", "Action": "s3:*", "Resource": "*"}
+                policy = {"Version": "2012-10-17", "Statement": [statement]}
+                iam.put_user_policy(UserName=user, PolicyName="all-s3", PolicyDocument=json.dumps(policy))
+            users[user] = {"accessKeyId": key["AccessKeyId"], "secretAccessKey": key["SecretAccessKey"]}
+        server.reset_auth(0)  # from now on every request is authenticated and authorised
+        yield {"server": server, **users}
+
+
+def auth_config(auth: dict[str, Any], **creds: str) -> dict[str, Any]:
+    return {"endpoint": auth["server"].url, "region": "us-east-1", "bucketName": "auth-bucket",
+            "maxAttempts": 2, **creds}
+
+
+def test_wrong_credentials_fail_with_the_server_code(
+    auth_server: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    good = get_client("s3", auth_config(auth_server, **auth_server["writer"]))
+    info = good.put_file_stream("k/obj", io.BytesIO(b"secret data"))  # real auth succeeds
+    with good.get_file_stream(info) as f:
+        assert f.read() == b"secret data"
+
+    caplog.set_level(logging.DEBUG)  # botocore's debug logs too: they must not carry a secret either
+    wrong_secret = f"wrong-{uuid.uuid4().hex}"
+    cases = {
+        "InvalidAccessKeyId": {"accessKeyId": "AKIAUNKNOWN000000000", "secretAccessKey": wrong_secret},
+        "SignatureDoesNotMatch": {
+            "accessKeyId": auth_server["writer"]["accessKeyId"],
+            "secretAccessKey": wrong_secret,
+        },
+        "AccessDenied": auth_server["nobody"],
+    }
+    for code, creds in cases.items():
+        client = get_client("s3", auth_config(auth_server, **creds))
+        with pytest.raises(StorageError) as excinfo:
+            client.get_file_stream(info)
+        text = str(excinfo.value)
+        assert code in text and "'auth-bucket'" in text and "'k/obj'" in text, text
+        for secret in (creds["secretAccessKey"], auth_server["writer"]["secretAccessKey"]):
+            assert secret not in text
+            assert secret not in repr(client)
+        with pytest.raises(StorageError, match=code):
+            client.put_file_stream("k/other", io.BytesIO(b"x"))
+    assert "botocore" in caplog.text  # debug logging really was on
+    for secret in (wrong_secret, auth_server["writer"]["secretAccessKey"], auth_server["nobody"]["secretAccessKey"]):
+        assert secret not in caplog.text
+
+
+def test_secret_never_in_logs_or_errors(s3_config: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    s3 = get_client("s3", s3_config)
+    secret = s3_config["secretAccessKey"]
+    info = s3.put_file_stream("log/obj", io.BytesIO(payload(6 * MiB)))
+    with s3.get_file_stream(info) as f:
+        f.read()
+    with pytest.raises(NotFoundError) as excinfo:
+        s3.stat("log/missing")
+    assert "botocore" in caplog.text  # debug logging really was on
+    assert secret not in caplog.text
+    assert secret not in str(excinfo.value) and secret not in repr(s3) and secret not in info.dumps()
+    assert os.environ.get("AWS_SECRET_ACCESS_KEY") != secret
+
+
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
+def test_tls_is_verified_by_default(tmp_path: Path, s3_config: dict[str, Any]) -> None:
+    with moto_server(tmp_path / "moto-tls", tls=True) as server:
+        assert server.url.startswith("https://")
+        config = {**s3_config, "endpoint": server.url, "maxAttempts": 1}
+        with pytest.raises(StorageError, match=r"(?i)certificate|SSL"):
+            get_client("s3", config).put_file_stream("tls/obj", io.BytesIO(b"x"))  # self-signed: refused
+        insecure = get_client("s3", {**config, "verifyTLS": False})
+        info = insecure.put_file_stream("tls/obj", io.BytesIO(b"over tls"))
+        with insecure.get_file_stream(info) as f:
+            assert f.read() == b"over tls"
