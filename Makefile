@@ -29,7 +29,7 @@ lint: install
 	$(BIN)/ruff check packages worker tests bench
 	$(BIN)/mypy packages/deepforge_adapters packages/deepforge_plugins worker/deepforge_worker
 
-bench: install
+bench: install node
 	$(BIN)/python bench/run_all.py
 
 demo: install
@@ -44,11 +44,11 @@ clean:
 # MongoDB wire-protocol substitute used when no mongod is available.
 WEBGME_DIR := webgme-config
 RUN_DIR := .run
-.PHONY: node webgme-up webgme-down
+.PHONY: node webgme-up webgme-down seed
 
 node: $(STAMPS)/node
 
-$(STAMPS)/node: $(WEBGME_DIR)/package.json $(WEBGME_DIR)/package-lock.json $(WEBGME_DIR)/requirements.txt $(STAMPS)/python
+$(STAMPS)/node: $(WEBGME_DIR)/package.json $(WEBGME_DIR)/package-lock.json $(WEBGME_DIR)/requirements.txt | $(STAMPS)/python
 	@mkdir -p $(STAMPS)
 	@pkg-config --exists libzmq || { \
 	  echo "installing libzmq3-dev (needed by webgme-bindings)"; \
@@ -70,6 +70,19 @@ webgme-down:
 .PHONY: plugins-metadata
 plugins-metadata: install
 	$(BIN)/python -m deepforge_plugins.metadata plugins
+
+# Regenerate webgme-config/seeds/pipeline.webgmex from the META table in build_pipeline_seed.js (committed;
+# installs never need this).
+seed: node
+	$(BIN)/python -m deepforge_adapters.webgme.stack with-db -- node $(WEBGME_DIR)/seeds/build_pipeline_seed.js $(WEBGME_DIR)/seeds/pipeline.webgmex
+
+# The whole system for development: database, WebGME server (UI at the printed URL), a demo project seeded
+# with the example pipeline; Ctrl-C stops everything.  State persists in .run/dev (rm -rf it to start over).
+# >>> deepforge-worker: set DEV_WORKER_CMD to the worker's command line ({url} = the server URL) to start one
+# worker with the server, e.g. DEV_WORKER_CMD='$(BIN)/deepforge-worker start --host {url}'.
+DEV_WORKER_CMD ?=
+dev: install node
+	DEV_WORKER_CMD="$(DEV_WORKER_CMD)" $(BIN)/python -m deepforge_adapters.webgme.stack dev --run-dir $(RUN_DIR)/dev
 
 # ------------------------------------------------------------------------------------------------ Browser
 # Headless Chromium from Debian for the WebGME UI test (tests/e2e/test_ui_browser.py, driven by Playwright

@@ -13,8 +13,13 @@ server.start(function (err) {
         console.error('WebGME server failed to start:', err);
         process.exit(1);
     }
+    // Node >= 18 aborts any request not fully received within 5 minutes (requestTimeout): that would cut
+    // multi-GiB artifact uploads over a slow link.  Idle sockets are still closed by keepAlive/headers timeouts.
+    if (server.__httpServer) {
+        server.__httpServer.requestTimeout = 0;
+    }
     console.log('WebGME server listening on http://' + gmeConfig.server.handle.host + ':' +
-        gmeConfig.server.port);
+        gmeConfig.server.port + ' (requestTimeout ' + (server.__httpServer && server.__httpServer.requestTimeout) + ')');
 });
 
 function stop(signal) {

@@ -18,6 +18,8 @@ from deepforge_adapters.errors import IntegrityError, NotFoundError, WebGMEError
 from deepforge_adapters.webgme import BlobClient, file_metadata, metadata_hash
 from deepforge_adapters.webgme.stack import WebGMEStack
 
+from tests.fixtures.webgme import StackFactory
+
 pytestmark = pytest.mark.integration
 
 
@@ -162,7 +164,7 @@ def test_bad_hash_is_rejected_before_any_request(blob: BlobClient) -> None:
 
 
 def test_declared_size_mismatch_is_an_integrity_error(blob: BlobClient) -> None:
-    with pytest.raises(IntegrityError, match="expected 10"):
+    with pytest.raises(IntegrityError, match="short of the expected 10"):
         blob.create_file("short", io.BytesIO(b"abc"), size=10)
 
 
@@ -188,7 +190,7 @@ def test_auth_headers_are_sent_on_every_call_including_downloads(blob: BlobClien
     assert bearer.session.headers["Authorization"] == "Bearer jwt-abc"
 
 
-def test_server_restart_mid_download_is_resumed(webgme_stack_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_server_restart_mid_download_is_resumed(webgme_stack_factory: StackFactory, tmp_path: Path) -> None:
     stack: WebGMEStack = webgme_stack_factory()
     client = BlobClient(stack.url)
     data = os.urandom(64 * 1024 * 1024)
@@ -206,7 +208,7 @@ def test_server_restart_mid_download_is_resumed(webgme_stack_factory, tmp_path: 
     assert bytes(got) == data
 
 
-def test_interrupted_zip_download_fails_clearly(webgme_stack_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_interrupted_zip_download_fails_clearly(webgme_stack_factory: StackFactory, tmp_path: Path) -> None:
     stack: WebGMEStack = webgme_stack_factory()
     client = BlobClient(stack.url)
     big = tmp_path / "big.bin"

@@ -16,6 +16,8 @@ from deepforge_adapters.storage import DataInfo
 from deepforge_adapters.storage.gme import GmeStorage
 from deepforge_adapters.webgme.stack import WebGMEStack
 
+from tests.fixtures.webgme import StackFactory
+
 pytestmark = pytest.mark.integration
 
 
@@ -105,3 +107,19 @@ def test_host_defaults_and_secret_masking(monkeypatch: pytest.MonkeyPatch, caplo
     with caplog.at_level(logging.DEBUG), pytest.raises(Exception) as err:
         client.stat("a" * 40)  # nothing listens on port 1
     assert secret not in str(err.value) and secret not in caplog.text
+
+
+def test_api_token_is_used_when_the_server_refuses_guests(
+    webgme_stack_factory: StackFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    stack = webgme_stack_factory(webgme_auth=True, allow_guests=False)
+    stack.add_user("bob", "pw-bob")
+    token = stack.create_token("bob", "pw-bob")
+    with caplog.at_level(logging.DEBUG):
+        gme = GmeStorage({"host": stack.url, "apiToken": token})
+        info = gme.put_file_stream("private", io.BytesIO(b"private bytes"))
+        assert gme.get_file(info, tmp_path / "p").read_bytes() == b"private bytes"
+        with pytest.raises(StorageError) as err:
+            GmeStorage({"host": stack.url}).get_metadata(info)  # a guest is refused
+    assert "not authenticated" in str(err.value)  # WebGME redirects guests to its login page
+    assert token not in caplog.text and token not in str(err.value) and token not in repr(gme)

@@ -18,6 +18,7 @@ HOST = "http://webgme.test"
 
 def no_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("deepforge_adapters.webgme._rest.time.sleep", lambda s: None)
+    monkeypatch.setattr("deepforge_adapters.webgme.blob.time.sleep", lambda s: None)
 
 
 def test_metadata_hash_matches_a_hash_the_server_gave() -> None:
@@ -97,11 +98,12 @@ def test_a_consumed_stream_is_never_replayed() -> None:
     responses.add_callback(responses.POST, f"{HOST}/rest/blob/createFile/f", callback=_consuming(503, b"data"))
     with pytest.raises(WebGMEError) as err:
         BlobClient(HOST).create_file("f", Pipe(b"data"))
-    assert err.value.status_code == 503 and len(responses.calls) == 1
+    assert err.value.status_code == 503 and len(responses.calls) == 1 and "not retried" in str(err.value)
 
 
 @responses.activate
-def test_a_seekable_upload_is_replayed_from_its_start() -> None:
+def test_a_seekable_upload_is_replayed_from_its_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    no_sleep(monkeypatch)
     url = f"{HOST}/rest/blob/createFile/f"
     responses.add_callback(responses.POST, url, callback=_consuming(500, b"data"))
     responses.add_callback(responses.POST, url, callback=_consuming(200, b"data"))
@@ -140,3 +142,11 @@ def test_malformed_answers_are_named() -> None:
     responses.get(f"{HOST}/rest/blob/metadata/{'c' * 40}", json=["not", "a", "dict"])
     with pytest.raises(WebGMEError, match="expected a JSON object"):
         BlobClient(HOST).metadata("c" * 40)
+
+
+def test_an_existing_mongo_gets_a_database_per_stack() -> None:
+    from deepforge_adapters.webgme.stack import _with_database
+
+    uri = "mongodb://user:pw@db.example:27017/admin?authSource=admin"
+    assert _with_database(uri, "deepforge_1") == "mongodb://user:pw@db.example:27017/deepforge_1?authSource=admin"
+    assert _with_database("mongodb://127.0.0.1:27017", "d") == "mongodb://127.0.0.1:27017/d"

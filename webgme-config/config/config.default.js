@@ -13,6 +13,7 @@
  *   DEEPFORGE_WORKER_REFRESH_MS    executor workerRefreshInterval (default 5000; tests use less)
  *   DEEPFORGE_EXECUTOR_AUTH        "1": executor requires a user (x-api-token or a JWT); guests refused
  *   DEEPFORGE_WEBGME_AUTH          "1": webgme authentication on (users, tokens), guests still allowed
+ *   DEEPFORGE_WEBGME_GUESTS        with DEEPFORGE_WEBGME_AUTH: "0" refuses guests everywhere (blob included)
  *   DEEPFORGE_PLUGIN_PATHS         extra plugin dirs, separated by ":"
  * WebGME's own WEBGME_<a>_<b>=v overrides (config.a.b = v) are applied after this file (config/index.js).
  */
@@ -55,7 +56,8 @@ if (isOn(env.DEEPFORGE_EXECUTOR_AUTH)) {
 }
 if (isOn(env.DEEPFORGE_WEBGME_AUTH)) {
     config.authentication.enable = true;
-    config.authentication.allowGuests = true;
+    config.authentication.allowGuests = env.DEEPFORGE_WEBGME_GUESTS === undefined ||
+        isOn(env.DEEPFORGE_WEBGME_GUESTS);
 }
 
 config.plugin.allowServerExecution = true;

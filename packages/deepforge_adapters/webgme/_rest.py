@@ -54,7 +54,19 @@ def session_with(headers: Mapping[str, str], session: requests.Session | None) -
 
 
 def check(response: requests.Response, what: str) -> requests.Response:
-    """Raise :class:`WebGMEError` naming the endpoint unless the answer is 2xx."""
+    """Raise :class:`WebGMEError` naming the endpoint unless the answer is 2xx.
+
+    Redirects are never followed (every call passes ``allow_redirects=False``): WebGME answers an
+    unauthenticated REST call with a 302 to its login page, which must read as "not authenticated", not as
+    an HTML page where JSON was expected.
+    """
+    if 300 <= response.status_code < 400:
+        where = response.headers.get("Location", "?")
+        raise WebGMEError(
+            f"{what}: HTTP {response.status_code} redirect to {where}: not authenticated "
+            "(configure an API token, or a WebGME token)",
+            response.status_code,
+        )
     if response.status_code >= 300:
         raise WebGMEError(f"{what}: {describe_response(response)}", response.status_code)
     return response

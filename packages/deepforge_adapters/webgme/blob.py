@@ -31,6 +31,7 @@ import urllib3
 
 from ..errors import IntegrityError, NotFoundError, WebGMEError
 from ..hashing import CHUNK_SIZE, HashingReader
+from ..http import describe_response
 from ..streams import ProgressCallback, ProgressReader, Readable, atomic_write, copy_stream, iter_chunks
 from ._rest import DEFAULT_HOST, auth_headers, check, json_body, request_with_replay, session_with
 
@@ -42,6 +43,8 @@ HASH_LENGTH = 40
 MAX_RESUMES = 3
 #: How long a resume waits for the server to come back (seconds).
 RESUME_WAIT = 60.0
+#: Tries of an upload from a seekable source (a stream gets one).
+UPLOAD_ATTEMPTS = 3
 _SERIALIZED_KEYS = ("name", "size", "mime", "isPublic", "tags", "content", "contentType")
 #: WebGME (npm ``mime``) types that Python's ``mimetypes`` names differently or not at all.
 _MIME_OVERRIDES = {".py": "text/x-python", ".js": "text/javascript", ".json": "application/json",
@@ -134,24 +137,30 @@ class BlobClient:
         """
         what = f"blob createFile {name!r} at {self.host}"
         start = _tell(readable)
-        attempts = 1 if start is None else 3
+        attempts = 1 if start is None else UPLOAD_ATTEMPTS
         for attempt in range(attempts):
             if attempt:
+                time.sleep(0.5 * 2**attempt)
                 readable.seek(start)  # type: ignore[attr-defined]
                 log.warning("%s: retrying the upload from the start (%d/%d)", what, attempt, attempts - 1)
+            last = attempt + 1 == attempts
+            note = "" if start is not None else " (the source is a stream, which can't be sent twice: not retried)"
             hashing = HashingReader(cast(BinaryIO, ProgressReader(readable, progress, size)), ("sha1",))
             try:
                 response = self.session.post(
                     self.url("createFile", urllib.parse.quote(name, safe="")),
-                    data=iter_chunks(hashing),
+                    data=iter_chunks(hashing) if size is None else SizedBody(hashing, size, what),
                     headers={"Content-Type": "application/octet-stream"},
+                    allow_redirects=False,
                 )
             except (requests.ConnectionError, requests.Timeout) as exc:
-                if attempt + 1 < attempts:
+                if not last:
                     continue
-                raise WebGMEError(f"{what}: upload failed after {hashing.bytes_read} bytes: {exc}") from None
-            if response.status_code >= 500 and attempt + 1 < attempts:
+                raise WebGMEError(f"{what}: upload failed after {hashing.bytes_read} bytes: {exc}{note}") from None
+            if response.status_code >= 500 and not last:
                 continue
+            if response.status_code >= 500:
+                raise WebGMEError(f"{what}: {describe_response(response)}{note}", response.status_code)
             check(response, what)
             md_hash, metadata = _single_entry(json_body(response, what), what)
             self._verify_file(what, md_hash, metadata, hashing.hexdigest("sha1"), hashing.bytes_read, size)
@@ -178,7 +187,10 @@ class BlobClient:
         what = f"blob createMetadata {metadata.get('name')!r} at {self.host}"
         response = request_with_replay(
             lambda: self.session.post(
-                self.url("createMetadata"), data=body, headers={"Content-Type": "application/octet-stream"}
+                self.url("createMetadata"),
+                data=body,
+                headers={"Content-Type": "application/octet-stream"},
+                allow_redirects=False,
             ),
             what,
         )
@@ -233,7 +245,7 @@ class BlobClient:
         """The metadata of a blob (with ``lastModified``); :class:`NotFoundError` if the server has none."""
         check_hash(metadata_hash)
         what = f"blob metadata {metadata_hash} at {self.host}"
-        response = self.session.get(self.url("metadata", metadata_hash))
+        response = self.session.get(self.url("metadata", metadata_hash), allow_redirects=False)
         if response.status_code == 404:
             raise NotFoundError(BACKEND, f"no blob metadata at {self.host}", name=metadata_hash)
         check(response, what)
@@ -307,7 +319,11 @@ class BlobReader:
     def _connect(self, skip: int) -> None:
         what = f"blob download {self.metadata_hash} from {self._client.host}"
         try:
-            response = self._client.session.get(self._url, stream=True)
+            # identity: the server would otherwise gzip the body on the fly, single-threaded, capping a
+            # download at ~40 MiB/s (and artifacts are mostly incompressible anyway)
+            response = self._client.session.get(
+                self._url, stream=True, headers={"Accept-Encoding": "identity"}, allow_redirects=False
+            )
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise WebGMEError(f"{what}: {type(exc).__name__}: {exc}") from None
         if response.status_code == 404:
@@ -397,6 +413,30 @@ class BlobReader:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+class SizedBody:
+    """A request body of known length: sent with ``Content-Length`` instead of chunked framing (faster, and
+    what curl does).  The source must give exactly ``size`` bytes; anything else aborts the upload."""
+
+    def __init__(self, raw: Readable, size: int, what: str) -> None:
+        self._raw = raw
+        self.len = size  # requests reads .len for Content-Length
+        self._left = size
+        self._what = what
+
+    def read(self, n: int = -1) -> bytes:
+        # http.client asks for 16 KiB blocks; it sends whatever it gets, and 1 MiB blocks cut the per-call
+        # overhead (hash update, progress, Python frames) 64-fold.
+        want = self._left if n is None or n < 0 else min(max(n, CHUNK_SIZE), self._left)
+        data = self._raw.read(want) if want else b""
+        self._left -= len(data)
+        if want and not data:
+            raise IntegrityError(BACKEND, f"{self._what}: the source ended {self._left} bytes short of "
+                                          f"the expected {self.len}")  # fmt: skip
+        if not self._left and self._raw.read(1):
+            raise IntegrityError(BACKEND, f"{self._what}: the source has more than the expected {self.len} bytes")
+        return data
 
 
 def _tell(readable: Readable) -> int | None:

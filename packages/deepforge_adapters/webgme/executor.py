@@ -65,17 +65,17 @@ class ExecutorClient:
     # ------------------------------------------------------------------------------------ plumbing
     def _get(self, what: str, *parts: str, params: Mapping[str, Any] | None = None) -> Any:
         what = f"executor {what} at {self.host}"
-        response = self.session.get(self.url(*parts), params=params)
+        response = self.session.get(self.url(*parts), params=params, allow_redirects=False)
         return json_body(check(response, what), what)
 
     def _post(self, what: str, body: Any, *parts: str, replay: bool = True) -> requests.Response:
         what = f"executor {what} at {self.host}"
         url = self.url(*parts)
         if replay:
-            response = request_with_replay(lambda: self.session.post(url, json=body), what)
+            response = request_with_replay(lambda: self.session.post(url, json=body, allow_redirects=False), what)
         else:
             try:
-                response = self.session.post(url, json=body)
+                response = self.session.post(url, json=body, allow_redirects=False)
             except (requests.ConnectionError, requests.Timeout) as exc:
                 raise WebGMEError(f"{what}: {type(exc).__name__}: {exc}") from None
         return check(response, what)
@@ -86,6 +86,8 @@ class ExecutorClient:
 
         A new (or re-run canceled) job's JobInfo includes ``secret``, the only way to cancel it later.  An
         existing job is returned as it is, without the secret: identical job artifacts behave as cached.
+        (So if a 5xx/broken connection hid the answer that created the job, the replay returns it without
+        the secret; such a job can't be canceled through this client.  That's the server's design.)
         """
         body = {"hash": job_hash, "labels": list(labels)}
         response = self._post(f"create {job_hash}", body, "create", job_hash)

@@ -10,6 +10,7 @@ CLI (used by the Makefile)::
 
     python -m deepforge_adapters.webgme.stack up   --run-dir .run [--port 8888] [--persist]
     python -m deepforge_adapters.webgme.stack down --run-dir .run
+    python -m deepforge_adapters.webgme.stack with-db -- node webgme-config/seeds/build_pipeline_seed.js
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class StackOptions:
     nonce: str | None = None
     executor_auth: bool = False
     webgme_auth: bool = False
+    allow_guests: bool = True  # with webgme_auth: False refuses guests everywhere (blob included)
     plugin_paths: tuple[str, ...] = ()
     persist: bool = False  # keep the database on disk under the run dir (dev) instead of in memory (tests)
     env: Mapping[str, str] = field(default_factory=dict)
@@ -100,8 +102,8 @@ class Process:
             return ""
 
     def stop(self, grace: float = 10.0) -> None:
-        if self.alive():
-            kill_group(self.popen.pid, grace)
+        # the whole group, even when the leader already died: the server's plugin workers live in it too
+        kill_group(self.popen.pid, grace)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=1)
         self._log.close()
@@ -131,7 +133,7 @@ class WebGMEStack:
     def __init__(self, options: StackOptions | None = None, run_dir: str | os.PathLike[str] | None = None) -> None:
         self.options = options or StackOptions()
         self._own_run_dir = run_dir is None
-        self.run_dir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix="deepforge-webgme-"))
+        self.run_dir = (Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix="deepforge-webgme-"))).resolve()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir = self.run_dir / "data"
         self.blob_dir = self.data_dir / "blob-local-storage"
@@ -204,6 +206,7 @@ class WebGMEStack:
             env["DEEPFORGE_EXECUTOR_AUTH"] = "1"
         if o.webgme_auth:
             env["DEEPFORGE_WEBGME_AUTH"] = "1"
+            env["DEEPFORGE_WEBGME_GUESTS"] = "1" if o.allow_guests else "0"
         if o.plugin_paths:
             env["DEEPFORGE_PLUGIN_PATHS"] = ":".join(o.plugin_paths)
         env.setdefault("WEBGME_PYTHON", sys.executable)
@@ -246,6 +249,26 @@ class WebGMEStack:
                     return
             time.sleep(0.2)
         raise StackError(f"{proc.name} not ready at {self.url}/api after {timeout:.0f}s:\n{proc.log_tail()}")
+
+    # ------------------------------------------------------------------------------------ users
+    def add_user(self, username: str, password: str, email: str | None = None, can_create: bool = True) -> None:
+        """Create a WebGME user (needs ``webgme_auth``) with webgme's own ``usermanager`` CLI."""
+        usermanager = self.webgme_dir / "node_modules/webgme-engine/src/bin/usermanager.js"
+        flags = ["-c"] if can_create else []
+        argv = ["node", str(usermanager), "useradd", *flags, username, email or f"{username}@example.invalid", password]
+        env = {**os.environ, **self.server_env()}
+        done = subprocess.run(argv, cwd=self.webgme_dir, env=env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise StackError(f"usermanager useradd {username} failed: {done.stderr[-2000:]}")
+
+    def create_token(self, username: str, password: str, name: str = "deepforge") -> str:
+        """A WebGME access token (``x-api-token``) for the user, created through ``/rest/tokens``."""
+        session = make_session()
+        url = f"{self.url}/rest/tokens/create/{urllib.parse.quote(name)}"
+        response = session.post(url, auth=(username, password))
+        if response.status_code != 200:
+            raise StackError(f"creating token {name!r} for {username}: HTTP {response.status_code}")
+        return str(response.json()["id"])
 
     def describe(self) -> dict[str, Any]:
         return {"url": self.url, "mongo_uri": self.mongo_uri, "run_dir": str(self.run_dir),
@@ -309,6 +332,70 @@ def _down(args: argparse.Namespace) -> int:
     return 0
 
 
+def ensure_project(url: str, name: str, seed: str = "pipeline") -> bool:
+    """Create ``guest+<name>`` from ``seed`` unless it exists; True if it was created."""
+    session = make_session()
+    project = f"{url}/api/projects/guest/{urllib.parse.quote(name)}"
+    if session.get(project).status_code == 200:
+        return False
+    response = session.put(project, json={"type": "file", "seedName": seed})
+    if response.status_code not in (200, 201, 204):
+        raise StackError(f"creating project {name!r} from seed {seed!r}: HTTP {response.status_code} {response.text}")
+    return True
+
+
+def _dev(args: argparse.Namespace) -> int:
+    """The whole system in the foreground (``make dev``) until Ctrl-C, then everything is stopped."""
+    run_dir = Path(args.run_dir)
+    stack = WebGMEStack(StackOptions(port=args.port, persist=True, worker_refresh_ms=1000), run_dir=run_dir)
+    workers: list[Process] = []
+    stopping = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        stack.start()
+        created = ensure_project(stack.url, args.demo_project)
+        # >>> deepforge-worker: `make dev` passes DEV_WORKER_CMD (a command line; {url} is replaced by the
+        # server URL) to start one worker beside the server; it is stopped with the rest on Ctrl-C.
+        if args.worker_cmd:
+            argv = [part.replace("{url}", stack.url) for part in args.worker_cmd.split()]
+            workers.append(Process("worker", argv, run_dir, repo_root(), {**os.environ, "DEEPFORGE_HOST": stack.url}))
+        # <<< deepforge-worker
+        print(f"\nDeepForge WebGME server: {stack.url}", flush=True)
+        print(f"demo project: {stack.url}/?project=guest%2B{args.demo_project}"
+              f"{' (created)' if created else ''}", flush=True)  # fmt: skip
+        print(f"logs: {run_dir}/*.log   stop: Ctrl-C", flush=True)
+        while not stopping:
+            for proc in (stack.server, stack.database, *workers):
+                if proc is not None and not proc.alive():
+                    print(f"{proc.name} exited ({proc.popen.returncode}); see {proc.log_path}", file=sys.stderr)
+                    return 1
+            time.sleep(0.5)
+        return 0
+    finally:
+        print("stopping...", flush=True)
+        for proc in workers:
+            proc.stop()
+        stack.stop()
+
+
+def _with_db(args: argparse.Namespace) -> int:
+    """Run a command with a throw-away database (``DEEPFORGE_MONGO_URI`` set), e.g. the seed builder."""
+    command = [c for c in args.cmd if c != "--"]
+    stack = WebGMEStack(StackOptions())
+    try:
+        stack.mongo_uri = stack._start_database()
+        env = {**os.environ, "DEEPFORGE_MONGO_URI": stack.mongo_uri}
+        return subprocess.run(command, env=env, check=False).returncode
+    finally:
+        stack.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deepforge_adapters.webgme.stack")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -318,9 +405,16 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--persist", action="store_true", help="keep the database in <run-dir>/nx.db")
     down = sub.add_parser("down", help="stop what `up` started")
     down.add_argument("--run-dir", default=".run")
+    dev = sub.add_parser("dev", help="database + server (+ worker) in the foreground, demo project, until Ctrl-C")
+    dev.add_argument("--run-dir", default=".run/dev")
+    dev.add_argument("--port", type=int, default=int(os.environ.get("DEEPFORGE_WEBGME_PORT", "8888")))
+    dev.add_argument("--demo-project", default="Demo")
+    dev.add_argument("--worker-cmd", default=os.environ.get("DEV_WORKER_CMD", ""))
+    with_db = sub.add_parser("with-db", help="run a command with DEEPFORGE_MONGO_URI naming a throw-away database")
+    with_db.add_argument("cmd", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return _up(args) if args.command == "up" else _down(args)
+    return {"up": _up, "down": _down, "dev": _dev, "with-db": _with_db}[args.command](args)
 
 
 if __name__ == "__main__":

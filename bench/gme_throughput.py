@@ -1,0 +1,115 @@
+"""Is the ``gme`` adapter as fast as curl against the same WebGME server, with bounded memory?
+
+Starts a WebGME stack (the same launcher the tests use), writes a 1 GiB file, and in the same run
+uploads/downloads it through the adapter (``GmeStorage.put_file`` / ``get_file``, in a child process so its
+peak RSS is its own) and through ``curl`` (``-T`` streams the upload).  Prints throughputs, the adapter/curl
+ratio (target >= 0.9) and the adapter's peak RSS (target < 100 MiB).
+
+    .venv/bin/python bench/gme_throughput.py [--size-mib 1024] [--rounds 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+MIB = 1024 * 1024
+
+
+def child(mode: str, host: str, path: str, ref: str) -> None:
+    """One adapter transfer; prints {"seconds", "rss_mib", "ref"} as JSON."""
+    from deepforge_adapters.storage import DataInfo, get_client
+
+    gme = get_client("gme", {"host": host})
+    start = time.perf_counter()
+    if mode == "upload":
+        ref = gme.put_file("bench/blob.bin", path).data
+    else:
+        gme.get_file(DataInfo("gme", ref), path)
+    seconds = time.perf_counter() - start
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "rss_mib": rss, "ref": ref}))
+
+
+def adapter(mode: str, host: str, path: Path, ref: str = "-") -> dict[str, float | str]:
+    out = subprocess.run([sys.executable, __file__, "--child", mode, host, str(path), ref],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def curl(mode: str, host: str, path: Path, ref: str = "") -> tuple[float, str]:
+    if mode == "upload":
+        argv = ["curl", "-sS", "-f", "-X", "POST", "-H", "Content-Type: application/octet-stream", "-T", str(path),
+                f"{host}/rest/blob/createFile/curl.bin"]  # fmt: skip
+    else:
+        argv = ["curl", "-sS", "-f", "-o", str(path), f"{host}/rest/blob/download/{ref}/"]
+    start = time.perf_counter()
+    out = subprocess.run(argv, capture_output=True, check=True)
+    seconds = time.perf_counter() - start
+    return seconds, (next(iter(json.loads(out.stdout))) if mode == "upload" else ref)
+
+
+def write_file(path: Path, size: int) -> str:
+    block = os.urandom(MIB)
+    sha1 = hashlib.sha1()
+    with open(path, "wb") as f:
+        for i in range(size // MIB):
+            chunk = block[i % 251 :] + block[: i % 251]  # vary the blocks a little, cheaply
+            f.write(chunk)
+            sha1.update(chunk)
+    return sha1.hexdigest()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--child", nargs=4, metavar=("MODE", "HOST", "PATH", "REF"))
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child)
+        return 0
+
+    from deepforge_adapters.webgme.stack import running_stack
+
+    size = args.size_mib * MIB
+    with tempfile.TemporaryDirectory(prefix="gme-bench-") as tmp, running_stack() as stack:
+        src, dst = Path(tmp) / "src.bin", Path(tmp) / "dst.bin"
+        sha1 = write_file(src, size)
+        print(f"server {stack.url}, file {args.size_mib} MiB, sha1 {sha1}")
+        results: dict[str, list[float]] = {"adapter upload": [], "curl upload": [], "adapter download": [],
+                                           "curl download": []}  # fmt: skip
+        rss: list[float] = []
+        for _ in range(args.rounds):
+            up = adapter("upload", stack.url, src)
+            results["adapter upload"].append(float(up["seconds"]))
+            rss.append(float(up["rss_mib"]))
+            t, curl_ref = curl("upload", stack.url, src)
+            results["curl upload"].append(t)
+            down = adapter("download", stack.url, dst, str(up["ref"]))
+            results["adapter download"].append(float(down["seconds"]))
+            rss.append(float(down["rss_mib"]))
+            dst.unlink()
+            t, _ = curl("download", stack.url, dst, curl_ref)
+            results["curl download"].append(t)
+            dst.unlink()
+        best = {k: min(v) for k, v in results.items()}
+        for name, seconds in best.items():
+            print(f"{name:18s} {seconds:7.2f} s  {args.size_mib / seconds:8.1f} MiB/s")
+        for op in ("upload", "download"):
+            ratio = best[f"curl {op}"] / best[f"adapter {op}"]
+            print(f"{op} throughput ratio adapter/curl: {ratio:.2f} (target >= 0.9)")
+        print(f"adapter peak RSS: {max(rss):.1f} MiB (target < 100 MiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
