@@ -135,7 +135,7 @@ def _field(dialog: Any, label: str) -> Any:
     return row.locator("input, select").first
 
 
-def test_execute_pipeline_from_the_plugin_menu(dev_server: DevServer, browser_page: Any, tmp_path: Path) -> None:
+def test_execute_pipeline_from_the_plugin_menu(browser_page: Any, dev_server: DevServer, tmp_path: Path) -> None:
     page = browser_page
     project = GmeProject(dev_server.url, DEMO_PROJECT)
     pipeline = project.tree("").find("", "MyPipelines", "Example")
