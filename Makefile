@@ -19,7 +19,7 @@ $(STAMPS)/python: pyproject.toml
 	@touch $@
 
 # README's test command: the whole suite, servers started by the suite's own fixtures.
-test: install node
+test: install node browser
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 unit: install
@@ -86,3 +86,19 @@ dev: install node
 	@mkdir -p $(DEV_DIR) && umask 077 && { test -s $(DEV_DIR)/secret.key || $(BIN)/deepforge secrets keygen > $(DEV_DIR)/secret.key; }
 	DEEPFORGE_SECRET_KEY_FILE=$(DEV_DIR)/secret.key DEV_WORKER_CMD="$(DEV_WORKER_CMD)" \
 	  $(BIN)/python -m deepforge_adapters.webgme.stack dev --run-dir $(DEV_DIR)
+
+# ------------------------------------------------------------------------------------------------ Browser
+# Headless Chromium from Debian for the WebGME UI test (tests/e2e/test_ui_browser.py, driven by Playwright
+# with executable_path=$(CHROMIUM)).  Playwright's own browser download is never used: it needs the internet.
+CHROMIUM ?= /usr/bin/chromium
+.PHONY: browser
+browser: $(STAMPS)/browser
+
+$(STAMPS)/browser:
+	@mkdir -p $(STAMPS)
+	@test -x $(CHROMIUM) || { \
+	  echo "installing chromium (headless browser for the UI test)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }
+	$(CHROMIUM) --version
+	@touch $@
