@@ -19,7 +19,7 @@ $(STAMPS)/python: pyproject.toml
 	@touch $@
 
 # README's test command: the whole suite, servers started by the suite's own fixtures.
-test: install node
+test: install node browser
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 unit: install
@@ -78,8 +78,27 @@ seed: node
 
 # The whole system for development: database, WebGME server (UI at the printed URL), a demo project seeded
 # with the example pipeline; Ctrl-C stops everything.  State persists in .run/dev (rm -rf it to start over).
-# >>> deepforge-worker: set DEV_WORKER_CMD to the worker's command line ({url} = the server URL) to start one
-# worker with the server, e.g. DEV_WORKER_CMD='$(BIN)/deepforge-worker start --host {url}'.
-DEV_WORKER_CMD ?=
+# One deepforge-worker runs beside the server (DEV_WORKER_CMD, {url} = the server URL; empty: no worker).
+# The dev stack's deployment key (plugins seal bundle secrets with it, the worker opens them) is made once.
+DEV_DIR := $(abspath $(RUN_DIR))/dev
+DEV_WORKER_CMD ?= $(abspath $(BIN))/deepforge-worker start --host {url} --work-dir $(DEV_DIR)/worker --cache-dir $(DEV_DIR)/worker-cache
 dev: install node
-	DEV_WORKER_CMD="$(DEV_WORKER_CMD)" $(BIN)/python -m deepforge_adapters.webgme.stack dev --run-dir $(RUN_DIR)/dev
+	@mkdir -p $(DEV_DIR) && umask 077 && { test -s $(DEV_DIR)/secret.key || $(BIN)/deepforge secrets keygen > $(DEV_DIR)/secret.key; }
+	DEEPFORGE_SECRET_KEY_FILE=$(DEV_DIR)/secret.key DEV_WORKER_CMD="$(DEV_WORKER_CMD)" \
+	  $(BIN)/python -m deepforge_adapters.webgme.stack dev --run-dir $(DEV_DIR)
+
+# ------------------------------------------------------------------------------------------------ Browser
+# Headless Chromium from Debian for the WebGME UI test (tests/e2e/test_ui_browser.py, driven by Playwright
+# with executable_path=$(CHROMIUM)).  Playwright's own browser download is never used: it needs the internet.
+CHROMIUM ?= /usr/bin/chromium
+.PHONY: browser
+browser: $(STAMPS)/browser
+
+$(STAMPS)/browser:
+	@mkdir -p $(STAMPS)
+	@test -x $(CHROMIUM) || { \
+	  echo "installing chromium (headless browser for the UI test)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }
+	$(CHROMIUM) --version
+	@touch $@

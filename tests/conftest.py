@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.fixtures.sciserver",
     "tests.fixtures.s3",
     "tests.fixtures.plugins",
+    "tests.fixtures.worker",
 ]

@@ -1,4 +1,4 @@
-"""s3 with the rest of the system: the worker cache, and a job bundle run through local compute."""
+"""s3 with the rest of the system: the worker cache, and a job bundle run through local compute and the worker."""
 
 from __future__ import annotations
 
@@ -9,13 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deepforge_adapters.compute import ComputeJob, JobStatus, JobUpdate
+from deepforge_adapters import secrets
+from deepforge_adapters.compute import ComputeClient, ComputeJob, JobStatus, JobUpdate
 from deepforge_adapters.compute import get_client as get_compute
 from deepforge_adapters.compute.local import LocalCompute
 from deepforge_adapters.errors import IntegrityError
 from deepforge_adapters.storage import DataInfo, get_client
 from deepforge_adapters.storage.cache import WorkerCache
 from deepforge_adapters.storage.s3 import S3Storage
+from deepforge_adapters.webgme.blob import BlobClient
 
 pytestmark = pytest.mark.integration
 
@@ -66,17 +68,7 @@ print("reversed", len(data), "bytes")
 """
 
 
-def test_job_bundle_with_s3_storage_runs_on_local_compute(
-    job_env: dict[str, str],
-    s3: S3Storage,
-    s3_config: dict[str, Any],
-    make_bundle: Callable[..., Path],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.delenv("DEEPFORGE_WORKER_CACHE")  # jobs share <workDir>/cache
-    compute = get_compute("local", {"workDir": str(tmp_path / "compute"), "processes": 1})
-    assert isinstance(compute, LocalCompute)
+def _reverse_bundle(s3: S3Storage, s3_config: dict[str, Any], make_bundle: Callable[..., Path]) -> Path:
     weights = s3.put_file_stream("data/weights", io.BytesIO(b"0123456789" * 1000))
     bundle = make_bundle(
         REVERSE,
@@ -90,14 +82,17 @@ def test_job_bundle_with_s3_storage_runs_on_local_compute(
     for f in bundle.rglob("*"):
         if f.is_file():
             assert secret.encode() not in f.read_bytes(), f"{f} carries the S3 secret in plain text"
+    return bundle
 
-    info = compute.start_job(ComputeJob(bundle=bundle, name="square"))
-    updates = list(compute.watch(info, poll_interval=0.1))
+
+def _check_reversed(
+    compute: ComputeClient, info: dict[str, Any], s3: S3Storage, s3_config: dict[str, Any], poll: float
+) -> None:
+    updates = list(compute.watch(info, poll_interval=poll))
     output = "".join(u.output for u in updates if u.kind == "output")
-
     assert updates[-1] == JobUpdate("end", status=JobStatus.SUCCESS), output
     assert "reversed 10000 bytes" in output
-    assert secret not in output
+    assert s3_config["secretAccessKey"] not in output
     results = compute.get_results_info(info)
     result = DataInfo.from_json(results["reversed"]["dataInfo"])
     assert result.backend == "s3"
@@ -106,3 +101,37 @@ def test_job_bundle_with_s3_storage_runs_on_local_compute(
     with s3.get_file_stream(result) as f:
         assert f.read() == (b"0123456789" * 1000)[::-1]
     assert json.loads(json.dumps(results)) == results
+
+
+def test_job_bundle_with_s3_storage_runs_on_local_compute(
+    job_env: dict[str, str],
+    s3: S3Storage,
+    s3_config: dict[str, Any],
+    make_bundle: Callable[..., Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("DEEPFORGE_WORKER_CACHE")  # jobs share <workDir>/cache
+    compute = get_compute("local", {"workDir": str(tmp_path / "compute"), "processes": 1})
+    assert isinstance(compute, LocalCompute)
+    bundle = _reverse_bundle(s3, s3_config, make_bundle)
+    info = compute.start_job(ComputeJob(bundle=bundle, name="reverse"))
+    _check_reversed(compute, info, s3, s3_config, poll=0.1)
+
+
+def test_job_bundle_with_s3_storage_runs_on_the_worker(
+    job_env: dict[str, str],
+    s3: S3Storage,
+    s3_config: dict[str, Any],
+    make_bundle: Callable[..., Path],
+    webgme_server: Any,
+    worker_factory: Any,
+) -> None:
+    """The same bundle as a blob artifact, claimed and run by a real deepforge-worker (gme compute)."""
+    worker_factory(webgme_server, env={secrets.KEY_ENV: job_env[secrets.KEY_ENV]})
+    bundle = _reverse_bundle(s3, s3_config, make_bundle)
+    files = {p.relative_to(bundle).as_posix(): p for p in sorted(bundle.rglob("*")) if p.is_file()}
+    bundle_hash = BlobClient(webgme_server.url).upload_artifact("reverse", files)
+    compute = get_compute("gme", {"host": webgme_server.url})
+    info = compute.start_job(ComputeJob(hash=bundle_hash, name="reverse"))
+    _check_reversed(compute, info, s3, s3_config, poll=0.2)

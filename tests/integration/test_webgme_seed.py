@@ -89,3 +89,15 @@ def test_server_creates_a_project_from_the_seed(webgme_server: WebGMEStack) -> N
     assert created.status_code == 204, created.text
     root = requests.get(f"{url}/branches/master/tree/", timeout=30)
     assert root.status_code == 200 and root.json()["atr"]["name"] == "ROOT"
+
+
+def test_seed_offers_the_plugins_in_the_ui_menu() -> None:
+    """The UI's plugin menu lists only a node's (inherited) validPlugins; each id must name one of plugins/."""
+    named = seed_objects()
+    offered = {name: obj["reg"]["validPlugins"].split() for name, obj in named.items()
+               if obj.get("reg", {}).get("validPlugins")}  # fmt: skip
+    assert "ExecutePipeline" in offered["Pipeline"] and "ExecuteJob" in offered["Job"]
+    assert "SetExecutionTargets" in offered["Operation"] and "CancelExecution" in offered["Execution"]
+    plugins = webgme_dir().parent / "plugins"
+    known = {p.name for p in plugins.iterdir() if (p / "metadata.json").is_file()}
+    assert set().union(*offered.values()) <= known

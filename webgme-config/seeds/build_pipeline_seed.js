@@ -103,6 +103,18 @@ const META = {
     CodeFolder: {base: 'FCO', children: {Code: [0, -1]}}
 };
 
+// The UI's "Execute plug-in" menu lists only the plugins named in the active node's validPlugins registry
+// (inherited by instances, so set on the meta nodes; '' is the root): meta type -> plugin ids.
+const VALID_PLUGINS = {
+    '': ['ImportPipeline', 'UploadArtifact'],
+    PipelineFolder: ['ImportPipeline'],
+    ArtifactFolder: ['UploadArtifact'],
+    Pipeline: ['ExecutePipeline', 'SetExecutionTargets'],
+    Operation: ['SetExecutionTargets'],
+    Execution: ['ExecutePipeline', 'CancelExecution'],
+    Job: ['ExecuteJob']
+};
+
 // Root containers of a DeepForge project: name -> meta type.
 const CONTAINERS = {
     MyPipelines: 'PipelineFolder', MyExecutions: 'ExecutionFolder', MyArtifacts: 'ArtifactFolder',
@@ -179,6 +191,9 @@ async function build(core, root) {
             core.setChildMeta(node, meta[child], min, max);
         });
         (spec.mixins || []).forEach(mixin => core.addMixin(node, core.getPath(meta[mixin])));
+    });
+    Object.entries(VALID_PLUGINS).forEach(([name, ids]) => {
+        core.setRegistry(name ? meta[name] : root, 'validPlugins', ids.join(' '));
     });
     Object.keys(META).filter(n => n.endsWith('Folder') || n === 'Code').forEach(name => {
         core.setChildMeta(root, meta[name], -1, -1);

@@ -1,0 +1,282 @@
+"""The worker daemon: poll the executor, run what it hands out, report, repeat.
+
+Read :meth:`Worker.work` top to bottom; it is the whole protocol (reference §3.4):
+
+    every refreshPeriod:
+        POST /rest/executor/worker {clientId, availableProcesses, labels, runningJobs}
+        cancel jobsToCancel           (SIGINT to the job's process group, SIGKILL after a grace)
+        start  jobsToStart            (one thread per job, each pinned to a slot)
+        probe  labelJobs not yet run  (a label is added when its probe job does not FAILED_TO_EXECUTE)
+
+Failure handling: a server or network error is logged once when the state changes (not on every poll),
+the next poll waits with exponential backoff up to ``max_backoff``, and the loop never exits on an error.
+
+SIGTERM drains: the worker stops claiming (``availableProcesses: 0``) but keeps polling, so the server
+neither requeues its jobs nor loses their cancel requests; running jobs may finish for ``drain_timeout``
+seconds, then they are canceled and reported, and the daemon exits 0.  A second SIGTERM (or SIGINT) cancels
+at once.  Each final report is written to disk before it is posted, so a SIGKILL loses nothing that had
+finished (see :func:`~deepforge_worker.execution.replay_pending_reports`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from types import FrameType
+from typing import Any
+
+from .execution import JobContext, JobExecution, reap_orphaned_jobs, replay_pending_reports
+from .settings import WorkerSettings
+from .slots import Slot, SlotPool
+
+log = logging.getLogger(__name__)
+
+#: The Node worker's refresh period until the server first answers.
+DEFAULT_REFRESH = 60.0
+
+
+def default_client_id() -> str:
+    """``<hostname>_<pid>``, as the Node worker names itself."""
+    return f"{socket.gethostname() or 'unknown'}_{os.getpid()}"
+
+
+class ConnectionState:
+    """Logs server errors once per change of state instead of once per poll."""
+
+    def __init__(self) -> None:
+        self.error: str | None = None
+        self.failures = 0
+
+    def failed(self, exc: Exception) -> None:
+        self.failures += 1
+        message = f"{type(exc).__name__}: {exc}"
+        if message != self.error:
+            log.warning("executor poll failed (%s); retrying with backoff", message)
+        self.error = message
+
+    def ok(self) -> None:
+        if self.error is not None:
+            log.info("executor reachable again after %d failed poll(s)", self.failures)
+        self.error, self.failures = None, 0
+
+
+class Worker:
+    """One daemon: a slot pool, a poll loop and the jobs it runs."""
+
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        executor: Any,
+        blob: Any,
+        *,
+        client_id: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.executor = executor
+        self.client_id = client_id or default_client_id()
+        self.pool = SlotPool(settings.processes, settings.gpus, settings.labels)
+        job_env = {"DEEPFORGE_GME_API_TOKEN": settings.token} if settings.token else {}
+        self.ctx = JobContext(
+            executor=executor,
+            blob=blob,
+            client_id=self.client_id,
+            host=settings.host,
+            work_dir=settings.work_dir,
+            cache_dir=settings.cache_dir,
+            cancel_grace=settings.cancel_grace,
+            max_bundle_bytes=settings.max_bundle_bytes,
+            job_env=job_env,
+        )
+        self.running: dict[str, JobExecution] = {}
+        self.probed: set[str] = set()
+        self.refresh = DEFAULT_REFRESH
+        self.connection = ConnectionState()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.stopping = False
+        self.stop_deadline: float | None = None
+        self.polls = 0
+        self._claims_unknown = False
+
+    # --- the loop ------------------------------------------------------------------------------------
+    def work(self, max_polls: int | None = None) -> int:
+        """Poll until stopped (or ``max_polls`` polls, for tests); returns the exit code (0)."""
+        self.settings.work_dir.mkdir(parents=True, exist_ok=True)
+        self.settings.cache_dir.mkdir(parents=True, exist_ok=True)
+        log.info(
+            "worker %s polling %s (slots %d, labels %s)",
+            self.client_id,
+            self.settings.host,
+            len(self.pool.slots),
+            self.pool.labels,
+        )
+        reap_orphaned_jobs(self.settings.work_dir)
+        replay_pending_reports(self.ctx)
+        while True:
+            response = self.poll()
+            if response is not None:
+                self.cancel_jobs(response.get("jobsToCancel") or [])
+                if not self.stopping:
+                    self.start_jobs(response.get("jobsToStart") or [])
+                    self.adopt_lost_claims()
+                    self.start_label_probes(response.get("labelJobs") or {})
+            if self.stopping and self._drained():
+                break
+            if max_polls is not None and self.polls >= max_polls:
+                break
+            self._sleep(self._next_wait())
+        self._join_jobs()
+        log.info("worker %s stopped", self.client_id)
+        return 0
+
+    def poll(self) -> dict[str, Any] | None:
+        """One ``POST /rest/executor/worker``; None on any error (logged once per state change)."""
+        self.polls += 1
+        with self._lock:
+            running = list(self.running)
+        try:
+            response = self.executor.poll_worker(self.client_id, self.pool.available, self.pool.labels, running)
+        except Exception as exc:
+            self.connection.failed(exc)
+            self._claims_unknown = True
+            return None
+        self.connection.ok()
+        period = response.get("refreshPeriod")
+        if isinstance(period, int | float) and period > 0:
+            self.refresh = period / 1000.0
+        return dict(response)
+
+    def cancel_jobs(self, hashes: list[str]) -> None:
+        for job_hash in hashes:
+            with self._lock:
+                job = self.running.get(job_hash)
+            if job is not None and not job.canceled:
+                job.cancel()
+
+    def start_jobs(self, hashes: list[str]) -> None:
+        for job_hash in hashes:
+            with self._lock:
+                if job_hash in self.running:
+                    continue
+            slot = self.pool.acquire(job_hash)
+            if slot is None:
+                # The server hands out at most what we reported free, so this only happens when a lost claim
+                # is adopted while the slots are busy: look for it again after the next poll.
+                log.warning("job %s: claimed for us but no slot is free yet; retrying after the next poll", job_hash)
+                self._claims_unknown = True
+                continue
+            self._spawn(JobExecution(self.ctx, {"hash": job_hash}, slot), slot)
+
+    def adopt_lost_claims(self) -> None:
+        """After a failed poll, start the jobs the server assigned to us in an answer we never received.
+
+        ``POST /worker`` claims jobs on the server before it answers; if the answer is lost (a read timeout,
+        a dropped connection) those jobs stay RUNNING under our client id and nothing would ever run or
+        requeue them, since we keep polling.  So after any failed poll, once the server answers again, we
+        look for RUNNING jobs assigned to us that we do not run, and run them.
+        """
+        if not self._claims_unknown:
+            return
+        try:
+            jobs = self.executor.list_jobs(status="RUNNING")
+        except Exception as exc:
+            log.debug("listing running jobs to find lost claims failed: %s", exc)
+            return
+        self._claims_unknown = False
+        with self._lock:
+            known = set(self.running)
+        lost = [h for h, info in jobs.items() if info.get("worker") == self.client_id and h not in known]
+        if lost:
+            log.warning("adopting %d job(s) claimed for us in a poll answer that was lost: %s", len(lost), lost)
+            self.start_jobs(lost)
+
+    def start_label_probes(self, label_jobs: Mapping[str, str]) -> None:
+        """Run each advertised label probe once; its label is added unless it ends ``FAILED_TO_EXECUTE``."""
+        for label, probe_hash in label_jobs.items():
+            if label in self.probed or label in self.pool.labels:
+                continue
+            slot = self.pool.acquire(f"label:{label}")
+            if slot is None:
+                return
+            self.probed.add(label)
+            probe = JobExecution(self.ctx, {"hash": probe_hash}, slot, report=False)
+            self._spawn(probe, slot, label=label)
+
+    # --- stopping ------------------------------------------------------------------------------------
+    def request_stop(self, signum: int | None = None, _frame: FrameType | None = None) -> None:
+        """First call: drain.  Second call: cancel everything now."""
+        if not self.stopping:
+            log.info(
+                "stop requested: draining %d running job(s) for up to %.0fs",
+                len(self.running),
+                self.settings.drain_timeout,
+            )
+            self.stopping = True
+            self.stop_deadline = time.monotonic() + self.settings.drain_timeout
+            self.pool.close()
+        else:
+            log.info("second stop request: canceling running jobs now")
+            self.stop_deadline = time.monotonic()
+        self._wake.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+
+    def _drained(self) -> bool:
+        with self._lock:
+            jobs = list(self.running.values())
+        if not jobs:
+            return True
+        if self.stop_deadline is not None and time.monotonic() >= self.stop_deadline:
+            for job in jobs:
+                if not job.canceled:
+                    log.info("job %s: drain timeout, canceling", job.hash)
+                    job.cancel()
+        return False
+
+    # --- helpers -------------------------------------------------------------------------------------
+    def _spawn(self, job: JobExecution, slot: Slot, label: str | None = None) -> None:
+        if label is None:
+            with self._lock:
+                self.running[job.hash] = job
+        thread = threading.Thread(target=self._run_job, args=(job, slot, label), name=f"job-{job.hash[:8]}")
+        self._threads.append(thread)
+        thread.start()
+
+    def _run_job(self, job: JobExecution, slot: Slot, label: str | None) -> None:
+        try:
+            status = job.run()
+            if label is not None:
+                if status != "FAILED_TO_EXECUTE":
+                    self.pool.add_labels([label])
+                    log.info("label probe %s: %s; labels now %s", label, status, self.pool.labels)
+                else:
+                    log.warning("label probe %s failed (%s): %s", label, status, job.reason)
+        finally:
+            with self._lock:
+                if label is None:
+                    self.running.pop(job.hash, None)
+            self.pool.release(slot)
+            self._wake.set()  # report the freed slot on the next poll without waiting a full period
+
+    def _next_wait(self) -> float:
+        if self.connection.failures:
+            return min(self.refresh * 2 ** min(self.connection.failures - 1, 10), self.settings.max_backoff)
+        return self.refresh
+
+    def _sleep(self, seconds: float) -> None:
+        """Sleep until the next poll; a finished job or a stop request wakes it early (once)."""
+        self._wake.wait(seconds if not self.stopping else min(seconds, 1.0))
+        self._wake.clear()
+
+    def _join_jobs(self) -> None:
+        for thread in self._threads:
+            thread.join()
+        self._threads.clear()
