@@ -287,12 +287,19 @@ def _job_started(gme: Any, name: str, job_name: str) -> bool:
     return attrs.get("status") in ("queued", "running") and bool(attrs.get("jobInfo"))
 
 
-def test_cancel_from_another_session_cancels_running_jobs(gme: Any, tmp_path: Path) -> None:
+COMPUTES = [c for c in ("local", "gme") if c in available_backends("compute")]
+
+
+@pytest.mark.parametrize("compute_id", COMPUTES)
+def test_cancel_from_another_session_cancels_running_jobs(
+    request: Any, gme: Any, tmp_path: Path, compute_id: str
+) -> None:
+    dialog = {**local_storage(tmp_path), **compute_choice(request, compute_id, tmp_path)}
     pipe = import_pipeline(gme, pipeline_spec(delay=120))
-    run_id = gme.start("ExecutePipeline", pipe, {"name": "long", **targets(tmp_path)})
+    run_id = gme.start("ExecutePipeline", pipe, {"name": "long", **dialog})
     _wait_for(lambda: _job_started(gme, "long", "Produce"), what="Produce started")
     _, ex = execution(gme, "long")
-    result = gme.run("CancelExecution", ex, targets(tmp_path))
+    result = gme.run("CancelExecution", ex, dialog)
     assert result["success"], result.get("error")
     outcome = gme.wait_result("ExecutePipeline", run_id, timeout=120)
     assert not outcome["success"]
@@ -331,9 +338,13 @@ def _descends_from(pid: int, ancestor: int) -> bool:
     return False
 
 
-def test_resume_after_the_plugin_process_is_killed(gme: Any, tmp_path: Path, plugin_stack: Any) -> None:
+@pytest.mark.parametrize("compute_id", COMPUTES)
+def test_resume_after_the_plugin_process_is_killed(
+    request: Any, gme: Any, tmp_path: Path, plugin_stack: Any, compute_id: str
+) -> None:
+    dialog = {**local_storage(tmp_path), **compute_choice(request, compute_id, tmp_path)}
     pipe = import_pipeline(gme, pipeline_spec(delay=6))
-    run_id = gme.start("ExecutePipeline", pipe, {"name": "resumable", **targets(tmp_path)})
+    run_id = gme.start("ExecutePipeline", pipe, {"name": "resumable", **dialog})
     _wait_for(lambda: _job_started(gme, "resumable", "Produce"), what="Produce started")
     m, ex = execution(gme, "resumable")
     bundle = m.attrs(m.find(ex, "Produce"))["execFiles"]
@@ -344,7 +355,7 @@ def test_resume_after_the_plugin_process_is_killed(gme: Any, tmp_path: Path, plu
     m, ex = execution(gme, "resumable")
     assert m.attrs(ex)["status"] == "running"  # the runner died; the job itself kept running
 
-    result = gme.run("ExecutePipeline", ex, targets(tmp_path))
+    result = gme.run("ExecutePipeline", ex, dialog)
     assert result["success"], result.get("error")
     m, ex = execution(gme, "resumable")
     assert m.attrs(ex)["status"] == "success"
