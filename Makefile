@@ -26,7 +26,7 @@ unit: install
 	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check packages worker tests bench
+	$(BIN)/ruff check packages worker tests bench plugins
 	$(BIN)/mypy packages/deepforge_adapters packages/deepforge_plugins worker/deepforge_worker
 
 bench: install node

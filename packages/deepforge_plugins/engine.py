@@ -398,7 +398,7 @@ class ExecutionRun:
         elif update.status == JobStatus.CANCELED:
             self.model.change(
                 f"{job.name} operation in {self._name()} was canceled",
-                lambda: pipeline.set_attributes(self.model, job.path, status="canceled", stdout=stdout),
+                lambda: pipeline.set_attributes(self.model, job.path, status="canceled", stdout=stdout, jobInfo=None),
             )
             self.scheduler.finish(job.path, JobState.CANCELED)
         else:
@@ -421,7 +421,7 @@ class ExecutionRun:
         text = stdout + ("" if not stdout or stdout.endswith("\n") else "\n") + message + "\n"
         self.model.change(
             f"{job.name} operation in {self._name()} failed",
-            lambda: pipeline.set_attributes(self.model, job.path, status="failed", stdout=text),
+            lambda: pipeline.set_attributes(self.model, job.path, status="failed", stdout=text, jobInfo=None),
         )
         self.scheduler.finish(job.path, JobState.FAILED)
 
