@@ -16,7 +16,7 @@ from deepforge_adapters import compute
 from . import pipeline
 from .base import DeepForgePlugin
 from .engine import CANCELING, ExecutionRun
-from .execute import run_config
+from .execute import plugin_run_config
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class CancelExecution(DeepForgePlugin):
             self.create_message(node, f"Execution is already {model.attr(node, 'status')}", "info")
             return
         model.change("Cancel requested", lambda: pipeline.set_attributes(model, execution, status=CANCELING))
-        run = ExecutionRun(self, execution, run_config(self.config()))
+        run = ExecutionRun(self, execution, plugin_run_config(self))
         run.resolve_configs()
         for job in run.graph.jobs.values():
             if job.status in ("queued", "running") and job.job_info:

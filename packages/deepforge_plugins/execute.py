@@ -9,8 +9,10 @@ created, so a misconfigured backend never leaves a half-started run behind.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
+
+from deepforge_adapters.storage import DataInfo
 
 from . import pipeline
 from .base import DeepForgePlugin
@@ -22,8 +24,11 @@ from .targets import KINDS, Targets, choice_from_plugin_config
 log = logging.getLogger(__name__)
 
 
-def run_config(plugin_config: Mapping[str, Any]) -> RunConfig:
-    """Default targets and per-backend secrets from the Execute dialog."""
+def run_config(plugin_config: Mapping[str, Any], backend_of: Callable[[str], str | None] | None = None) -> RunConfig:
+    """Default targets and per-backend secrets from the Execute dialog.
+
+    ``backend_of`` maps an artifact's node path to its storage backend, for DeepForge's credentials group.
+    """
     choices: dict[str, Any] = {}
     secrets: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in KINDS}
     for kind in KINDS:
@@ -32,11 +37,25 @@ def run_config(plugin_config: Mapping[str, Any]) -> RunConfig:
         if choice is not None and given:
             secrets[kind][choice.backend] = given
     # DeepForge's "Credentials for Pipeline Inputs": {artifact path: {field: value}}, per backend here.
-    for creds in (plugin_config.get("inputs") or {}).values():
-        backend = creds.get("backend") if isinstance(creds, Mapping) else None
+    for path, creds in (plugin_config.get("inputs") or {}).items():
+        if not isinstance(creds, Mapping):
+            continue
+        backend = creds.get("backend") or (backend_of(path) if backend_of else None)
         if backend:
             secrets["storage"].setdefault(backend, {}).update({k: v for k, v in creds.items() if k != "backend"})
     return RunConfig(Targets(choices["storage"], choices["compute"]), secrets)
+
+
+def plugin_run_config(plugin: DeepForgePlugin) -> RunConfig:
+    """:func:`run_config` of the plugin's config, artifact backends looked up in its model."""
+
+    def backend_of(path: str) -> str | None:
+        try:
+            return DataInfo.from_json(plugin.model.attr(plugin.model.node(path), "data")).backend
+        except Exception:  # not a Data node, or no data yet: its credentials cannot be placed
+            return None
+
+    return run_config(plugin.config(), backend_of)
 
 
 def check_pipeline_targets(plugin: DeepForgePlugin, pipeline_path: str, rc: RunConfig) -> None:
@@ -54,7 +73,7 @@ def check_pipeline_targets(plugin: DeepForgePlugin, pipeline_path: str, rc: RunC
 class ExecutePipeline(DeepForgePlugin):
     def main(self) -> None:
         config = self.config()
-        rc = run_config(config)
+        rc = plugin_run_config(self)
         model = self.model
         active = model.path(self.active_node)
         if model.is_a(self.active_node, "Pipeline"):
@@ -106,7 +125,7 @@ class ExecuteJob(ExecutePipeline):
             return
         job = model.path(self.active_node)
         execution = model.path(model.core.get_parent(self.active_node))
-        run = ExecutionRun(self, execution, run_config(self.config()))
+        run = ExecutionRun(self, execution, plugin_run_config(self))
         run.resolve_configs()
         for other in run.graph.jobs:
             if other != job:

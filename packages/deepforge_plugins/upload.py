@@ -14,7 +14,7 @@ from deepforge_adapters.webgme.blob import BlobClient
 
 from . import pipeline
 from .base import DeepForgePlugin
-from .execute import run_config
+from .execute import plugin_run_config
 from .targets import resolve
 
 
@@ -25,7 +25,7 @@ class UploadArtifact(DeepForgePlugin):
         if not blob_hash:
             self.fail("UploadArtifact needs a file (or a blob hash)")
             return
-        rc = run_config(config)
+        rc = plugin_run_config(self)
         choice = rc.targets.storage
         if choice is None:
             self.fail("UploadArtifact needs a storage backend")
