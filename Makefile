@@ -59,7 +59,7 @@ $(STAMPS)/node: $(WEBGME_DIR)/package.json $(WEBGME_DIR)/package-lock.json $(WEB
 	$(BIN)/python -m pip install -q -r $(WEBGME_DIR)/requirements.txt
 	@touch $@
 
-webgme-up: node
+webgme-up: node plugins-metadata
 	@mkdir -p $(RUN_DIR)
 	$(BIN)/python -m deepforge_adapters.webgme.stack up --run-dir $(RUN_DIR)/webgme --persist
 
@@ -82,7 +82,7 @@ seed: node
 # The dev stack's deployment key (plugins seal bundle secrets with it, the worker opens them) is made once.
 DEV_DIR := $(abspath $(RUN_DIR))/dev
 DEV_WORKER_CMD ?= $(abspath $(BIN))/deepforge-worker start --host {url} --work-dir $(DEV_DIR)/worker --cache-dir $(DEV_DIR)/worker-cache
-dev: install node
+dev: install node plugins-metadata
 	@mkdir -p $(DEV_DIR) && umask 077 && { test -s $(DEV_DIR)/secret.key || $(BIN)/deepforge secrets keygen > $(DEV_DIR)/secret.key; }
 	DEEPFORGE_SECRET_KEY_FILE=$(DEV_DIR)/secret.key DEV_WORKER_CMD="$(DEV_WORKER_CMD)" \
 	  $(BIN)/python -m deepforge_adapters.webgme.stack dev --run-dir $(DEV_DIR)
