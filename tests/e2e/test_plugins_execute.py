@@ -472,3 +472,39 @@ def test_the_seed_example_pipeline_runs(gme: Any, tmp_path: Path) -> None:
     assert "sum: 55" in m.attrs(m.find(ex, "SumNumbers"))["stdout"]
     total = port(m, m.find(ex, "SumNumbers"), "Outputs", "total")["data"]
     assert read_output(total, {"root": str(tmp_path / "store")}) == 55
+
+
+RENDEZVOUS = '''
+import os
+import time
+
+
+class {name}:
+    def __init__(self, meeting="", me="", other=""):
+        self.meeting, self.me, self.other = meeting, me, other
+
+    def execute(self):
+        open(os.path.join(self.meeting, self.me), "w").close()
+        for _ in range(1200):  # up to 2 minutes: the other job must be running at the same time
+            if os.path.exists(os.path.join(self.meeting, self.other)):
+                print("met", self.other)
+                return self.me
+            time.sleep(0.1)
+        raise RuntimeError("{name} ran alone: " + self.other + " never started")
+'''
+
+
+def test_independent_jobs_run_at_the_same_time(gme: Any, tmp_path: Path) -> None:
+    """Two jobs that each wait for the other to start can only finish if they run concurrently."""
+    meeting = tmp_path / "meeting"
+    meeting.mkdir()
+    ops = []
+    for me, other in (("Left", "Right"), ("Right", "Left")):
+        attributes = {"meeting": str(meeting), "me": me, "other": other}
+        ops.append({"name": me, "code": RENDEZVOUS.format(name=me), "outputs": ["done"], "attributes": attributes})
+    pipe = import_pipeline(gme, {"name": "pair", "operations": ops, "connections": []})
+    result = gme.run("ExecutePipeline", pipe, {"name": "pair", **targets(tmp_path)})
+    assert result["success"], result.get("error")
+    m, ex = execution(gme, "pair")
+    assert "met Right" in m.attrs(m.find(ex, "Left"))["stdout"]
+    assert "met Left" in m.attrs(m.find(ex, "Right"))["stdout"]
