@@ -20,7 +20,6 @@ late report for a job the server gave to another worker is not posted (see :meth
 from __future__ import annotations
 
 import codecs
-import contextlib
 import json
 import logging
 import os
@@ -38,6 +37,7 @@ from typing import Any
 
 from deepforge_adapters.errors import BundleError, NotFoundError, WebGMEError
 from deepforge_adapters.jobs.bundle import safe_extract
+from deepforge_adapters.process import signal_group, spawn_group
 from deepforge_adapters.streams import atomic_write, copy_stream
 from deepforge_adapters.webgme.executor import is_finished
 
@@ -209,7 +209,7 @@ class JobExecution:
         if proc is None or proc.poll() is not None:
             return
         log.info("job %s: canceling (SIGINT to process group %d)", self.hash, proc.pid)
-        _signal_group(proc.pid, signal.SIGINT)
+        signal_group(proc.pid, signal.SIGINT)
         timer = threading.Timer(self.ctx.cancel_grace, self._kill_group, args=(proc,))
         timer.daemon = True
         timer.start()
@@ -297,15 +297,7 @@ class JobExecution:
             if self._canceled.is_set():
                 raise JobFailed("CANCELED", "canceled before it started")
             try:
-                self._proc = subprocess.Popen(
-                    argv,
-                    cwd=self.job_dir,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # own process group: cancel reaches every descendant
-                )
+                self._proc = spawn_group(argv, self.job_dir, env)  # cancel reaches every descendant
             except OSError as exc:
                 raise JobFailed("FAILED_TO_EXECUTE", f"cannot start {config.cmd!r}: {exc.strerror}") from None
         proc = self._proc
@@ -346,7 +338,7 @@ class JobExecution:
             self._queue.add(self._decoder.decode(b"", final=True))
 
     def _kill_group(self, proc: subprocess.Popen[bytes]) -> None:
-        _signal_group(proc.pid, signal.SIGKILL)
+        signal_group(proc.pid, signal.SIGKILL)
 
     def _emit(self, text: str) -> None:
         """A worker message in the job's console: into ``job_stdout.txt`` and the live output."""
@@ -540,7 +532,7 @@ def reap_orphaned_jobs(work_dir: Path) -> int:
             continue
         if start is not None and _start_time(pgid) == start:
             log.warning("job %s: stopping process group %d left running by a previous daemon", path.stem, pgid)
-            _signal_group(pgid, signal.SIGKILL)
+            signal_group(pgid, signal.SIGKILL)
             reaped += 1
         path.unlink(missing_ok=True)
         shutil.rmtree(work_dir / path.name[: -len(PGID_SUFFIX)], ignore_errors=True)
@@ -557,11 +549,6 @@ def _walk_files(root: Path) -> list[tuple[str, Path]]:
             if path.is_file():
                 out.append((path.relative_to(root).as_posix(), path))
     return out
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
 
 
 #: Signature of the callback the daemon gives a job to learn that it finished.

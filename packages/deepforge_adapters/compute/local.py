@@ -34,6 +34,7 @@ from typing import Any
 from ..config import ConfigSchema, Field
 from ..errors import BundleError, ComputeError
 from ..jobs.bundle import DEFAULT_MAX_BYTES, RESULTS_FILE, bundle_hash, read_executor_config, safe_extract
+from ..process import signal_group
 from . import local_supervisor as sup
 from .base import ComputeClient, ComputeJob, JobStatus, JobUpdate, StatusMapping, StatusTable
 
@@ -152,7 +153,7 @@ class LocalCompute(ComputeClient):
             if existing.get("status") in (sup.QUEUED, sup.RUNNING, sup.SUCCESS):
                 return info  # the same bundle again: the existing job, as the WebGME executor does
             if existing.get("status") == LOST and isinstance(existing.get("pgid"), int):
-                sup.kill_group(existing["pgid"], 9)
+                signal_group(existing["pgid"], 9)
             shutil.rmtree(job_dir.path, ignore_errors=True)  # failed or canceled: run it again
 
         jobs.mkdir(parents=True, exist_ok=True)
@@ -292,7 +293,7 @@ class LocalCompute(ComputeClient):
         job.cancel_file.touch()
         if state.get("status") == LOST:  # nobody will act on the request: clean up and record it ourselves
             if isinstance(state.get("pgid"), int):
-                sup.kill_group(state["pgid"], 9)
+                signal_group(state["pgid"], 9)
             job.update_state(status=sup.CANCELED, finishedAt=sup.now(), reason="canceled (supervisor was gone)")
 
     def purge_job(self, job_info: Mapping[str, Any]) -> None:

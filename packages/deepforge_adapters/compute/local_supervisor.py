@@ -20,7 +20,6 @@ the whole group as SIGINT and SIGKILL it after the grace period, record the end.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import fcntl
 import json
 import os
@@ -35,6 +34,7 @@ from typing import IO, Any
 
 from ..errors import BundleError
 from ..jobs.bundle import OPERATION_PGID_FILE, read_executor_config
+from ..process import signal_group, spawn_group
 from ..streams import atomic_write
 
 GRACE_ENV = "DEEPFORGE_CANCEL_GRACE"
@@ -100,11 +100,6 @@ def last_line(path: Path, limit: int = 4096) -> str | None:
     return lines[-1] if lines else None
 
 
-def kill_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
 class Supervisor:
     def __init__(self, job: JobDir, slots_dir: Path, slots: int, grace: float) -> None:
         self.job = job
@@ -161,15 +156,7 @@ class Supervisor:
         env.setdefault("PYTHONUNBUFFERED", "1")
         with open(self.job.stdout_file, "ab") as out:
             try:
-                child = subprocess.Popen(
-                    command,
-                    cwd=self.job.work,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+                child = spawn_group(command, self.job.work, env)
             except OSError as exc:
                 self.finish(FAILED, None, f"local compute: cannot start {command[0]!r}: {exc.strerror}")
                 return 0
@@ -192,15 +179,15 @@ class Supervisor:
         try:
             while True:
                 if kill_at is None and self.canceling():
-                    kill_group(child.pid, signal.SIGINT)
+                    signal_group(child.pid, signal.SIGINT)
                     kill_at = now() + self.grace + GRACE_MARGIN
                 if kill_at is not None and now() >= kill_at:
-                    kill_group(child.pid, signal.SIGKILL)
+                    signal_group(child.pid, signal.SIGKILL)
                     self.kill_operation_group()
                 ready, _, _ = select.select([fd], [], [], POLL)
                 if not ready:
                     if child.poll() is not None:
-                        kill_group(child.pid, signal.SIGKILL)  # leftovers still holding the pipe
+                        signal_group(child.pid, signal.SIGKILL)  # leftovers still holding the pipe
                     continue
                 chunk = os.read(fd, 65536)
                 if not chunk:
@@ -210,7 +197,7 @@ class Supervisor:
         finally:
             child.stdout.close()
             child.wait()
-            kill_group(child.pid, signal.SIGKILL)
+            signal_group(child.pid, signal.SIGKILL)
             self.kill_operation_group()
         return kill_at is not None
 
@@ -221,7 +208,7 @@ class Supervisor:
         except (FileNotFoundError, ValueError):
             return
         if pgid > 1:
-            kill_group(pgid, signal.SIGKILL)
+            signal_group(pgid, signal.SIGKILL)
         (self.job.work / OPERATION_PGID_FILE).unlink(missing_ok=True)
 
     def finish(self, status: str, code: int | None, reason: str | None) -> None:

@@ -19,7 +19,6 @@ Any failure ends the run with a non-zero exit and ONE line, the last line of out
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
@@ -36,6 +35,7 @@ from typing import Any, BinaryIO
 
 from .. import secrets
 from ..errors import DeepForgeError, StorageError
+from ..process import signal_group, spawn_group
 from ..storage import get_client
 from ..storage.base import DataInfo, StorageClient
 from ..storage.cache import WorkerCache
@@ -138,19 +138,14 @@ class Runner:
         if first:
             self._start_cancel(child)
         else:
-            self._kill_group(child.pid, signal.SIGKILL)
+            signal_group(child.pid, signal.SIGKILL)
 
     def _start_cancel(self, child: subprocess.Popen[bytes]) -> None:
         """SIGINT to the operation's group now, SIGKILL after the grace period."""
-        self._kill_group(child.pid, signal.SIGINT)
-        self._kill_timer = threading.Timer(self.grace, self._kill_group, args=(child.pid, signal.SIGKILL))
+        signal_group(child.pid, signal.SIGINT)
+        self._kill_timer = threading.Timer(self.grace, signal_group, args=(child.pid, signal.SIGKILL))
         self._kill_timer.daemon = True
         self._kill_timer.start()
-
-    @staticmethod
-    def _kill_group(pgid: int, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, sig)
 
     def _progress(self, what: str) -> ProgressCallback:
         """A progress callback printing a line at most every ``progress_interval`` seconds (so: big transfers)."""
@@ -225,15 +220,7 @@ class Runner:
         self.say(f"running {' '.join(spec.command)}")
         self._spawning = True
         try:
-            child = subprocess.Popen(
-                command,
-                cwd=self.job_dir,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            child = spawn_group(command, self.job_dir, env)
         except OSError as exc:
             self._spawning = False
             if self.cancel_requested:
@@ -254,7 +241,7 @@ class Runner:
                 if not ready:
                     if child.poll() is not None:
                         # The main process is gone but something it started still holds the pipe.
-                        self._kill_group(child.pid, signal.SIGKILL)
+                        signal_group(child.pid, signal.SIGKILL)
                     continue
                 chunk = os.read(fd, 65536)
                 if not chunk:
@@ -265,7 +252,7 @@ class Runner:
         finally:
             child.stdout.close()
             code = child.wait()
-            self._kill_group(child.pid, signal.SIGKILL)  # nothing of the job outlives it
+            signal_group(child.pid, signal.SIGKILL)  # nothing of the job outlives it
             pgid_file.unlink(missing_ok=True)
         return code
 
