@@ -70,6 +70,9 @@ def test_seed_has_the_execution_metamodel(which: str, request: pytest.FixtureReq
         assert {f"_p_{p}" for p in pointers} <= set(named[meta]["_meta"]), meta
     assert named["Job"]["_meta"]["atr"]["status"]["enum"] == ["pending", "queued", "running", "canceled",
                                                                 "success", "failed"]  # fmt: skip
+    # 'canceling' is how any session asks a running ExecutePipeline to cancel (the UI's dropdown offers it)
+    assert named["Execution"]["_meta"]["atr"]["status"]["enum"] == ["pending", "running", "canceling", "success",
+                                                                      "failed", "canceled"]  # fmt: skip
     assert named["Output"]["atr"]["saveName"] == "myData" and named["Operation"]["atr"]["lineOffset"] == "0"
     for name in ("MyPipelines", "MyExecutions", "MyArtifacts", "MyOperations", "MyUtilities", "InitCode",
                  "LibraryCode", "Inputs", "Outputs", "Input", "ExecutedJob", "Graph", "Metadata"):  # fmt: skip

@@ -21,7 +21,8 @@ webgme.addToRequireJsPaths(gmeConfig);
 const Core = webgme.requirejs('common/core/coreQ');
 const storageUtils = webgme.requirejs('common/storage/util');
 
-const STATUS_EXECUTION = ['pending', 'running', 'success', 'failed', 'canceled'];
+// 'canceling': a cancel request from any session (the running ExecutePipeline polls for it; see CancelExecution)
+const STATUS_EXECUTION = ['pending', 'running', 'canceling', 'success', 'failed', 'canceled'];
 const STATUS_JOB = ['pending', 'queued', 'running', 'canceled', 'success', 'failed'];
 
 // name: {base, attributes: {name: rule (+ default)}, pointers: {name: [target, min, max]},
