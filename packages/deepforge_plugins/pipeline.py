@@ -202,6 +202,9 @@ def create_execution(model: ModelSession, pipeline_path: str, name: str | None) 
             model.core.set_attribute(job, "name", model.attr(child, "name"))
             model.core.set_attribute(job, "status", "pending")
             model.core.set_registry(job, "validPlugins", JOB_PLUGINS)
+            position = model.core.get_registry(child, "position")
+            if position:  # the Execution view lays its jobs out as the pipeline laid out its operations
+                model.core.set_registry(job, "position", position)
             copy = model.core.copy_node(child, job)
             moved[model.path(child)] = model.path(copy)
         elif model.is_a(child, "Transporter"):

@@ -470,6 +470,9 @@ def test_the_seed_example_pipeline_runs(gme: Any, tmp_path: Path) -> None:
     assert "sum: 55" in m.attrs(m.find(ex, "SumNumbers"))["stdout"]
     total = port(m, m.find(ex, "SumNumbers"), "Outputs", "total")["data"]
     assert read_output(total, {"root": str(tmp_path / "store")}) == 55
+    for name in ("GenerateNumbers", "SumNumbers"):  # jobs sit where their operations sat, not on one spot
+        op_position = gme.raw(m.find(example, name))["reg"]["position"]
+        assert gme.raw(m.find(ex, name))["reg"]["position"] == op_position, name
 
 
 RENDEZVOUS = '''
