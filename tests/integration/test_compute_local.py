@@ -20,7 +20,7 @@ from deepforge_adapters.errors import ComputeError
 from deepforge_adapters.jobs.bundle import bundle_hash, zip_bundle
 from deepforge_adapters.storage.base import StorageClient
 
-from tests.fixtures.jobs import last_line, pid_gone, put_pickle, read_pickle, wait_for
+from tests.fixtures.jobs import STUBBORN, last_line, pid_gone, put_pickle, read_pickle, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -138,18 +138,6 @@ def test_two_slots_run_two_jobs_at_once(
         updates, output = run_to_end(client, info)  # type: ignore[arg-type]
         assert updates[-1].status == JobStatus.SUCCESS, output
         assert f"met {other}" in output
-
-
-STUBBORN = """
-import os, signal, subprocess, sys, time
-signal.signal(signal.SIGINT, signal.SIG_IGN)
-child = subprocess.Popen([sys.executable, "-c",
-    "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(600)"])
-with open("pids.json", "w") as f:
-    f.write('[%d, %d]' % (os.getpid(), child.pid))
-print("ready", flush=True)
-time.sleep(600)
-"""
 
 
 def start_stubborn(

@@ -17,7 +17,7 @@ from deepforge_adapters.jobs.bundle import JOB_FILE
 from deepforge_adapters.storage import DataInfo
 from deepforge_adapters.storage.base import StorageClient
 
-from tests.fixtures.jobs import RUNNER, last_line, pid_gone, put_pickle, read_pickle, run_runner, wait_for
+from tests.fixtures.jobs import RUNNER, STUBBORN, last_line, pid_gone, put_pickle, read_pickle, run_runner, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -185,18 +185,6 @@ def test_the_operation_does_not_see_the_secret_key(job_env: dict[str, str], make
 
 def start_runner(bundle: Path, env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(RUNNER, cwd=bundle, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-STUBBORN = """
-import os, signal, subprocess, sys, time
-signal.signal(signal.SIGINT, signal.SIG_IGN)
-child = subprocess.Popen([sys.executable, "-c",
-    "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(600)"])
-with open("pids.json", "w") as f:
-    f.write('[%d, %d]' % (os.getpid(), child.pid))
-print("ready", flush=True)
-time.sleep(600)
-"""
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
