@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from deepforge_adapters.secrets import install_redaction, redact, register_secret
+from deepforge_adapters.webgme import HOST_ENV
 from webgme_bindings import PluginBase, WebGME
 
 from .model import ModelSession
@@ -19,7 +20,6 @@ from .targets import KINDS, available_backends
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HOST_ENV = "DEEPFORGE_HOST"
 
 
 def _secret_values(plugin_config: Mapping[str, Any]) -> Iterable[str]:
@@ -71,8 +71,8 @@ class DeepForgePlugin(PluginBase):
 
     def server_url(self) -> str:
         """Where this WebGME server answers REST: ``DEEPFORGE_HOST``, else loopback on the configured port."""
-        if os.environ.get(DEFAULT_HOST_ENV):
-            return os.environ[DEFAULT_HOST_ENV].rstrip("/")
+        if os.environ.get(HOST_ENV):
+            return os.environ[HOST_ENV].rstrip("/")
         port = (self.gme_config.get("server") or {}).get("port", 8888)
         return f"http://127.0.0.1:{port}"
 

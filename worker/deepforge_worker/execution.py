@@ -39,6 +39,7 @@ from deepforge_adapters.errors import BundleError, NotFoundError, WebGMEError
 from deepforge_adapters.jobs.bundle import safe_extract
 from deepforge_adapters.process import signal_group, spawn_group
 from deepforge_adapters.streams import atomic_write, copy_stream
+from deepforge_adapters.webgme import HOST_ENV
 from deepforge_adapters.webgme.executor import is_finished
 
 from .globmatch import minimatch
@@ -285,7 +286,7 @@ class JobExecution:
         env.update(
             {
                 "ORIGIN_URL": self.ctx.host,
-                "DEEPFORGE_HOST": self.ctx.host,
+                HOST_ENV: self.ctx.host,
                 "DEEPFORGE_WORKER_CACHE": str(self.ctx.cache_dir),
                 "DEEPFORGE_JOB_HASH": self.hash,
             }

@@ -20,10 +20,10 @@ from typing import Any
 
 from deepforge_adapters.config import Config, ConfigSchema, Field, env_var_name
 from deepforge_adapters.errors import ConfigError
+from deepforge_adapters.webgme import DEFAULT_HOST, HOST_ENV
 
 BACKEND = "worker"
 CONFIG_ENV = "DEEPFORGE_WORKER_CONFIG"
-DEFAULT_HOST = "http://127.0.0.1:8888"
 
 SCHEMA = ConfigSchema(
     BACKEND,
@@ -167,8 +167,8 @@ def load_settings(
         var = env_var_name(BACKEND, f.name)
         if environ.get(var):
             merged[f.name] = environ[var]
-        elif f.name == "host" and "host" not in merged and environ.get("DEEPFORGE_HOST"):
-            merged["host"] = environ["DEEPFORGE_HOST"]
+        elif f.name == "host" and "host" not in merged and environ.get(HOST_ENV):
+            merged["host"] = environ[HOST_ENV]
     merged.update(cli)
     for key in ("labels", "gpus"):
         if isinstance(merged.get(key), list | tuple):

@@ -21,11 +21,11 @@ from typing import Any
 
 from ..config import ConfigSchema, Field
 from ..errors import ComputeError, NotFoundError, WebGMEError
+from ..webgme import DEFAULT_HOST, HOST_ENV
 from .base import ComputeClient, ComputeJob, JobStatus, JobUpdate, StatusMapping, StatusTable
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HOST = "http://127.0.0.1:8888"
 STDOUT_ARTIFACT, STDOUT_FILE = "stdout", "job_stdout.txt"
 RESULTS_ARTIFACT, RESULTS_FILE = "results", "results.json"
 WORKER_PREFIX = "[deepforge-worker] "
@@ -65,7 +65,7 @@ class GmeCompute(ComputeClient):
                 "Server URL",
                 "WebGME server whose executor runs the job",
                 default=DEFAULT_HOST,
-                env=("DEEPFORGE_HOST",),
+                env=(HOST_ENV,),
             ),
             Field("apiToken", "API token", "x-api-token; jobs run on workers of this token's user", is_auth=True),
             Field("webgmeToken", "WebGME token", "the user's JWT (Authorization: Bearer)", is_auth=True),

@@ -28,12 +28,11 @@ from typing import Any, BinaryIO, cast
 from ..config import ConfigSchema, Field
 from ..errors import DataInfoError, StorageError, WebGMEError
 from ..streams import ProgressCallback, Readable
+from ..webgme import DEFAULT_HOST, HOST_ENV
 from ..webgme.blob import BlobClient, BlobReader, check_hash
 from .base import DataInfo, StorageClient
 
 log = logging.getLogger(__name__)
-
-DEFAULT_HOST = "http://127.0.0.1:8888"
 
 
 class GmeStorage(StorageClient):
@@ -47,7 +46,7 @@ class GmeStorage(StorageClient):
                 "WebGME server",
                 "URL of the WebGME server whose blob stores the artifacts",
                 default=DEFAULT_HOST,
-                env=("DEEPFORGE_HOST",),
+                env=(HOST_ENV,),
             ),
             Field(
                 "apiToken",

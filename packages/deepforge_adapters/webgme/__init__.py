@@ -7,11 +7,14 @@
 ``stack`` starts a local database + WebGME server (tests, ``make dev``); it is imported on demand only.
 """
 
+from ._rest import DEFAULT_HOST, HOST_ENV
 from .blob import BlobClient, BlobReader, file_metadata, metadata_hash
 from .executor import FINISHED_STATUSES, ExecutorClient, is_finished
 
 __all__ = [
+    "DEFAULT_HOST",
     "FINISHED_STATUSES",
+    "HOST_ENV",
     "BlobClient",
     "BlobReader",
     "ExecutorClient",

@@ -25,6 +25,8 @@ from ..http import DEFAULT_BACKOFF, DEFAULT_RETRIES, RETRY_STATUSES, describe_re
 
 log = logging.getLogger(__name__)
 
+#: Where a WebGME server is looked for when no host is configured: ``$DEEPFORGE_HOST``, else loopback:8888.
+HOST_ENV = "DEEPFORGE_HOST"
 DEFAULT_HOST = "http://127.0.0.1:8888"
 
 

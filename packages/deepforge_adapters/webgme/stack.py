@@ -36,6 +36,7 @@ from typing import IO, Any
 import requests
 
 from ..http import make_session
+from ._rest import HOST_ENV
 
 log = logging.getLogger(__name__)
 
@@ -364,7 +365,7 @@ def _dev(args: argparse.Namespace) -> int:
         # server URL) to start one worker beside the server; it is stopped with the rest on Ctrl-C.
         if args.worker_cmd:
             argv = [part.replace("{url}", stack.url) for part in args.worker_cmd.split()]
-            workers.append(Process("worker", argv, run_dir, repo_root(), {**os.environ, "DEEPFORGE_HOST": stack.url}))
+            workers.append(Process("worker", argv, run_dir, repo_root(), {**os.environ, HOST_ENV: stack.url}))
         # <<< deepforge-worker
         print(f"\nDeepForge WebGME server: {stack.url}", flush=True)
         print(f"demo project: {stack.url}/?project=guest%2B{args.demo_project}"
