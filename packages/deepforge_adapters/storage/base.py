@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, BinaryIO, ClassVar
+from typing import Any, BinaryIO, ClassVar
 
 from ..config import Config, ConfigSchema
 from ..errors import DataInfoError, StorageError
@@ -166,7 +166,3 @@ class StorageClient(ABC):
                 if isinstance(data.get(key), int):
                     return int(data[key])
         return None
-
-
-def open_readable(readable: Readable | IO[bytes]) -> Readable:  # pragma: no cover - typing helper
-    return readable
