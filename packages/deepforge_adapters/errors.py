@@ -71,6 +71,10 @@ class ComputeError(DeepForgeError):
         super().__init__(f"{backend} compute: {message}")
 
 
+class InvalidHashError(DeepForgeError, ValueError):
+    """A job id or blob hash is not 40 lowercase hex digits (it would become a path or a URL segment)."""
+
+
 class BundleError(DeepForgeError, ValueError):
     """A job bundle is malformed or unsafe (zip-slip, missing file, bad schema)."""
 

@@ -9,10 +9,35 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Iterable
 from typing import IO, BinaryIO
 
+from .errors import InvalidHashError
+
 CHUNK_SIZE = 1024 * 1024  # 1 MiB: large enough for throughput, small enough to keep memory flat
+
+
+#: A sha1 hex digest as WebGME's blob, its executor and our job ids spell it: exactly 40 lowercase hex digits.
+SHA1_HEX_LENGTH = 40
+_SHA1_HEX = re.compile(r"[0-9a-f]{40}")
+
+
+def is_sha1_hex(value: object) -> bool:
+    """Whether ``value`` is a str of exactly 40 lowercase hex digits (nothing a path or URL could abuse)."""
+    return isinstance(value, str) and _SHA1_HEX.fullmatch(value) is not None
+
+
+def check_sha1_hex(value: object, what: str = "hash") -> str:
+    """``value`` if it is 40 lowercase hex digits, else :class:`InvalidHashError` naming ``what``.
+
+    The one check for every hash that becomes a path (job directories, cache entries) or a URL segment
+    (blob, executor): a job id such as ``/tmp/victim`` or ``..`` is refused before it is joined to anything.
+    """
+    if not is_sha1_hex(value):
+        shown = value if isinstance(value, str) else type(value).__name__
+        raise InvalidHashError(f"{what} must be 40 lowercase hex digits, got {shown!r:.120}")
+    return str(value)
 
 
 def new_hash(algorithm: str) -> hashlib._Hash:

@@ -22,6 +22,9 @@ from deepforge_adapters.webgme.executor import FINISHED_STATUSES
 #: Every executor status: JobInfo.finishedStatuses (as the webgme client lists them) plus the two live ones.
 ALL_CODES = sorted(FINISHED_STATUSES | {"CREATED", "RUNNING"})
 
+#: A job id as the executor spells one (40 lowercase hex); anything else is refused before a request.
+BUNDLE = "b0" * 20
+
 
 class FakeExecutor:
     def __init__(self) -> None:
@@ -59,7 +62,7 @@ class FakeExecutor:
 
 class FakeBlob:
     def __init__(self) -> None:
-        self.metadata_store: dict[str, dict[str, Any]] = {"bundle": {"name": "b.zip", "contentType": "complex"}}
+        self.metadata_store: dict[str, dict[str, Any]] = {BUNDLE: {"name": "b.zip", "contentType": "complex"}}
         self.content: dict[str, bytes] = {}
 
     def metadata(self, h: str) -> dict[str, Any]:
@@ -113,46 +116,55 @@ def test_config_defaults_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_start_job_keeps_the_secret_and_labels(compute: GmeCompute) -> None:
-    info = compute.start_job(ComputeJob(hash="bundle", name="train"))
-    assert info["hash"] == "bundle" and info["secret"] == "s3cret" and info["labels"] == ["gpu"]
+    info = compute.start_job(ComputeJob(hash=BUNDLE, name="train"))
+    assert info["hash"] == BUNDLE and info["secret"] == "s3cret" and info["labels"] == ["gpu"]
     json.dumps(info)
     compute.cancel_job(info)
-    assert compute.executor.canceled == [("bundle", "s3cret")]
+    assert compute.executor.canceled == [(BUNDLE, "s3cret")]
 
 
 def test_start_job_refusals(compute: GmeCompute) -> None:
     with pytest.raises(ComputeError, match="hash is required"):
         compute.start_job(ComputeJob())
     with pytest.raises(ComputeError, match="not in the blob"):
-        compute.start_job(ComputeJob(hash="missing"))
+        compute.start_job(ComputeJob(hash="0" * 40))
     with pytest.raises(ComputeError, match=r"labels \['gpu', 'tpu'\]"):
-        compute.start_job(ComputeJob(hash="bundle", labels=("tpu",)))
+        compute.start_job(ComputeJob(hash=BUNDLE, labels=("tpu",)))
     compute.executor.workers = {}
     with pytest.raises(ComputeError, match="no worker is connected") as exc:
-        compute.start_job(ComputeJob(hash="bundle"))
+        compute.start_job(ComputeJob(hash=BUNDLE))
     assert "SECRET" not in str(exc.value) and "SECRET" not in repr(compute)
+
+
+def test_a_job_hash_that_is_not_40_hex_is_refused_before_any_request(compute: GmeCompute) -> None:
+    for bad in ("/tmp/victim", "..", BUNDLE.upper(), BUNDLE + "/x"):
+        with pytest.raises(ComputeError, match="40 lowercase hex"):
+            compute.start_job(ComputeJob(hash=bad))
+        with pytest.raises(ComputeError, match="40 lowercase hex"):
+            compute.get_status({"hash": bad})
+    assert compute.executor.canceled == []
 
 
 def test_cancel_without_secret_is_a_clear_error(compute: GmeCompute) -> None:
     with pytest.raises(ComputeError, match="no cancel secret"):
-        compute.cancel_job({"hash": "bundle", "secret": None})
+        compute.cancel_job({"hash": BUNDLE, "secret": None})
 
 
 def test_watch_streams_from_output_zero_and_ends(compute: GmeCompute) -> None:
     ex = compute.executor
-    ex.outputs["bundle"] = [
+    ex.outputs[BUNDLE] = [
         {"outputNumber": 0, "output": "zero\n"},
         {"outputNumber": 1, "output": "one\n"},
         {"outputNumber": 2, "output": "two\n"},
     ]
     compute.blob.add_artifact("stdout-art", "job_stdout.txt", b"zero\none\ntwo\n")
     ex.script = [
-        {"hash": "bundle", "status": "CREATED", "outputNumber": None},
-        {"hash": "bundle", "status": "RUNNING", "outputNumber": 0},
-        {"hash": "bundle", "status": "RUNNING", "outputNumber": 1},
-        {"hash": "bundle", "status": "SUCCESS", "outputNumber": 2, "resultHashes": {"stdout": "stdout-art"}},
+        {"hash": BUNDLE, "status": "CREATED", "outputNumber": None},
+        {"hash": BUNDLE, "status": "RUNNING", "outputNumber": 0},
+        {"hash": BUNDLE, "status": "RUNNING", "outputNumber": 1},
+        {"hash": BUNDLE, "status": "SUCCESS", "outputNumber": 2, "resultHashes": {"stdout": "stdout-art"}},
     ]
-    updates = list(compute.watch({"hash": "bundle"}, poll_interval=0))
+    updates = list(compute.watch({"hash": BUNDLE}, poll_interval=0))
     kinds = [(u.kind, u.status, u.output) for u in updates]
     assert kinds == [
         ("status", JobStatus.QUEUED, ""),
@@ -166,13 +178,13 @@ def test_watch_streams_from_output_zero_and_ends(compute: GmeCompute) -> None:
 
 def test_resumed_watch_after_output_was_cleared_reads_the_archive(compute: GmeCompute) -> None:
     compute.blob.add_artifact("stdout-art", "job_stdout.txt", b"all\nof it\nValueError: bad input\n")
-    compute.executor.jobs["bundle"] = {
-        "hash": "bundle",
+    compute.executor.jobs[BUNDLE] = {
+        "hash": BUNDLE,
         "status": "FAILED_TO_EXECUTE",
         "outputNumber": None,
         "resultHashes": {"stdout": "stdout-art"},
     }
-    updates = list(compute.watch({"hash": "bundle"}, poll_interval=0))
+    updates = list(compute.watch({"hash": BUNDLE}, poll_interval=0))
     assert [u.kind for u in updates] == ["output", "end"]
     assert updates[0].output == "all\nof it\nValueError: bad input\n"
     assert updates[1].status == JobStatus.FAILED
@@ -181,17 +193,17 @@ def test_resumed_watch_after_output_was_cleared_reads_the_archive(compute: GmeCo
 
 def test_worker_failure_reason_is_readable(compute: GmeCompute) -> None:
     compute.blob.add_artifact("so", "job_stdout.txt", b"\n[deepforge-worker] FAILED_UNZIP: member '../x' escapes\n")
-    compute.executor.jobs["bundle"] = {"hash": "bundle", "status": "FAILED_UNZIP", "resultHashes": {"stdout": "so"}}
-    reason = compute.get_failure_reason({"hash": "bundle"})
+    compute.executor.jobs[BUNDLE] = {"hash": BUNDLE, "status": "FAILED_UNZIP", "resultHashes": {"stdout": "so"}}
+    reason = compute.get_failure_reason({"hash": BUNDLE})
     assert reason and "unpack" in reason and "'../x' escapes" in reason
 
 
 def test_results_info_and_missing_job(compute: GmeCompute) -> None:
     compute.blob.add_artifact("res", "results.json", b'{"model": {"type": "int", "dataInfo": {"backend": "gme"}}}')
-    compute.executor.jobs["bundle"] = {"hash": "bundle", "status": "SUCCESS", "resultHashes": {"results": "res"}}
-    assert compute.get_results_info({"hash": "bundle"})["model"]["type"] == "int"
-    assert compute.get_status({"hash": "nope"}) == JobStatus.NOT_FOUND
+    compute.executor.jobs[BUNDLE] = {"hash": BUNDLE, "status": "SUCCESS", "resultHashes": {"results": "res"}}
+    assert compute.get_results_info({"hash": BUNDLE})["model"]["type"] == "int"
+    assert compute.get_status({"hash": "f" * 40}) == JobStatus.NOT_FOUND
     with pytest.raises(ComputeError, match="not known"):
-        compute.get_results_info({"hash": "nope"})
-    updates = list(compute.watch({"hash": "nope"}, poll_interval=0))
+        compute.get_results_info({"hash": "f" * 40})
+    updates = list(compute.watch({"hash": "f" * 40}, poll_interval=0))
     assert updates[-1].status == JobStatus.NOT_FOUND

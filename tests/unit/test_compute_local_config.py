@@ -76,12 +76,17 @@ def test_a_bundle_without_executor_config_is_refused(tmp_path: Path) -> None:
     assert not list((tmp_path / "work" / "jobs").iterdir())  # nothing half-started
 
 
+#: Job ids are 40 lowercase hex (a bundle's sha1); anything else is refused before it becomes a path.
+FEEDBEEF = "feedbeef" * 5
+ABC = "abc" + "0" * 37
+
+
 def test_unknown_job(tmp_path: Path) -> None:
     c = client(tmp_path)
-    info = {"hash": "feedbeef"}
+    info = {"hash": FEEDBEEF}
     assert c.get_status(info) == JobStatus.NOT_FOUND
     assert c.get_console_output(info) == ""
-    with pytest.raises(ComputeError, match="cannot cancel: no job 'feedbeef'"):
+    with pytest.raises(ComputeError, match=f"cannot cancel: no job '{FEEDBEEF}'"):
         c.cancel_job(info)
     updates = list(c.watch(info))
     assert [u.kind for u in updates] == ["end"]
@@ -90,11 +95,11 @@ def test_unknown_job(tmp_path: Path) -> None:
 
 def test_results_errors_name_the_job_and_file(tmp_path: Path) -> None:
     c = client(tmp_path)
-    job = tmp_path / "jobs" / "abc"
+    job = tmp_path / "jobs" / ABC
     (job / "work").mkdir(parents=True)
     (job / "state.json").write_text(json.dumps({"status": "success"}))
-    info = {"hash": "abc"}
-    with pytest.raises(ComputeError, match=r"job abc: no results\.json \(status: success\)"):
+    info = {"hash": ABC}
+    with pytest.raises(ComputeError, match=rf"job {ABC}: no results\.json \(status: success\)"):
         c.get_results_info(info)
     (job / "work" / "results.json").write_text("{oops")
     with pytest.raises(ComputeError, match="is not valid JSON"):
@@ -107,8 +112,8 @@ def test_results_errors_name_the_job_and_file(tmp_path: Path) -> None:
 
 
 def test_purge_refuses_an_unfinished_job(tmp_path: Path) -> None:
-    job = tmp_path / "jobs" / "abc"
+    job = tmp_path / "jobs" / ABC
     job.mkdir(parents=True)
     (job / "state.json").write_text(json.dumps({"status": "queued"}))
     with pytest.raises(ComputeError, match="cancel it before purging"):
-        client(tmp_path).purge_job({"hash": "abc"})
+        client(tmp_path).purge_job({"hash": ABC})

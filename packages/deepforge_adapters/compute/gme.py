@@ -20,7 +20,8 @@ from functools import cached_property
 from typing import Any
 
 from ..config import ConfigSchema, Field
-from ..errors import ComputeError, NotFoundError, WebGMEError
+from ..errors import ComputeError, InvalidHashError, NotFoundError, WebGMEError
+from ..hashing import check_sha1_hex
 from ..webgme import DEFAULT_HOST, HOST_ENV
 from .base import ComputeClient, ComputeJob, JobStatus, JobUpdate, StatusMapping, StatusTable
 
@@ -95,10 +96,18 @@ class GmeCompute(ComputeClient):
     def _tokens(self) -> tuple[str | None, str | None]:
         return self.config["apiToken"] or None, self.config["webgmeToken"] or None
 
+    def _job_hash(self, value: Any, what: str = "job_info hash") -> str:
+        """The job id, refused unless 40 lowercase hex (it becomes an executor URL segment)."""
+        try:
+            return check_sha1_hex(value, what)
+        except InvalidHashError as exc:
+            raise ComputeError(self.id, str(exc)) from None
+
     # --- submit / cancel -----------------------------------------------------------------------------
     def start_job(self, job: ComputeJob) -> dict[str, Any]:
         if not job.hash:
             raise ComputeError(self.id, "ComputeJob.hash is required: upload the bundle as a blob artifact first")
+        self._job_hash(job.hash, "ComputeJob.hash")
         try:
             self.blob.metadata(job.hash)
         except NotFoundError:
@@ -144,6 +153,7 @@ class GmeCompute(ComputeClient):
 
     def cancel_job(self, job_info: Mapping[str, Any]) -> None:
         self.require(job_info, "hash")
+        self._job_hash(job_info["hash"])
         secret = job_info.get("secret")
         if not secret:
             raise ComputeError(
@@ -159,6 +169,7 @@ class GmeCompute(ComputeClient):
     # --- status / output / results ---------------------------------------------------------------------
     def _info(self, job_info: Mapping[str, Any]) -> dict[str, Any] | None:
         self.require(job_info, "hash")
+        self._job_hash(job_info["hash"])
         try:
             return dict(self.executor.get_info(job_info["hash"]))
         except WebGMEError as exc:
@@ -220,7 +231,8 @@ class GmeCompute(ComputeClient):
         watch, more than ``clearOutputTimeout`` after the end), the rest comes from the archived stdout.
         """
         interval = self.poll_interval if poll_interval is None else poll_interval
-        job_hash = job_info["hash"]
+        self.require(job_info, "hash")
+        job_hash = self._job_hash(job_info["hash"])
         last_code: str | None = None
         last_number = -1
         text_seen = 0

@@ -5,7 +5,10 @@ supervisor process for it (:mod:`.local_supervisor`), which waits for one of ``p
 the bundle's ``executor_config.json`` command there, and records state and output in files.  Because the
 state is on disk and the supervisors are not children that die with us, another process constructing
 ``LocalCompute`` on the same ``workDir`` (say, after a restart) sees, watches and cancels the same jobs;
-``job_info`` holds everything needed: ``{"hash", "workDir", "jobDir"}``.
+``job_info`` holds ``{"hash", "workDir", "jobDir"}``, but only ``hash`` is ever used: it must be 40 lowercase
+hex (:func:`~deepforge_adapters.hashing.check_sha1_hex`) and the job directory is always derived from it under
+the configured ``workDir``.  ``jobDir``/``workDir`` are informational: a job_info read back from a model is
+not trusted to name a path (``purge_job`` of a forged ``jobDir`` must not delete it).
 
 The job id is the bundle's content hash (:func:`~deepforge_adapters.jobs.bundle.bundle_hash`) unless
 ``ComputeJob.hash`` is given.  Like the WebGME executor, starting a hash that already exists returns the
@@ -20,7 +23,6 @@ import codecs
 import contextlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -32,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigSchema, Field
-from ..errors import BundleError, ComputeError
+from ..errors import BundleError, ComputeError, InvalidHashError
+from ..hashing import check_sha1_hex
 from ..jobs.bundle import DEFAULT_MAX_BYTES, RESULTS_FILE, bundle_hash, read_executor_config, safe_extract
 from ..process import signal_group
 from . import local_supervisor as sup
@@ -41,7 +44,6 @@ from .base import ComputeClient, ComputeJob, JobStatus, JobUpdate, StatusMapping
 WORK_DIR_ENV = "DEEPFORGE_LOCAL_COMPUTE_DIR"
 #: ``lost`` is not written by anyone: it is what a job whose supervisor died while queued/running reads as.
 LOST = "lost"
-_HASH = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 STATUS_TABLE = StatusTable(
     "local",
@@ -117,13 +119,16 @@ class LocalCompute(ComputeClient):
         self.work_dir = Path(self.config["workDir"] or default_work_dir()).expanduser().resolve()
 
     # -------------------------------------------------------------------------------------- job dirs
+    def _job_hash(self, value: Any, what: str = "job_info hash") -> str:
+        try:
+            return check_sha1_hex(value, what)
+        except InvalidHashError as exc:
+            raise ComputeError(self.id, f"{exc}: not a valid job id") from None
+
     def _job(self, job_info: Mapping[str, Any]) -> sup.JobDir:
+        """The job's directory, derived from its validated hash under our work dir (never job_info's paths)."""
         self.require(job_info, "hash")
-        job_hash = str(job_info["hash"])
-        if not _HASH.match(job_hash):
-            raise ComputeError(self.id, f"job_info hash {job_hash!r} is not a valid job id")
-        job_dir = job_info.get("jobDir") or self.work_dir / "jobs" / job_hash
-        return sup.JobDir(job_dir)
+        return sup.JobDir(self.work_dir / "jobs" / self._job_hash(job_info["hash"]))
 
     def _info(self, job_hash: str, job_dir: Path, name: str) -> dict[str, Any]:
         return {"hash": job_hash, "workDir": str(self.work_dir), "jobDir": str(job_dir), "name": name}
@@ -143,8 +148,7 @@ class LocalCompute(ComputeClient):
             job_hash = job.hash or bundle_hash(bundle)
         except BundleError as exc:
             raise ComputeError(self.id, str(exc)) from None
-        if not _HASH.match(job_hash):
-            raise ComputeError(self.id, f"job hash {job_hash!r} is not a valid job id")
+        self._job_hash(job_hash, "job hash")
         jobs = self.work_dir / "jobs"
         job_dir = sup.JobDir(jobs / job_hash)
         info = self._info(job_hash, job_dir.path, job.name)

@@ -29,8 +29,8 @@ from typing import Any, BinaryIO, cast
 import requests
 import urllib3
 
-from ..errors import IntegrityError, NotFoundError, WebGMEError
-from ..hashing import CHUNK_SIZE, HashingReader
+from ..errors import IntegrityError, InvalidHashError, NotFoundError, WebGMEError
+from ..hashing import CHUNK_SIZE, HashingReader, check_sha1_hex
 from ..http import describe_response
 from ..streams import ProgressCallback, ProgressReader, Readable, atomic_write, copy_stream, iter_chunks
 from ._rest import DEFAULT_HOST, auth_headers, check, json_body, request_with_replay, session_with
@@ -96,9 +96,11 @@ def file_metadata(name: str, size: int, content_hash: str) -> dict[str, Any]:
 
 
 def check_hash(value: str, what: str = "blob hash") -> str:
-    if not (isinstance(value, str) and len(value) == HASH_LENGTH and all(c in "0123456789abcdef" for c in value)):
-        raise WebGMEError(f"{what} must be 40 lowercase hex digits, got {value!r}")
-    return value
+    """:func:`~deepforge_adapters.hashing.check_sha1_hex` raising :class:`WebGMEError` (what blob callers catch)."""
+    try:
+        return check_sha1_hex(value, what)
+    except InvalidHashError as exc:
+        raise WebGMEError(str(exc)) from None
 
 
 class BlobClient:
@@ -118,12 +120,13 @@ class BlobClient:
         return f"BlobClient({self.host!r})"
 
     def url(self, *parts: str) -> str:
-        return f"{self.host}/rest/blob/" + "/".join(parts)
+        """Each part is percent-encoded as one path segment (a ``/`` or ``..`` in a part cannot change the route)."""
+        return f"{self.host}/rest/blob/" + "/".join(urllib.parse.quote(p, safe="") for p in parts)
 
     def content_url(self, metadata_hash: str, subpath: str | None = None, view: bool = False) -> str:
         """``.../download/<hash>/<subpath>`` (always the trailing slash, as WebGME's client builds it)."""
         check_hash(metadata_hash)
-        return self.url("view" if view else "download", metadata_hash, urllib.parse.quote(subpath or "", safe=""))
+        return self.url("view" if view else "download", metadata_hash, subpath or "")
 
     # ------------------------------------------------------------------------------------ uploads
     def create_file(
@@ -148,7 +151,7 @@ class BlobClient:
             hashing = HashingReader(cast(BinaryIO, ProgressReader(readable, progress, size)), ("sha1",))
             try:
                 response = self.session.post(
-                    self.url("createFile", urllib.parse.quote(name, safe="")),
+                    self.url("createFile", name),
                     data=iter_chunks(hashing) if size is None else SizedBody(hashing, size, what),
                     headers={"Content-Type": "application/octet-stream"},
                     allow_redirects=False,

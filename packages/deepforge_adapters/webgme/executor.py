@@ -17,6 +17,7 @@ heard of them.
 from __future__ import annotations
 
 import logging
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -60,7 +61,8 @@ class ExecutorClient:
         return f"ExecutorClient({self.host!r})"
 
     def url(self, *parts: str) -> str:
-        return f"{self.host}/rest/executor/" + "/".join(parts)
+        """Each part is percent-encoded as one path segment: a job hash such as ``/tmp/x`` stays one segment."""
+        return f"{self.host}/rest/executor/" + "/".join(urllib.parse.quote(p, safe="") for p in parts)
 
     # ------------------------------------------------------------------------------------ plumbing
     def _get(self, what: str, *parts: str, params: Mapping[str, Any] | None = None) -> Any:
