@@ -30,7 +30,9 @@ from collections.abc import Mapping
 from types import FrameType
 from typing import Any
 
-from .execution import JobContext, JobExecution, reap_orphaned_jobs, replay_pending_reports
+from deepforge_adapters.hashing import is_sha1_hex
+
+from .execution import JobContext, JobExecution, reap_orphaned_jobs, refuse_bad_job, replay_pending_reports
 from .settings import WorkerSettings
 from .slots import Slot, SlotPool
 
@@ -161,6 +163,9 @@ class Worker:
 
     def start_jobs(self, hashes: list[str]) -> None:
         for job_hash in hashes:
+            if not is_sha1_hex(job_hash):  # it would become a path: fail it on the server, never run it
+                threading.Thread(target=refuse_bad_job, args=(self.ctx, job_hash), daemon=True).start()
+                continue
             with self._lock:
                 if job_hash in self.running:
                     continue
@@ -200,6 +205,10 @@ class Worker:
         """Run each advertised label probe once; its label is added unless it ends ``FAILED_TO_EXECUTE``."""
         for label, probe_hash in label_jobs.items():
             if label in self.probed or label in self.pool.labels:
+                continue
+            if not is_sha1_hex(probe_hash):
+                log.error("label probe %s: job hash %r is not 40 lowercase hex; not probing", label, probe_hash)
+                self.probed.add(label)
                 continue
             slot = self.pool.acquire(f"label:{label}")
             if slot is None:

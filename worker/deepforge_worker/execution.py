@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from deepforge_adapters.errors import BundleError, NotFoundError, WebGMEError
+from deepforge_adapters.hashing import check_sha1_hex, is_sha1_hex
 from deepforge_adapters.jobs.bundle import safe_extract
 from deepforge_adapters.process import signal_group, spawn_group
 from deepforge_adapters.streams import atomic_write, copy_stream
@@ -164,7 +165,8 @@ class JobExecution:
 
     def __init__(self, ctx: JobContext, info: Mapping[str, Any], slot: Slot, *, report: bool = True) -> None:
         self.ctx = ctx
-        self.hash: str = str(info["hash"])
+        # The hash becomes the job dir and URL segments: the daemon refuses a bad one (refuse_bad_job) first.
+        self.hash: str = check_sha1_hex(info.get("hash"), "executor job hash")
         self.info: dict[str, Any] = {"hash": self.hash}
         self.slot = slot
         self.report_enabled = report
@@ -471,6 +473,30 @@ def post_report(
             return False
         time.sleep(delay)
         delay = min(delay * 2, 10.0)
+
+
+#: The status a job whose hash is not a blob hash ends in: its source cannot be obtained by construction.
+BAD_HASH_STATUS = "FAILED_SOURCE_COULD_NOT_BE_OBTAINED"
+
+
+def refuse_bad_job(ctx: JobContext, job_hash: Any) -> bool:
+    """Fail a job the server gave us whose hash is not 40 lowercase hex, without touching the disk.
+
+    The executor accepts any string as a job hash (``POST /rest/executor/create/%2Ftmp%2Fvictim``); such a
+    hash must never become a path.  The job gets its reason as output #0 and a final ``BAD_HASH_STATUS``, so it
+    ends (and is not requeued to the next worker) instead of staying RUNNING.  Returns whether it was posted.
+    """
+    shown = job_hash if isinstance(job_hash, str) else repr(job_hash)
+    reason = f"the job hash {shown!r:.120} is not a blob hash (40 lowercase hex digits); refusing to run it"
+    log.error("job %r: %s", shown, reason)
+    if not isinstance(job_hash, str) or not job_hash:
+        return False  # nothing to address it by
+    try:
+        ctx.executor.post_output(job_hash, 0, f"[deepforge-worker] {BAD_HASH_STATUS}: {reason}\n")
+    except Exception as exc:
+        log.warning("job %r: posting the refusal as output failed: %s", shown, exc)
+    body = {"status": BAD_HASH_STATUS, "finishTime": now_iso(), "outputNumber": 0, "worker": ctx.client_id}
+    return post_report(ctx, job_hash, body, retry_for=min(ctx.report_retry_for, 60.0))
 
 
 def replay_pending_reports(ctx: JobContext) -> int:
