@@ -25,7 +25,6 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -36,9 +35,10 @@ from pathlib import Path
 from typing import Any
 
 from deepforge_adapters.errors import BundleError, NotFoundError, WebGMEError
-from deepforge_adapters.hashing import check_sha1_hex, is_sha1_hex
+from deepforge_adapters.hashing import check_sha1_hex
 from deepforge_adapters.jobs.bundle import safe_extract
-from deepforge_adapters.process import signal_group, spawn_group
+from deepforge_adapters.process import JobProcess, terminate_job
+from deepforge_adapters.process import run as run_job_process
 from deepforge_adapters.streams import atomic_write, copy_stream
 from deepforge_adapters.webgme import HOST_ENV
 from deepforge_adapters.webgme.executor import is_finished
@@ -175,7 +175,7 @@ class JobExecution:
         self.reason: str | None = None
         self.reported = False
         self.config: ExecutorConfig | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: JobProcess | None = None
         self._canceled = threading.Event()
         self._lock = threading.Lock()
         self._queue: OutputQueue | None = None
@@ -205,17 +205,13 @@ class JobExecution:
         return str(self.status)
 
     def cancel(self) -> None:
-        """SIGINT to the job's process group now, SIGKILL to the group after the grace period."""
+        """SIGINT to the job's processes now, SIGKILL to every one of them after the grace period.
+
+        The job's thread acts on it (:func:`deepforge_adapters.process.run` polls the flag).
+        """
+        if not self._canceled.is_set():
+            log.info("job %s: canceling", self.hash)
         self._canceled.set()
-        with self._lock:
-            proc = self._proc
-        if proc is None or proc.poll() is not None:
-            return
-        log.info("job %s: canceling (SIGINT to process group %d)", self.hash, proc.pid)
-        signal_group(proc.pid, signal.SIGINT)
-        timer = threading.Timer(self.ctx.cancel_grace, self._kill_group, args=(proc,))
-        timer.daemon = True
-        timer.start()
 
     @property
     def canceled(self) -> bool:
@@ -296,25 +292,28 @@ class JobExecution:
         env.update(self.slot.env())
         self.ctx.cache_dir.mkdir(parents=True, exist_ok=True)
         argv = [config.cmd, *config.args]
-        with self._lock:
-            if self._canceled.is_set():
-                raise JobFailed("CANCELED", "canceled before it started")
-            try:
-                self._proc = spawn_group(argv, self.job_dir, env)  # cancel reaches every descendant
-            except OSError as exc:
-                raise JobFailed("FAILED_TO_EXECUTE", f"cannot start {config.cmd!r}: {exc.strerror}") from None
-        proc = self._proc
-        record_process_group(self.ctx.work_dir, self.hash, proc.pid)
-        log.info("job %s: started pid %d in slot %d", self.hash, proc.pid, self.slot.index)
-        reader = threading.Thread(target=self._pump, args=(proc,), name=f"stdout-{self.hash[:8]}", daemon=True)
-        reader.start()
-        code = proc.wait()
-        reader.join(timeout=2.0)
-        if reader.is_alive() or self.canceled:
-            # Descendants still hold the pipe (or were told to stop): nothing of this job keeps running.
-            self._kill_group(proc)
-            reader.join(timeout=5.0)
+        if self._canceled.is_set():
+            raise JobFailed("CANCELED", "canceled before it started")
+        try:
+            # Every process of the job, double-forked ones included, is killed on cancel and at its end.
+            result = run_job_process(
+                argv,
+                self.job_dir,
+                env,
+                self._sink,
+                should_cancel=self._canceled.is_set,
+                grace=self.ctx.cancel_grace,
+                on_start=self._started,
+            )
+        except OSError as exc:
+            raise JobFailed("FAILED_TO_EXECUTE", f"cannot start {config.cmd!r}: {exc.strerror}") from None
+        finally:
+            if self._queue is not None:
+                self._queue.add(self._decoder.decode(b"", final=True))
+        code = result.returncode
         self.info["finishTime"] = now_iso()
+        if result.sink_error is not None:
+            raise JobFailed("FAILED_TO_EXECUTE", f"writing the job's output failed: {result.sink_error}")
         if self.canceled or code in (SIGINT_EXIT, -signal.SIGINT):
             raise JobFailed("CANCELED", "canceled on request")
         if code != 0:
@@ -322,26 +321,22 @@ class JobExecution:
             raise JobFailed("FAILED_TO_EXECUTE", f"{config.cmd} ended with {how}")
         self.status = "SUCCESS"
 
-    def _pump(self, proc: subprocess.Popen[bytes]) -> None:
-        """Copy the merged stdout/stderr pipe to ``job_stdout.txt`` and the live output queue."""
-        assert proc.stdout is not None
-        fd = proc.stdout.fileno()
-        while True:
-            try:
-                data = os.read(fd, 65536)
-            except OSError:
-                break
-            if not data:
-                break
-            self._stdout.write(data)
-            self._stdout.flush()
-            if self._queue is not None:
-                self._queue.add(self._decoder.decode(data))
-        if self._queue is not None:
-            self._queue.add(self._decoder.decode(b"", final=True))
+    def _started(self, proc: JobProcess) -> None:
+        with self._lock:
+            self._proc = proc
+        record_process_group(self.ctx.work_dir, self.hash, proc.pid)
+        log.info("job %s: started pid %d in slot %d", self.hash, proc.pid, self.slot.index)
 
-    def _kill_group(self, proc: subprocess.Popen[bytes]) -> None:
-        signal_group(proc.pid, signal.SIGKILL)
+    def _sink(self, data: bytes) -> None:
+        """The job's merged output: to ``job_stdout.txt`` and the live output queue.
+
+        An exception here (e.g. ENOSPC) makes :func:`deepforge_adapters.process.run` kill the job and drain
+        the pipe; it comes back as ``RunResult.sink_error``.
+        """
+        self._stdout.write(data)
+        self._stdout.flush()
+        if self._queue is not None:
+            self._queue.add(self._decoder.decode(data))
 
     def _emit(self, text: str) -> None:
         """A worker message in the job's console: into ``job_stdout.txt`` and the live output."""
@@ -558,8 +553,8 @@ def reap_orphaned_jobs(work_dir: Path) -> int:
             path.unlink(missing_ok=True)
             continue
         if start is not None and _start_time(pgid) == start:
-            log.warning("job %s: stopping process group %d left running by a previous daemon", path.stem, pgid)
-            signal_group(pgid, signal.SIGKILL)
+            log.warning("job %s: stopping the processes (shim %d) left running by a previous daemon", path.stem, pgid)
+            terminate_job(pgid)
             reaped += 1
         path.unlink(missing_ok=True)
         shutil.rmtree(work_dir / path.name[: -len(PGID_SUFFIX)], ignore_errors=True)

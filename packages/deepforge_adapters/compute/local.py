@@ -37,7 +37,7 @@ from ..config import ConfigSchema, Field
 from ..errors import BundleError, ComputeError, InvalidHashError
 from ..hashing import check_sha1_hex
 from ..jobs.bundle import DEFAULT_MAX_BYTES, RESULTS_FILE, bundle_hash, read_executor_config, safe_extract
-from ..process import signal_group
+from ..process import terminate_job
 from . import local_supervisor as sup
 from .base import ComputeClient, ComputeJob, JobStatus, JobUpdate, StatusMapping, StatusTable
 
@@ -157,7 +157,7 @@ class LocalCompute(ComputeClient):
             if existing.get("status") in (sup.QUEUED, sup.RUNNING, sup.SUCCESS):
                 return info  # the same bundle again: the existing job, as the WebGME executor does
             if existing.get("status") == LOST and isinstance(existing.get("pgid"), int):
-                signal_group(existing["pgid"], 9)
+                terminate_job(existing["pgid"])
             shutil.rmtree(job_dir.path, ignore_errors=True)  # failed or canceled: run it again
 
         jobs.mkdir(parents=True, exist_ok=True)
@@ -297,7 +297,7 @@ class LocalCompute(ComputeClient):
         job.cancel_file.touch()
         if state.get("status") == LOST:  # nobody will act on the request: clean up and record it ourselves
             if isinstance(state.get("pgid"), int):
-                signal_group(state["pgid"], 9)
+                terminate_job(state["pgid"])
             job.update_state(status=sup.CANCELED, finishedAt=sup.now(), reason="canceled (supervisor was gone)")
 
     def purge_job(self, job_info: Mapping[str, Any]) -> None:

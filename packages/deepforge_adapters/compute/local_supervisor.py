@@ -13,8 +13,9 @@ job directory, which is the only interface between it and any number of ``LocalC
     <workDir>/slots/<i>.lock   one fcntl lock per concurrent slot
 
 The loop, top to bottom: wait for a free slot (or a cancel request), run ``executor_config.json``'s
-``cmd``/``args`` in a new process group with output appended to ``stdout.txt``, forward a cancel request to
-the whole group as SIGINT and SIGKILL it after the grace period, record the end.
+``cmd``/``args`` with :func:`deepforge_adapters.process.run` (output appended to ``stdout.txt``), forward a
+cancel request as SIGINT and SIGKILL every process of the job after the grace period (and at its end, so a
+double-forked daemon does not outlive it), record the end.
 """
 
 from __future__ import annotations
@@ -23,9 +24,7 @@ import argparse
 import fcntl
 import json
 import os
-import select
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,14 +32,15 @@ from types import FrameType
 from typing import IO, Any
 
 from ..errors import BundleError
-from ..jobs.bundle import OPERATION_PGID_FILE, read_executor_config
-from ..process import signal_group, spawn_group
+from ..jobs.bundle import read_executor_config
+from ..process import JobProcess
+from ..process import run as run_job_process
 from ..streams import atomic_write
 
 GRACE_ENV = "DEEPFORGE_CANCEL_GRACE"
 DEFAULT_GRACE = 10.0
 #: Extra seconds the supervisor waits beyond the grace before SIGKILL, so that a runner inside the job can
-#: first SIGKILL its own operation's process group (which is not ours to reach) and exit cleanly.
+#: first stop its own operation and exit cleanly (with its own last line).
 GRACE_MARGIN = 3.0
 CACHE_ENV = "DEEPFORGE_WORKER_CACHE"
 POLL = 0.1
@@ -155,61 +155,39 @@ class Supervisor:
         env.setdefault(CACHE_ENV, str(self.job.path.parent.parent / "cache"))
         env.setdefault("PYTHONUNBUFFERED", "1")
         with open(self.job.stdout_file, "ab") as out:
+
+            def sink(chunk: bytes) -> None:
+                out.write(chunk)
+                out.flush()
+
+            def started(proc: JobProcess) -> None:
+                self.job.update_state(status=RUNNING, startedAt=now(), slot=slot, pgid=proc.pid)
+
             try:
-                child = spawn_group(command, self.job.work, env)
+                # SIGINT on cancel, SIGKILL to every process of the job after the grace and at its end.
+                result = run_job_process(
+                    command,
+                    self.job.work,
+                    env,
+                    sink,
+                    should_cancel=self.canceling,
+                    grace=self.grace + GRACE_MARGIN,
+                    on_start=started,
+                    poll=POLL,
+                )
             except OSError as exc:
                 self.finish(FAILED, None, f"local compute: cannot start {command[0]!r}: {exc.strerror}")
                 return 0
-            self.job.update_state(status=RUNNING, startedAt=now(), slot=slot, pgid=child.pid)
-            canceled = self.pump(child, out)
-        code = child.returncode
-        if canceled or code in (130, -signal.SIGINT):
+        code = result.returncode
+        if result.sink_error is not None:
+            self.finish(FAILED, code, f"local compute: writing {self.job.stdout_file} failed: {result.sink_error}")
+        elif result.canceled or code in (130, -signal.SIGINT):
             self.finish(CANCELED, code, "canceled")
         elif code == 0:
             self.finish(SUCCESS, code, None)
         else:
             self.finish(FAILED, code, last_line(self.job.stdout_file) or f"exited with code {code}")
         return 0
-
-    def pump(self, child: subprocess.Popen[bytes], out: IO[bytes]) -> bool:
-        """Copy output until the job's group is done; handle cancel.  Returns whether it was canceled."""
-        assert child.stdout is not None
-        fd = child.stdout.fileno()
-        kill_at: float | None = None
-        try:
-            while True:
-                if kill_at is None and self.canceling():
-                    signal_group(child.pid, signal.SIGINT)
-                    kill_at = now() + self.grace + GRACE_MARGIN
-                if kill_at is not None and now() >= kill_at:
-                    signal_group(child.pid, signal.SIGKILL)
-                    self.kill_operation_group()
-                ready, _, _ = select.select([fd], [], [], POLL)
-                if not ready:
-                    if child.poll() is not None:
-                        signal_group(child.pid, signal.SIGKILL)  # leftovers still holding the pipe
-                    continue
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    break
-                out.write(chunk)
-                out.flush()
-        finally:
-            child.stdout.close()
-            child.wait()
-            signal_group(child.pid, signal.SIGKILL)
-            self.kill_operation_group()
-        return kill_at is not None
-
-    def kill_operation_group(self) -> None:
-        """SIGKILL the group of an operation whose runner died before it could clean up (see the runner)."""
-        try:
-            pgid = int((self.job.work / OPERATION_PGID_FILE).read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return
-        if pgid > 1:
-            signal_group(pgid, signal.SIGKILL)
-        (self.job.work / OPERATION_PGID_FILE).unlink(missing_ok=True)
 
     def finish(self, status: str, code: int | None, reason: str | None) -> None:
         self.job.update_state(status=status, exitCode=code, reason=reason, finishedAt=now())

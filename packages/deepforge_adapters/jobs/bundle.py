@@ -52,9 +52,6 @@ EXECUTOR_CONFIG_FILE = "executor_config.json"
 NONCE_FILE = "nonce"
 RESULTS_FILE = "results.json"
 STDOUT_FILE = "job_stdout.txt"
-#: Written by the runner while the operation runs: its process group id, so that whoever runs the runner can
-#: kill that group as a last resort if the runner itself dies first (local compute's supervisor does).
-OPERATION_PGID_FILE = ".deepforge-operation-pgid"
 #: Output names that would collide with the executor's result-artifact names.
 RESERVED_OUTPUTS = frozenset({"stdout", "results"})
 DEFAULT_COMMAND = ("python", "main.py")

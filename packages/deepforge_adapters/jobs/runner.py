@@ -6,9 +6,10 @@
 2. for each input: open its sealed config (key from ``DEEPFORGE_SECRET_KEY``/``_FILE``), fetch it through
    its storage backend into the worker cache (``DEEPFORGE_WORKER_CACHE``, default ``.deepforge-cache`` in
    the job dir; size cap ``DEEPFORGE_CACHE_MAX_BYTES``) and symlink it to ``artifacts/<name>``;
-3. run the job's command in its own process group, stdout and stderr merged in order into our stdout;
-   SIGINT/SIGTERM are forwarded to the whole group as SIGINT, then SIGKILL after ``DEEPFORGE_CANCEL_GRACE``
-   seconds (default 10); a canceled job exits 130;
+3. run the job's command with :func:`deepforge_adapters.process.run`, stdout and stderr merged in order into
+   our stdout; SIGINT/SIGTERM are forwarded as SIGINT, then every process of the operation is SIGKILLed
+   after ``DEEPFORGE_CANCEL_GRACE`` seconds (default 10); a canceled job exits 130; whatever the operation
+   started is killed when it ends;
 4. upload each declared ``outputs/<name>/data`` with ``put_file_stream`` to ``<storage dir>/<name>``;
 5. write ``results.json`` ``{name: {"type": ..., "dataInfo": ...}}`` atomically.
 
@@ -22,11 +23,8 @@ import argparse
 import json
 import logging
 import os
-import select
 import signal
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,12 +33,13 @@ from typing import Any, BinaryIO
 
 from .. import secrets
 from ..errors import DeepForgeError, StorageError
-from ..process import signal_group, spawn_group
+from ..process import JobProcess
+from ..process import run as run_job_process
 from ..storage import get_client
 from ..storage.base import DataInfo, StorageClient
 from ..storage.cache import WorkerCache
 from ..streams import ProgressCallback, atomic_write
-from .bundle import OPERATION_PGID_FILE, RESULTS_FILE, JobSpec, read_bundle
+from .bundle import RESULTS_FILE, JobSpec, read_bundle
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +80,9 @@ class Runner:
         self.job_dir = job_dir
         self.out = out
         self.environ = dict(os.environ if environ is None else environ)
-        self.child: subprocess.Popen[bytes] | None = None
+        self.child: JobProcess | None = None
         self.cancel_requested = False
-        self._kill_timer: threading.Timer | None = None
+        self.kill_requested = False
         self._tail = b""
         self._spawning = False
         self.grace = _env_float(self.environ, GRACE_ENV, DEFAULT_GRACE)
@@ -121,31 +120,18 @@ class Runner:
             self.say(f"runner error: {type(exc).__name__}: {exc}")
             return 1
         finally:
-            if self._kill_timer is not None:
-                self._kill_timer.cancel()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        if self._spawning:  # the child may exist but is not recorded yet: act right after the spawn
-            self.cancel_requested = True
-            return
         first = not self.cancel_requested
         self.cancel_requested = True
+        if self._spawning:  # run_operation's loop acts on the flags (SIGINT, then SIGKILL after the grace)
+            self.kill_requested = not first
+            return
         child = self.child
         if child is None or child.returncode is not None:
             raise Canceled()  # not running the operation: stop what we are doing (uploads are atomic)
-        if first:
-            self._start_cancel(child)
-        else:
-            signal_group(child.pid, signal.SIGKILL)
-
-    def _start_cancel(self, child: subprocess.Popen[bytes]) -> None:
-        """SIGINT to the operation's group now, SIGKILL after the grace period."""
-        signal_group(child.pid, signal.SIGINT)
-        self._kill_timer = threading.Timer(self.grace, signal_group, args=(child.pid, signal.SIGKILL))
-        self._kill_timer.daemon = True
-        self._kill_timer.start()
 
     def _progress(self, what: str) -> ProgressCallback:
         """A progress callback printing a line at most every ``progress_interval`` seconds (so: big transfers)."""
@@ -212,49 +198,47 @@ class Runner:
         return command
 
     def run_operation(self, spec: JobSpec) -> int:
-        """Run the command in a new session; copy its merged output to ours as it arrives."""
+        """Run the command (:func:`deepforge_adapters.process.run`); copy its merged output to ours as it arrives.
+
+        A first SIGINT/SIGTERM to the runner is a cancel (SIGINT to the operation, every process of it killed
+        after the grace), a second one kills them at once.  Nothing the operation starts outlives it.
+        """
         (self.job_dir / "outputs").mkdir(exist_ok=True)
         env = {k: v for k, v in self.environ.items() if k not in (secrets.KEY_ENV, secrets.KEY_FILE_ENV)}
         env.setdefault("PYTHONUNBUFFERED", "1")
         command = self._command(spec)
         self.say(f"running {' '.join(spec.command)}")
+        self._tail = b""
+
+        def sink(chunk: bytes) -> None:
+            self.out.write(chunk)
+            self.out.flush()
+            self._tail = (self._tail + chunk)[-4096:]
+
+        def started(proc: JobProcess) -> None:
+            self.child = proc
+
         self._spawning = True
         try:
-            child = spawn_group(command, self.job_dir, env)
+            result = run_job_process(
+                command,
+                self.job_dir,
+                env,
+                sink,
+                should_cancel=lambda: self.cancel_requested,
+                should_kill=lambda: self.kill_requested,
+                grace=self.grace,
+                on_start=started,
+            )
         except OSError as exc:
-            self._spawning = False
             if self.cancel_requested:
                 raise Canceled() from None
             raise JobFailed(f"cannot start {spec.command[0]!r}: {exc.strerror}") from None
-        self.child = child
-        self._spawning = False
-        pgid_file = self.job_dir / OPERATION_PGID_FILE
-        pgid_file.write_text(f"{child.pid}\n")
-        if self.cancel_requested:  # a signal arrived during the spawn
-            self._start_cancel(child)
-        assert child.stdout is not None
-        fd = child.stdout.fileno()
-        self._tail = b""
-        try:
-            while True:
-                ready, _, _ = select.select([fd], [], [], 0.5)
-                if not ready:
-                    if child.poll() is not None:
-                        # The main process is gone but something it started still holds the pipe.
-                        signal_group(child.pid, signal.SIGKILL)
-                    continue
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    break
-                self.out.write(chunk)
-                self.out.flush()
-                self._tail = (self._tail + chunk)[-4096:]
         finally:
-            child.stdout.close()
-            code = child.wait()
-            signal_group(child.pid, signal.SIGKILL)  # nothing of the job outlives it
-            pgid_file.unlink(missing_ok=True)
-        return code
+            self._spawning = False
+        if result.sink_error is not None:
+            raise JobFailed(f"writing the operation's output failed: {result.sink_error}")
+        return result.returncode
 
     def _exit_reason(self, spec: JobSpec, code: int) -> str:
         what = f"operation ({' '.join(spec.command)})"
