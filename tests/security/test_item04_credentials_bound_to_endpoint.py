@@ -260,7 +260,8 @@ def test_s3_bucket_and_key_cannot_smuggle_another_location(
 ) -> None:
     """Refused while reading the dataInfo (DataInfoError), not by whatever server the request reached."""
     info = evil_info(s3.endpoint, bucket or s3.bucket, key)
-    for call in (lambda: s3.get_file(info, tmp_path / "x"), lambda: s3.copy(info, "proj/x"), lambda: s3.delete_file(info)):
+    calls = (lambda: s3.get_file(info, tmp_path / "x"), lambda: s3.copy(info, "proj/x"), lambda: s3.delete_file(info))
+    for call in calls:
         with pytest.raises(DataInfoError, match="bucketName" if bucket else "filename"):
             call()
     assert not (tmp_path / "x").exists()

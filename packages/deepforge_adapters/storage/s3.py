@@ -23,9 +23,11 @@ region's own S3 host.  The dataInfo's ``bucketName`` and ``filename`` are checke
 or ``.`` segments) so neither can steer botocore to another host, and a ``before-sign`` hook on the client
 refuses to sign any request whose URL is not on the configured endpoint (AWS: an AWS S3 host).  There is
 no anonymous fallback for foreign endpoints: the server would fetch any URL a model names (SSRF) and copy
-its bytes into the real bucket.  A read names the ``ETag`` it expects (``If-Match``; the ``VersionId`` when present), so an
-object overwritten after its dataInfo was recorded fails loudly (:class:`IntegrityError`) instead of
-feeding a job different bytes than its provenance says.
+its bytes into the real bucket.
+
+A read names the ``ETag`` it expects (``If-Match``; the ``VersionId`` when present), so an object
+overwritten after its dataInfo was recorded fails loudly (:class:`IntegrityError`) instead of feeding a job
+different bytes than its provenance says.
 
 **Memory budget**: an upload from a stream buffers at most ``maxConcurrency`` parts of ``chunkSize`` bytes
 (s3transfer reads each part into memory before sending it), and a download keeps at most the same number of
@@ -46,14 +48,14 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import stat
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, BinaryIO, NoReturn, cast
-import re
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, Literal, NoReturn, cast
 from urllib.parse import urlsplit
 
 import boto3
@@ -408,7 +410,7 @@ class S3Storage(StorageClient):
             *(aws_endpoints(region) if self._aws else ()),
         )
         self.client: S3Client = self._make_client(None if self._aws else endpoint)
-        self._virtual = (self.client.meta.config.s3 or {}).get("addressing_style") == "virtual"
+        self._virtual = self._addressing_style(self._aws) == "virtual"
         self.client.meta.events.register("before-sign.s3", self._guard_request)
 
     # ------------------------------------------------------------------------------------ clients
@@ -443,11 +445,14 @@ class S3Storage(StorageClient):
             return
         raise refusal(self.id, what, url.partition("?")[0], self._bound[0], "is not an AWS S3 host")
 
+    def _addressing_style(self, aws: bool) -> Literal["auto", "virtual", "path"]:
+        """``addressingStyle`` with ``auto`` resolved: boto3's choice for AWS, path-style anywhere else."""
+        style = cast('Literal["auto", "virtual", "path"]', self.config["addressingStyle"])
+        return ("auto" if aws else "path") if style == "auto" else style
+
     def _make_client(self, endpoint_url: str | None) -> S3Client:
         cfg = self.config
-        style = cfg["addressingStyle"]
-        if style == "auto":
-            style = "auto" if is_aws(endpoint_url) else "path"
+        style = self._addressing_style(is_aws(endpoint_url))
         region = cfg["region"] or self._session.region_name or ("us-east-1" if endpoint_url else None)
         botocore_config = BotoConfig(
             region_name=region,
