@@ -378,3 +378,41 @@ def test_sciserver_token_is_only_sent_under_the_configured_service_urls(
         assert "sciserver-files" in str(caught.value) and token not in str(caught.value)
     assert attacker.leaked(token) == [] and attacker.requests == []
     assert outside_fileservice(sciserver) == []
+
+
+def test_sciserver_token_does_not_follow_a_redirect_to_another_host(attacker: Listener, tmp_path: Path) -> None:
+    """requests keeps custom headers (X-Auth-Token) across a redirect to another host; the session never follows."""
+    seen: list[str] = []
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            self.send_response(302)
+            self.send_header("Location", attacker.url + "/fileservice/api/file/Storage/u/v/x")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    token = "item04-sciserver-token-value"
+    try:
+        files = storage.get_client(
+            "sciserver-files",
+            {"token": token, "loginUrl": base + "/login-portal/keystone/v3/tokens",
+             "fileServiceUrl": base + "/fileservice/api/", "volume": "u/v"},
+        )
+        info = DataInfo("sciserver-files", {"volume": "u/v", "volumePool": "Storage", "filename": "x", "size": 1})
+        with pytest.raises(DeepForgeError, match="sciserver-files"):
+            files.get_file(info, tmp_path / "x")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+    assert seen, "the configured file service was not asked"
+    assert attacker.leaked(token) == [] and attacker.requests == []
+    assert not (tmp_path / "x").exists()
