@@ -17,6 +17,7 @@ from typing import Any
 
 import boto3
 import pytest
+from deepforge_adapters.endpoints import EndpointMismatchError
 from deepforge_adapters.errors import IntegrityError, NotFoundError, StorageError
 from deepforge_adapters.http import make_session
 from deepforge_adapters.storage import DataInfo, get_client
@@ -257,19 +258,28 @@ def second_s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS
         yield server
 
 
-def test_dataInfo_endpoint_decides_where_reads_go(
+def test_a_dataInfo_from_another_endpoint_is_refused_not_followed(
     s3: S3Storage, s3_config: dict[str, Any], second_s3_server: MotoServer, tmp_path: Path
 ) -> None:
+    """Credentials are bound to their endpoint (docs/security.md): B's client never signs for A."""
     info = s3.put_file_stream("routed/obj", io.BytesIO(b"lives on server A"))
     other = get_client("s3", {**s3_config, "endpoint": second_s3_server.url})
     assert other.endpoint != info.data["endpoint"]
-    with other.get_file_stream(info) as f:  # goes to A although `other` is configured for B
-        assert f.read() == b"lives on server A"
-    assert other.get_file(info, tmp_path / "r").read_bytes() == b"lives on server A"
-    url = other.get_download_url(info)
-    assert url is not None and url.startswith(s3_config["endpoint"])
-    # Copy across endpoints streams through this process into B.
-    copied = other.copy(info, "copied/obj")
+    for call in (
+        lambda: other.get_file_stream(info),
+        lambda: other.get_file(info, tmp_path / "r"),
+        lambda: other.get_download_url(info),
+        lambda: other.copy(info, "copied/obj"),
+    ):
+        with pytest.raises(EndpointMismatchError) as caught:
+            call()
+        assert s3.endpoint in str(caught.value) and other.endpoint in str(caught.value)
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(NotFoundError):
+        other.stat("copied/obj")
+    # Moving an artifact between servers takes a client for each: read with A's, write with B's.
+    with s3.get_file_stream(info) as src:
+        copied = other.put_file_stream("copied/obj", src)
     assert copied.data["endpoint"] == other.endpoint
     with other.get_file_stream(copied) as f:
         assert f.read() == b"lives on server A"

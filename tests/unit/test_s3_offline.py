@@ -8,12 +8,14 @@ import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from botocore.exceptions import FlexibleChecksumError
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
+from deepforge_adapters.endpoints import EndpointMismatchError
 from deepforge_adapters.errors import ConfigError, DataInfoError, IntegrityError, NotFoundError, StorageError
 from deepforge_adapters.storage import DataInfo, get_client, registry
 from deepforge_adapters.storage.s3 import (
@@ -58,6 +60,8 @@ def test_config_errors_name_the_field() -> None:
         make({"endpoint": "http://x:1", "accessKeyId": "only-id"})
     with pytest.raises(ConfigError, match="endpoint"):
         make({"endpoint": "ftp://x"})
+    with pytest.raises(ConfigError, match=r"endpoint.*user info"):
+        make({"endpoint": "http://key:pw@minio.example:9000"})
     with pytest.raises(ConfigError, match="chunkSize"):
         make(chunkSize=1024)
     with pytest.raises(ConfigError, match="addressingStyle"):
@@ -102,26 +106,96 @@ def test_repr_masks_secrets() -> None:
 # ------------------------------------------------------------------------------------------ dataInfo
 def test_deepforge_example_dataInfo_reads_unchanged() -> None:
     example = DataInfo.from_json(DEEPFORGE_EXAMPLE_DATAINFO)
-    aws = make({})
+    aws = make({"accessKeyId": MINIO["accessKeyId"], "secretAccessKey": MINIO["secretAccessKey"]})
     loc = aws.locate(example)
     assert (loc.bucket, loc.key, loc.endpoint) == ("deepforge", "guest+proj/executions/_K_a_b/model", AWS_ENDPOINT)
     assert aws.get_metadata(example)["size"] == 1234
     assert aws.get_cache_key(example).startswith("s3/s3.amazonaws.com/deepforge/")
     assert aws.get_content_digest(example) is None  # '"…"' is not an MD5
-    assert aws._client_for(loc.endpoint) is aws.client  # AWS dataInfo, AWS client: same connection pool
-    minio = make()
-    routed = minio._client_for(loc.endpoint)
-    assert routed is not minio.client and "amazonaws.com" in routed.meta.endpoint_url
+    url = aws.get_download_url(example)  # signed offline; the before-sign guard accepts AWS's own host
+    assert url is not None and url.startswith("https://deepforge.s3.amazonaws.com/guest%2Bproj/")
+    # A client configured for another server never sends its credentials where the dataInfo says.
+    with pytest.raises(EndpointMismatchError, match=r"https://s3\.amazonaws\.com.*http://minio\.example:9000"):
+        make().locate(example)
 
 
-def test_endpoint_routing_builds_one_client_per_endpoint() -> None:
+@pytest.mark.parametrize(
+    ("endpoint", "accepted"),
+    [
+        ("HTTP://MINIO.example:9000/", True),  # case, trailing slash
+        ("http://deepforge.minio.example:9000", True),  # virtual-host addressing of the dataInfo's bucket
+        ("", True),  # no endpoint recorded: the configured one
+        ("http://other.example:9000/", False),
+        ("https://minio.example:9000", False),  # another scheme
+        ("http://minio.example:9001", False),  # another port
+        ("http://minio.example", False),  # the default port is another port
+        ("http://minio.example:9000/prefix", False),  # another path
+        ("http://evil.minio.example:9000", False),  # a subdomain that is not the bucket
+        ("http://user@minio.example:9000", False),  # user info is never an endpoint
+        ("http://minio.example:9000@evil.example/", False),
+        ("http://minio.example:9000/?x=1", False),
+        ("http://minio.example:9000\\@evil.example", False),
+        (9000, False),
+    ],
+)
+def test_dataInfo_endpoint_is_compared_never_followed(endpoint: object, accepted: bool) -> None:
     s3 = make()
-    other = info(endpoint="http://other.example:9000/")
-    assert s3._client_for(s3.locate(info()).endpoint) is s3.client
-    a = s3._client_for(s3.locate(other).endpoint)
-    assert a is s3._client_for(s3.locate(other).endpoint)
-    assert a.meta.endpoint_url == "http://other.example:9000"
-    assert s3.locate(info(endpoint="HTTP://MINIO.example:9000/")).endpoint == s3.endpoint
+    if accepted:
+        assert s3.locate(info(endpoint=endpoint)).endpoint == s3.endpoint
+    else:
+        with pytest.raises(EndpointMismatchError) as caught:
+            s3.locate(info(endpoint=endpoint))
+        assert "http://minio.example:9000" in str(caught.value) and "user@" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "accepted"),
+    [
+        ("https://s3.amazonaws.com", True),  # what DeepForge records
+        ("https://s3.eu-west-1.amazonaws.com/", True),  # this client's region
+        ("https://deepforge.s3.eu-west-1.amazonaws.com", True),
+        ("https://s3.us-west-2.amazonaws.com", False),  # another region: not this client's default
+        ("http://s3.amazonaws.com", False),
+        ("https://abc.execute-api.eu-west-1.amazonaws.com", False),  # AWS-hosted, but anyone's
+    ],
+)
+def test_aws_client_accepts_the_default_endpoint_of_its_region(endpoint: str, accepted: bool) -> None:
+    aws = make({"region": "eu-west-1"})
+    if accepted:
+        aws.locate(info(endpoint=endpoint))
+    else:
+        with pytest.raises(EndpointMismatchError, match=r"https://s3\.amazonaws\.com"):
+            aws.locate(info(endpoint=endpoint))
+
+
+def test_before_sign_guard_refuses_other_hosts() -> None:
+    """The last line under locate(): nothing is signed for a host botocore derived from a bucket or redirect."""
+    minio, aws = make(), make({"region": "eu-west-1"})
+    minio._guard_request(SimpleNamespace(url="http://minio.example:9000/deepforge/k?x-id=GetObject"))
+    for url in ("http://myap-123456789012.minio.example:9000/k", "http://evil.example:9000/deepforge/k",
+                "http://minio.example:9000/deepforge/../k"):
+        with pytest.raises(EndpointMismatchError, match="signed"):
+            minio._guard_request(SimpleNamespace(url=url), operation_name="GetObject")
+    for url in ("https://s3.amazonaws.com/b/k", "https://b.s3.eu-west-1.amazonaws.com/k",
+                "https://s3.us-west-2.amazonaws.com/b/k", "https://ap-1.s3-accesspoint.eu-west-1.amazonaws.com/k"):
+        aws._guard_request(SimpleNamespace(url=url))
+    for url in ("http://s3.amazonaws.com/b/k", "https://evil.example/b/k", "https://s3.amazonaws.com:8443/b",
+                "https://x@s3.amazonaws.com/b", "https://abc.execute-api.eu-west-1.amazonaws.com/k"):
+        with pytest.raises(EndpointMismatchError, match="not an AWS S3 host"):
+            aws._guard_request(SimpleNamespace(url=url))
+
+
+def test_dataInfo_bucket_and_key_are_checked() -> None:
+    s3 = make()
+    for bucket in ("arn:aws:s3:us-east-1:123456789012:accesspoint/x", "a@b", "a..b", "ab", "-ab", "a/b", 7):
+        with pytest.raises(DataInfoError, match="bucketName"):
+            s3.locate(info(bucketName=bucket))
+    assert s3.locate(info(bucketName="Legacy_Bucket.name-1")).bucket == "Legacy_Bucket.name-1"
+    for key in ("../k", "a/./k", "a/..", "a\x00b", "", "/"):
+        with pytest.raises(DataInfoError, match="filename"):
+            s3.locate(info(filename=key))
+    with pytest.raises(StorageError, match="segments"):
+        s3.put_file_stream("p/../q", io.BytesIO(b""))
 
 
 def test_cache_key_follows_content_identity() -> None:

@@ -12,7 +12,7 @@ import responses
 from deepforge_adapters.compute import ComputeJob
 from deepforge_adapters.compute.base import JobStatus
 from deepforge_adapters.compute.sciserver_compute import STATUS_TABLE, SciServerCompute
-from deepforge_adapters.errors import ComputeError, StorageError
+from deepforge_adapters.errors import ComputeError, ConfigError, StorageError
 from deepforge_adapters.sciserver.session import server_message
 from deepforge_adapters.storage.sciserver_files import SciServerFilesStorage, check_name, normalize_volume
 
@@ -135,3 +135,11 @@ def test_submission_500_carries_the_server_message(tmp_path: Path) -> None:
     with pytest.raises(ComputeError, match="No valid Docker image"):
         compute.start_job(ComputeJob(bundle=bundle, hash="h"))
     assert uploads and deleted == [uploads[0].rsplit("/", 1)[0]]  # scratch folder removed after the failure
+
+
+@pytest.mark.parametrize("field", ["loginUrl", "fileServiceUrl"])
+def test_service_urls_must_be_plain_urls(field: str) -> None:
+    """The token is bound to these URLs, so one with user info or a query is a config error naming the field."""
+    for bad in ("http://user@sciserver.test/x/", "http://sciserver.test/x/?a=1", "ftp://sciserver.test/"):
+        with pytest.raises(ConfigError, match=field):
+            SciServerFilesStorage({**CONFIG, field: bad})

@@ -15,6 +15,11 @@ What the contract (``shared/reference/sciserver-api.md``) makes a client handle:
   errors are retried.
 * Inside a SciServer Compute container the user's token is in ``/home/idies/keystone.token``; a config
   with neither token nor password uses it (``SCISERVER_KEYSTONE_TOKEN_PATH`` overrides the path).
+
+The token is bound to the configured service URLs (:mod:`deepforge_adapters.endpoints`): :meth:`request`
+sends it only to URLs under ``loginUrl``, ``fileServiceUrl`` or ``racmUrl`` (no ``..`` segments, which
+requests would collapse into another service's path), and never follows a redirect with it (requests
+keeps custom headers like ``X-Auth-Token`` across hosts).  Anything else is refused before it is sent.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ from urllib.parse import quote
 import requests
 
 from ..config import Field
-from ..errors import DeepForgeError
+from ..endpoints import BadEndpointError, Endpoint, parse_endpoint, require_within
+from ..errors import ConfigError, DeepForgeError
 from ..http import make_session
 from ..secrets import register_secret
 
@@ -46,6 +52,8 @@ KEYSTONE_TOKEN_ENV = "SCISERVER_KEYSTONE_TOKEN_PATH"
 #: what a proxy or a restarting service produces.
 TRANSIENT_STATUSES = (502, 503, 504)
 TASK_NAME = "DeepForge.Adapters"
+#: Config fields naming SciServer services the token may be sent to (besides ``loginUrl``).
+SERVICE_URL_FIELDS = ("fileServiceUrl", "racmUrl")
 
 
 #: The config fields both SciServer backends share (DeepForge's names where it had them).
@@ -112,9 +120,15 @@ class SciServerSession:
         username: str | None = None,
         password: str | None = None,
         token: str | None = None,
+        service_urls: Mapping[str, str] | None = None,
     ) -> None:
         self.backend = backend
         self.login_url = login_url.rstrip("/")
+        #: Where the token may go: the login portal and the services this backend talks to (``service_urls``
+        #: maps config field -> URL); :meth:`request` refuses any other URL (see the module docstring).
+        self.bound: tuple[Endpoint, ...] = tuple(
+            _bound(backend, name, url) for name, url in {"loginUrl": self.login_url, **(service_urls or {})}.items()
+        )
         self.username = username or None
         self._password = password or None
         self._given_token = token or None
@@ -135,12 +149,14 @@ class SciServerSession:
     @classmethod
     def from_config(cls, backend: str, config: Mapping[str, Any]) -> SciServerSession:
         """A session from a backend config holding :data:`CREDENTIAL_FIELDS`."""
+        services = {name: config[name] for name in SERVICE_URL_FIELDS if config.get(name)}
         return cls(
             backend,
             login_url=config["loginUrl"],
             username=config["username"],
             password=config["password"],
             token=config["token"],
+            service_urls=services,
         )
 
     def __repr__(self) -> str:
@@ -257,6 +273,8 @@ class SciServerSession:
         is reported, asking for a new attempt).  Connection failures raise :class:`requests.RequestException`
         with the URL stripped from the message.
         """
+        require_within(self.backend, f"{what}: the URL", url, self.bound)
+        kwargs.setdefault("allow_redirects", False)  # requests would carry X-Auth-Token to the redirect's host
         session = self.upload_http if upload else self.http
         query = {"TaskName": TASK_NAME, **(params or {})}
         for attempt in (1, 2):
@@ -289,6 +307,15 @@ class SciServerSession:
                 kwargs["data"] = rewind()
             kwargs["headers"] = headers
         raise SciServerAuthError(f"{what}: SciServer rejected the token (HTTP 401) even after logging in again")
+
+
+def _bound(backend: str, field: str, url: str) -> Endpoint:
+    """A configured service URL as an :class:`Endpoint`; a malformed one is a :class:`ConfigError` naming ``field``."""
+    try:
+        endpoint = parse_endpoint(url)
+    except BadEndpointError as exc:
+        raise ConfigError(backend, field, f"must be a plain http(s) URL: {exc}") from None
+    return endpoint
 
 
 def _origin(url: str) -> str:

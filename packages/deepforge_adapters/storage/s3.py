@@ -6,15 +6,28 @@ orchestrated by s3transfer, and botocore's retry modes know S3's own throttling 
 (``SlowDown``, ``RequestTimeout``, 5xx, clock skew).  Rebuilding that on ``requests`` would duplicate
 botocore, so this backend sets botocore's equivalents of the ``make_session`` policy instead: connect/read
 timeouts, ``standard``/``adaptive`` retries with a bounded attempt count, and a connection pool as large as
-the transfer concurrency.  One boto3 client per :class:`S3Storage` (plus one per *other* endpoint named by
-a dataInfo it reads), built once and reused by every transfer.
+the transfer concurrency.  One boto3 client per :class:`S3Storage`, built once and reused by every transfer.
 
 **dataInfo** (DeepForge-compatible, ``s3/Client.js``): the ``head_object`` fields made JSON-serialisable
 (``LastModified`` as the ISO string aws-sdk writes) plus ``filename`` (the key), ``size``, ``bucketName`` and
-``endpoint``.  The ``endpoint`` and ``bucketName`` of a dataInfo decide where a read goes; the credentials are
-this client's.  A read names the ``ETag`` it expects (``If-Match``; the ``VersionId`` when present), so an
-object overwritten after its dataInfo was recorded fails loudly (:class:`IntegrityError`) instead of
-feeding a job different bytes than its provenance says.
+``endpoint``.
+
+**Credentials are bound to the configured endpoint** (:mod:`deepforge_adapters.endpoints`): a dataInfo is
+data other users write, so its ``endpoint`` never decides where this client's signed requests go.  Every
+path that takes a dataInfo (``get_file``, ``get_file_stream``, ``get_metadata``, ``get_cache_key``, ``copy``,
+``delete_file``, ``get_download_url``, hence the worker cache and the runner) refuses one that names another
+endpoint, before any request, with :class:`~deepforge_adapters.endpoints.EndpointMismatchError` naming both.
+"Same endpoint" is the same scheme, host, port and path, or the virtual-host form ``<bucket>.<host>`` of it;
+for a client without an endpoint (AWS) the global ``s3.amazonaws.com`` (what DeepForge records) or the
+region's own S3 host.  The dataInfo's ``bucketName`` and ``filename`` are checked too (no ARNs, ``@``, ``..``
+or ``.`` segments) so neither can steer botocore to another host, and a ``before-sign`` hook on the client
+refuses to sign any request whose URL is not on the configured endpoint (AWS: an AWS S3 host).  There is
+no anonymous fallback for foreign endpoints: the server would fetch any URL a model names (SSRF) and copy
+its bytes into the real bucket.
+
+A read names the ``ETag`` it expects (``If-Match``; the ``VersionId`` when present), so an object
+overwritten after its dataInfo was recorded fails loudly (:class:`IntegrityError`) instead of feeding a job
+different bytes than its provenance says.
 
 **Memory budget**: an upload from a stream buffers at most ``maxConcurrency`` parts of ``chunkSize`` bytes
 (s3transfer reads each part into memory before sending it), and a download keeps at most the same number of
@@ -35,13 +48,14 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import stat
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, BinaryIO, NoReturn, cast
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, Literal, NoReturn, cast
 from urllib.parse import urlsplit
 
 import boto3
@@ -62,6 +76,7 @@ from s3transfer.exceptions import RetriesExceededError
 from s3transfer.subscribers import BaseSubscriber
 
 from ..config import ConfigSchema, Field
+from ..endpoints import BadEndpointError, Endpoint, parse_endpoint, refusal, require_endpoint, require_within
 from ..errors import ConfigError, DataInfoError, DeepForgeError, IntegrityError, NotFoundError, StorageError
 from ..hashing import bytes_digest
 from ..secrets import redact, register_secret
@@ -82,6 +97,15 @@ MIN_PART_SIZE = 5 * MiB  # S3 rejects smaller parts (except the last)
 MAX_PART_SIZE = 5 * 1024 * MiB
 DELETE_BATCH = 1000  # the most keys one DeleteObjects request accepts
 IO_CHUNK = 256 * 1024  # s3transfer's io_chunksize: the unit of queued download writes
+#: Hosts of AWS S3 itself that botocore signs for when no endpoint is configured: ``s3.amazonaws.com``,
+#: ``s3.<region>.amazonaws.com`` (after a region redirect too), dual-stack/FIPS/access-point forms, each
+#: optionally behind a bucket label (virtual-host addressing).  Only used by the before-sign guard.
+AWS_S3_HOST = re.compile(
+    r"(?:[a-z0-9][a-z0-9.-]*\.)?s3(?:[.-](?:accesspoint|dualstack|fips|[a-z]{2}(?:-[a-z]+)+-\d+))*"
+    r"\.amazonaws\.com(?:\.cn)?"
+)
+#: A bucket a dataInfo may name: S3's (legacy, generous) name rules, no ARN, no ``@``/``:``/``/``, no ``..``.
+BUCKET_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_-]|\.(?!\.))*[A-Za-z0-9]")
 
 #: head_object fields copied into a dataInfo (DeepForge stored the whole headObject response).
 HEAD_FIELDS = (
@@ -134,6 +158,37 @@ def is_aws(url: str | None) -> bool:
         return True
     host = (urlsplit(url).hostname or "").lower()
     return host == "amazonaws.com" or host.endswith(".amazonaws.com")
+
+
+def aws_endpoints(region: str) -> tuple[Endpoint, ...]:
+    """The spellings of "AWS S3 for ``region``" a dataInfo may record: the global host first (DeepForge's)."""
+    hosts = ("s3.amazonaws.com", f"s3.{region}.amazonaws.com", f"s3-{region}.amazonaws.com",
+             f"s3.dualstack.{region}.amazonaws.com")
+    return tuple(Endpoint("https", host, 443, "") for host in hosts)
+
+
+def check_key(key: object, what: str) -> str:
+    """An object key: a non-empty string without control characters or ``.``/``..`` segments.
+
+    Dot segments are refused because proxies and some servers collapse them (``a/../../other-bucket/k``);
+    no key we or DeepForge write has one.  ``what`` names the field in the :class:`DataInfoError`.
+    """
+    if not isinstance(key, str) or not key.strip("/"):
+        raise DataInfoError(f"{what} must be a non-empty string, got {key!r:.80}")
+    if any(not c.isprintable() for c in key):
+        raise DataInfoError(f"{what} {key!r:.80} contains control characters")
+    if any(part in (".", "..") for part in key.split("/")):
+        raise DataInfoError(f"{what} {key!r:.80} has '.' or '..' segments")
+    return key
+
+
+def check_bucket(bucket: object, what: str) -> str:
+    """A bucket name that cannot steer botocore elsewhere (an ARN is routed to another host)."""
+    if not isinstance(bucket, str) or not 3 <= len(bucket) <= 255 or not BUCKET_NAME.fullmatch(bucket):
+        raise DataInfoError(
+            f"{what} {bucket!r:.80} is not a bucket name (letters, digits, '.', '-', '_'; no ARN, '@', '..')"
+        )
+    return bucket
 
 
 def _host_label(endpoint: str) -> str:
@@ -327,12 +382,14 @@ class S3Storage(StorageClient):
         if cfg["chunkSize"] > MAX_PART_SIZE:
             raise ConfigError(self.id, "chunkSize", f"must be <= {MAX_PART_SIZE} (S3's largest part)")
         endpoint = cfg["endpoint"] or None
-        if endpoint is not None and urlsplit(endpoint).scheme not in ("http", "https"):
-            raise ConfigError(self.id, "endpoint", f"must be an http(s) URL, got {endpoint!r}")
+        if endpoint is not None:
+            try:
+                parse_endpoint(endpoint)
+            except BadEndpointError as exc:
+                raise ConfigError(self.id, "endpoint", f"must be a plain http(s) URL: {exc}") from None
         for value in cfg.secret_values():
             register_secret(value)  # scrubbed from logs by RedactingFilter and from our error messages
         self.bucket: str = cfg["bucketName"]
-        self._endpoint_url = endpoint
         #: What dataInfos record and what routing compares against.
         self.endpoint: str = normalize_endpoint(endpoint) if endpoint else AWS_ENDPOINT
         self._session = boto3.session.Session(
@@ -342,11 +399,19 @@ class S3Storage(StorageClient):
             profile_name=cfg["profile"] or None,
             region_name=cfg["region"] or None,
         )
-        self._lock = threading.Lock()
-        self._clients: dict[str, S3Client] = {}
-        self._ready_buckets: set[tuple[str, str]] = set()
+        self._ready_buckets: set[str] = set()
         self.transfer_config = self._transfer_config()
-        self.client: S3Client = self._client_for(self.endpoint)
+        #: AWS S3 itself: boto3 resolves the host from the region (an AWS endpoint URL in the config too).
+        self._aws = is_aws(endpoint)
+        region = cfg["region"] or self._session.region_name or "us-east-1"
+        #: Where this client's credentials may go: the configured endpoint first, then its other spellings.
+        self._bound: tuple[Endpoint, ...] = (
+            *((parse_endpoint(endpoint),) if endpoint else ()),
+            *(aws_endpoints(region) if self._aws else ()),
+        )
+        self.client: S3Client = self._make_client(None if self._aws else endpoint)
+        self._virtual = self._addressing_style(self._aws) == "virtual"
+        self.client.meta.events.register("before-sign.s3", self._guard_request)
 
     # ------------------------------------------------------------------------------------ clients
     def _transfer_config(self) -> TransferConfig:
@@ -363,26 +428,31 @@ class S3Storage(StorageClient):
         tc.max_in_memory_download_chunks = max(1, concurrency * chunk // IO_CHUNK)
         return tc
 
-    def _client_for(self, endpoint: str) -> S3Client:
-        """The client for ``endpoint`` (a normalised URL), built once; every AWS host shares one client."""
-        aws = is_aws(endpoint) and is_aws(self._endpoint_url)
-        slot = "aws" if aws else endpoint
-        with self._lock:
-            client = self._clients.get(slot)
-            if client is None:
-                client = self._clients[slot] = self._make_client(None if aws else self._endpoint_for(endpoint))
-        return client
+    def _guard_request(self, request: Any, **kwargs: Any) -> None:
+        """botocore ``before-sign``: never sign a request for another host than the configured endpoint's.
 
-    def _endpoint_for(self, endpoint: str) -> str | None:
-        if self._endpoint_url and normalize_endpoint(self._endpoint_url) == endpoint:
-            return self._endpoint_url
-        return None if is_aws(endpoint) else endpoint
+        :meth:`locate` already refused foreign dataInfos; this is the last line, for what botocore itself
+        derives (a bucket ARN routed to an access-point host, a region redirect, a virtual-host bucket).
+        """
+        url = str(request.url)
+        what = f"a signed {kwargs.get('operation_name') or 'S3'} request to"
+        if not self._aws:
+            require_within(self.id, what, url, self._bound[:1], any_subdomain=self._virtual)
+            return
+        parts = urlsplit(url)
+        netloc = parts.netloc.lower().removesuffix(":443")
+        if parts.scheme == "https" and AWS_S3_HOST.fullmatch(netloc):  # no user info, no other port
+            return
+        raise refusal(self.id, what, url.partition("?")[0], self._bound[0], "is not an AWS S3 host")
+
+    def _addressing_style(self, aws: bool) -> Literal["auto", "virtual", "path"]:
+        """``addressingStyle`` with ``auto`` resolved: boto3's choice for AWS, path-style anywhere else."""
+        style = cast('Literal["auto", "virtual", "path"]', self.config["addressingStyle"])
+        return ("auto" if aws else "path") if style == "auto" else style
 
     def _make_client(self, endpoint_url: str | None) -> S3Client:
         cfg = self.config
-        style = cfg["addressingStyle"]
-        if style == "auto":
-            style = "auto" if is_aws(endpoint_url) else "path"
+        style = self._addressing_style(is_aws(endpoint_url))
         region = cfg["region"] or self._session.region_name or ("us-east-1" if endpoint_url else None)
         botocore_config = BotoConfig(
             region_name=region,
@@ -403,19 +473,28 @@ class S3Storage(StorageClient):
 
     # ------------------------------------------------------------------------------------ dataInfo
     def locate(self, data_info: DataInfo) -> Location:
-        """Parse an s3 dataInfo (ours or DeepForge's) into bucket, key, endpoint and expected identity."""
+        """Parse an s3 dataInfo (ours or DeepForge's) into bucket, key and expected identity.
+
+        Refuses (before any request) a dataInfo whose ``endpoint`` is not this client's (see the module
+        docstring) and a ``bucketName``/``filename`` that could steer a request elsewhere.  A dataInfo
+        without an ``endpoint`` (older DeepForge ones) means the configured endpoint.
+        """
         self.check_data_info(data_info)
         data = data_info.data
         if not isinstance(data, Mapping):
             raise DataInfoError(f"s3 dataInfo 'data' must be an object, got {type(data).__name__}")
-        key = data.get("filename")
-        if not isinstance(key, str) or not key:
-            raise DataInfoError(f"s3 dataInfo has no 'filename' (the object key): {dict(data)!r}")
+        if data.get("filename") is None:
+            raise DataInfoError(f"s3 dataInfo has no 'filename' (the object key): {redact(repr(dict(data)))[:200]}")
         bucket = data.get("bucketName") or self.bucket
+        if bucket != self.bucket:  # the configured bucket is the operator's choice; one from a dataInfo is not
+            check_bucket(bucket, "s3 dataInfo 'bucketName'")
         endpoint = data.get("endpoint")
+        if endpoint is not None and endpoint != "":
+            require_endpoint(self.id, "the dataInfo's 'endpoint'", endpoint, self._bound, subdomain=str(bucket))
+        key = check_key(data.get("filename"), "s3 dataInfo 'filename' (the object key)")
         version = data.get("VersionId")
         return Location(
-            endpoint=normalize_endpoint(endpoint) if isinstance(endpoint, str) and endpoint else self.endpoint,
+            endpoint=self.endpoint,
             bucket=str(bucket),
             key=key,
             etag=data.get("ETag") or None,
@@ -472,11 +551,11 @@ class S3Storage(StorageClient):
         raise StorageError(self.id, redact(f"{op} failed: {type(exc).__name__}: {exc}; {where}"), name) from exc
 
     # ------------------------------------------------------------------------------------ buckets
-    def ensure_bucket(self, client: S3Client | None = None, bucket: str | None = None) -> None:
+    def ensure_bucket(self) -> None:
         """Create the bucket if it is missing, once per client instance (DeepForge tried on every upload)."""
-        client = client or self.client
-        bucket = bucket or self.bucket
-        slot = (client.meta.endpoint_url, bucket)
+        client = self.client
+        bucket = self.bucket
+        slot = bucket
         if slot in self._ready_buckets:
             return
         try:
@@ -561,7 +640,7 @@ class S3Storage(StorageClient):
 
     def get_file_stream(self, data_info: DataInfo) -> BinaryIO:
         loc = self.locate(data_info)
-        client = self._client_for(loc.endpoint)
+        client = self.client
 
         def fail(exc: Exception) -> NoReturn:
             self._raise(exc, "GetObject", loc.bucket, loc.key, loc.endpoint)
@@ -577,7 +656,7 @@ class S3Storage(StorageClient):
     ) -> Path:
         """Parallel ranged download (s3transfer) into a temp file renamed into place when complete."""
         loc = self.locate(data_info)
-        client = self._client_for(loc.endpoint)
+        client = self.client
         head = self._head(loc, client)
         size = int(head["ContentLength"])
         extra = {"VersionId": loc.version_id} if loc.version_id else {}
@@ -659,7 +738,7 @@ class S3Storage(StorageClient):
     def delete_file(self, data_info: DataInfo) -> None:
         loc = self.locate(data_info)
         try:
-            self._client_for(loc.endpoint).delete_object(Bucket=loc.bucket, Key=loc.key)
+            self.client.delete_object(Bucket=loc.bucket, Key=loc.key)
         except (ClientError, BotoCoreError) as exc:
             self._raise(exc, "DeleteObject", loc.bucket, loc.key, loc.endpoint)
 
@@ -746,10 +825,8 @@ class S3Storage(StorageClient):
 
     # ------------------------------------------------------------------------------------ better defaults
     def copy(self, data_info: DataInfo, name: str, progress: ProgressCallback | None = None) -> DataInfo:
-        """Server-side copy when the source shares this client's endpoint (multipart copy when large)."""
+        """Server-side copy (multipart copy when large); a source on another endpoint is refused by locate."""
         loc = self.locate(data_info)
-        if self._client_for(loc.endpoint) is not self.client:
-            return super().copy(data_info, name, progress)  # another server: stream through this process
         key = self._key(name)
         self.ensure_bucket()
         source: dict[str, Any] = loc.object_args()
@@ -769,7 +846,7 @@ class S3Storage(StorageClient):
         """A pre-signed GET URL (``urlExpiry`` seconds) for the exact version the dataInfo names."""
         loc = self.locate(data_info)
         try:
-            return self._client_for(loc.endpoint).generate_presigned_url(
+            return self.client.generate_presigned_url(
                 "get_object", Params=loc.object_args(), ExpiresIn=self.config["urlExpiry"]
             )
         except BotoCoreError as exc:
@@ -777,9 +854,10 @@ class S3Storage(StorageClient):
 
     # ------------------------------------------------------------------------------------ helpers
     def _key(self, name: str) -> str:
-        if not name or not name.strip("/"):
-            raise StorageError(self.id, "artifact name (object key) is empty", name)
-        return name
+        try:
+            return check_key(name, "artifact name (object key)")
+        except DataInfoError as exc:
+            raise StorageError(self.id, str(exc), name) from None
 
 
 def _regular_file_path(readable: Readable) -> str | None:

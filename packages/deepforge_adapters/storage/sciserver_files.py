@@ -13,6 +13,12 @@ What SciServer makes this adapter careful about (``shared/reference/sciserver-ap
   hidden temporary name and move it into place (``replaceExisting``), so an overwrite works and a failed
   upload never replaces or truncates the previous version;
 * every failure is a 500 with ``{"status":"error","error":...}``: errors carry that message.
+
+A dataInfo never decides where the token goes (:mod:`deepforge_adapters.endpoints`): its ``volumePool`` must
+be ``Storage``/``Temporary``, its ``volume`` ``<owner>/<name>`` and its ``filename`` a relative path, none with
+``.``/``..`` segments (requests collapses them, which walked out of ``fileservice/api`` into other services);
+a dataInfo that records a ``fileServiceUrl`` or ``loginUrl`` other than this client's is refused naming both;
+and the session itself sends the token only under the configured service URLs.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from urllib.parse import quote
 import requests
 
 from ..config import ConfigSchema, Field
+from ..endpoints import parse_endpoint, require_endpoint
 from ..errors import DataInfoError, DeepForgeError, IntegrityError, NotFoundError, StorageError
 from ..hashing import CHUNK_SIZE
 from ..sciserver.session import (
@@ -93,13 +100,33 @@ class SciServerFilesStorage(StorageClient):
         return self.base_url + api + "/" + "/".join(quote(s, safe="") for s in segments)
 
     def _location(self, data_info: DataInfo) -> tuple[str, str, str]:
-        """``(pool, volume, filename)`` of a dataInfo; DeepForge's oldest ones lack ``volumePool``."""
+        """``(pool, volume, filename)`` of a dataInfo; DeepForge's oldest ones lack ``volumePool``.
+
+        Refuses, before any request, a dataInfo that names another SciServer (``fileServiceUrl``/``loginUrl``
+        fields, if it has them) or whose location has ``.``/``..`` segments (see the module docstring).
+        """
         self.check_data_info(data_info)
         data = data_info.data
         if not isinstance(data, Mapping) or not data.get("filename") or not data.get("volume"):
-            raise DataInfoError(f"{self.id} dataInfo needs 'filename' and 'volume' in its data, got {data!r}")
+            raise DataInfoError(f"{self.id} dataInfo needs 'filename' and 'volume' in its data, got {data!r:.200}")
+        for field in ("fileServiceUrl", "loginUrl"):
+            if data.get(field):
+                configured = parse_endpoint(self.config[field])
+                require_endpoint(self.id, f"the dataInfo's {field!r}", data[field], (configured,))
         pool = str(data.get("volumePool") or "Storage")
-        return pool, normalize_volume(str(data["volume"]), pool), str(data["filename"])
+        if pool not in POOLS:
+            raise DataInfoError(f"{self.id} dataInfo 'volumePool' must be one of {', '.join(POOLS)}, got {pool!r:.80}")
+        volume = normalize_volume(str(data["volume"]), pool)
+        parts = volume.split("/")
+        if len(parts) != 2 or any(p in (".", "..") for p in parts):
+            raise DataInfoError(f"{self.id} dataInfo 'volume' must be <owner>/<volume>, got {data['volume']!r:.80}")
+        filename = str(data["filename"])
+        if any(p in (".", "..") for p in filename.split("/")) or not filename.strip("/"):
+            raise DataInfoError(
+                f"{self.id} dataInfo 'filename' must be a path inside the volume without '.' or '..' segments, "
+                f"got {filename!r:.80}"
+            )
+        return pool, volume, filename
 
     # ------------------------------------------------------------------------------------ requests
     def _auth(self, call: Callable[[], Any]) -> Any:
