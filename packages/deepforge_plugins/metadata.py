@@ -6,6 +6,12 @@ can only list the installed backends if the file does.  This module writes those
 so a backend installed from another package appears after a restart without editing a plugin.  The plugins
 re-validate every choice against the live registry at run time regardless.
 
+The dialogs offer only what the operator policy in force allows (``$DEEPFORGE_POLICY``, see
+:mod:`deepforge_adapters.policy`): forbidden backends are not listed, fixed fields are not shown, fields
+restricted to values are drop-downs.  The committed files are generated without a policy (no ``local``
+storage or compute); ``make dev`` regenerates them for its dev policy.  The plugins enforce the policy at run
+time whatever a dialog sent.
+
     python -m deepforge_plugins.metadata [PLUGINS_DIR]      # write
     python -m deepforge_plugins.metadata --check [DIR]      # exit 1 if a file is stale
 """
