@@ -156,7 +156,7 @@ class Policy:
     @classmethod
     def default(cls) -> Policy:
         """No policy file: every installed backend but ``local`` storage/compute, built-in rules only."""
-        return cls(f"no policy file (${POLICY_ENV} is not set)", {k: None for k in KINDS}, _builtin({}))
+        return cls(f"no policy file: ${POLICY_ENV} is not set", {k: None for k in KINDS}, _builtin({}))
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> Policy:
