@@ -105,11 +105,20 @@ def input_artifact_data(model: Any, operation: str) -> str:
     return "" if artifact is None else str(model.attr(artifact, "data") or "")
 
 
-def check_data_info(plugin: DeepForgePlugin, data: Any, what: str) -> DataInfo:
+def check_data_info(plugin: DeepForgePlugin, data: Any, what: str, rc: RunConfig | None = None) -> DataInfo:
     """Parse a dataInfo from the model (a user may have typed it) and check it against the operator policy:
-    the server reads it, or hands it to a job, only if the policy allows its backend and locations."""
+    the server reads it, or hands it to a job, only if the policy allows its backend and locations, and
+    (``rc``) only with a reader config the policy allows (the dialog's "credentials for inputs" may carry
+    fields such as a local ``root``)."""
     info = DataInfo.from_json(data)
-    plugin.policy().check_data_info(info, what)
+    policy = plugin.policy()
+    policy.check_data_info(info, what)
+    if rc is not None:
+        given = rc.secrets.get("storage", {}).get(info.backend, {})
+        try:
+            policy.apply("storage", info.backend, given, plugin.server_url())
+        except PolicyError as exc:
+            raise PolicyError(f"{what}: {exc}") from None
     return info
 
 
@@ -157,10 +166,10 @@ class ExecutionRun:
             if job.kind == "Input":
                 data = input_artifact_data(self.model, job.operation)
                 if data:
-                    check_data_info(self.plugin, data, f'Input "{job.name}"')
+                    check_data_info(self.plugin, data, f'Input "{job.name}"', self.run_config)
             for port in job.inputs:
                 if port.data:
-                    check_data_info(self.plugin, port.data, f'input "{port.name}" of "{job.name}"')
+                    check_data_info(self.plugin, port.data, f'input "{port.name}" of "{job.name}"', self.run_config)
 
     # -------------------------------------------------------------------------------------- the loop
     def start(self) -> None:

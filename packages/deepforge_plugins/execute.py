@@ -70,7 +70,7 @@ def check_pipeline_targets(plugin: DeepForgePlugin, pipeline_path: str, rc: RunC
         own = Targets.from_json(pipeline.execution_targets(model, spec.path))
         resolve_targets(plugin, rc, rc.targets.overridden_by(pipe).overridden_by(own), spec)
         if spec.kind == "Input" and (data := input_artifact_data(model, spec.path)):
-            check_data_info(plugin, data, f'Input "{spec.name}"')
+            check_data_info(plugin, data, f'Input "{spec.name}"', rc)
 
 
 class ExecutePipeline(DeepForgePlugin):
