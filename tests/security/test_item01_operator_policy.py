@@ -191,7 +191,7 @@ def upload_blob(stack: Any, data: bytes, name: str = "data.pkl") -> str:
 def crafted_artifact(gme: GmeProject, stack: Any, data_info: dict[str, Any], name: str) -> str:
     """A Data node in MyArtifacts whose ``data`` a user typed: uploaded to gme, then edited in the model."""
     result = gme.run("UploadArtifact", "", {"file": upload_blob(stack, pickle.dumps(0)), "name": name,
-                                            "storage": "gme"})  # fmt: skip
+                                            "storage": "gme", "storage.gme.host": stack.url})  # fmt: skip
     assert result["success"], result.get("error")
     m = gme.tree("")
     path = m.find("", "MyArtifacts", name)
@@ -332,14 +332,17 @@ def test_an_s3_endpoint_not_in_the_policy_is_refused_before_a_request(
 def test_a_crafted_s3_datainfo_naming_another_endpoint_is_refused(
     strict_gme: GmeProject, strict_stack: Any, strict_dirs: dict[str, Path], listener: Listener, tmp_path: Path
 ) -> None:
-    info = {"backend": "s3", "data": {"filename": "k", "bucketName": "b", "endpoint": listener.url}}
-    crafted_artifact(strict_gme, strict_stack, info, "remote")
+    info = {"backend": "s3", "data": {"filename": "k", "bucketName": "b", "endpoint": listener.url,
+                                      "ETag": '"0"', "size": 1}}  # fmt: skip
+    path = crafted_artifact(strict_gme, strict_stack, info, "remote")
     marker = tmp_path / "leaked"
     pipe = import_pipeline(strict_gme, leak_pipeline("remote", marker))
-    result = strict_gme.run("ExecutePipeline", pipe, {"name": "fetch", "storage": "gme", "compute": "local"})
+    creds = {path: {"accessKeyId": "AKIAVICTIM", "secretAccessKey": "victim-secret"}}  # the reader's own keys
+    dialog = {"name": "fetch", "storage": "gme", "compute": "local", "inputs": creds}
+    result = strict_gme.run("ExecutePipeline", pipe, dialog)
     refused(result, "storage.s3.endpoint", listener.url, str(strict_dirs["policy"]))
+    assert listener.requests == []  # on main the job on the server host asked the attacker for the object
     assert executions(strict_gme) == [] and not marker.exists()
-    assert listener.requests == []
 
 
 def test_an_invalid_policy_file_is_refused_naming_file_and_key(
