@@ -298,7 +298,8 @@ class Policy:
 
     def _check_value(self, rule: Rule, value: Any) -> None:
         if rule.allowed is not None:
-            if _canon(rule, value) not in {_canon(rule, v) for v in rule.allowed}:
+            value = "" if value is None else value  # unset compares as the empty string (list "" to allow it)
+            if _canon(rule, value) not in [_canon(rule, v) for v in rule.allowed]:
                 raise self._refuse(rule, value)
         elif rule.under is not None:
             if value in (None, ""):
