@@ -311,9 +311,11 @@ class Policy:
                 raise self._refuse(rule, value)
 
     def _refuse(self, rule: Rule, value: Any) -> PolicyError:
-        shown = "********" if rule.field in _secret_fields(rule.kind, rule.backend) else repr(value)
+        secret = rule.field in _secret_fields(rule.kind, rule.backend)
+        shown = "********" if secret else repr(value)
+        must = "the operator's value" if secret else rule.describe()
         return PolicyError(
-            f"{rule.key} = {shown} is not allowed by the operator policy ({self.source}): it must be {rule.describe()}"
+            f"{rule.key} = {shown} is not allowed by the operator policy ({self.source}): it must be {must}"
         )
 
 
