@@ -41,8 +41,8 @@ def _field(name: str, display: str, description: str, value: Any, value_type: st
     }
 
 
-def _targets(include_secrets: bool) -> list[dict[str, Any]]:
-    return dialog_fields("storage", include_secrets) + dialog_fields("compute", include_secrets)
+def _targets(include_secrets: bool, keep: bool = False) -> list[dict[str, Any]]:
+    return dialog_fields("storage", include_secrets, keep=keep) + dialog_fields("compute", include_secrets, keep=keep)
 
 
 def plugins() -> dict[str, dict[str, Any]]:
@@ -68,7 +68,7 @@ def plugins() -> dict[str, dict[str, Any]]:
             "description": "Store on a Pipeline or Operation where its artifacts live and where it runs "
             "(non-secret settings only; an Operation's choice overrides its Pipeline's).",
             "configStructure": [
-                *_targets(include_secrets=False),
+                *_targets(include_secrets=False, keep=True),
                 _field("clear", "Clear", "Remove this node's choices instead", False, "boolean"),
             ],
         },

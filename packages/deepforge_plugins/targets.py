@@ -166,25 +166,30 @@ def choice_from_plugin_config(kind: str, plugin_config: Mapping[str, Any]) -> tu
     return public_choice(kind, backend_id, public), secrets
 
 
-def dialog_fields(kind: str, include_secrets: bool, policy: Policy | None = None) -> list[dict[str, Any]]:
+def dialog_fields(
+    kind: str, include_secrets: bool, policy: Policy | None = None, keep: bool = False
+) -> list[dict[str, Any]]:
     """WebGME ``configStructure`` entries for choosing a ``kind`` backend, generated from the registry.
 
     Only the backends the operator policy (default: the one in force) allows are offered; a field the policy
     fixes is not shown (the server sets it), one restricted to ``allowed`` values is a drop-down of them.
+    ``keep``: the first choice (and the default) is ``""``, "keep what the node has" (SetExecutionTargets;
+    WebGME fills every field a request leaves out with its default, so a default backend would be stored).
     """
     policy = load_policy() if policy is None else policy
     backends = available_backends(kind)
     ids = policy.allowed_backends(kind, backends)
-    default = "local" if "local" in ids else (ids[0] if ids else "")
+    default = "" if keep else ("local" if "local" in ids else (ids[0] if ids else ""))
     fields: list[dict[str, Any]] = [
         {
             "name": kind,
             "displayName": f"{kind.capitalize()} backend",
             "description": f"Where the pipeline's {'artifacts are stored' if kind == 'storage' else 'jobs run'}: "
-            + ", ".join(f"{i} ({backends[i].name})" for i in ids),
+            + ", ".join(f"{i} ({backends[i].name})" for i in ids)
+            + ("; empty: keep this node's choice" if keep else ""),
             "value": default,
             "valueType": "string",
-            "valueItems": ids,
+            "valueItems": ["", *ids] if keep else ids,
             "readOnly": False,
         }
     ]
