@@ -82,7 +82,7 @@ seed: node
 # One deepforge-worker runs beside the server (DEV_WORKER_CMD, {url} = the server URL; empty: no worker).
 # The dev stack's deployment key (plugins seal bundle secrets with it, the worker opens them) is made once.
 # Its operator policy (.run/dev/policy.toml, written once, then kept) enables local storage and compute under
-# .run/dev; the plugins' dialogs are regenerated for it (`make plugins-metadata` restores the no-policy ones).
+# .run/dev; the server loads the plugins from .run/dev/plugins, whose dialogs are generated for that policy.
 DEV_DIR := $(abspath $(RUN_DIR))/dev
 DEV_WORKER_CMD ?= $(abspath $(BIN))/deepforge-worker start --host {url} --work-dir $(DEV_DIR)/worker --cache-dir $(DEV_DIR)/worker-cache
 dev: install node

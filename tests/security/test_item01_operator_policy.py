@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 from deepforge_adapters.policy import POLICY_ENV
 from deepforge_adapters.webgme.blob import BlobClient
-from deepforge_adapters.webgme.stack import free_port
+from deepforge_adapters.webgme.stack import PLUGINS_DIR_ENV, free_port
 
 from tests.fixtures.plugins import TEST_PLUGINS, GmeProject
 
@@ -100,12 +100,13 @@ def listener() -> Iterator[Listener]:
     server.close()
 
 
-def _stack(factory: Any, secret_key: str, policy: str) -> Any:
-    return factory(
-        worker_refresh_ms=250,
-        plugin_paths=(str(TEST_PLUGINS),),
-        env={"DEEPFORGE_SECRET_KEY": secret_key, "DEEPFORGE_PLUGIN_ZMQ_PORT": str(free_port()), POLICY_ENV: policy},
-    )
+def _stack(factory: Any, secret_key: str, policy: str, plugins_dir: Path | None = None) -> Any:
+    env = {"DEEPFORGE_SECRET_KEY": secret_key, "DEEPFORGE_PLUGIN_ZMQ_PORT": str(free_port()), POLICY_ENV: policy}
+    if plugins_dir is not None:  # the plugins with dialogs generated for the policy, as `make dev` deploys them
+        subprocess.run([sys.executable, "-m", "deepforge_plugins.metadata", "--deploy", str(plugins_dir)],
+                       env={**os.environ, POLICY_ENV: policy}, check=True, capture_output=True)  # fmt: skip
+        env[PLUGINS_DIR_ENV] = str(plugins_dir)
+    return factory(worker_refresh_ms=250, plugin_paths=(str(TEST_PLUGINS),), env=env)
 
 
 @pytest.fixture(scope="module")
@@ -361,23 +362,29 @@ def test_an_invalid_policy_file_is_refused_naming_file_and_key(
 
 
 # ------------------------------------------------------------------------------------------- dialogs
-def _dialog(out: Path, policy: str) -> dict[str, dict[str, Any]]:
-    env = {**os.environ, POLICY_ENV: policy}
-    subprocess.run([sys.executable, "-m", "deepforge_plugins.metadata", str(out)], env=env, check=True,
-                   capture_output=True)  # fmt: skip
-    plugin = json.loads((out / "ExecutePipeline" / "metadata.json").read_text())
-    return {f["name"]: f for f in plugin["configStructure"]}
+def _dialog(stack: Any, plugin: str = "ExecutePipeline") -> dict[str, dict[str, Any]]:
+    """The dialog fields the server gives the UI for ``plugin``."""
+    r = GmeProject(stack.url, "none").http.get(f"{stack.url}/api/plugins/{plugin}/metadata")
+    r.raise_for_status()
+    return {f["name"]: f for f in r.json()["configStructure"]}
 
 
-def test_the_dialogs_offer_only_what_the_policy_allows(tmp_path: Path, strict_dirs: dict[str, Path]) -> None:
-    fields = _dialog(tmp_path / "none", "")
-    assert "local" not in fields["storage"]["valueItems"] and "local" not in fields["compute"]["valueItems"]
-    assert not [n for n in fields if n.startswith(("storage.local.", "compute.local."))]
-    assert "compute.gme.host" not in fields and "storage.gme.host" not in fields  # this server, always
+def test_the_dialogs_offer_only_what_the_policy_allows(
+    open_stack: Any, webgme_stack_factory: Any, secret_key: str, strict_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    for plugin in ("ExecutePipeline", "ExecuteJob", "SetExecutionTargets", "UploadArtifact", "CancelExecution"):
+        fields = _dialog(open_stack, plugin)  # the committed dialogs: no policy
+        for kind in ("storage", "compute"):
+            assert "local" not in fields.get(kind, {}).get("valueItems", []), (plugin, kind)
+        assert not [n for n in fields if n.startswith(("storage.local.", "compute.local."))], plugin
+        assert "compute.gme.host" not in fields and "storage.gme.host" not in fields  # this server, always
 
+    # A server that loads the plugins deployed for its policy (what `make dev` does).
     strict_dirs["policy"].write_text(strict_policy(strict_dirs))
-    fields = _dialog(tmp_path / "strict", str(strict_dirs["policy"]))
+    strict_stack = _stack(webgme_stack_factory, secret_key, str(strict_dirs["policy"]), tmp_path / "plugins")
+    fields = _dialog(strict_stack)
     assert fields["storage"]["valueItems"] == ["gme", "local", "s3"]
     assert fields["compute"]["valueItems"] == ["gme", "local"]
     assert "storage.local.root" not in fields and "compute.local.workDir" not in fields  # the operator's
     assert fields["storage.s3.endpoint"]["valueItems"] == ["http://127.0.0.1:9"]
+    assert _dialog(strict_stack, "SetExecutionTargets")["storage"]["valueItems"] == ["", "gme", "local", "s3"]

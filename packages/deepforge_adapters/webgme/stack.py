@@ -346,6 +346,8 @@ def ensure_project(url: str, name: str, seed: str = "pipeline") -> bool:
     return True
 
 
+#: The DeepForge plugins dir the WebGME server loads (``webgme-config/config/config.default.js``).
+PLUGINS_DIR_ENV = "DEEPFORGE_PLUGINS_DIR"
 #: The operator policy ``make dev`` ships (written to ``<run dir>/policy.toml`` once, then kept: edit it there).
 #: Relative paths are relative to the policy file, so local storage and compute stay under the run dir.
 DEV_POLICY = """\
@@ -367,7 +369,8 @@ workDir = { fixed = "compute" }
 
 def dev_policy(run_dir: Path) -> Path:
     """The policy the dev stack runs with: ``$DEEPFORGE_POLICY`` if set, else ``<run dir>/policy.toml``
-    (written from :data:`DEV_POLICY` if absent).  The plugins' dialogs are regenerated for it."""
+    (written from :data:`DEV_POLICY` if absent).  The server loads the plugins from ``<run dir>/plugins``,
+    whose dialogs are generated for that policy (the checkout's files stay as committed)."""
     if os.environ.get(POLICY_ENV):
         path = Path(os.environ[POLICY_ENV])
     else:
@@ -376,12 +379,14 @@ def dev_policy(run_dir: Path) -> Path:
             run_dir.mkdir(parents=True, exist_ok=True)
             path.write_text(DEV_POLICY)
         os.environ[POLICY_ENV] = str(path.resolve())  # the server and its plugins inherit it
+    plugins = (run_dir / "plugins").resolve()
     subprocess.run(
-        [sys.executable, "-m", "deepforge_plugins.metadata", str(repo_root() / "plugins")],
+        [sys.executable, "-m", "deepforge_plugins.metadata", "--deploy", str(plugins), str(repo_root() / "plugins")],
         env=os.environ,
         check=True,
         stdout=subprocess.DEVNULL,
     )
+    os.environ[PLUGINS_DIR_ENV] = str(plugins)
     return path
 
 
