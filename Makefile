@@ -66,7 +66,8 @@ webgme-up: node plugins-metadata
 webgme-down:
 	$(BIN)/python -m deepforge_adapters.webgme.stack down --run-dir $(RUN_DIR)/webgme
 
-# The Python plugins' metadata.json (dialog fields) from the installed storage/compute backends.
+# The Python plugins' metadata.json (dialog fields) from the installed storage/compute backends and the operator
+# policy in force ($DEEPFORGE_POLICY; without one, no local storage/compute: what is committed).
 .PHONY: plugins-metadata
 plugins-metadata: install
 	$(BIN)/python -m deepforge_plugins.metadata plugins
@@ -80,9 +81,11 @@ seed: node
 # with the example pipeline; Ctrl-C stops everything.  State persists in .run/dev (rm -rf it to start over).
 # One deepforge-worker runs beside the server (DEV_WORKER_CMD, {url} = the server URL; empty: no worker).
 # The dev stack's deployment key (plugins seal bundle secrets with it, the worker opens them) is made once.
+# Its operator policy (.run/dev/policy.toml, written once, then kept) enables local storage and compute under
+# .run/dev; the server loads the plugins from .run/dev/plugins, whose dialogs are generated for that policy.
 DEV_DIR := $(abspath $(RUN_DIR))/dev
 DEV_WORKER_CMD ?= $(abspath $(BIN))/deepforge-worker start --host {url} --work-dir $(DEV_DIR)/worker --cache-dir $(DEV_DIR)/worker-cache
-dev: install node plugins-metadata
+dev: install node
 	@mkdir -p $(DEV_DIR) && umask 077 && { test -s $(DEV_DIR)/secret.key || $(BIN)/deepforge secrets keygen > $(DEV_DIR)/secret.key; }
 	DEEPFORGE_SECRET_KEY_FILE=$(DEV_DIR)/secret.key DEV_WORKER_CMD="$(DEV_WORKER_CMD)" \
 	  $(BIN)/python -m deepforge_adapters.webgme.stack dev --run-dir $(DEV_DIR)

@@ -11,6 +11,8 @@ import traceback
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from deepforge_adapters.policy import Policy
+from deepforge_adapters.policy import load as load_policy
 from deepforge_adapters.secrets import install_redaction, redact, register_secret
 from deepforge_adapters.webgme import HOST_ENV
 from webgme_bindings import PluginBase, WebGME
@@ -48,6 +50,7 @@ class DeepForgePlugin(PluginBase):
         super().__init__(*args, **kwargs)
         self.model = ModelSession(self)
         self._plugin_config: dict[str, Any] | None = None
+        self._policy: Policy | None = None
 
     # ----------------------------------------------------------------------------- wrapper extras
     def config(self) -> dict[str, Any]:
@@ -57,6 +60,12 @@ class DeepForgePlugin(PluginBase):
             for value in _secret_values(self._plugin_config):
                 register_secret(value)
         return self._plugin_config
+
+    def policy(self) -> Policy:
+        """The operator policy in force (``$DEEPFORGE_POLICY``), read once per run; PolicyError if invalid."""
+        if self._policy is None:
+            self._policy = load_policy()
+        return self._policy
 
     def aborted(self) -> bool:
         """True once the user aborted the plugin (the wrapper's ``onAbort``)."""

@@ -30,6 +30,7 @@ from deepforge_adapters import compute, storage
 from deepforge_adapters.compute import ComputeClient, ComputeJob, JobStatus, JobUpdate
 from deepforge_adapters.config import Config
 from deepforge_adapters.errors import ConfigError
+from deepforge_adapters.policy import PolicyError
 from deepforge_adapters.secrets import load_key, redact
 from deepforge_adapters.storage import DataInfo
 
@@ -45,6 +46,8 @@ CANCEL_POLL_SECONDS = 1.0
 CANCELING = "canceling"
 #: Fields the server fills in for backends that talk to this WebGME server (gme storage/compute).
 SERVER_FIELDS = ("host", "webgmeToken")
+#: The backend of the placeholder config of an Input/Output job that has no target (it uses none).
+UNUSED = "(none)"
 
 
 @dataclass
@@ -75,17 +78,48 @@ def resolve_targets(plugin: DeepForgePlugin, rc: RunConfig, targets: Targets, jo
         choice = targets.get(kind)
         if choice is None:
             if job.kind != "Operation":
-                choice = Choice("local")  # Input/Output run inside the plugin; the choice is not used
+                # Input/Output run inside the plugin and use no target of their own: nothing to resolve.
+                resolved.append(Config(UNUSED, {}, frozenset()))
+                continue
             else:
                 raise ConfigError(
                     kind, None, f"job {job.name}: no {kind} backend chosen (dialog or SetExecutionTargets)"
                 )
-        choice = _server_fields(plugin, kind, choice)
         try:
-            resolved.append(resolve(kind, choice, rc.secrets.get(kind, {}).get(choice.backend, {})))
+            plugin.policy().check_backend(kind, choice.backend)  # before the user's token is added for it
+            choice = _server_fields(plugin, kind, choice)
+            secrets = rc.secrets.get(kind, {}).get(choice.backend, {})
+            resolved.append(
+                resolve(kind, choice, secrets, policy=plugin.policy(), server_url=plugin.server_url())
+            )
+        except PolicyError as exc:
+            raise PolicyError(f"job {job.name}: {exc}") from None
         except ConfigError as exc:
             raise ConfigError(kind, None, f"job {job.name}: {exc}") from None
     return resolved[0], resolved[1]
+
+
+def input_artifact_data(model: Any, operation: str) -> str:
+    """The ``data`` (a dataInfo, JSON) of the artifact an Input operation points at, or ``""``."""
+    artifact = model.core.load_pointer(model.node(operation), "artifact")
+    return "" if artifact is None else str(model.attr(artifact, "data") or "")
+
+
+def check_data_info(plugin: DeepForgePlugin, data: Any, what: str, rc: RunConfig | None = None) -> DataInfo:
+    """Parse a dataInfo from the model (a user may have typed it) and check it against the operator policy:
+    the server reads it, or hands it to a job, only if the policy allows its backend and locations, and
+    (``rc``) only with a reader config the policy allows (the dialog's "credentials for inputs" may carry
+    fields such as a local ``root``)."""
+    info = DataInfo.from_json(data)
+    policy = plugin.policy()
+    policy.check_data_info(info, what)
+    if rc is not None:
+        given = rc.secrets.get("storage", {}).get(info.backend, {})
+        try:
+            policy.apply("storage", info.backend, given, plugin.server_url())
+        except PolicyError as exc:
+            raise PolicyError(f"{what}: {exc}") from None
+    return info
 
 
 @dataclass
@@ -117,10 +151,25 @@ class ExecutionRun:
         execution = Targets.from_json(pipeline.execution_targets(self.model, self.execution))
         return self.run_config.targets.overridden_by(execution).overridden_by(own)
 
-    def resolve_configs(self) -> None:
-        """Validate every job's storage and compute config before anything starts (ConfigError)."""
+    def resolve_configs(self, check_data: bool = True) -> None:
+        """Validate every job's storage and compute config before anything starts (ConfigError, PolicyError),
+        and (``check_data``) every dataInfo the run would read."""
         for job in self.graph.jobs.values():
             self.configs[job.path] = resolve_targets(self.plugin, self.run_config, self.job_targets(job), job)
+        if check_data:
+            self.check_data()
+
+    def check_data(self) -> None:
+        """Every dataInfo this run would read (Input artifacts, data already on input ports) is within the
+        operator policy, before anything is written (PolicyError).  Each is checked again when it is read."""
+        for job in self.graph.jobs.values():
+            if job.kind == "Input":
+                data = input_artifact_data(self.model, job.operation)
+                if data:
+                    check_data_info(self.plugin, data, f'Input "{job.name}"', self.run_config)
+            for port in job.inputs:
+                if port.data:
+                    check_data_info(self.plugin, port.data, f'input "{port.name}" of "{job.name}"', self.run_config)
 
     # -------------------------------------------------------------------------------------- the loop
     def start(self) -> None:
@@ -206,6 +255,7 @@ class ExecutionRun:
         name = self.model.attr(artifact, "name")
         if not data:
             raise LookupError(f'Input "{job.name}": artifact "{name}" holds no data')
+        check_data_info(self.plugin, data, f'Input "{job.name}" (artifact "{name}")')
 
         def edit() -> None:
             for port in job.outputs:
@@ -226,7 +276,7 @@ class ExecutionRun:
             if not port.data:
                 continue
             name = save_name or port.name
-            info = DataInfo.from_json(port.data)
+            info = check_data_info(self.plugin, port.data, f'Output "{job.name}" input "{port.name}"')
             writer = self._writer_config(port)
             if writer is not None and writer.backend == info.backend:
                 client = storage.get_client(writer.backend, writer.to_dict())
@@ -266,7 +316,13 @@ class ExecutionRun:
             attributes=pipeline.operation_attributes(self.model, op),
             input_types={p.name: p.type for p in current.inputs if p.type},
         )
-        inputs = {p.name: (DataInfo.from_json(p.data), self._input_config(p, storage_cfg)) for p in current.inputs}
+        inputs = {
+            p.name: (
+                check_data_info(self.plugin, p.data, f'input "{p.name}" of "{job.name}"'),
+                self._input_config(p, storage_cfg),
+            )
+            for p in current.inputs
+        }
         storage_dir = f"{self.plugin.project_id()}/executions/{self._name()}/{job.path.strip('/').replace('/', '_')}"
         workdir = Path(tempfile.mkdtemp(prefix="deepforge-bundle-"))
         try:
@@ -335,7 +391,10 @@ class ExecutionRun:
         backend = DataInfo.from_json(port.data).backend
         if backend == storage_cfg.backend:
             return None
-        return dict(self.run_config.secrets.get("storage", {}).get(backend, {}))
+        # The job resolves the rest on its own host; what the user gave must still be within the policy,
+        # and the operator's fixed values (a local root...) replace the job's defaults.
+        given = dict(self.run_config.secrets.get("storage", {}).get(backend, {}))
+        return self.plugin.policy().apply("storage", backend, given, self.plugin.server_url())
 
     def _watch(self, job_path: str, client: ComputeClient, job_info: dict[str, Any]) -> None:
         def follow() -> None:

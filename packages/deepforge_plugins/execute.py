@@ -2,8 +2,9 @@
 
 ExecutePipeline on a Pipeline creates an Execution and runs it; on an Execution that is ``running`` (its
 previous runner died) it re-attaches to the jobs from their stored ``jobInfo``; on any other Execution it
-runs it again from the start.  Every storage and compute config is validated before the Execution is even
-created, so a misconfigured backend never leaves a half-started run behind.
+runs it again from the start.  Every storage and compute config is validated, and checked against the operator
+policy (:mod:`deepforge_adapters.policy`) with every artifact the run would read, before the Execution is even
+created, so a misconfigured or forbidden backend never leaves a half-started run behind.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from deepforge_adapters.storage import DataInfo
 from . import pipeline
 from .base import DeepForgePlugin
 from .dag import JobState
-from .engine import ExecutionRun, RunConfig, resolve_targets
+from .engine import ExecutionRun, RunConfig, check_data_info, input_artifact_data, resolve_targets
 from .pipeline import JobSpec, create_execution
 from .targets import KINDS, Targets, choice_from_plugin_config
 
@@ -68,6 +69,8 @@ def check_pipeline_targets(plugin: DeepForgePlugin, pipeline_path: str, rc: RunC
         )
         own = Targets.from_json(pipeline.execution_targets(model, spec.path))
         resolve_targets(plugin, rc, rc.targets.overridden_by(pipe).overridden_by(own), spec)
+        if spec.kind == "Input" and (data := input_artifact_data(model, spec.path)):
+            check_data_info(plugin, data, f'Input "{spec.name}"', rc)
 
 
 class ExecutePipeline(DeepForgePlugin):

@@ -6,8 +6,17 @@ can only list the installed backends if the file does.  This module writes those
 so a backend installed from another package appears after a restart without editing a plugin.  The plugins
 re-validate every choice against the live registry at run time regardless.
 
+The dialogs offer only what the operator policy in force allows (``$DEEPFORGE_POLICY``, see
+:mod:`deepforge_adapters.policy`): forbidden backends are not listed, fixed fields are not shown, fields
+restricted to values are drop-downs.  The committed files are generated without a policy (no ``local``
+storage or compute).  ``--deploy DIR`` writes a plugins dir for the policy in force without touching the
+checkout: each plugin's files are links to this repository's, its ``metadata.json`` is generated; the WebGME
+server loads it when ``$DEEPFORGE_PLUGINS_DIR`` names it (``make dev`` does this for its dev policy).  The
+plugins enforce the policy at run time whatever a dialog sent.
+
     python -m deepforge_plugins.metadata [PLUGINS_DIR]      # write
     python -m deepforge_plugins.metadata --check [DIR]      # exit 1 if a file is stale
+    python -m deepforge_plugins.metadata --deploy DIR       # a plugins dir for the policy in force
 """
 
 from __future__ import annotations
@@ -35,8 +44,8 @@ def _field(name: str, display: str, description: str, value: Any, value_type: st
     }
 
 
-def _targets(include_secrets: bool) -> list[dict[str, Any]]:
-    return dialog_fields("storage", include_secrets) + dialog_fields("compute", include_secrets)
+def _targets(include_secrets: bool, keep: bool = False) -> list[dict[str, Any]]:
+    return dialog_fields("storage", include_secrets, keep=keep) + dialog_fields("compute", include_secrets, keep=keep)
 
 
 def plugins() -> dict[str, dict[str, Any]]:
@@ -62,7 +71,7 @@ def plugins() -> dict[str, dict[str, Any]]:
             "description": "Store on a Pipeline or Operation where its artifacts live and where it runs "
             "(non-secret settings only; an Operation's choice overrides its Pipeline's).",
             "configStructure": [
-                *_targets(include_secrets=False),
+                *_targets(include_secrets=False, keep=True),
                 _field("clear", "Clear", "Remove this node's choices instead", False, "boolean"),
             ],
         },
@@ -101,11 +110,33 @@ def render(plugin_id: str, spec: dict[str, Any]) -> str:
     return json.dumps(metadata(plugin_id, spec), indent=2) + "\n"
 
 
+def deploy(target: Path, source: Path = DEFAULT_DIR) -> None:
+    """``target/<plugin>/``: links to every file of ``source/<plugin>/`` but ``metadata.json``, which is
+    generated for the policy in force (the plugins' JS resolves the links to find its Python)."""
+    specs = plugins()
+    for plugin_id, spec in specs.items():
+        out = target / plugin_id
+        out.mkdir(parents=True, exist_ok=True)
+        for src in sorted((source / plugin_id).iterdir()):
+            if src.name == "metadata.json" or not src.is_file():
+                continue
+            link = out / src.name
+            if link.is_symlink() or link.exists():
+                link.unlink()
+            link.symlink_to(src.resolve())
+        (out / "metadata.json").write_text(render(plugin_id, spec))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("plugins_dir", nargs="?", type=Path, default=DEFAULT_DIR)
     parser.add_argument("--check", action="store_true", help="report stale files instead of writing")
+    parser.add_argument("--deploy", type=Path, metavar="DIR", help="write a plugins dir for the policy in force")
     args = parser.parse_args(argv)
+    if args.deploy is not None:
+        deploy(args.deploy, args.plugins_dir)
+        print(f"wrote {args.deploy}")
+        return 0
     stale = []
     for plugin_id, spec in plugins().items():
         path = args.plugins_dir / plugin_id / "metadata.json"

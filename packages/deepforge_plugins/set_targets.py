@@ -1,7 +1,8 @@
 """SetExecutionTargets: remember on a Pipeline or Operation node where it stores artifacts and where it runs.
 
 Only the backend ids and their non-secret config are stored (registry ``executionTargets``, JSON); the
-config is validated against the backend's schema first, so a typo is reported now rather than at run time.
+config is validated against the backend's schema and the operator policy first, so a typo or a forbidden
+backend is reported now rather than at run time (the run checks again: a node's registry can be edited).
 A kind left empty in the dialog keeps the node's previous choice; ``clear`` removes the node's choices (an
 Operation then follows its Pipeline again).
 """
@@ -25,6 +26,9 @@ class SetExecutionTargets(DeepForgePlugin):
             targets = Targets()
         else:
             chosen = {kind: choice_from_plugin_config(kind, config)[0] for kind in KINDS}
+            for kind, choice in chosen.items():  # refuse now what the operator policy would refuse at run time
+                if choice is not None:
+                    self.policy().apply(kind, choice.backend, choice.config, self.server_url())
             current = Targets.from_json(model.core.get_registry(node, REGISTRY_KEY) or "")
             targets = current.overridden_by(Targets(chosen["storage"], chosen["compute"]))
         text = _dumps(targets)

@@ -26,6 +26,8 @@ from deepforge_adapters import compute, storage
 from deepforge_adapters._registry import BackendRegistry
 from deepforge_adapters.config import Config, ConfigSchema
 from deepforge_adapters.errors import ConfigError, UnknownBackendError
+from deepforge_adapters.policy import Policy
+from deepforge_adapters.policy import load as load_policy
 
 log = logging.getLogger(__name__)
 
@@ -109,13 +111,30 @@ def public_choice(kind: str, backend_id: str, config: Mapping[str, Any] | None) 
     return Choice(backend_id, {k: v for k, v in validated.public().items() if k in given})
 
 
-def resolve(kind: str, choice: Choice, secrets: Mapping[str, Any] | None = None) -> Config:
-    """The full config for a run: public choice + secrets (dialog, then environment), validated."""
+def resolve(
+    kind: str,
+    choice: Choice,
+    secrets: Mapping[str, Any] | None = None,
+    *,
+    policy: Policy | None = None,
+    server_url: str | None = None,
+) -> Config:
+    """The full config for a run: public choice + secrets (dialog, then environment), validated.
+
+    The operator policy (``policy``, default: the one in force, :func:`deepforge_adapters.policy.load`) is
+    applied to what the user gave *and* to what the server filled in, so no caller can skip it:
+    :class:`~deepforge_adapters.policy.PolicyError` for a backend or value outside it.  ``server_url`` is
+    what a ``gme`` host is fixed to.
+    """
+    policy = load_policy() if policy is None else policy
     schema = schema_for(kind, choice.backend)
     secret_names = schema.secret_names()
     merged = dict(choice.config)
     merged.update({k: v for k, v in (secrets or {}).items() if k in secret_names and v not in (None, "")})
-    return schema.resolve(merged)
+    merged = policy.apply(kind, choice.backend, merged, server_url)
+    config = schema.resolve(merged)
+    policy.check_resolved(kind, choice.backend, config)
+    return config
 
 
 # ------------------------------------------------------------------------------------- the plugin dialog
@@ -147,20 +166,30 @@ def choice_from_plugin_config(kind: str, plugin_config: Mapping[str, Any]) -> tu
     return public_choice(kind, backend_id, public), secrets
 
 
-def dialog_fields(kind: str, include_secrets: bool) -> list[dict[str, Any]]:
-    """WebGME ``configStructure`` entries for choosing a ``kind`` backend, generated from the registry."""
+def dialog_fields(
+    kind: str, include_secrets: bool, policy: Policy | None = None, keep: bool = False
+) -> list[dict[str, Any]]:
+    """WebGME ``configStructure`` entries for choosing a ``kind`` backend, generated from the registry.
+
+    Only the backends the operator policy (default: the one in force) allows are offered; a field the policy
+    fixes is not shown (the server sets it), one restricted to ``allowed`` values is a drop-down of them.
+    ``keep``: the first choice (and the default) is ``""``, "keep what the node has" (SetExecutionTargets;
+    WebGME fills every field a request leaves out with its default, so a default backend would be stored).
+    """
+    policy = load_policy() if policy is None else policy
     backends = available_backends(kind)
-    ids = sorted(backends)
-    default = "local" if "local" in backends else (ids[0] if ids else "")
+    ids = policy.allowed_backends(kind, backends)
+    default = "" if keep else ("local" if "local" in ids else (ids[0] if ids else ""))
     fields: list[dict[str, Any]] = [
         {
             "name": kind,
             "displayName": f"{kind.capitalize()} backend",
             "description": f"Where the pipeline's {'artifacts are stored' if kind == 'storage' else 'jobs run'}: "
-            + ", ".join(f"{i} ({backends[i].name})" for i in ids),
+            + ", ".join(f"{i} ({backends[i].name})" for i in ids)
+            + ("; empty: keep this node's choice" if keep else ""),
             "value": default,
             "valueType": "string",
-            "valueItems": ids,
+            "valueItems": ["", *ids] if keep else ids,
             "readOnly": False,
         }
     ]
@@ -168,12 +197,21 @@ def dialog_fields(kind: str, include_secrets: bool) -> list[dict[str, Any]]:
         for item in backends[backend_id].schema.to_config_structure():
             if item.get("isAuth") and not include_secrets:
                 continue
+            rule = policy.rule(kind, backend_id, item["name"])
+            if rule is not None and rule.fixed is not None:
+                continue  # the operator's value (or the server's own) applies; users cannot change it
             item = dict(item)
-            if item.get("valueType") == "string" and item.get("value"):
+            if rule is not None and rule.allowed is not None:
+                item["valueItems"] = list(rule.allowed)
+                item["value"] = rule.allowed[0]
+            elif item.get("valueType") == "string" and item.get("value"):
                 # WebGME sends dialog defaults as if typed: an empty string lets the backend's own default
                 # (or what the server fills in, like the gme host) apply at run time instead.
                 item["description"] = f"{item.get('description', '')} (default: {item['value']})".strip()
                 item["value"] = ""
+            if rule is not None and rule.under is not None:
+                under = ", ".join(map(str, rule.under))
+                item["description"] = f"{item.get('description', '')} (must be under: {under})"
             item["displayName"] = f"{backends[backend_id].name}: {item['displayName']}"
             item["name"] = f"{kind}.{backend_id}.{item['name']}"
             item.pop("required", None)  # only required when that backend is the chosen one

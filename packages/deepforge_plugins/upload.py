@@ -30,7 +30,14 @@ class UploadArtifact(DeepForgePlugin):
         if choice is None:
             self.fail("UploadArtifact needs a storage backend")
             return
-        storage_cfg = resolve("storage", choice, rc.secrets["storage"].get(choice.backend))
+        # The operator policy first: a refused backend or root is reported before anything is read or written.
+        storage_cfg = resolve(
+            "storage",
+            choice,
+            rc.secrets["storage"].get(choice.backend),
+            policy=self.policy(),
+            server_url=self.server_url(),
+        )
         blob = BlobClient(self.server_url(), webgme_token=self.webgme_token())
         name = str(config.get("name") or blob.metadata(blob_hash).get("name") or "artifact")
         client = storage.get_client(storage_cfg.backend, storage_cfg.to_dict())

@@ -15,6 +15,9 @@
  *   DEEPFORGE_WEBGME_AUTH          "1": webgme authentication on (users, tokens), guests still allowed
  *   DEEPFORGE_WEBGME_GUESTS        with DEEPFORGE_WEBGME_AUTH: "0" refuses guests everywhere (blob included)
  *   DEEPFORGE_PLUGIN_PATHS         extra plugin dirs, separated by ":"
+ *   DEEPFORGE_PLUGINS_DIR          the DeepForge plugins (default: the repo's plugins/); a dir written by
+ *                                  `python -m deepforge_plugins.metadata --deploy DIR`, whose dialogs follow
+ *                                  the operator policy in force ($DEEPFORGE_POLICY, docs/security.md)
  * WebGME's own WEBGME_<a>_<b>=v overrides (config.a.b = v) are applied after this file (config/index.js).
  */
 'use strict';
@@ -62,7 +65,8 @@ if (isOn(env.DEEPFORGE_WEBGME_AUTH)) {
 
 config.plugin.allowServerExecution = true;
 config.plugin.basePaths = config.plugin.basePaths.concat(
-    [path.join(__dirname, '..', 'src', 'plugins'), path.join(repoRoot, 'plugins')]
+    [path.join(__dirname, '..', 'src', 'plugins'),
+        path.resolve(env.DEEPFORGE_PLUGINS_DIR || path.join(repoRoot, 'plugins'))]
         .concat((env.DEEPFORGE_PLUGIN_PATHS || '').split(':').filter(Boolean))
         .filter(function (dir) {
             return fs.existsSync(dir);

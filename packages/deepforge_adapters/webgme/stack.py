@@ -36,6 +36,7 @@ from typing import IO, Any
 import requests
 
 from ..http import make_session
+from ..policy import POLICY_ENV
 from ._rest import HOST_ENV
 
 log = logging.getLogger(__name__)
@@ -345,9 +346,54 @@ def ensure_project(url: str, name: str, seed: str = "pipeline") -> bool:
     return True
 
 
+#: The DeepForge plugins dir the WebGME server loads (``webgme-config/config/config.default.js``).
+PLUGINS_DIR_ENV = "DEEPFORGE_PLUGINS_DIR"
+#: The operator policy ``make dev`` ships (written to ``<run dir>/policy.toml`` once, then kept: edit it there).
+#: Relative paths are relative to the policy file, so local storage and compute stay under the run dir.
+DEV_POLICY = """\
+# The dev stack's operator policy (docs/security.md, "The operator policy file").  `make dev` wrote it once
+# and keeps it: edit it here, then restart `make dev`.  Paths are relative to this file.
+[storage]
+allow = ["gme", "local", "s3", "sciserver-files"]
+
+[storage.local]
+root = { fixed = "storage" }
+
+[compute]
+allow = ["gme", "local", "sciserver-compute"]
+
+[compute.local]
+workDir = { fixed = "compute" }
+"""
+
+
+def dev_policy(run_dir: Path) -> Path:
+    """The policy the dev stack runs with: ``$DEEPFORGE_POLICY`` if set, else ``<run dir>/policy.toml``
+    (written from :data:`DEV_POLICY` if absent).  The server loads the plugins from ``<run dir>/plugins``,
+    whose dialogs are generated for that policy (the checkout's files stay as committed)."""
+    if os.environ.get(POLICY_ENV):
+        path = Path(os.environ[POLICY_ENV])
+    else:
+        path = run_dir / "policy.toml"
+        if not path.exists():
+            run_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(DEV_POLICY)
+        os.environ[POLICY_ENV] = str(path.resolve())  # the server and its plugins inherit it
+    plugins = (run_dir / "plugins").resolve()
+    subprocess.run(
+        [sys.executable, "-m", "deepforge_plugins.metadata", "--deploy", str(plugins), str(repo_root() / "plugins")],
+        env=os.environ,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    os.environ[PLUGINS_DIR_ENV] = str(plugins)
+    return path
+
+
 def _dev(args: argparse.Namespace) -> int:
     """The whole system in the foreground (``make dev``) until Ctrl-C, then everything is stopped."""
     run_dir = Path(args.run_dir)
+    policy = dev_policy(run_dir)
     stack = WebGMEStack(StackOptions(port=args.port, persist=True, worker_refresh_ms=1000), run_dir=run_dir)
     workers: list[Process] = []
     stopping = False
@@ -370,6 +416,7 @@ def _dev(args: argparse.Namespace) -> int:
         print(f"\nDeepForge WebGME server: {stack.url}", flush=True)
         print(f"demo project: {stack.url}/?project=guest%2B{args.demo_project}"
               f"{' (created)' if created else ''}", flush=True)  # fmt: skip
+        print(f"operator policy: {policy} (local storage and compute enabled)", flush=True)
         print(f"logs: {run_dir}/*.log   stop: Ctrl-C", flush=True)
         while not stopping:
             for proc in (stack.server, stack.database, *workers):
