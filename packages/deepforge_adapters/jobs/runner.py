@@ -24,6 +24,7 @@ import logging
 import os
 import select
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -34,7 +35,8 @@ from types import FrameType
 from typing import Any, BinaryIO
 
 from .. import secrets
-from ..errors import DeepForgeError, StorageError
+from ..config import seconds_from_env
+from ..errors import ConfigError, DeepForgeError, StorageError
 from ..process import signal_group, spawn_group
 from ..storage import get_client
 from ..storage.base import DataInfo, StorageClient
@@ -65,13 +67,10 @@ class Canceled(Exception):
 
 
 def _env_float(environ: Mapping[str, str], name: str, default: float) -> float:
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return default
     try:
-        return float(raw)
-    except ValueError:
-        raise JobFailed(f"environment variable {name}={raw!r} is not a number") from None
+        return seconds_from_env(environ, name, default)
+    except ConfigError as exc:
+        raise JobFailed(str(exc)) from None
 
 
 class Runner:
@@ -272,11 +271,12 @@ class Runner:
 
     # ------------------------------------------------------------------------------------------ outputs
     def upload_outputs(self, spec: JobSpec) -> dict[str, Any]:
-        missing = [n for n in spec.outputs if not (self.job_dir / "outputs" / n / "data").is_file()]
-        if missing:
+        problems = [(n, p) for n in spec.outputs if (p := _not_a_file(self.job_dir / "outputs" / n / "data"))]
+        if problems:
+            name, problem = problems[0]
             raise JobFailed(
-                f"declared output {missing[0]!r} was not written (outputs/{missing[0]}/data is missing)"
-                + (f"; also missing: {', '.join(missing[1:])}" if missing[1:] else "")
+                f"declared output {name!r} was not written as a file (outputs/{name}/data {problem})"
+                + (f"; also: {', '.join(f'{n} ({p})' for n, p in problems[1:])}" if problems[1:] else "")
             )
         if not spec.outputs:
             return {}
@@ -289,7 +289,7 @@ class Runner:
             data = out_dir / "data"
             self.say(f"uploading output {name!r} ({data.stat().st_size} bytes) to {spec.storage_id} storage")
             try:
-                with open(data, "rb") as f:
+                with _open_regular(data, f"outputs/{name}/data") as f:
                     size = os.fstat(f.fileno()).st_size
                     progress = self._progress(f"output {name!r}")
                     info: DataInfo = client.put_file_stream(target, f, progress=progress, size=size)
@@ -311,6 +311,39 @@ class Runner:
             raise JobFailed(f"output {name!r}: outputs/{name}/metadata.json is not valid JSON: {exc}") from None
         type_name = value.get("type", "") if isinstance(value, dict) else ""
         return type_name if isinstance(type_name, str) else ""
+
+
+def _not_a_file(path: Path) -> str | None:
+    """None for a regular file (or a link to one); else what ``path`` is, for the error message."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "is a dangling symbolic link" if path.is_symlink() else "is missing"
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror}"
+    if stat.S_ISREG(mode):
+        return None
+    return f"is {_KINDS.get(stat.S_IFMT(mode), 'not a regular file')}, not a regular file"
+
+
+_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
+
+
+def _open_regular(path: Path, shown: str) -> BinaryIO:
+    """Open a regular file for reading; never blocks on a FIFO swapped in after the check (``O_NONBLOCK``)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise JobFailed(f"{shown} is {_KINDS.get(stat.S_IFMT(mode), 'not a regular file')}, not a regular file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -142,4 +142,11 @@ class ExecutorClient:
             "runningJobs": list(running_jobs),
         }
         response = self._post(f"worker poll {client_id}", body, "worker", replay=False)
-        return dict(json_body(response, f"executor worker poll {client_id}"))
+        answer = json_body(response, f"executor worker poll {client_id}")
+        if not isinstance(answer, dict):
+            # The daemon validates the fields (deepforge_worker.daemon.parse_answer); the shape is checked here.
+            raise WebGMEError(
+                f"executor worker poll {client_id}: the answer is {type(answer).__name__}, not a JSON object",
+                response.status_code,
+            )
+        return answer
