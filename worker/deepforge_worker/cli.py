@@ -40,6 +40,12 @@ def _options(func: Any) -> Any:
         click.option("--cache-dir", "cacheDir", help="Shared input cache [env DEEPFORGE_WORKER_CACHE_DIR]."),
         click.option("--cancel-grace", "cancelGrace", type=float, help="Seconds from SIGINT to SIGKILL."),
         click.option("--drain-timeout", "drainTimeout", type=float, help="Seconds jobs may finish on SIGTERM."),
+        click.option(
+            "--max-refresh",
+            "maxRefresh",
+            type=float,
+            help="Longest wait between polls (s, default 60); the server's refreshPeriod is clamped to 0.2 s..this.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)

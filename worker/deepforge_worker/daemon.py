@@ -61,7 +61,7 @@ class MalformedAnswers:
         self.count += 1
         if kind not in self.seen:
             self.seen.add(kind)
-            log.warning("executor answer: %s; ignored (logged once, later ones are skipped silently)", detail)
+            log.warning("executor answer: %s (logged once; later ones alike are not)", detail)
 
 
 @dataclass
@@ -79,21 +79,21 @@ def _hash_list(value: Any, name: str, bad: MalformedAnswers) -> list[str]:
     if value is None:
         return []
     if not isinstance(value, list):
-        bad.report(f"{name}-type", f"'{name}' is {type(value).__name__}, not a list of job hashes")
+        bad.report(f"{name}-type", f"'{name}' is {type(value).__name__}, not a list of job hashes; skipped")
         return []
     hashes = []
     for i, item in enumerate(value):
         if isinstance(item, str) and item:
             hashes.append(item)
         else:
-            bad.report(f"{name}-item", f"'{name}[{i}]' is {type(item).__name__} {item!r:.60}, not a job hash")
+            bad.report(f"{name}-item", f"'{name}[{i}]' is {type(item).__name__} {item!r:.60}, not a job hash; skipped")
     return hashes
 
 
 def parse_answer(raw: Any, bad: MalformedAnswers, max_refresh: float) -> PollAnswer | None:
     """Validate a ``POST /worker`` answer; None when it is not a JSON object at all (a failed poll)."""
     if not isinstance(raw, dict):
-        bad.report("answer-type", f"the answer is {type(raw).__name__} {raw!r:.60}, not a JSON object")
+        bad.report("answer-type", f"the answer is {type(raw).__name__} {raw!r:.60}, not a JSON object; skipped")
         return None
     answer = PollAnswer(
         jobs_to_start=_hash_list(raw.get("jobsToStart"), "jobsToStart", bad),
@@ -105,19 +105,19 @@ def parse_answer(raw: Any, bad: MalformedAnswers, max_refresh: float) -> PollAns
             if isinstance(probe, str) and probe:
                 answer.label_jobs[str(label)] = probe
             else:
-                bad.report("labelJobs-item", f"'labelJobs.{label:.40}' is {type(probe).__name__}, not a job hash")
+                bad.report("labelJobs-item", f"'labelJobs.{label:.40}' is {type(probe).__name__}, not a job hash; skipped")
     elif labels is not None:
-        bad.report("labelJobs-type", f"'labelJobs' is {type(labels).__name__}, not an object of label: job hash")
+        bad.report("labelJobs-type", f"'labelJobs' is {type(labels).__name__}, not an object of label: job hash; skipped")
     period = raw.get("refreshPeriod")
     if period is not None:
         if isinstance(period, bool) or not isinstance(period, int | float) or not math.isfinite(period):
-            bad.report("refreshPeriod-type", f"'refreshPeriod' {period!r:.40} is not a finite number of milliseconds")
+            bad.report("refreshPeriod-type", f"'refreshPeriod' {period!r:.40} is not a finite number of milliseconds; skipped")
         else:
             seconds = period / 1000.0
             answer.refresh = min(max(seconds, MIN_REFRESH), max_refresh)
             if answer.refresh != seconds:
                 bad.report(
-                    "refreshPeriod-range",
+                    "refreshPeriod-low" if seconds < MIN_REFRESH else "refreshPeriod-high",
                     f"'refreshPeriod' {period!r} ms is outside [{MIN_REFRESH * 1000:g}, {max_refresh * 1000:g}] ms; "
                     f"polling every {answer.refresh:g} s instead",
                 )
@@ -178,7 +178,7 @@ class Worker:
         )
         self.running: dict[str, JobExecution] = {}
         self.probed: set[str] = set()
-        self.refresh = DEFAULT_REFRESH
+        self.refresh = min(DEFAULT_REFRESH, settings.max_refresh)
         self.connection = ConnectionState()
         self.malformed = MalformedAnswers()
         self._lock = threading.Lock()
@@ -282,14 +282,16 @@ class Worker:
             return
         self._claims_unknown = False
         if not isinstance(jobs, Mapping):
-            self.malformed.report("jobList-type", f"the job list is {type(jobs).__name__}, not an object")
+            self.malformed.report("jobList-type", f"the job list is {type(jobs).__name__}, not an object; skipped")
             return
         with self._lock:
             known = set(self.running)
         lost = []
         for job_hash, info in jobs.items():
             if not isinstance(info, Mapping):
-                self.malformed.report("jobList-item", f"job list entry {job_hash!r:.60} is {type(info).__name__}")
+                self.malformed.report(
+                    "jobList-item", f"job list entry {job_hash!r:.60} is {type(info).__name__}, not a JobInfo; skipped"
+                )
             elif info.get("worker") == self.client_id and job_hash not in known:
                 lost.append(job_hash)
         if lost:
