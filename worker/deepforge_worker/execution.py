@@ -12,7 +12,10 @@ Steps, each with the executor status it ends in when it fails:
 7. output flushed, then one final ``POST /update`` with status, times, ``resultHashes``, ``outputNumber``.
 
 Every failure also writes its reason into ``job_stdout.txt`` (and the live output), so a user sees *why*
-instead of a bare status code.  What the Node worker got wrong and this fixes: stderr is kept, the whole
+instead of a bare status code.  An I/O error (a full disk, EIO) anywhere in a job fails that job with a
+readable reason and frees its slot: writing ``job_stdout.txt`` fails -> the job's process group is killed and
+the job ends ``FAILED_TO_EXECUTE``; the reason still reaches the live output, and the final report is posted
+even when it cannot be saved to disk first.  What the Node worker got wrong and this fixes: stderr is kept, the whole
 process group is canceled (SIGINT, then SIGKILL), live output starts at #0 and is capped per chunk, and a
 late report for a job the server gave to another worker is not posted (see :meth:`JobExecution.report`).
 """
@@ -178,6 +181,8 @@ class JobExecution:
         self._lock = threading.Lock()
         self._queue: OutputQueue | None = None
         self._stdout: Any = None
+        #: Set by the pump when job_stdout.txt cannot be written (ENOSPC...): the job then fails with it.
+        self._io_error: str | None = None
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     # --- public --------------------------------------------------------------------------------------
@@ -223,12 +228,20 @@ class JobExecution:
     def _prepare_dir(self) -> None:
         if self.job_dir.exists():
             shutil.rmtree(self.job_dir, ignore_errors=True)
-        self.job_dir.mkdir(parents=True)
+        try:
+            self.job_dir.mkdir(parents=True)
+        except OSError as exc:
+            raise JobFailed(
+                "FAILED_CREATING_SOURCE_ZIP", f"cannot create the job directory {self.job_dir}: {exc.strerror or exc}"
+            ) from None
 
     def _open_stdout(self) -> None:
         """``job_stdout.txt`` in the job dir, opened after the unzip (the bundle must not collide with it)."""
         if self._stdout is None and self.job_dir.is_dir():
-            self._stdout = open(self.job_dir / STDOUT_FILE, "ab")  # noqa: SIM115 - closed in _close_output
+            try:
+                self._stdout = open(self.job_dir / STDOUT_FILE, "ab")  # noqa: SIM115 - closed in _close_output
+            except OSError as exc:
+                raise JobFailed("FAILED_TO_EXECUTE", f"cannot create {STDOUT_FILE}: {exc.strerror or exc}") from None
 
     def _execute(self) -> None:
         zip_path = self.ctx.work_dir / f"{self.hash}.{SOURCE_ZIP}"  # outside the dir the bundle fills
@@ -302,7 +315,14 @@ class JobExecution:
             except OSError as exc:
                 raise JobFailed("FAILED_TO_EXECUTE", f"cannot start {config.cmd!r}: {exc.strerror}") from None
         proc = self._proc
-        record_process_group(self.ctx.work_dir, self.hash, proc.pid)
+        try:
+            record_process_group(self.ctx.work_dir, self.hash, proc.pid)
+        except OSError as exc:  # e.g. a full disk: do not leave a job running that nothing drains
+            self._kill_group(proc)
+            proc.wait()
+            raise JobFailed(
+                "FAILED_TO_EXECUTE", f"cannot record the job's process group: {exc.strerror or exc}"
+            ) from None
         log.info("job %s: started pid %d in slot %d", self.hash, proc.pid, self.slot.index)
         reader = threading.Thread(target=self._pump, args=(proc,), name=f"stdout-{self.hash[:8]}", daemon=True)
         reader.start()
@@ -313,6 +333,8 @@ class JobExecution:
             self._kill_group(proc)
             reader.join(timeout=5.0)
         self.info["finishTime"] = now_iso()
+        if self._io_error is not None:
+            raise JobFailed("FAILED_TO_EXECUTE", f"{self._io_error}; the job was stopped")
         if self.canceled or code in (SIGINT_EXIT, -signal.SIGINT):
             raise JobFailed("CANCELED", "canceled on request")
         if code != 0:
@@ -331,27 +353,45 @@ class JobExecution:
                 break
             if not data:
                 break
-            self._stdout.write(data)
-            self._stdout.flush()
-            if self._queue is not None:
-                self._queue.add(self._decoder.decode(data))
+            self._sink(data, proc)
         if self._queue is not None:
             self._queue.add(self._decoder.decode(b"", final=True))
+
+    def _sink(self, data: bytes, proc: subprocess.Popen[bytes]) -> None:
+        """One read of the job's output: appended to ``job_stdout.txt``, then to the live output.
+
+        The pump must never die (nothing would drain the pipe and the job would block in a write forever):
+        when ``job_stdout.txt`` cannot be written (ENOSPC, EIO...), the error is recorded, the job's process
+        group is killed, and the pump goes on draining; :meth:`_run_process` then fails the job with it.
+        """
+        if self._io_error is None:
+            try:
+                self._stdout.write(data)
+                self._stdout.flush()
+            except OSError as exc:
+                self._io_error = f"writing {STDOUT_FILE} failed: {exc.strerror or exc}"
+                log.error("job %s: %s; stopping the job", self.hash, self._io_error)
+                self._kill_group(proc)
+        if self._queue is not None:
+            self._queue.add(self._decoder.decode(data))
 
     def _kill_group(self, proc: subprocess.Popen[bytes]) -> None:
         signal_group(proc.pid, signal.SIGKILL)
 
     def _emit(self, text: str) -> None:
-        """A worker message in the job's console: into ``job_stdout.txt`` and the live output."""
-        self._open_stdout()
-        if self._stdout is not None and not self._stdout.closed:
-            self._stdout.write(text.encode())
-            self._stdout.flush()
+        """A worker message in the job's console: into ``job_stdout.txt`` (if it can be written) and the live output."""
+        try:
+            self._open_stdout()
+            if self._stdout is not None and not self._stdout.closed and self._io_error is None:
+                self._stdout.write(text.encode())
+                self._stdout.flush()
+        except (OSError, JobFailed) as exc:  # a full disk: the live output below still carries the message
+            log.debug("job %s: cannot write a worker message to %s: %s", self.hash, STDOUT_FILE, exc)
         if self.report_enabled and (self._queue is None or not self._queue.enabled):
             # Live output was off (or never set up): worker messages are still worth posting.
             self._queue = OutputQueue(self._post_output, None, 1, name=self.hash[:8])
         if self._queue is not None:
-            self._queue.add(text)
+            self._queue.add(text, essential=True)
 
     def _post_output(self, number: int, text: str) -> None:
         self.ctx.executor.post_output(self.hash, number, text)
@@ -362,7 +402,10 @@ class JobExecution:
             if self._queue.last_number is not None:
                 self.info["outputNumber"] = self._queue.last_number
         if self._stdout is not None:
-            self._stdout.close()
+            try:
+                self._stdout.close()
+            except OSError as exc:  # its buffer could not be flushed (a full disk): already reported
+                log.debug("job %s: closing %s: %s", self.hash, STDOUT_FILE, exc)
 
     # --- results -------------------------------------------------------------------------------------
     def _archive_results_safely(self) -> None:
@@ -419,8 +462,11 @@ class JobExecution:
         body = {k: v for k, v in self.info.items() if v is not None}
         body["worker"] = self.ctx.client_id
         pending = self.ctx.work_dir / f"{self.hash}{REPORT_SUFFIX}"
-        with atomic_write(pending) as fh:
-            fh.write(json.dumps({"clientId": self.ctx.client_id, "info": body}).encode())
+        try:
+            with atomic_write(pending) as fh:
+                fh.write(json.dumps({"clientId": self.ctx.client_id, "info": body}).encode())
+        except OSError as exc:  # a full disk must not keep the report from the server
+            log.warning("job %s: cannot save the report to %s (%s); posting it anyway", self.hash, pending, exc)
         self.reported = post_report(self.ctx, self.hash, body, retry_for=self.ctx.report_retry_for)
         pending.unlink(missing_ok=True)
         return self.reported
