@@ -401,6 +401,16 @@ class JobExecution:
             self._queue.close(timeout=self.ctx.report_retry_for)
             if self._queue.last_number is not None:
                 self.info["outputNumber"] = self._queue.last_number
+            if self._queue.dropped_bytes:
+                log.info(
+                    "job %s: %d bytes of output were not streamed live (the server was slower than the job; "
+                    "%s has every byte); live output buffered at most %d of %d characters",
+                    self.hash,
+                    self._queue.dropped_bytes,
+                    STDOUT_FILE,
+                    self._queue.peak_buffered,
+                    self._queue.max_buffer_chars,
+                )
         if self._stdout is not None:
             try:
                 self._stdout.close()
