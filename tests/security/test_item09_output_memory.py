@@ -24,13 +24,15 @@ from typing import Any
 import pytest
 from deepforge_adapters.webgme.blob import BlobClient
 from deepforge_adapters.webgme.executor import ExecutorClient, is_finished
-from deepforge_worker.output import DROPPED_MARKER, OutputQueue
+from deepforge_worker.output import OutputQueue
 
 from tests.fixtures.worker import python_config, upload_bundle, wait_until
 
 pytestmark = pytest.mark.integration
 
 MARKER = re.compile(r"\n\[\.\.\. (\d+) bytes of output not streamed; see job_stdout\.txt\]\n")
+#: The one marker the queue may hold beyond its cap.
+MARKER_SLACK = 100
 LINES = 200 * 1024  # 1 KiB each: 200 MiB
 FLOOD = (
     "import sys\n"
@@ -53,6 +55,8 @@ def accounted(posted: str) -> tuple[str, int]:
 
 
 def test_the_queue_holds_at_most_its_cap_and_accounts_for_every_byte() -> None:
+    from deepforge_worker.output import DROPPED_MARKER  # (here: the module on main has none, the other test runs)
+
     posted: list[str] = []
     release = threading.Event()
 
@@ -70,7 +74,7 @@ def test_the_queue_holds_at_most_its_cap_and_accounts_for_every_byte() -> None:
         assert queue.buffered <= cap
     queue.add("[deepforge-worker] a worker message is never left out\n", essential=True)
     assert queue.close(timeout=120)
-    assert queue.peak_buffered <= cap + len(DROPPED_MARKER.format(n=10**12))
+    assert queue.peak_buffered <= cap + len(DROPPED_MARKER.format(n=10**12)) <= cap + MARKER_SLACK
     text, dropped = accounted("".join(posted))
     assert dropped > 0 and dropped == queue.dropped_bytes
     total = "".join(added) + "[deepforge-worker] a worker message is never left out\n"
@@ -115,6 +119,6 @@ def test_a_real_worker_streams_a_flood_in_bounded_memory(
     assert len(text) + dropped == size
     match = re.search(r"live output buffered at most (\d+) of (\d+) characters", worker.log())
     assert match, worker.log()
-    assert int(match[1]) <= int(match[2]) + len(DROPPED_MARKER.format(n=10**12))
+    assert int(match[1]) <= int(match[2]) + MARKER_SLACK
     assert rss_mib < 100, f"worker peak RSS {rss_mib:.0f} MiB for a 200 MiB flood"
     print(f"worker peak RSS {rss_mib:.1f} MiB; {dropped} of {size} bytes not streamed live")
