@@ -221,7 +221,8 @@ def storage_get(backend_id: str | None, config_arg: str | None, quiet: bool, dat
             if not written:
                 raise
             reason = str(exc) if isinstance(exc, DeepForgeError) else f"{type(exc).__name__}: {exc}"
-            raise CliError(f"{reason}; {written} byte(s) already written to stdout are NOT verified: discard them") from None
+            unverified = f"{written} byte(s) already written to stdout are NOT verified: discard them"
+            raise CliError(f"{reason}; {unverified}") from None
         return
     with _progress(total, quiet, f"get {dest.name}") as progress:
         client.get_file(data_info, dest, progress=progress)

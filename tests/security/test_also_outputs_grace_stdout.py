@@ -43,7 +43,9 @@ open("outputs/tree/data/inside.txt", "w").write("x")
 """
 
 
-def test_fifo_and_directory_outputs_say_what_they_are(job_env: dict[str, str], make_bundle: Callable[..., Path]) -> None:
+def test_fifo_and_directory_outputs_say_what_they_are(
+    job_env: dict[str, str], make_bundle: Callable[..., Path]
+) -> None:
     bundle = make_bundle(NOT_FILES, outputs=["pipe", "tree"])
     result = run_runner(bundle, job_env, timeout=60)  # a FIFO opened for reading would block until the timeout
     assert result.returncode == 1, result.stdout + result.stderr
@@ -94,9 +96,7 @@ def test_runner_refuses_a_non_finite_cancel_grace(
     assert "DEEPFORGE_CANCEL_GRACE" in last_line(result.stdout), result.stdout
 
 
-def test_local_compute_refuses_a_nan_grace_before_starting(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_local_compute_refuses_a_nan_grace_before_starting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("DEEPFORGE_CANCEL_GRACE", "nan")
     with pytest.raises(ComputeError, match="DEEPFORGE_CANCEL_GRACE"):
         get_compute("local", {"workDir": str(tmp_path / "compute")})

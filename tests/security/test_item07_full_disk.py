@@ -35,7 +35,11 @@ pytestmark = pytest.mark.integration
 
 SIZE_MIB = 4
 #: Prints about 24 MiB, six times what the work dir holds, then exits 0.
-FLOOD = "import sys\nline = 'x' * 1023 + '\\n'\nfor _ in range(24 * 1024):\n    sys.stdout.write(line)\nprint('flood done')\n"
+FLOOD = (
+    "import sys\nline = 'x' * 1023 + '\\n'\n"
+    "for _ in range(24 * 1024):\n    sys.stdout.write(line)\n"
+    "print('flood done')\n"
+)
 
 
 def _mount_small(target: Path, image: Path) -> str:

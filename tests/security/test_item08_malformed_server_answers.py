@@ -83,7 +83,7 @@ def executor() -> Iterator[tuple[Executor, str]]:
             self.end_headers()
             self.wfile.write(raw)
 
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             self.rfile.read(length)
             if self.path.rstrip("/") == "/rest/executor/worker":
@@ -96,7 +96,7 @@ def executor() -> Iterator[tuple[Executor, str]]:
                 state.other.append(f"POST {self.path}")
                 self._send(404, {})
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             state.other.append(f"GET {self.path}")
             if self.path.startswith("/rest/executor?") or self.path.startswith("/rest/executor/?"):
                 # the RUNNING job list, with entries that are not JobInfo objects

@@ -105,13 +105,19 @@ def parse_answer(raw: Any, bad: MalformedAnswers, max_refresh: float) -> PollAns
             if isinstance(probe, str) and probe:
                 answer.label_jobs[str(label)] = probe
             else:
-                bad.report("labelJobs-item", f"'labelJobs.{label:.40}' is {type(probe).__name__}, not a job hash; skipped")
+                bad.report(
+                    "labelJobs-item", f"'labelJobs.{label:.40}' is {type(probe).__name__}, not a job hash; skipped"
+                )
     elif labels is not None:
-        bad.report("labelJobs-type", f"'labelJobs' is {type(labels).__name__}, not an object of label: job hash; skipped")
+        bad.report(
+            "labelJobs-type", f"'labelJobs' is {type(labels).__name__}, not an object of label: job hash; skipped"
+        )
     period = raw.get("refreshPeriod")
     if period is not None:
         if isinstance(period, bool) or not isinstance(period, int | float) or not math.isfinite(period):
-            bad.report("refreshPeriod-type", f"'refreshPeriod' {period!r:.40} is not a finite number of milliseconds; skipped")
+            bad.report(
+                "refreshPeriod-type", f"'refreshPeriod' {period!r:.40} is not a finite number of milliseconds; skipped"
+            )
         else:
             seconds = period / 1000.0
             answer.refresh = min(max(seconds, MIN_REFRESH), max_refresh)
