@@ -50,9 +50,9 @@ def test_fifo_and_directory_outputs_say_what_they_are(
     result = run_runner(bundle, job_env, timeout=60)  # a FIFO opened for reading would block until the timeout
     assert result.returncode == 1, result.stdout + result.stderr
     message = last_line(result.stdout)
-    assert "outputs/pipe/data is a FIFO, not a regular file" in message, message
-    assert "tree (is a directory, not a regular file)" in message, message
-    assert "was not written (" not in message
+    assert "declared output 'pipe' is not a regular file (outputs/pipe/data is a FIFO, not a regular file)" in message
+    assert "also: outputs/tree/data is a directory, not a regular file" in message, message
+    assert "was not written" not in message
 
 
 def test_directory_output_alone(job_env: dict[str, str], make_bundle: Callable[..., Path]) -> None:

@@ -273,10 +273,14 @@ class Runner:
     def upload_outputs(self, spec: JobSpec) -> dict[str, Any]:
         problems = [(n, p) for n in spec.outputs if (p := _not_a_file(self.job_dir / "outputs" / n / "data"))]
         if problems:
-            name, problem = problems[0]
+            (name, problem), rest = problems[0], problems[1:]
+            what = "was not written" if problem == MISSING else "is not a regular file"
+            missing = [n for n, p in rest if p == MISSING]
+            others = [f"outputs/{n}/data {p}" for n, p in rest if p != MISSING]
             raise JobFailed(
-                f"declared output {name!r} was not written as a file (outputs/{name}/data {problem})"
-                + (f"; also: {', '.join(f'{n} ({p})' for n, p in problems[1:])}" if problems[1:] else "")
+                f"declared output {name!r} {what} (outputs/{name}/data {problem})"
+                + (f"; also missing: {', '.join(missing)}" if missing else "")
+                + (f"; also: {'; '.join(others)}" if others else "")
             )
         if not spec.outputs:
             return {}
@@ -313,12 +317,15 @@ class Runner:
         return type_name if isinstance(type_name, str) else ""
 
 
+MISSING = "is missing"
+
+
 def _not_a_file(path: Path) -> str | None:
     """None for a regular file (or a link to one); else what ``path`` is, for the error message."""
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
-        return "is a dangling symbolic link" if path.is_symlink() else "is missing"
+        return "is a dangling symbolic link" if path.is_symlink() else MISSING
     except OSError as exc:
         return f"cannot be read: {exc.strerror}"
     if stat.S_ISREG(mode):
