@@ -12,12 +12,14 @@ Steps, each with the executor status it ends in when it fails:
 7. output flushed, then one final ``POST /update`` with status, times, ``resultHashes``, ``outputNumber``.
 
 Every failure also writes its reason into ``job_stdout.txt`` (and the live output), so a user sees *why*
-instead of a bare status code.  An I/O error (a full disk, EIO) anywhere in a job fails that job with a
-readable reason and frees its slot: writing ``job_stdout.txt`` fails -> the job's process group is killed and
-the job ends ``FAILED_TO_EXECUTE``; the reason still reaches the live output, and the final report is posted
-even when it cannot be saved to disk first.  What the Node worker got wrong and this fixes: stderr is kept, the whole
+instead of a bare status code.  What the Node worker got wrong and this fixes: stderr is kept, the whole
 process group is canceled (SIGINT, then SIGKILL), live output starts at #0 and is capped per chunk, and a
 late report for a job the server gave to another worker is not posted (see :meth:`JobExecution.report`).
+
+An I/O error (a full disk, EIO) anywhere in a job fails that job with a readable reason and frees its slot:
+when ``job_stdout.txt`` cannot be written the job's process group is killed and the job ends
+``FAILED_TO_EXECUTE``; the reason still reaches the live output, and the final report is posted even when it
+cannot be saved to disk first.
 """
 
 from __future__ import annotations
@@ -379,7 +381,7 @@ class JobExecution:
         signal_group(proc.pid, signal.SIGKILL)
 
     def _emit(self, text: str) -> None:
-        """A worker message in the job's console: into ``job_stdout.txt`` (if it can be written) and the live output."""
+        """A worker message in the job's console: into ``job_stdout.txt`` (if writable) and the live output."""
         try:
             self._open_stdout()
             if self._stdout is not None and not self._stdout.closed and self._io_error is None:
