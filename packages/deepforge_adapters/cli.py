@@ -194,15 +194,35 @@ def storage_put(backend_id: str, config_arg: str | None, quiet: bool, name: str,
 @click.argument("data_info_arg", metavar="DATAINFO")
 @click.argument("dest", type=click.Path(dir_okay=False, writable=True, allow_dash=True, path_type=Path))
 def storage_get(backend_id: str | None, config_arg: str | None, quiet: bool, data_info_arg: str, dest: Path) -> None:
-    """Download the artifact of DATAINFO (JSON or @file) to DEST (a path, or - for stdout)."""
+    """Download the artifact of DATAINFO (JSON or @file) to DEST (a path, or - for stdout).
+
+    To a path, the bytes land in a temporary file that is renamed to DEST only once their size and hash
+    match the dataInfo; on any failure nothing is left at DEST.  To stdout (-), bytes are written as they
+    arrive and verified at the end: on a mismatch the command exits 1 and its last line (on stderr) says how
+    many unverified bytes were already written, which the reader must discard.
+    """
     data_info = _data_info(data_info_arg)
     client = _client(backend_id or data_info.backend, config_arg)
     client.check_data_info(data_info)
     total = _size_of(client, data_info)
     if str(dest) == "-":
-        with _progress(total, quiet, "get") as progress, client.get_file_stream(data_info) as src:
-            copy_stream(src, sys.stdout.buffer, total=total, progress=progress)
-        sys.stdout.buffer.flush()
+        written = 0
+        try:
+            with _progress(total, quiet, "get") as progress, client.get_file_stream(data_info) as src:
+
+                def counted(done: int, size: int | None) -> None:
+                    nonlocal written
+                    written = done
+                    progress(done, size)
+
+                copy_stream(src, sys.stdout.buffer, total=total, progress=counted)
+            sys.stdout.buffer.flush()
+        except Exception as exc:
+            if not written:
+                raise
+            reason = str(exc) if isinstance(exc, DeepForgeError) else f"{type(exc).__name__}: {exc}"
+            unverified = f"{written} byte(s) already written to stdout are NOT verified: discard them"
+            raise CliError(f"{reason}; {unverified}") from None
         return
     with _progress(total, quiet, f"get {dest.name}") as progress:
         client.get_file(data_info, dest, progress=progress)

@@ -8,6 +8,7 @@ is safe.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -189,10 +190,30 @@ class ConfigSchema:
                 raise ConfigError(
                     self.backend, f.name, f"must be one of {', '.join(map(str, f.choices))}; got {value!r}"
                 )
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(self.backend, f.name, f"must be a finite number; got {value!r}")
             if f.minimum is not None and isinstance(value, int | float) and value < f.minimum:
                 raise ConfigError(self.backend, f.name, f"must be >= {f.minimum}; got {value!r}")
             values[f.name] = value
         return Config(self.backend, values, self.secret_names())
+
+
+def seconds_from_env(environ: Mapping[str, str], name: str, default: float) -> float:
+    """A duration from environment variable ``name``: a finite number >= 0 (``default`` when unset or empty).
+
+    Raises :class:`ConfigError` naming the variable otherwise (``nan``, ``inf``, ``-1``, ``soon``): a grace
+    period of ``nan`` would never end, a negative one would end before it began.
+    """
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError("environment", name, f"{raw!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError("environment", name, f"must be a finite number of seconds >= 0; got {raw!r}")
+    return value
 
 
 def _coerce(backend: str, f: Field, raw: str, source: str) -> Any:

@@ -40,6 +40,12 @@ def _options(func: Any) -> Any:
         click.option("--cache-dir", "cacheDir", help="Shared input cache [env DEEPFORGE_WORKER_CACHE_DIR]."),
         click.option("--cancel-grace", "cancelGrace", type=float, help="Seconds from SIGINT to SIGKILL."),
         click.option("--drain-timeout", "drainTimeout", type=float, help="Seconds jobs may finish on SIGTERM."),
+        click.option(
+            "--max-refresh",
+            "maxRefresh",
+            type=float,
+            help="Longest wait between polls (s, default 60); the server's refreshPeriod is clamped to 0.2 s..this.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -108,6 +114,23 @@ def check(**options: Any) -> None:
         click.echo(f"FAILED: {exc}", err=True)
         sys.exit(1)
     click.echo(f"connection ok: the server lists {len(workers)} worker(s) for these credentials")
+    if settings.token:
+        # The executor answers a valid and an unknown API token alike; only the user it records tells them apart.
+        try:
+            users = executor.caller_identity()
+        except Exception as exc:
+            click.echo(f"FAILED: cannot tell which user the API token belongs to: {exc}", err=True)
+            sys.exit(1)
+        named = [u for u in users if isinstance(u, str) and u]
+        if not named:
+            click.echo(
+                "FAILED: the server does not know this API token (it maps it to no user): with executor "
+                "authentication on, this worker would never be given a job; create a token as the user whose "
+                "jobs it should run (POST /rest/tokens/create/<name> with that user's credentials)",
+                err=True,
+            )
+            sys.exit(1)
+        click.echo(f"token ok: this worker runs the jobs of user {', '.join(named)}")
     prefix = f"{socket.gethostname()}_"
     mine = {cid: w for cid, w in workers.items() if cid.startswith(prefix)}
     if not mine:

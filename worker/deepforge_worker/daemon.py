@@ -10,6 +10,10 @@ Read :meth:`Worker.work` top to bottom; it is the whole protocol (reference §3.
 
 Failure handling: a server or network error is logged once when the state changes (not on every poll),
 the next poll waits with exponential backoff up to ``max_backoff``, and the loop never exits on an error.
+Every answer is validated before it is used (:func:`parse_answer`): a wrong-shaped field is logged once per
+kind of mistake and skipped, the rest of the answer is still used, and the server's ``refreshPeriod`` is
+clamped to ``[MIN_REFRESH, maxRefresh]`` seconds, so a server can neither make the worker poll in a tight loop
+nor stop it polling.
 
 SIGTERM drains: the worker stops claiming (``availableProcesses: 0``) but keeps polling, so the server
 neither requeues its jobs nor loses their cancel requests; running jobs may finish for ``drain_timeout``
@@ -21,12 +25,14 @@ finished (see :func:`~deepforge_worker.execution.replay_pending_reports`).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import socket
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
@@ -40,6 +46,90 @@ log = logging.getLogger(__name__)
 
 #: The Node worker's refresh period until the server first answers.
 DEFAULT_REFRESH = 60.0
+#: The shortest wait between polls, whatever ``refreshPeriod`` the server asks for (seconds).  The longest
+#: is the ``maxRefresh`` setting (default 60 s).  0.2 s is the fastest refresh a real deployment (or this
+#: project's tests) configures; a server asking for 1 ms would otherwise get ~800 polls a second.
+MIN_REFRESH = 0.2
+
+
+class MalformedAnswers:
+    """Logs a wrong-shaped server answer once per kind of mistake (not once per poll)."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+        self.count = 0
+
+    def report(self, kind: str, detail: str) -> None:
+        self.count += 1
+        if kind not in self.seen:
+            self.seen.add(kind)
+            log.warning("executor answer: %s (logged once; later ones alike are not)", detail)
+
+
+@dataclass
+class PollAnswer:
+    """The validated fields of one ``POST /worker`` answer."""
+
+    jobs_to_start: list[str] = field(default_factory=list)
+    jobs_to_cancel: list[str] = field(default_factory=list)
+    label_jobs: dict[str, str] = field(default_factory=dict)
+    #: Seconds, already clamped; None when the answer had no usable ``refreshPeriod``.
+    refresh: float | None = None
+
+
+def _hash_list(value: Any, name: str, bad: MalformedAnswers) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        bad.report(f"{name}-type", f"'{name}' is {type(value).__name__}, not a list of job hashes; skipped")
+        return []
+    hashes = []
+    for i, item in enumerate(value):
+        if isinstance(item, str) and item:
+            hashes.append(item)
+        else:
+            bad.report(f"{name}-item", f"'{name}[{i}]' is {type(item).__name__} {item!r:.60}, not a job hash; skipped")
+    return hashes
+
+
+def parse_answer(raw: Any, bad: MalformedAnswers, max_refresh: float) -> PollAnswer | None:
+    """Validate a ``POST /worker`` answer; None when it is not a JSON object at all (a failed poll)."""
+    if not isinstance(raw, dict):
+        bad.report("answer-type", f"the answer is {type(raw).__name__} {raw!r:.60}, not a JSON object; skipped")
+        return None
+    answer = PollAnswer(
+        jobs_to_start=_hash_list(raw.get("jobsToStart"), "jobsToStart", bad),
+        jobs_to_cancel=_hash_list(raw.get("jobsToCancel"), "jobsToCancel", bad),
+    )
+    labels = raw.get("labelJobs")
+    if isinstance(labels, dict):
+        for label, probe in labels.items():
+            if isinstance(probe, str) and probe:
+                answer.label_jobs[str(label)] = probe
+            else:
+                bad.report(
+                    "labelJobs-item", f"'labelJobs.{label:.40}' is {type(probe).__name__}, not a job hash; skipped"
+                )
+    elif labels is not None:
+        bad.report(
+            "labelJobs-type", f"'labelJobs' is {type(labels).__name__}, not an object of label: job hash; skipped"
+        )
+    period = raw.get("refreshPeriod")
+    if period is not None:
+        if isinstance(period, bool) or not isinstance(period, int | float) or not math.isfinite(period):
+            bad.report(
+                "refreshPeriod-type", f"'refreshPeriod' {period!r:.40} is not a finite number of milliseconds; skipped"
+            )
+        else:
+            seconds = period / 1000.0
+            answer.refresh = min(max(seconds, MIN_REFRESH), max_refresh)
+            if answer.refresh != seconds:
+                bad.report(
+                    "refreshPeriod-low" if seconds < MIN_REFRESH else "refreshPeriod-high",
+                    f"'refreshPeriod' {period!r} ms is outside [{MIN_REFRESH * 1000:g}, {max_refresh * 1000:g}] ms; "
+                    f"polling every {answer.refresh:g} s instead",
+                )
+    return answer
 
 
 def default_client_id() -> str:
@@ -96,8 +186,9 @@ class Worker:
         )
         self.running: dict[str, JobExecution] = {}
         self.probed: set[str] = set()
-        self.refresh = DEFAULT_REFRESH
+        self.refresh = min(DEFAULT_REFRESH, settings.max_refresh)
         self.connection = ConnectionState()
+        self.malformed = MalformedAnswers()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -121,13 +212,13 @@ class Worker:
         reap_orphaned_jobs(self.settings.work_dir)
         replay_pending_reports(self.ctx)
         while True:
-            response = self.poll()
-            if response is not None:
-                self.cancel_jobs(response.get("jobsToCancel") or [])
+            answer = self.poll()
+            if answer is not None:
+                self.cancel_jobs(answer.jobs_to_cancel)
                 if not self.stopping:
-                    self.start_jobs(response.get("jobsToStart") or [])
+                    self.start_jobs(answer.jobs_to_start)
                     self.adopt_lost_claims()
-                    self.start_label_probes(response.get("labelJobs") or {})
+                    self.start_label_probes(answer.label_jobs)
             if self.stopping and self._drained():
                 break
             if max_polls is not None and self.polls >= max_polls:
@@ -137,8 +228,12 @@ class Worker:
         log.info("worker %s stopped", self.client_id)
         return 0
 
-    def poll(self) -> dict[str, Any] | None:
-        """One ``POST /rest/executor/worker``; None on any error (logged once per state change)."""
+    def poll(self) -> PollAnswer | None:
+        """One ``POST /rest/executor/worker``; None on any error (logged once per state change).
+
+        An answer that is not a JSON object counts as a failed poll (the server may have claimed jobs in
+        it, so lost claims are looked for); wrong-shaped fields are skipped (see :func:`parse_answer`).
+        """
         self.polls += 1
         with self._lock:
             running = list(self.running)
@@ -148,11 +243,14 @@ class Worker:
             self.connection.failed(exc)
             self._claims_unknown = True
             return None
+        answer = parse_answer(response, self.malformed, self.settings.max_refresh)
+        if answer is None:
+            self._claims_unknown = True
+            return None
         self.connection.ok()
-        period = response.get("refreshPeriod")
-        if isinstance(period, int | float) and period > 0:
-            self.refresh = period / 1000.0
-        return dict(response)
+        if answer.refresh is not None:
+            self.refresh = answer.refresh
+        return answer
 
     def cancel_jobs(self, hashes: list[str]) -> None:
         for job_hash in hashes:
@@ -194,9 +292,19 @@ class Worker:
             log.debug("listing running jobs to find lost claims failed: %s", exc)
             return
         self._claims_unknown = False
+        if not isinstance(jobs, Mapping):
+            self.malformed.report("jobList-type", f"the job list is {type(jobs).__name__}, not an object; skipped")
+            return
         with self._lock:
             known = set(self.running)
-        lost = [h for h, info in jobs.items() if info.get("worker") == self.client_id and h not in known]
+        lost = []
+        for job_hash, info in jobs.items():
+            if not isinstance(info, Mapping):
+                self.malformed.report(
+                    "jobList-item", f"job list entry {job_hash!r:.60} is {type(info).__name__}, not a JobInfo; skipped"
+                )
+            elif info.get("worker") == self.client_id and job_hash not in known:
+                lost.append(job_hash)
         if lost:
             log.warning("adopting %d job(s) claimed for us in a poll answer that was lost: %s", len(lost), lost)
             self.start_jobs(lost)

@@ -15,6 +15,11 @@ Every failure also writes its reason into ``job_stdout.txt`` (and the live outpu
 instead of a bare status code.  What the Node worker got wrong and this fixes: stderr is kept, the whole
 process group is canceled (SIGINT, then SIGKILL), live output starts at #0 and is capped per chunk, and a
 late report for a job the server gave to another worker is not posted (see :meth:`JobExecution.report`).
+
+An I/O error (a full disk, EIO) anywhere in a job fails that job with a readable reason and frees its slot:
+when ``job_stdout.txt`` cannot be written the job's process group is killed and the job ends
+``FAILED_TO_EXECUTE``; the reason still reaches the live output, and the final report is posted even when it
+cannot be saved to disk first.
 """
 
 from __future__ import annotations
@@ -180,6 +185,8 @@ class JobExecution:
         self._lock = threading.Lock()
         self._queue: OutputQueue | None = None
         self._stdout: Any = None
+        #: Set by the pump when job_stdout.txt cannot be written (ENOSPC...): the job then fails with it.
+        self._io_error: str | None = None
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     # --- public --------------------------------------------------------------------------------------
@@ -221,12 +228,20 @@ class JobExecution:
     def _prepare_dir(self) -> None:
         if self.job_dir.exists():
             shutil.rmtree(self.job_dir, ignore_errors=True)
-        self.job_dir.mkdir(parents=True)
+        try:
+            self.job_dir.mkdir(parents=True)
+        except OSError as exc:
+            raise JobFailed(
+                "FAILED_CREATING_SOURCE_ZIP", f"cannot create the job directory {self.job_dir}: {exc.strerror or exc}"
+            ) from None
 
     def _open_stdout(self) -> None:
         """``job_stdout.txt`` in the job dir, opened after the unzip (the bundle must not collide with it)."""
         if self._stdout is None and self.job_dir.is_dir():
-            self._stdout = open(self.job_dir / STDOUT_FILE, "ab")  # noqa: SIM115 - closed in _close_output
+            try:
+                self._stdout = open(self.job_dir / STDOUT_FILE, "ab")  # noqa: SIM115 - closed in _close_output
+            except OSError as exc:
+                raise JobFailed("FAILED_TO_EXECUTE", f"cannot create {STDOUT_FILE}: {exc.strerror or exc}") from None
 
     def _execute(self) -> None:
         zip_path = self.ctx.work_dir / f"{self.hash}.{SOURCE_ZIP}"  # outside the dir the bundle fills
@@ -312,8 +327,10 @@ class JobExecution:
                 self._queue.add(self._decoder.decode(b"", final=True))
         code = result.returncode
         self.info["finishTime"] = now_iso()
-        if result.sink_error is not None:
-            raise JobFailed("FAILED_TO_EXECUTE", f"writing the job's output failed: {result.sink_error}")
+        if self._io_error is None and result.sink_error is not None:
+            self._io_error = f"writing the job's output failed: {result.sink_error}"
+        if self._io_error is not None:
+            raise JobFailed("FAILED_TO_EXECUTE", f"{self._io_error}; the job was stopped")
         if self.canceled or code in (SIGINT_EXIT, -signal.SIGINT):
             raise JobFailed("CANCELED", "canceled on request")
         if code != 0:
@@ -324,31 +341,46 @@ class JobExecution:
     def _started(self, proc: JobProcess) -> None:
         with self._lock:
             self._proc = proc
-        record_process_group(self.ctx.work_dir, self.hash, proc.pid)
+        try:
+            record_process_group(self.ctx.work_dir, self.hash, proc.pid)
+        except OSError as exc:  # e.g. a full disk: do not leave a job running that nothing could reap later
+            self._io_error = f"cannot record the job's process group: {exc.strerror or exc}"
+            log.error("job %s: %s; stopping the job", self.hash, self._io_error)
+            proc.kill()
+            return
         log.info("job %s: started pid %d in slot %d", self.hash, proc.pid, self.slot.index)
 
     def _sink(self, data: bytes) -> None:
-        """The job's merged output: to ``job_stdout.txt`` and the live output queue.
+        """One read of the job's output: appended to ``job_stdout.txt``, then to the live output.
 
-        An exception here (e.g. ENOSPC) makes :func:`deepforge_adapters.process.run` kill the job and drain
-        the pipe; it comes back as ``RunResult.sink_error``.
+        When ``job_stdout.txt`` cannot be written (ENOSPC, EIO...) the error is recorded and re-raised:
+        :func:`deepforge_adapters.process.run` then kills every process of the job and drains the pipe (so
+        the job never blocks in a write), and :meth:`_run_process` fails the job with the reason.
         """
-        self._stdout.write(data)
-        self._stdout.flush()
+        try:
+            self._stdout.write(data)
+            self._stdout.flush()
+        except OSError as exc:
+            self._io_error = f"writing {STDOUT_FILE} failed: {exc.strerror or exc}"
+            log.error("job %s: %s; stopping the job", self.hash, self._io_error)
+            raise
         if self._queue is not None:
             self._queue.add(self._decoder.decode(data))
 
     def _emit(self, text: str) -> None:
-        """A worker message in the job's console: into ``job_stdout.txt`` and the live output."""
-        self._open_stdout()
-        if self._stdout is not None and not self._stdout.closed:
-            self._stdout.write(text.encode())
-            self._stdout.flush()
+        """A worker message in the job's console: into ``job_stdout.txt`` (if writable) and the live output."""
+        try:
+            self._open_stdout()
+            if self._stdout is not None and not self._stdout.closed and self._io_error is None:
+                self._stdout.write(text.encode())
+                self._stdout.flush()
+        except (OSError, JobFailed) as exc:  # a full disk: the live output below still carries the message
+            log.debug("job %s: cannot write a worker message to %s: %s", self.hash, STDOUT_FILE, exc)
         if self.report_enabled and (self._queue is None or not self._queue.enabled):
             # Live output was off (or never set up): worker messages are still worth posting.
             self._queue = OutputQueue(self._post_output, None, 1, name=self.hash[:8])
         if self._queue is not None:
-            self._queue.add(text)
+            self._queue.add(text, essential=True)
 
     def _post_output(self, number: int, text: str) -> None:
         self.ctx.executor.post_output(self.hash, number, text)
@@ -358,8 +390,21 @@ class JobExecution:
             self._queue.close(timeout=self.ctx.report_retry_for)
             if self._queue.last_number is not None:
                 self.info["outputNumber"] = self._queue.last_number
+            if self._queue.dropped_bytes:
+                log.info(
+                    "job %s: %d bytes of output were not streamed live (the server was slower than the job; "
+                    "%s has every byte); live output buffered at most %d of %d characters",
+                    self.hash,
+                    self._queue.dropped_bytes,
+                    STDOUT_FILE,
+                    self._queue.peak_buffered,
+                    self._queue.max_buffer_chars,
+                )
         if self._stdout is not None:
-            self._stdout.close()
+            try:
+                self._stdout.close()
+            except OSError as exc:  # its buffer could not be flushed (a full disk): already reported
+                log.debug("job %s: closing %s: %s", self.hash, STDOUT_FILE, exc)
 
     # --- results -------------------------------------------------------------------------------------
     def _archive_results_safely(self) -> None:
@@ -416,8 +461,11 @@ class JobExecution:
         body = {k: v for k, v in self.info.items() if v is not None}
         body["worker"] = self.ctx.client_id
         pending = self.ctx.work_dir / f"{self.hash}{REPORT_SUFFIX}"
-        with atomic_write(pending) as fh:
-            fh.write(json.dumps({"clientId": self.ctx.client_id, "info": body}).encode())
+        try:
+            with atomic_write(pending) as fh:
+                fh.write(json.dumps({"clientId": self.ctx.client_id, "info": body}).encode())
+        except OSError as exc:  # a full disk must not keep the report from the server
+            log.warning("job %s: cannot save the report to %s (%s); posting it anyway", self.hash, pending, exc)
         self.reported = post_report(self.ctx, self.hash, body, retry_for=self.ctx.report_retry_for)
         pending.unlink(missing_ok=True)
         return self.reported

@@ -12,6 +12,14 @@ Fixed on purpose: a chunk is never larger than ``max_chunk_bytes`` once JSON-enc
 body limit is 100 kB and the Node worker could exceed it with a chatty job), and a failed post is retried
 with backoff (it is an upsert keyed by ``<hash>+<n>``, so a retry cannot duplicate), which is what lets a job
 keep streaming across a server restart.
+
+Bounded memory: the text waiting to be posted never exceeds ``max_buffer_chars`` (plus one short marker).
+When the job prints faster than the server accepts, chunks waiting in the queue are first coalesced (once
+more than :data:`COALESCE_AFTER` wait, new text joins the last one up to the chunk cap), and what still does
+not fit is left out of the *live* stream, replaced by one line
+``[... N bytes of output not streamed; see job_stdout.txt]`` where it was.  ``job_stdout.txt``, written by
+the job's pump before anything reaches this queue, keeps every byte.  Worker messages (``essential=True``,
+e.g. why a job failed) are always queued.
 """
 
 from __future__ import annotations
@@ -30,6 +38,12 @@ log = logging.getLogger(__name__)
 
 #: Well below express's default ``100kb`` JSON limit, leaving room for the envelope.
 MAX_CHUNK_BYTES = 64 * 1024
+#: Characters of live output one job may hold while the server is slower than the job (about 1 MiB).
+MAX_BUFFER_CHARS = 1024 * 1024
+#: Chunks that may wait before new output is merged into the last waiting one instead of queued after it.
+COALESCE_AFTER = 8
+#: What stands in the live stream where output was left out (the archived job_stdout.txt has it).
+DROPPED_MARKER = "\n[... {n} bytes of output not streamed; see job_stdout.txt]\n"
 _LINE_SPLIT = re.compile(r"\r\n|\r|\n")
 
 PostOutput = Callable[[int, str], None]
@@ -83,6 +97,7 @@ class OutputQueue:
         segment_size: int | None,
         *,
         max_chunk_bytes: int = MAX_CHUNK_BYTES,
+        max_buffer_chars: int = MAX_BUFFER_CHARS,
         retry_for: float = 120.0,
         name: str = "job",
     ) -> None:
@@ -93,9 +108,16 @@ class OutputQueue:
         self.max_chunk_bytes = max_chunk_bytes
         self.retry_for = retry_for
         self._cond = threading.Condition()
+        self.max_buffer_chars = max_buffer_chars
         self._current: list[str] = []
+        self._current_chars = 0
         self._current_lines = 0
-        self._queued: deque[str] = deque()
+        self._queued: deque[tuple[str, int]] = deque()  # (chunk, its JSON size)
+        self._queued_chars = 0
+        self._dropping = 0  # bytes left out since the last marker
+        #: Bytes left out of the live stream so far, and the most characters ever held at once.
+        self.dropped_bytes = 0
+        self.peak_buffered = 0
         self._sending = False
         self._closed = False
         self._next_number = 0
@@ -110,24 +132,50 @@ class OutputQueue:
         """``outputNumber`` of the last chunk handed to ``post`` (None when nothing was posted)."""
         return self._next_number - 1 if self._next_number else None
 
-    def add(self, text: str) -> None:
-        """Append console text; queues the current chunk when it reaches ``segment_size`` lines or the cap."""
+    @property
+    def buffered(self) -> int:
+        """Characters held: the current chunk and the queued ones (not the one being posted)."""
+        with self._cond:
+            return self._current_chars + self._queued_chars
+
+    def add(self, text: str, *, essential: bool = False) -> None:
+        """Append console text; queues the current chunk when it reaches ``segment_size`` lines or the cap.
+
+        Text that does not fit in ``max_buffer_chars`` is left out of the live stream (counted for the
+        marker), unless ``essential`` (a worker message: always kept).
+        """
         if not self.enabled or not text:
             return
         with self._cond:
-            self._current.append(text)
-            self._current_lines += count_lines(text)
-            if self.segment_size is not None and self._current_lines >= self.segment_size:
-                self._queue_current()
-                self._deadline = self._next_deadline()
-            elif sum(len(t) for t in self._current) * 12 > self.max_chunk_bytes:
-                # 12 bytes is the worst JSON cost of one character; only then measure precisely.
-                joined = "".join(self._current)
-                pieces = split_for_json(joined, self.max_chunk_bytes)
-                self._queued.extend(pieces[:-1])
-                self._current = [pieces[-1]]
-                self._current_lines = count_lines(pieces[-1])
-                self._cond.notify_all()
+            held = self._current_chars + self._queued_chars
+            marker = DROPPED_MARKER.format(n=self._dropping) if self._dropping else ""
+            if not essential and held + len(marker) + len(text) > self.max_buffer_chars:
+                size = len(text.encode("utf-8", "replace"))
+                self._dropping += size
+                self.dropped_bytes += size
+                return
+            if marker:
+                self._dropping = 0
+                self._append(marker)
+            self._append(text)
+
+    def _append(self, text: str) -> None:
+        self._current.append(text)
+        self._current_chars += len(text)
+        self._current_lines += count_lines(text)
+        if self.segment_size is not None and self._current_lines >= self.segment_size:
+            self._queue_current()
+            self._deadline = self._next_deadline()
+        elif self._current_chars * 12 > self.max_chunk_bytes:
+            # 12 bytes is the worst JSON cost of one character; only then measure precisely.
+            joined = "".join(self._current)
+            pieces = split_for_json(joined, self.max_chunk_bytes)
+            self._enqueue(pieces[:-1])
+            self._current = [pieces[-1]]
+            self._current_chars = len(pieces[-1])
+            self._current_lines = count_lines(pieces[-1])
+            self._cond.notify_all()
+        self.peak_buffered = max(self.peak_buffered, self._current_chars + self._queued_chars)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Queue the current chunk and wait until every queued chunk was posted (or given up on)."""
@@ -135,6 +183,9 @@ class OutputQueue:
             return True
         end = None if timeout is None else time.monotonic() + timeout
         with self._cond:
+            if self._dropping:  # the marker ends the stream when the tail was left out
+                self._append(DROPPED_MARKER.format(n=self._dropping))
+                self._dropping = 0
             self._queue_current()
             while self._queued or self._sending:
                 remaining = None if end is None else end - time.monotonic()
@@ -161,9 +212,22 @@ class OutputQueue:
         if not self._current:
             return
         joined = "".join(self._current)
-        self._current, self._current_lines = [], 0
-        self._queued.extend(split_for_json(joined, self.max_chunk_bytes))
+        self._current, self._current_chars, self._current_lines = [], 0, 0
+        self._enqueue(split_for_json(joined, self.max_chunk_bytes))
         self._cond.notify_all()
+
+    def _enqueue(self, pieces: list[str]) -> None:
+        """Queue chunks; with a backlog, merge each into the last waiting chunk while that fits the cap."""
+        for piece in pieces:
+            size = json_size(piece)
+            if len(self._queued) >= COALESCE_AFTER:
+                last, last_size = self._queued[-1]
+                if last_size + size - 2 <= self.max_chunk_bytes:  # one pair of quotes fewer
+                    self._queued[-1] = (last + piece, last_size + size - 2)
+                    self._queued_chars += len(piece)
+                    continue
+            self._queued.append((piece, size))
+            self._queued_chars += len(piece)
 
     def _run(self) -> None:
         while True:
@@ -177,7 +241,8 @@ class OutputQueue:
                     self._cond.wait(timeout)
                 if not self._queued and self._closed:
                     return
-                chunk = self._queued.popleft()
+                chunk, _ = self._queued.popleft()
+                self._queued_chars -= len(chunk)
                 number = self._next_number
                 self._next_number += 1
                 self._sending = True

@@ -56,6 +56,14 @@ SCHEMA = ConfigSchema(
             30.0,
             minimum=0.1,
         ),
+        Field(
+            "maxRefresh",
+            "Max refresh",
+            "Longest wait between polls, whatever refreshPeriod the server asks for (the shortest is 0.2 s)",
+            "float",
+            60.0,
+            minimum=0.2,
+        ),
     ),
 )
 
@@ -117,6 +125,10 @@ class WorkerSettings:
     @property
     def max_backoff(self) -> float:
         return float(self.config["maxBackoff"])
+
+    @property
+    def max_refresh(self) -> float:
+        return float(self.config["maxRefresh"])
 
 
 def split_list(value: Any) -> list[str]:

@@ -33,8 +33,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigSchema, Field
-from ..errors import BundleError, ComputeError, InvalidHashError
+from ..config import ConfigSchema, Field, seconds_from_env
+from ..errors import BundleError, ComputeError, ConfigError, InvalidHashError
 from ..hashing import check_sha1_hex
 from ..jobs.bundle import DEFAULT_MAX_BYTES, RESULTS_FILE, bundle_hash, read_executor_config, safe_extract
 from ..process import terminate_job
@@ -117,6 +117,10 @@ class LocalCompute(ComputeClient):
         super().__init__(config)
         self.processes = int(self.config["processes"])
         self.work_dir = Path(self.config["workDir"] or default_work_dir()).expanduser().resolve()
+        try:  # the supervisor reads it; refuse a grace that never ends (nan, inf) or is negative here, up front
+            seconds_from_env(os.environ, sup.GRACE_ENV, sup.DEFAULT_GRACE)
+        except ConfigError as exc:
+            raise ComputeError(self.id, str(exc)) from None
 
     # -------------------------------------------------------------------------------------- job dirs
     def _job_hash(self, value: Any, what: str = "job_info hash") -> str:

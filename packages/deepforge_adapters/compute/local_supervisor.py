@@ -31,7 +31,8 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-from ..errors import BundleError
+from ..config import seconds_from_env
+from ..errors import BundleError, ConfigError
 from ..jobs.bundle import read_executor_config
 from ..process import JobProcess
 from ..process import run as run_job_process
@@ -199,9 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slots", type=int, default=1)
     parser.add_argument("--slots-dir", required=True)
     args = parser.parse_args(argv)
-    try:
-        grace = float(os.environ.get(GRACE_ENV, "") or DEFAULT_GRACE)
-    except ValueError:
+    try:  # LocalCompute refused a bad value before starting us; never wait a nan or negative grace
+        grace = seconds_from_env(os.environ, GRACE_ENV, DEFAULT_GRACE)
+    except ConfigError:
         grace = DEFAULT_GRACE
     return Supervisor(JobDir(args.job_dir), Path(args.slots_dir), max(1, args.slots), grace).run()
 

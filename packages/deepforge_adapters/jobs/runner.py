@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import signal
+import stat
 import sys
 import time
 from collections.abc import Mapping
@@ -32,7 +33,8 @@ from types import FrameType
 from typing import Any, BinaryIO
 
 from .. import secrets
-from ..errors import DeepForgeError, StorageError
+from ..config import seconds_from_env
+from ..errors import ConfigError, DeepForgeError, StorageError
 from ..process import JobProcess
 from ..process import run as run_job_process
 from ..storage import get_client
@@ -64,13 +66,10 @@ class Canceled(Exception):
 
 
 def _env_float(environ: Mapping[str, str], name: str, default: float) -> float:
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return default
     try:
-        return float(raw)
-    except ValueError:
-        raise JobFailed(f"environment variable {name}={raw!r} is not a number") from None
+        return seconds_from_env(environ, name, default)
+    except ConfigError as exc:
+        raise JobFailed(str(exc)) from None
 
 
 class Runner:
@@ -256,11 +255,16 @@ class Runner:
 
     # ------------------------------------------------------------------------------------------ outputs
     def upload_outputs(self, spec: JobSpec) -> dict[str, Any]:
-        missing = [n for n in spec.outputs if not (self.job_dir / "outputs" / n / "data").is_file()]
-        if missing:
+        problems = [(n, p) for n in spec.outputs if (p := _not_a_file(self.job_dir / "outputs" / n / "data"))]
+        if problems:
+            (name, problem), rest = problems[0], problems[1:]
+            what = "was not written" if problem == MISSING else "is not a regular file"
+            missing = [n for n, p in rest if p == MISSING]
+            others = [f"outputs/{n}/data {p}" for n, p in rest if p != MISSING]
             raise JobFailed(
-                f"declared output {missing[0]!r} was not written (outputs/{missing[0]}/data is missing)"
-                + (f"; also missing: {', '.join(missing[1:])}" if missing[1:] else "")
+                f"declared output {name!r} {what} (outputs/{name}/data {problem})"
+                + (f"; also missing: {', '.join(missing)}" if missing else "")
+                + (f"; also: {'; '.join(others)}" if others else "")
             )
         if not spec.outputs:
             return {}
@@ -273,7 +277,7 @@ class Runner:
             data = out_dir / "data"
             self.say(f"uploading output {name!r} ({data.stat().st_size} bytes) to {spec.storage_id} storage")
             try:
-                with open(data, "rb") as f:
+                with _open_regular(data, f"outputs/{name}/data") as f:
                     size = os.fstat(f.fileno()).st_size
                     progress = self._progress(f"output {name!r}")
                     info: DataInfo = client.put_file_stream(target, f, progress=progress, size=size)
@@ -295,6 +299,42 @@ class Runner:
             raise JobFailed(f"output {name!r}: outputs/{name}/metadata.json is not valid JSON: {exc}") from None
         type_name = value.get("type", "") if isinstance(value, dict) else ""
         return type_name if isinstance(type_name, str) else ""
+
+
+MISSING = "is missing"
+
+
+def _not_a_file(path: Path) -> str | None:
+    """None for a regular file (or a link to one); else what ``path`` is, for the error message."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "is a dangling symbolic link" if path.is_symlink() else MISSING
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror}"
+    if stat.S_ISREG(mode):
+        return None
+    return f"is {_KINDS.get(stat.S_IFMT(mode), 'not a regular file')}, not a regular file"
+
+
+_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
+
+
+def _open_regular(path: Path, shown: str) -> BinaryIO:
+    """Open a regular file for reading; never blocks on a FIFO swapped in after the check (``O_NONBLOCK``)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise JobFailed(f"{shown} is {_KINDS.get(stat.S_IFMT(mode), 'not a regular file')}, not a regular file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ heard of them.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import urllib.parse
 from collections.abc import Mapping, Sequence
@@ -41,6 +42,10 @@ FINISHED_STATUSES = frozenset(
 
 def is_finished(status: str | None) -> bool:
     return status in FINISHED_STATUSES
+
+
+#: The job id :meth:`ExecutorClient.caller_identity` creates to learn who the server takes the caller for.
+IDENTITY_PROBE_HASH = hashlib.sha1(b"deepforge: executor identity probe").hexdigest()
 
 
 class ExecutorClient:
@@ -144,4 +149,28 @@ class ExecutorClient:
             "runningJobs": list(running_jobs),
         }
         response = self._post(f"worker poll {client_id}", body, "worker", replay=False)
-        return dict(json_body(response, f"executor worker poll {client_id}"))
+        answer = json_body(response, f"executor worker poll {client_id}")
+        if not isinstance(answer, dict):
+            # The daemon validates the fields (deepforge_worker.daemon.parse_answer); the shape is checked here.
+            raise WebGMEError(
+                f"executor worker poll {client_id}: the answer is {type(answer).__name__}, not a JSON object",
+                response.status_code,
+            )
+        return answer
+
+    def caller_identity(self) -> list[Any]:
+        """The ``userId`` list the executor records for this client's credentials (``[None]``: nobody).
+
+        The executor maps an ``x-api-token`` to its user, and an *unknown* token to no user at all, which it
+        then answers like any other caller: every read looks the same for a valid and an unknown token, and
+        only a job the caller creates records who it was.  So this creates one probe job under the fixed id
+        :data:`IDENTITY_PROBE_HASH` with status ``CANCELED`` (no worker ever claims a canceled job, and the
+        next probe replaces it, so the server keeps one such record at most) and reads its ``userId``.
+        """
+        body = {"hash": IDENTITY_PROBE_HASH, "status": "CANCELED", "labels": []}
+        response = self._post("identity probe", body, "create", IDENTITY_PROBE_HASH)
+        info = json_body(response, "executor identity probe")
+        user_ids = info.get("userId") if isinstance(info, dict) else None
+        if not isinstance(user_ids, list):
+            raise WebGMEError(f"executor identity probe at {self.host}: the answer has no userId list", None)
+        return user_ids
