@@ -40,7 +40,7 @@ from ..storage import get_client
 from ..storage.base import DataInfo, StorageClient
 from ..storage.cache import WorkerCache
 from ..streams import ProgressCallback, atomic_write
-from .bundle import OPERATION_PGID_FILE, RESULTS_FILE, JobSpec, read_bundle
+from .bundle import OPERATION_PGID_FILE, RESULTS_FILE, JobSpec, open_config, read_bundle
 
 log = logging.getLogger(__name__)
 
@@ -162,10 +162,10 @@ class Runner:
         return report
 
     # ------------------------------------------------------------------------------------------ inputs
-    def _client(self, backend: str, config: Mapping[str, Any], what: str) -> StorageClient:
+    def _client(self, backend: str, config: Mapping[str, Any], what: str, project: str) -> StorageClient:
         try:
             sealed = any(secrets.is_sealed(v) for v in config.values())
-            opened = secrets.unseal(config, secrets.load_key(self.environ) if sealed else None)
+            opened = open_config(backend, config, secrets.load_keyring(self.environ) if sealed else None, project)
         except DeepForgeError as exc:
             raise JobFailed(f"{what}: cannot open the sealed config of {backend} storage: {exc}") from None
         try:
@@ -191,7 +191,7 @@ class Runner:
         for inp in spec.inputs:
             backend = inp.data_info.backend
             what = f"input {inp.name!r}"
-            client = self._client(backend, inp.config, what)
+            client = self._client(backend, inp.config, what, spec.project)
             self.say(f"fetching input {inp.name!r} from {backend} storage")
             try:
                 cached = cache.fetch(client, inp.data_info, progress=self._progress(f"input {inp.name!r}"))
@@ -280,7 +280,7 @@ class Runner:
             )
         if not spec.outputs:
             return {}
-        client = self._client(spec.storage_id, spec.storage_config, "job storage")
+        client = self._client(spec.storage_id, spec.storage_config, "job storage", spec.project)
         results: dict[str, Any] = {}
         for name in spec.outputs:
             out_dir = self.job_dir / "outputs" / name
