@@ -180,7 +180,6 @@ def test_secret_from_env_is_never_echoed(run_cli: RunCli, dftest_distribution: P
 
 def test_secrets_keygen(run_cli: RunCli) -> None:
     from deepforge_adapters import secrets
-
     from deepforge_adapters.config import ConfigSchema, Field
 
     schema = ConfigSchema("t", (Field("t", is_auth=True),))

@@ -17,8 +17,8 @@ from deepforge_adapters import secrets
 from deepforge_adapters.config import ConfigSchema
 from deepforge_adapters.jobs.bundle import JOB_FILE
 from deepforge_adapters.storage import DataInfo
-from deepforge_adapters.storage.registry import registry as storage_registry
 from deepforge_adapters.storage.base import StorageClient
+from deepforge_adapters.storage.registry import registry as storage_registry
 
 from tests.fixtures.jobs import RUNNER, STUBBORN, last_line, pid_gone, put_pickle, read_pickle, run_runner, wait_for
 
