@@ -15,9 +15,20 @@ from pathlib import Path
 
 
 def spawn_group(
-    argv: Sequence[str], cwd: str | os.PathLike[str] | Path, env: Mapping[str, str]
+    argv: Sequence[str],
+    cwd: str | os.PathLike[str] | Path,
+    env: Mapping[str, str],
+    *,
+    pass_fds: Sequence[int] = (),
+    user: str | int | None = None,
+    group: str | int | None = None,
+    extra_groups: Sequence[str | int] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start ``argv`` as the leader of a new process group; read its merged output from ``.stdout``."""
+    """Start ``argv`` as the leader of a new process group; read its merged output from ``.stdout``.
+
+    ``pass_fds`` stay open in the child (e.g. a credentials pipe); ``user``/``group``/``extra_groups`` are
+    Popen's (run the child under another uid/gid; needs root or CAP_SETUID/CAP_SETGID).
+    """
     return subprocess.Popen(
         list(argv),
         cwd=cwd,
@@ -26,6 +37,10 @@ def spawn_group(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        pass_fds=tuple(pass_fds),
+        user=user,
+        group=group,
+        extra_groups=None if extra_groups is None else list(extra_groups),
     )
 
 

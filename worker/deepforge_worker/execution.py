@@ -35,8 +35,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from deepforge_adapters.errors import BundleError, NotFoundError, WebGMEError
+from deepforge_adapters.errors import BundleError, NotFoundError, SecretsError, WebGMEError
 from deepforge_adapters.jobs.bundle import safe_extract
+from deepforge_adapters.jobs.credentials import (
+    CredentialPipe,
+    Credentials,
+    is_runner_command,
+    job_environment,
+    open_job_credentials,
+)
 from deepforge_adapters.process import signal_group, spawn_group
 from deepforge_adapters.streams import atomic_write, copy_stream
 from deepforge_adapters.webgme import HOST_ENV
@@ -153,6 +160,57 @@ class JobContext:
     job_env: Mapping[str, str] = field(default_factory=dict)
     #: How long the final report is retried while the server is unreachable.
     report_retry_for: float = 600.0
+    #: The deployment keyring (``None``: read from our environment / key file when a job needs it).
+    keyring: Any = None
+    #: ``--run-as``: the job's processes run under this account, not the worker's.
+    run_as: RunAs | None = None
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """The account jobs run under (``deepforge-worker start --run-as USER``)."""
+
+    user: str
+    uid: int
+    gid: int
+    home: str
+
+    @classmethod
+    def lookup(cls, user: str) -> RunAs:
+        """The account ``user`` (a name or a uid); ``ValueError`` with a clear message if unusable."""
+        import pwd
+
+        try:
+            entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        except KeyError:
+            raise ValueError(f"--run-as {user}: no such user") from None
+        if entry.pw_uid == os.geteuid():
+            raise ValueError(f"--run-as {user}: that is the worker's own uid ({entry.pw_uid}); isolation needs another")
+        if os.geteuid() != 0 and not _has_setid_capabilities():
+            raise ValueError(
+                f"--run-as {user}: the worker must run as root (or with CAP_SETUID and CAP_SETGID) to start jobs "
+                "under another uid"
+            )
+        return cls(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir)
+
+    def own(self, path: Path) -> None:
+        """Give ``path`` (and everything under it) to this account, so the job can write its files."""
+        os.chown(path, self.uid, self.gid, follow_symlinks=False)
+        for dirpath, dirnames, filenames in os.walk(path):
+            for name in [*dirnames, *filenames]:
+                os.chown(os.path.join(dirpath, name), self.uid, self.gid, follow_symlinks=False)
+
+
+def _has_setid_capabilities() -> bool:
+    """CAP_SETGID (6) and CAP_SETUID (7) in our effective set (Linux)."""
+    try:
+        with open("/proc/self/status") as fh:
+            line = next(line for line in fh if line.startswith("CapEff:"))
+    except (OSError, StopIteration):
+        return False
+    caps = int(line.split()[1], 16)
+    return bool(caps & (1 << 6)) and bool(caps & (1 << 7))
+
 
 
 class JobExecution:
@@ -278,11 +336,10 @@ class JobExecution:
             self._queue = OutputQueue(
                 self._post_output, config.output_interval, config.output_segment_size, name=self.hash[:8]
             )
-        env = dict(os.environ)
+        env = job_environment(os.environ)  # never the key, its file's path or a credentials fd
         # The worker's own interpreter first on PATH: a bundle's ``python3 -m deepforge_adapters.jobs.runner``
         # then finds the same installation as the worker (and the worker's venv need not be activated).
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", os.defpath)])
-        env.update(self.ctx.job_env)
         env.update(
             {
                 "ORIGIN_URL": self.ctx.host,
@@ -293,14 +350,30 @@ class JobExecution:
         )
         env.update(self.slot.env())
         self.ctx.cache_dir.mkdir(parents=True, exist_ok=True)
+        creds = self._credentials(config)
+        run_as = self.ctx.run_as
+        if run_as is not None:
+            run_as.own(self.job_dir)
+            os.chown(self.ctx.cache_dir, run_as.uid, run_as.gid)
+            env.update({"HOME": str(self.job_dir), "USER": run_as.user, "LOGNAME": run_as.user})
         argv = [config.cmd, *config.args]
         with self._lock:
             if self._canceled.is_set():
                 raise JobFailed("CANCELED", "canceled before it started")
-            try:
-                self._proc = spawn_group(argv, self.job_dir, env)  # cancel reaches every descendant
-            except OSError as exc:
-                raise JobFailed("FAILED_TO_EXECUTE", f"cannot start {config.cmd!r}: {exc.strerror}") from None
+            with CredentialPipe(creds) as pipe:
+                try:
+                    self._proc = spawn_group(  # cancel reaches every descendant
+                        argv,
+                        self.job_dir,
+                        {**env, **pipe.env},
+                        pass_fds=pipe.pass_fds,
+                        user=run_as.uid if run_as else None,
+                        group=run_as.gid if run_as else None,
+                        extra_groups=[] if run_as else None,
+                    )
+                except OSError as exc:
+                    raise JobFailed("FAILED_TO_EXECUTE", f"cannot start {config.cmd!r}: {exc.strerror}") from None
+                pipe.started()
         proc = self._proc
         record_process_group(self.ctx.work_dir, self.hash, proc.pid)
         log.info("job %s: started pid %d in slot %d", self.hash, proc.pid, self.slot.index)
@@ -319,6 +392,15 @@ class JobExecution:
             how = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
             raise JobFailed("FAILED_TO_EXECUTE", f"{config.cmd} ended with {how}")
         self.status = "SUCCESS"
+
+    def _credentials(self, config: ExecutorConfig) -> Credentials | None:
+        """This job's plaintext credentials for the runner (None for any other command: it gets none)."""
+        if not is_runner_command(config.cmd, config.args):
+            return None
+        try:
+            return open_job_credentials(self.job_dir, self.ctx.keyring, env=self.ctx.job_env)
+        except SecretsError as exc:
+            raise JobFailed("FAILED_TO_EXECUTE", str(exc)) from None
 
     def _pump(self, proc: subprocess.Popen[bytes]) -> None:
         """Copy the merged stdout/stderr pipe to ``job_stdout.txt`` and the live output queue."""

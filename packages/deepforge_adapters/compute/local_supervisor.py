@@ -34,6 +34,7 @@ from typing import IO, Any
 
 from ..errors import BundleError
 from ..jobs.bundle import OPERATION_PGID_FILE, read_executor_config
+from ..jobs.credentials import CredentialPipe, Credentials, job_environment, make_non_dumpable
 from ..process import signal_group, spawn_group
 from ..streams import atomic_write
 
@@ -101,8 +102,12 @@ def last_line(path: Path, limit: int = 4096) -> str | None:
 
 
 class Supervisor:
-    def __init__(self, job: JobDir, slots_dir: Path, slots: int, grace: float) -> None:
+    def __init__(
+        self, job: JobDir, slots_dir: Path, slots: int, grace: float, credentials: Credentials | None = None
+    ) -> None:
         self.job = job
+        #: The job's plaintext credentials for its runner (handed over by the submitter on our stdin).
+        self.credentials = credentials
         self.slots_dir = slots_dir
         self.slots = slots
         self.grace = grace
@@ -149,17 +154,20 @@ class Supervisor:
             self.finish(FAILED, None, f"local compute: bad bundle: {exc}")
             return 0
         command = [config["cmd"], *config.get("args", [])]
-        env = dict(os.environ)
+        env = job_environment(os.environ)
         # python3/python in the bundle's command resolve to the interpreter deepforge_adapters runs in.
         env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", os.defpath)])
         env.setdefault(CACHE_ENV, str(self.job.path.parent.parent / "cache"))
         env.setdefault("PYTHONUNBUFFERED", "1")
         with open(self.job.stdout_file, "ab") as out:
-            try:
-                child = spawn_group(command, self.job.work, env)
-            except OSError as exc:
-                self.finish(FAILED, None, f"local compute: cannot start {command[0]!r}: {exc.strerror}")
-                return 0
+            with CredentialPipe(self.credentials) as pipe:
+                try:
+                    child = spawn_group(command, self.job.work, {**env, **pipe.env}, pass_fds=pipe.pass_fds)
+                except OSError as exc:
+                    self.finish(FAILED, None, f"local compute: cannot start {command[0]!r}: {exc.strerror}")
+                    return 0
+                pipe.started()
+                self.credentials = None
             self.job.update_state(status=RUNNING, startedAt=now(), slot=slot, pgid=child.pid)
             canceled = self.pump(child, out)
         code = child.returncode
@@ -220,12 +228,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("job_dir")
     parser.add_argument("--slots", type=int, default=1)
     parser.add_argument("--slots-dir", required=True)
+    parser.add_argument("--detach", action="store_true", help="fork away; the first process writes the pid file")
+    parser.add_argument("--credentials-stdin", action="store_true", help="read the job's credentials (JSON)")
     args = parser.parse_args(argv)
+    make_non_dumpable()  # we may hold the job's credentials
+    credentials: Credentials | None = None
+    if args.credentials_stdin:
+        credentials = json.loads(sys.stdin.buffer.read() or b"{}")
+    job = JobDir(args.job_dir)
+    if args.detach:
+        pid = os.fork()
+        if pid > 0:  # the first process: record the supervisor, then leave it an orphan of init
+            from .local import _process_start
+
+            with atomic_write(job.pid_file) as f:
+                f.write(json.dumps({"pid": pid, "start": _process_start(pid) or ""}).encode())
+            os._exit(0)
     try:
         grace = float(os.environ.get(GRACE_ENV, "") or DEFAULT_GRACE)
     except ValueError:
         grace = DEFAULT_GRACE
-    return Supervisor(JobDir(args.job_dir), Path(args.slots_dir), max(1, args.slots), grace).run()
+    return Supervisor(job, Path(args.slots_dir), max(1, args.slots), grace, credentials).run()
 
 
 if __name__ == "__main__":
