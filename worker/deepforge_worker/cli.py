@@ -106,6 +106,8 @@ def start(run_as: str | None, **options: Any) -> None:
     worker = Worker(settings, executor, blob)
     worker.ctx.run_as = account
     if account is not None:
+        settings.cache_dir.mkdir(parents=True, exist_ok=True)
+        account.own(settings.cache_dir)  # the jobs' runners fill the shared input cache
         log.info("jobs run as %s (uid %d, gid %d)", account.user, account.uid, account.gid)
     worker.install_signal_handlers()
     sys.exit(worker.work())
