@@ -212,7 +212,11 @@ def binding(schema: ConfigSchema, config: Mapping[str, Any]) -> dict[str, str]:
         if not f.binds_secrets:
             continue
         value = config.get(f.name)
-        if value in (None, "") or is_sealed(value):
+        if is_sealed(value):
+            raise SecretsError(
+                f"config field {f.name!r} of {schema.backend} decides where secrets are sent; it cannot be sealed"
+            )
+        if value in (None, ""):
             value = f.default
         out[f.name] = "" if value is None else str(value).strip().rstrip("/")
     return out

@@ -43,7 +43,13 @@ def test_open_job_credentials_gives_only_the_sealed_fields_plain(tmp_path: Path)
     assert S3["secretAccessKey"].encode() not in (bundle / JOB_FILE).read_bytes()
     creds = open_job_credentials(bundle, key, env={"DEEPFORGE_GME_API_TOKEN": "t0ken"})
     plain = {"accessKeyId": S3["accessKeyId"], "secretAccessKey": S3["secretAccessKey"]}
-    assert creds == {"storage": plain, "inputs": {"x": plain}, "env": {"DEEPFORGE_GME_API_TOKEN": "t0ken"}}
+    bind = {"endpoint": S3["endpoint"]}
+    assert creds == {
+        "storage": plain,
+        "inputs": {"x": plain},
+        "bind": {"storage": bind, "inputs": {"x": bind}},
+        "env": {"DEEPFORGE_GME_API_TOKEN": "t0ken"},
+    }
 
 
 def test_a_retargeted_job_fails_naming_the_config_and_the_field(tmp_path: Path) -> None:
@@ -72,7 +78,7 @@ def test_credential_pipe_reaches_a_real_child_and_nothing_else(tmp_path: Path) -
         pipe.started()
     out, _ = child.communicate(timeout=60)
     result = json.loads(out)
-    assert result == {"got": creds, "fd_var_left": False}
+    assert result == {"got": {**creds, "bind": {"storage": {}, "inputs": {}}}, "fd_var_left": False}
     with CredentialPipe(None) as none:
         assert none.pass_fds == () and none.env == {}
 

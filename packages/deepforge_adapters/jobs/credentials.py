@@ -9,7 +9,12 @@ path and no credential: only ``DEEPFORGE_CREDENTIALS_FD``, the number of an alre
 The payload is JSON::
 
     {"storage": {"<field>": "<plain>"}, "inputs": {"<input name>": {"<field>": "<plain>"}},
+     "bind": {"storage": {"endpoint": "..."}, "inputs": {"<input name>": {...}}},
      "env": {"<VAR>": "<value>"}}      # e.g. the worker's gme token, for the runner's own clients only
+
+``bind`` holds the destination fields (``binds_secrets``) the secrets were opened for; the runner uses
+those values, not what ``job.json`` says by the time it reads it (in same-uid mode another job could
+rewrite this job's directory in between).
 
 Processes that hold secrets make themselves non-dumpable (:func:`make_non_dumpable`), so job code running
 under the same uid cannot read their ``/proc/<pid>/environ``, ``mem`` or attach a debugger to them.
@@ -30,6 +35,7 @@ from typing import Any
 
 from .. import secrets
 from ..errors import SecretsError
+from ..storage.registry import registry as storage_registry
 from .bundle import JOB_FILE, executor_config, open_config, parse_job
 
 log = logging.getLogger(__name__)
@@ -84,7 +90,7 @@ def open_job_credentials(
     variables for the runner's own use.  A directory without ``job.json`` (not a deepforge bundle) gives
     only ``env``; a malformed ``job.json`` is left for the runner to report.
     """
-    creds: Credentials = {"storage": {}, "inputs": {}, "env": dict(env or {})}
+    creds: Credentials = {"storage": {}, "inputs": {}, "bind": {"storage": {}, "inputs": {}}, "env": dict(env or {})}
     if not (job_dir / JOB_FILE).is_file() or not has_sealed_fields(job_dir):
         return creds
     try:
@@ -93,24 +99,26 @@ def open_job_credentials(
         return creds
     ring = secrets.as_keyring(keyring)
 
-    def opened(what: str, backend: str, config: Mapping[str, Any]) -> dict[str, str]:
+    def opened(what: str, backend: str, config: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
         sealed = [name for name, value in config.items() if secrets.is_sealed(value)]
         if not sealed:
-            return {}
+            return {}, {}
         try:
             plain = open_config(backend, config, ring, spec.project)
+            schema = storage_registry.get_class(backend).schema
         except SecretsError as exc:
             raise SecretsError(f"{what}: cannot open the sealed config of {backend} storage: {exc}") from None
         except Exception as exc:  # an unknown backend: the runner reports it
             log.debug("cannot open %s: %s", what, exc)
-            return {}
-        return {name: str(plain[name]) for name in sealed}
+            return {}, {}
+        return {name: str(plain[name]) for name in sealed}, {n: config.get(n) for n in schema.binding_names()}
 
-    creds["storage"] = opened("job storage", spec.storage_id, spec.storage_config)
+    creds["storage"], creds["bind"]["storage"] = opened("job storage", spec.storage_id, spec.storage_config)
     for inp in spec.inputs:
-        values = opened(f"input {inp.name!r}", inp.data_info.backend, inp.config)
+        values, bind = opened(f"input {inp.name!r}", inp.data_info.backend, inp.config)
         if values:
             creds["inputs"][inp.name] = values
+            creds["bind"]["inputs"][inp.name] = bind
     return creds
 
 
@@ -188,6 +196,7 @@ def receive_credentials(environ: dict[str, str]) -> Credentials | None:
         raise SecretsError(f"{CREDENTIALS_FD_ENV}: expected a JSON object")
     for part in ("storage", "inputs", "env"):
         value.setdefault(part, {})
+    value.setdefault("bind", {"storage": {}, "inputs": {}})
     for group in (value["storage"], value["env"], *value["inputs"].values()):
         for item in group.values():
             secrets.register_secret(str(item))

@@ -172,10 +172,17 @@ class Runner:
 
     # ------------------------------------------------------------------------------------------ inputs
     def _client(
-        self, backend: str, config: Mapping[str, Any], what: str, project: str, handed: Mapping[str, Any] | None
+        self,
+        backend: str,
+        config: Mapping[str, Any],
+        what: str,
+        project: str,
+        handed: Mapping[str, Any] | None,
+        bind: Mapping[str, Any] | None = None,
     ) -> StorageClient:
-        """A client for ``config``: its sealed fields come from the credentials handed over (``handed``), or,
-        for a runner started by hand without them, are opened with a key from our environment."""
+        """A client for ``config``: its sealed fields come from the credentials handed over (``handed``, with
+        ``bind``, the destination they were opened for), or, for a runner started by hand without them, are
+        opened with a key from our environment."""
         try:
             sealed = [name for name, value in config.items() if secrets.is_sealed(value)]
             if self.credentials is not None:
@@ -185,7 +192,8 @@ class Runner:
                         f"{what}: no credentials were handed over for the sealed field {missing[0]!r} of "
                         f"{backend} storage"
                     )
-                opened = {**config, **{name: (handed or {})[name] for name in sealed}}
+                # the destination the secrets were opened for wins over what job.json says now
+                opened = {**config, **{name: (handed or {})[name] for name in sealed}, **((sealed and bind) or {})}
             else:
                 opened = open_config(backend, config, secrets.load_keyring(self.environ) if sealed else None, project)
         except DeepForgeError as exc:
@@ -213,8 +221,9 @@ class Runner:
         for inp in spec.inputs:
             backend = inp.data_info.backend
             what = f"input {inp.name!r}"
-            handed = (self.credentials or {}).get("inputs", {}).get(inp.name)
-            client = self._client(backend, inp.config, what, spec.project, handed)
+            creds = self.credentials or {}
+            handed, bind = creds.get("inputs", {}).get(inp.name), creds.get("bind", {}).get("inputs", {}).get(inp.name)
+            client = self._client(backend, inp.config, what, spec.project, handed, bind)
             self.say(f"fetching input {inp.name!r} from {backend} storage")
             try:
                 cached = cache.fetch(client, inp.data_info, progress=self._progress(f"input {inp.name!r}"))
@@ -303,8 +312,9 @@ class Runner:
             )
         if not spec.outputs:
             return {}
-        handed = (self.credentials or {}).get("storage")
-        client = self._client(spec.storage_id, spec.storage_config, "job storage", spec.project, handed)
+        creds = self.credentials or {}
+        handed, bind = creds.get("storage"), creds.get("bind", {}).get("storage")
+        client = self._client(spec.storage_id, spec.storage_config, "job storage", spec.project, handed, bind)
         results: dict[str, Any] = {}
         for name in spec.outputs:
             out_dir = self.job_dir / "outputs" / name
