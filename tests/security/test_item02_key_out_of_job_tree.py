@@ -269,7 +269,6 @@ def test_worker_job_reaches_neither_the_key_nor_another_jobs_secret(
     _worker_job(webgme_server, _hunter(make_bundle, hunt_dir, mode, mine, extra_files=extra, secret_key=key_text))
     needles = {**_needles(key_text), "other job's secret": other["secretAccessKey"].encode()}
     verdict = _verdict(hunt_dir, mode, needles)
-    print(mode, json.dumps(verdict))
     assert verdict["hits"] == [], verdict
     # the runner and the worker were found, and their environment and memory were closed to the job
     assert len(verdict["ancestors"]) >= 2, verdict
