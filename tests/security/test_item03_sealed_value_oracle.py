@@ -131,7 +131,8 @@ def test_a_sealed_secret_moved_retargeted_or_replayed_in_another_project_never_o
     assert ok.returncode == 0, ok.stdout
     assert "job finished; outputs: result" in last_line(ok.stdout)
 
-    attacker_config = {**s3_config, "endpoint": listener.url, "secretAccessKey": "", "bucketName": "x"}
+    # the attacker's own (plain) keys, so the s3 client would happily send requests to the listener
+    attacker_config = {**s3_config, "endpoint": listener.url, "secretAccessKey": "attacker-own", "bucketName": "x"}
     attacks: dict[str, tuple[str, dict[str, Any]]] = {
         # pasted as bucketName: the bucket goes into the request path to the attacker's endpoint
         "as bucketName": (PROJECT_A, {**attacker_config, "bucketName": sealed_secret}),
