@@ -60,6 +60,8 @@ EXECUTOR_CONFIG = "executor_config.json"
 STDOUT_FILE = "job_stdout.txt"
 REPORT_SUFFIX = ".report.json"
 PGID_SUFFIX = ".pgid"
+#: The worker's own credentials when given in its environment: never passed on to a job.
+WORKER_SECRET_VARIABLES = ("DEEPFORGE_WORKER_TOKEN", "DEEPFORGE_WORKER_NONCE")
 #: Exit code of a process ended by SIGINT in a shell; the Node worker treats it as canceled too.
 SIGINT_EXIT = 130
 
@@ -337,6 +339,8 @@ class JobExecution:
                 self._post_output, config.output_interval, config.output_segment_size, name=self.hash[:8]
             )
         env = job_environment(os.environ)  # never the key, its file's path or a credentials fd
+        for var in WORKER_SECRET_VARIABLES:  # nor the worker's own executor credentials
+            env.pop(var, None)
         # The worker's own interpreter first on PATH: a bundle's ``python3 -m deepforge_adapters.jobs.runner``
         # then finds the same installation as the worker (and the worker's venv need not be activated).
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", os.defpath)])
