@@ -86,7 +86,7 @@ seed: node
 DEV_DIR := $(abspath $(RUN_DIR))/dev
 DEV_WORKER_CMD ?= $(abspath $(BIN))/deepforge-worker start --host {url} --work-dir $(DEV_DIR)/worker --cache-dir $(DEV_DIR)/worker-cache
 dev: install node
-	@mkdir -p $(DEV_DIR) && umask 077 && { test -s $(DEV_DIR)/secret.key || $(BIN)/deepforge secrets keygen > $(DEV_DIR)/secret.key; }
+	@mkdir -p $(DEV_DIR) && umask 077 && { grep -qs ':' $(DEV_DIR)/secret.key || $(BIN)/deepforge secrets keygen > $(DEV_DIR)/secret.key; }
 	DEEPFORGE_SECRET_KEY_FILE=$(DEV_DIR)/secret.key DEV_WORKER_CMD="$(DEV_WORKER_CMD)" \
 	  $(BIN)/python -m deepforge_adapters.webgme.stack dev --run-dir $(DEV_DIR)
 

@@ -51,6 +51,9 @@ class Field:
     choices: tuple[Any, ...] = ()
     minimum: float | None = None
     read_only: bool = False
+    #: The value decides where the backend's secrets are sent (an endpoint, host, login or service URL):
+    #: sealed secrets are bound to it (:mod:`deepforge_adapters.secrets`), so they do not open once it changes.
+    binds_secrets: bool = False
 
     def __post_init__(self) -> None:
         if self.value_type not in _TYPES:
@@ -136,6 +139,10 @@ class ConfigSchema:
 
     def secret_names(self) -> frozenset[str]:
         return frozenset(f.name for f in self.fields if f.is_auth)
+
+    def binding_names(self) -> tuple[str, ...]:
+        """The fields that decide where the secrets go (``binds_secrets``), in declaration order."""
+        return tuple(f.name for f in self.fields if f.binds_secrets)
 
     def to_config_structure(self) -> list[dict[str, Any]]:
         """WebGME plugin ``configStructure`` entries (the Execute dialog's per-backend form)."""

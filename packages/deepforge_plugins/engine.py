@@ -31,7 +31,7 @@ from deepforge_adapters.compute import ComputeClient, ComputeJob, JobStatus, Job
 from deepforge_adapters.config import Config
 from deepforge_adapters.errors import ConfigError
 from deepforge_adapters.policy import PolicyError
-from deepforge_adapters.secrets import load_key, redact
+from deepforge_adapters.secrets import redact
 from deepforge_adapters.storage import DataInfo
 
 from . import pipeline
@@ -334,7 +334,7 @@ class ExecutionRun:
                 inputs=inputs,
                 outputs=source.outputs,
                 operation=source,
-                secret_key=load_key() if storage_cfg.secrets() or any(c for _, c in inputs.values()) else None,
+                project=self.plugin.project_id(),  # every sealed secret is bound to it (and loads the key)
             )
             files = {str(p.relative_to(bundle)): str(p) for p in sorted(bundle.rglob("*")) if p.is_file()}
             blob = BlobClient(self.plugin.server_url(), webgme_token=self.plugin.webgme_token())

@@ -180,10 +180,12 @@ def test_secret_from_env_is_never_echoed(run_cli: RunCli, dftest_distribution: P
 
 def test_secrets_keygen(run_cli: RunCli) -> None:
     from deepforge_adapters import secrets
+    from deepforge_adapters.config import ConfigSchema, Field
 
-    key = _ok(run_cli("secrets", "keygen")).stdout.strip()
-    sealed = secrets.seal({"t": "v"}, ["t"], key)
-    assert secrets.unseal(sealed, key) == {"t": "v"}
+    schema = ConfigSchema("t", (Field("t", is_auth=True),))
+    key = _ok(run_cli("secrets", "keygen")).stdout
+    sealed = secrets.seal({"t": "v"}, schema, key)
+    assert secrets.unseal(sealed, schema, key) == {"t": "v"}
 
 
 def test_version_and_help(run_cli: RunCli) -> None:

@@ -8,14 +8,17 @@ import os
 import signal
 import subprocess
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from deepforge_adapters import secrets
+from deepforge_adapters.config import ConfigSchema
 from deepforge_adapters.jobs.bundle import JOB_FILE
 from deepforge_adapters.storage import DataInfo
 from deepforge_adapters.storage.base import StorageClient
+from deepforge_adapters.storage.registry import registry as storage_registry
 
 from tests.fixtures.jobs import RUNNER, STUBBORN, last_line, pid_gone, put_pickle, read_pickle, run_runner, wait_for
 
@@ -128,7 +131,9 @@ def seal_storage_root(bundle: Path, key: str) -> str:
     """Seal the storage ``root`` in job.json as if it were a secret field; returns its plain value."""
     job = json.loads((bundle / JOB_FILE).read_text())
     root = job["storage"]["config"]["root"]
-    job["storage"]["config"] = secrets.seal(job["storage"]["config"], ["root"], key)
+    local = storage_registry.get_class("local").schema
+    root_secret = ConfigSchema("local", tuple(replace(f, is_auth=f.name == "root") for f in local.fields))
+    job["storage"]["config"] = secrets.seal(job["storage"]["config"], root_secret, key, project=job.get("project", ""))
     for entry in job["inputs"]:
         entry["config"] = job["storage"]["config"]
     (bundle / JOB_FILE).write_text(json.dumps(job))
@@ -154,7 +159,8 @@ def test_sealed_config_needs_the_key(
     wrong_key = {**job_env, secrets.KEY_ENV: secrets.generate_key()}
     result = run_runner(bundle, wrong_key)
     assert result.returncode == 1
-    assert "wrong secret key or tampered bundle" in last_line(result.stdout)
+    assert "cannot unseal config field 'root' of local: it was sealed under key" in last_line(result.stdout)
+    assert "not in the keyring" in last_line(result.stdout)
 
     key_file = bundle.parent / "key"
     key_file.write_text(job_env[secrets.KEY_ENV])

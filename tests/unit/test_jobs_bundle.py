@@ -134,8 +134,8 @@ def test_no_plaintext_secret_anywhere_in_the_bundle_dir_or_zip(tmp_path: Path) -
     spec = read_bundle(bundle)
     # the input in the job's storage backend (config None) got the storage config, sealed too
     assert secrets.is_sealed(spec.inputs[0].config["token"])
-    assert secrets.unseal(spec.storage_config, KEY) == VAULT_CONFIG
-    assert secrets.unseal(spec.inputs[0].config, KEY) == VAULT_CONFIG
+    assert secrets.unseal(spec.storage_config, VaultStorage.schema, KEY) == VAULT_CONFIG
+    assert secrets.unseal(spec.inputs[0].config, VaultStorage.schema, KEY) == VAULT_CONFIG
 
 
 def test_sealing_without_a_key_fails_clearly_and_without_the_secret(
@@ -167,7 +167,7 @@ def test_nonce_makes_rebuilds_distinct_unless_job_caching(tmp_path: Path) -> Non
     assert bundle_hash(fresh[0]) != bundle_hash(fresh[1])
     assert bundle_hash(zip_bundle(fresh[0])) != bundle_hash(zip_bundle(fresh[1]))
 
-    # sealing is randomized (Fernet IVs), so compare builds without secrets
+    # sealing is randomized (AES-GCM nonces), so compare builds without secrets
     cached = [
         build(tmp_path / f"p{i}", enable_job_caching=True, storage_config={"bucket": "b"}, inputs={}) for i in range(2)
     ]

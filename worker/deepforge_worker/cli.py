@@ -87,13 +87,34 @@ def main(verbose: bool) -> None:
 
 @main.command()
 @_options
-def start(**options: Any) -> None:
+@click.option(
+    "--run-as",
+    "run_as",
+    default=None,
+    metavar="USER",
+    help="Run every job's processes as USER (name or uid), not as the worker: they cannot read the worker's "
+    "memory, environment or key file.  Needs a root worker (or CAP_SETUID+CAP_SETGID).  See docs/security.md.",
+)
+def start(run_as: str | None, **options: Any) -> None:
     """Poll the server and run jobs until SIGTERM (drains running jobs, then exits 0)."""
-    from .daemon import Worker
+    from deepforge_adapters.jobs.credentials import make_non_dumpable
 
+    from .daemon import Worker
+    from .execution import RunAs
+
+    make_non_dumpable()  # we hold the key and every job's credentials: job code must not read our memory
     settings = _settings(options)
+    try:
+        account = RunAs.lookup(run_as) if run_as else None
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     executor, blob = _clients(settings)
     worker = Worker(settings, executor, blob)
+    worker.ctx.run_as = account
+    if account is not None:
+        settings.cache_dir.mkdir(parents=True, exist_ok=True)
+        account.own(settings.cache_dir)  # the jobs' runners fill the shared input cache
+        log.info("jobs run as %s (uid %d, gid %d)", account.user, account.uid, account.gid)
     worker.install_signal_handlers()
     sys.exit(worker.work())
 

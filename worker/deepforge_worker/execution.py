@@ -39,9 +39,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from deepforge_adapters.errors import BundleError, NotFoundError, WebGMEError
+from deepforge_adapters.errors import BundleError, NotFoundError, SecretsError, WebGMEError
 from deepforge_adapters.hashing import check_sha1_hex
 from deepforge_adapters.jobs.bundle import safe_extract
+from deepforge_adapters.jobs.credentials import (
+    CredentialPipe,
+    Credentials,
+    is_runner_command,
+    job_environment,
+    open_job_credentials,
+)
 from deepforge_adapters.process import JobProcess, terminate_job
 from deepforge_adapters.process import run as run_job_process
 from deepforge_adapters.streams import atomic_write, copy_stream
@@ -59,6 +66,8 @@ EXECUTOR_CONFIG = "executor_config.json"
 STDOUT_FILE = "job_stdout.txt"
 REPORT_SUFFIX = ".report.json"
 PGID_SUFFIX = ".pgid"
+#: The worker's own credentials when given in its environment: never passed on to a job.
+WORKER_SECRET_VARIABLES = ("DEEPFORGE_WORKER_TOKEN", "DEEPFORGE_WORKER_NONCE")
 #: Exit code of a process ended by SIGINT in a shell; the Node worker treats it as canceled too.
 SIGINT_EXIT = 130
 
@@ -159,6 +168,56 @@ class JobContext:
     job_env: Mapping[str, str] = field(default_factory=dict)
     #: How long the final report is retried while the server is unreachable.
     report_retry_for: float = 600.0
+    #: The deployment keyring (``None``: read from our environment / key file when a job needs it).
+    keyring: Any = None
+    #: ``--run-as``: the job's processes run under this account, not the worker's.
+    run_as: RunAs | None = None
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """The account jobs run under (``deepforge-worker start --run-as USER``)."""
+
+    user: str
+    uid: int
+    gid: int
+    home: str
+
+    @classmethod
+    def lookup(cls, user: str) -> RunAs:
+        """The account ``user`` (a name or a uid); ``ValueError`` with a clear message if unusable."""
+        import pwd
+
+        try:
+            entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        except KeyError:
+            raise ValueError(f"--run-as {user}: no such user") from None
+        if entry.pw_uid == os.geteuid():
+            raise ValueError(f"--run-as {user}: that is the worker's own uid ({entry.pw_uid}); isolation needs another")
+        if os.geteuid() != 0 and not _has_setid_capabilities():
+            raise ValueError(
+                f"--run-as {user}: the worker must run as root (or with CAP_SETUID and CAP_SETGID) to start jobs "
+                "under another uid"
+            )
+        return cls(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir)
+
+    def own(self, path: Path) -> None:
+        """Give ``path`` (and everything under it) to this account, so the job can write its files."""
+        os.chown(path, self.uid, self.gid, follow_symlinks=False)
+        for dirpath, dirnames, filenames in os.walk(path):
+            for name in [*dirnames, *filenames]:
+                os.chown(os.path.join(dirpath, name), self.uid, self.gid, follow_symlinks=False)
+
+
+def _has_setid_capabilities() -> bool:
+    """CAP_SETGID (6) and CAP_SETUID (7) in our effective set (Linux)."""
+    try:
+        with open("/proc/self/status") as fh:
+            line = next(line for line in fh if line.startswith("CapEff:"))
+    except (OSError, StopIteration):
+        return False
+    caps = int(line.split()[1], 16)
+    return bool(caps & (1 << 6)) and bool(caps & (1 << 7))
 
 
 class JobExecution:
@@ -291,11 +350,12 @@ class JobExecution:
             self._queue = OutputQueue(
                 self._post_output, config.output_interval, config.output_segment_size, name=self.hash[:8]
             )
-        env = dict(os.environ)
+        env = job_environment(os.environ)  # never the key, its file's path or a credentials fd
+        for var in WORKER_SECRET_VARIABLES:  # nor the worker's own executor credentials
+            env.pop(var, None)
         # The worker's own interpreter first on PATH: a bundle's ``python3 -m deepforge_adapters.jobs.runner``
         # then finds the same installation as the worker (and the worker's venv need not be activated).
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", os.defpath)])
-        env.update(self.ctx.job_env)
         env.update(
             {
                 "ORIGIN_URL": self.ctx.host,
@@ -306,25 +366,36 @@ class JobExecution:
         )
         env.update(self.slot.env())
         self.ctx.cache_dir.mkdir(parents=True, exist_ok=True)
+        creds = self._credentials(config)
+        run_as = self.ctx.run_as
+        if run_as is not None:
+            run_as.own(self.job_dir)
+            os.chown(self.ctx.cache_dir, run_as.uid, run_as.gid)
+            env.update({"HOME": str(self.job_dir), "USER": run_as.user, "LOGNAME": run_as.user})
         argv = [config.cmd, *config.args]
         if self._canceled.is_set():
             raise JobFailed("CANCELED", "canceled before it started")
-        try:
-            # Every process of the job, double-forked ones included, is killed on cancel and at its end.
-            result = run_job_process(
-                argv,
-                self.job_dir,
-                env,
-                self._sink,
-                should_cancel=self._canceled.is_set,
-                grace=self.ctx.cancel_grace,
-                on_start=self._started,
-            )
-        except OSError as exc:
-            raise JobFailed("FAILED_TO_EXECUTE", f"cannot start {config.cmd!r}: {exc.strerror}") from None
-        finally:
-            if self._queue is not None:
-                self._queue.add(self._decoder.decode(b"", final=True))
+        with CredentialPipe(creds) as pipe:
+            try:
+                # Every process of the job, double-forked ones included, is killed on cancel and at its end.
+                result = run_job_process(
+                    argv,
+                    self.job_dir,
+                    {**env, **pipe.env},
+                    self._sink,
+                    should_cancel=self._canceled.is_set,
+                    grace=self.ctx.cancel_grace,
+                    on_start=lambda proc: self._started(proc, pipe),
+                    pass_fds=pipe.pass_fds,
+                    user=run_as.uid if run_as else None,
+                    group=run_as.gid if run_as else None,
+                    extra_groups=[] if run_as else None,
+                )
+            except OSError as exc:
+                raise JobFailed("FAILED_TO_EXECUTE", f"cannot start {config.cmd!r}: {exc.strerror}") from None
+            finally:
+                if self._queue is not None:
+                    self._queue.add(self._decoder.decode(b"", final=True))
         code = result.returncode
         self.info["finishTime"] = now_iso()
         if self._io_error is None and result.sink_error is not None:
@@ -338,7 +409,17 @@ class JobExecution:
             raise JobFailed("FAILED_TO_EXECUTE", f"{config.cmd} ended with {how}")
         self.status = "SUCCESS"
 
-    def _started(self, proc: JobProcess) -> None:
+    def _credentials(self, config: ExecutorConfig) -> Credentials | None:
+        """This job's plaintext credentials for the runner (None for any other command: it gets none)."""
+        if not is_runner_command(config.cmd, config.args):
+            return None
+        try:
+            return open_job_credentials(self.job_dir, self.ctx.keyring, env=self.ctx.job_env)
+        except SecretsError as exc:
+            raise JobFailed("FAILED_TO_EXECUTE", str(exc)) from None
+
+    def _started(self, proc: JobProcess, pipe: CredentialPipe) -> None:
+        pipe.started()  # the command holds the read end now: feed it this job's credentials
         with self._lock:
             self._proc = proc
         try:

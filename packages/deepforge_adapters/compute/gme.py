@@ -67,6 +67,7 @@ class GmeCompute(ComputeClient):
                 "WebGME server whose executor runs the job",
                 default=DEFAULT_HOST,
                 env=(HOST_ENV,),
+                binds_secrets=True,
             ),
             Field("apiToken", "API token", "x-api-token; jobs run on workers of this token's user", is_auth=True),
             Field("webgmeToken", "WebGME token", "the user's JWT (Authorization: Bearer)", is_auth=True),

@@ -27,16 +27,16 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from ..config import ConfigSchema, Field, seconds_from_env
-from ..errors import BundleError, ComputeError, ConfigError, InvalidHashError
+from ..errors import BundleError, ComputeError, ConfigError, InvalidHashError, SecretsError
 from ..hashing import check_sha1_hex
 from ..jobs.bundle import DEFAULT_MAX_BYTES, RESULTS_FILE, bundle_hash, read_executor_config, safe_extract
+from ..jobs.credentials import Credentials, is_runner_command, job_environment, open_job_credentials
 from ..process import terminate_job
 from . import local_supervisor as sup
 from .base import ComputeClient, ComputeJob, JobStatus, JobUpdate, StatusMapping, StatusTable
@@ -168,6 +168,7 @@ class LocalCompute(ComputeClient):
         staging = sup.JobDir(tempfile.mkdtemp(prefix=f".new-{job_hash}-", dir=jobs))
         try:
             self._stage(bundle, staging.work)
+            creds = self._credentials(staging.work)
             staging.write_state(
                 {
                     "status": sup.QUEUED,
@@ -186,8 +187,19 @@ class LocalCompute(ComputeClient):
                 raise
         finally:
             shutil.rmtree(staging.path, ignore_errors=True)
-        self._spawn_supervisor(job_dir)
+        self._spawn_supervisor(job_dir, creds)
         return info
+
+    def _credentials(self, work: Path) -> Credentials | None:
+        """The job's plaintext credentials, opened here (the submitter holds the key) for the supervisor to
+        hand to the runner; the key itself never reaches the job's processes."""
+        config = read_executor_config(work)
+        if not is_runner_command(config["cmd"], config.get("args", [])):
+            return None
+        try:
+            return open_job_credentials(work, None)
+        except SecretsError as exc:
+            raise ComputeError(self.id, f"cannot start bundle: {exc}") from None
 
     def _stage(self, bundle: Path, work: Path) -> None:
         try:
@@ -203,7 +215,9 @@ class LocalCompute(ComputeClient):
         except BundleError as exc:
             raise ComputeError(self.id, f"cannot start bundle: {exc}") from None
 
-    def _spawn_supervisor(self, job_dir: sup.JobDir) -> None:
+    def _spawn_supervisor(self, job_dir: sup.JobDir, creds: Credentials | None) -> None:
+        """Start the job's supervisor, detached: it forks away (so neither we nor whoever holds the key is an
+        ancestor of the job), writes its own pid file, and gets ``creds`` on its stdin."""
         with open(job_dir.path / "supervisor.log", "ab") as log_file:
             proc = subprocess.Popen(
                 [
@@ -215,18 +229,28 @@ class LocalCompute(ComputeClient):
                     str(self.processes),
                     "--slots-dir",
                     str(self.work_dir / "slots"),
+                    "--detach",
+                    *(["--credentials-stdin"] if creds is not None else []),
                 ],
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
+                env=job_environment(os.environ),  # the key stays with us
                 start_new_session=True,  # not in our process group: survives us and our Ctrl-C
                 close_fds=True,
             )
-        start = _process_start(proc.pid) or ""
-        with sup.atomic_write(job_dir.pid_file) as f:
-            f.write(json.dumps({"pid": proc.pid, "start": start}).encode())
-        # Reap it when it ends so it never lingers as a zombie of this process.
-        threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
+        assert proc.stdin is not None
+        try:
+            if creds is not None:
+                proc.stdin.write(json.dumps(creds).encode("utf-8"))
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        code = proc.wait()  # the first process only forks the supervisor, writes its pid file and exits
+        if code != 0 or not job_dir.pid_file.exists():
+            raise ComputeError(
+                self.id, f"the job's supervisor did not start (exit code {code}); see {job_dir.path / 'supervisor.log'}"
+            )
 
     # -------------------------------------------------------------------------------------- status
     def _state(self, job: sup.JobDir) -> dict[str, Any] | None:

@@ -34,6 +34,7 @@ from typing import IO, Any
 from ..config import seconds_from_env
 from ..errors import BundleError, ConfigError
 from ..jobs.bundle import read_executor_config
+from ..jobs.credentials import CredentialPipe, Credentials, job_environment, make_non_dumpable
 from ..process import JobProcess
 from ..process import run as run_job_process
 from ..streams import atomic_write
@@ -102,8 +103,12 @@ def last_line(path: Path, limit: int = 4096) -> str | None:
 
 
 class Supervisor:
-    def __init__(self, job: JobDir, slots_dir: Path, slots: int, grace: float) -> None:
+    def __init__(
+        self, job: JobDir, slots_dir: Path, slots: int, grace: float, credentials: Credentials | None = None
+    ) -> None:
         self.job = job
+        #: The job's plaintext credentials for its runner (handed over by the submitter on our stdin).
+        self.credentials = credentials
         self.slots_dir = slots_dir
         self.slots = slots
         self.grace = grace
@@ -150,18 +155,20 @@ class Supervisor:
             self.finish(FAILED, None, f"local compute: bad bundle: {exc}")
             return 0
         command = [config["cmd"], *config.get("args", [])]
-        env = dict(os.environ)
+        env = job_environment(os.environ)
         # python3/python in the bundle's command resolve to the interpreter deepforge_adapters runs in.
         env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", os.defpath)])
         env.setdefault(CACHE_ENV, str(self.job.path.parent.parent / "cache"))
         env.setdefault("PYTHONUNBUFFERED", "1")
-        with open(self.job.stdout_file, "ab") as out:
+        with open(self.job.stdout_file, "ab") as out, CredentialPipe(self.credentials) as pipe:
 
             def sink(chunk: bytes) -> None:
                 out.write(chunk)
                 out.flush()
 
             def started(proc: JobProcess) -> None:
+                pipe.started()  # the runner holds the read end now: feed it, then forget the credentials
+                self.credentials = None
                 self.job.update_state(status=RUNNING, startedAt=now(), slot=slot, pgid=proc.pid)
 
             try:
@@ -169,12 +176,13 @@ class Supervisor:
                 result = run_job_process(
                     command,
                     self.job.work,
-                    env,
+                    {**env, **pipe.env},
                     sink,
                     should_cancel=self.canceling,
                     grace=self.grace + GRACE_MARGIN,
                     on_start=started,
                     poll=POLL,
+                    pass_fds=pipe.pass_fds,
                 )
             except OSError as exc:
                 self.finish(FAILED, None, f"local compute: cannot start {command[0]!r}: {exc.strerror}")
@@ -199,12 +207,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("job_dir")
     parser.add_argument("--slots", type=int, default=1)
     parser.add_argument("--slots-dir", required=True)
+    parser.add_argument("--detach", action="store_true", help="fork away; the first process writes the pid file")
+    parser.add_argument("--credentials-stdin", action="store_true", help="read the job's credentials (JSON)")
     args = parser.parse_args(argv)
+    make_non_dumpable()  # we may hold the job's credentials
+    credentials: Credentials | None = None
+    if args.credentials_stdin:
+        credentials = json.loads(sys.stdin.buffer.read() or b"{}")
+    job = JobDir(args.job_dir)
+    if args.detach:
+        pid = os.fork()
+        if pid > 0:  # the first process: record the supervisor, then leave it an orphan of init
+            from .local import _process_start
+
+            with atomic_write(job.pid_file) as f:
+                f.write(json.dumps({"pid": pid, "start": _process_start(pid) or ""}).encode())
+            os._exit(0)
     try:  # LocalCompute refused a bad value before starting us; never wait a nan or negative grace
         grace = seconds_from_env(os.environ, GRACE_ENV, DEFAULT_GRACE)
     except ConfigError:
         grace = DEFAULT_GRACE
-    return Supervisor(JobDir(args.job_dir), Path(args.slots_dir), max(1, args.slots), grace).run()
+    return Supervisor(job, Path(args.slots_dir), max(1, args.slots), grace, credentials).run()
 
 
 if __name__ == "__main__":

@@ -91,7 +91,13 @@ class SciServerCompute(ComputeClient):
                 "Docker image, by name; it must provide python3 with deepforge-adapters "
                 "(default: the domain's first image)",
             ),
-            Field("racmUrl", "RACM URL", "SciServer RACM root (JOBM jobs API)", default=DEFAULT_RACM_URL),
+            Field(
+                "racmUrl",
+                "RACM URL",
+                "SciServer RACM root (JOBM jobs API)",
+                default=DEFAULT_RACM_URL,
+                binds_secrets=True,
+            ),
         ),
     )
     status_table = STATUS_TABLE

@@ -12,6 +12,7 @@ A bundle is a directory (or a zip of one) holding::
 ``job.json``::
 
     {"schemaVersion": 1,
+     "project": "<WebGME project id>",         # sealed secrets are bound to it ("" when built outside WebGME)
      "storage": {"id": "s3", "dir": "<project>/executions/<op>",
                  "config": {..., "secretAccessKey": {"$sealed": "..."}}},
      "inputs": [{"name": "x", "dataInfo": {"backend": ..., "data": ...}, "config": {...sealed...}}],
@@ -84,18 +85,26 @@ class JobSpec:
     command: tuple[str, ...]
     labels: tuple[str, ...] = ()
     executor_config: dict[str, Any] = field(default_factory=dict)
+    #: The project the job's secrets were sealed for (part of every sealed value's context).
+    project: str = ""
 
 
 # ------------------------------------------------------------------------------------------------ build
 
 
-def seal_config(backend: str, config: Mapping[str, Any] | None, key: str | None) -> dict[str, Any]:
-    """``config`` with the backend's secret fields sealed; the key is only needed if a secret is present."""
-    config = dict(config or {})
-    names = storage_registry.get_class(backend).schema.secret_names()
-    if not any(config.get(n) not in (None, "") and not secrets.is_sealed(config.get(n)) for n in names):
-        return config
-    return secrets.seal(config, names, key if key is not None else secrets.load_key())
+def seal_config(
+    backend: str, config: Mapping[str, Any] | None, key: secrets.Keyring | str | None, project: str = ""
+) -> dict[str, Any]:
+    """``config`` with the storage backend's secret fields sealed for ``project`` (and the backend, field and
+    destination, see :func:`deepforge_adapters.secrets.seal`); a key is only needed if a secret is present."""
+    return secrets.seal(dict(config or {}), storage_registry.get_class(backend).schema, key, project=project)
+
+
+def open_config(
+    backend: str, config: Mapping[str, Any], key: secrets.Keyring | str | None, project: str = ""
+) -> dict[str, Any]:
+    """The inverse of :func:`seal_config`: ``config`` with its sealed fields opened in their context."""
+    return secrets.unseal(config, storage_registry.get_class(backend).schema, key, project=project)
 
 
 def executor_config(output_interval: int = 1500) -> dict[str, Any]:
@@ -131,7 +140,8 @@ def build_bundle(
     storage_config: Mapping[str, Any] | None = None,
     inputs: Mapping[str, tuple[DataInfo, Mapping[str, Any] | None]] | None = None,
     outputs: Sequence[str] = (),
-    secret_key: str | None = None,
+    secret_key: secrets.Keyring | str | None = None,
+    project: str = "",
     main_py: str | None = None,
     operation: OperationSource | None = None,
     extra_files: Mapping[str, str | bytes] | None = None,
@@ -146,7 +156,8 @@ def build_bundle(
     ``main_py``.  ``inputs`` maps each input name to ``(dataInfo, config for its backend)``; a ``None``
     config means "the job's storage config" when the input lives in the job's storage backend, else ``{}``
     (DeepForge's rule).  Secret fields of every config are sealed with ``secret_key`` (default: the
-    deployment key from the environment, needed only when a secret is present).
+    deployment keyring from the environment, needed only when a secret is present), bound to ``project``
+    (the WebGME project id the job belongs to; it is written into ``job.json``).
 
     ``enable_job_caching`` is DeepForge's ``GenerateJob.enableJobCaching``: when False (the default, as in
     DeepForge) a random nonce file makes every build hash differently, so resubmitting an identical job
@@ -180,7 +191,7 @@ def build_bundle(
     if not command or not all(isinstance(c, str) and c for c in command):
         raise BundleError(f"command must be a non-empty list of strings, got {list(command)!r}")
 
-    storage_sealed = seal_config(storage_id, storage_config, secret_key)
+    storage_sealed = seal_config(storage_id, storage_config, secret_key, project)
     input_entries = []
     for name, (data_info, config) in inputs.items():
         data_info = DataInfo.from_json(data_info)
@@ -190,11 +201,12 @@ def build_bundle(
             {
                 "name": name,
                 "dataInfo": data_info.to_json(),
-                "config": seal_config(data_info.backend, config, secret_key),
+                "config": seal_config(data_info.backend, config, secret_key, project),
             }
         )
     job = {
         "schemaVersion": SCHEMA_VERSION,
+        "project": project,
         "storage": {"id": storage_id, "dir": storage_dir.strip("/"), "config": storage_sealed},
         "inputs": input_entries,
         "outputs": outputs,
@@ -319,6 +331,9 @@ def parse_job(root: Path) -> JobSpec:
     if not command:
         raise f.error("command", "is empty")
     labels = f.strings(job.get("labels", []), "labels")
+    project = job.get("project", "")
+    if not isinstance(project, str):
+        raise f.error("project", f"expected str, got {type(project).__name__}")
 
     exec_config = read_executor_config(root)
     return JobSpec(
@@ -331,6 +346,7 @@ def parse_job(root: Path) -> JobSpec:
         command=tuple(command),
         labels=tuple(labels),
         executor_config=exec_config,
+        project=project,
     )
 
 
@@ -354,7 +370,7 @@ def retarget_storage(
     root: str | os.PathLike[str],
     storage_id: str,
     storage_config: Mapping[str, Any] | None,
-    secret_key: str | None = None,
+    secret_key: secrets.Keyring | str | None = None,
 ) -> JobSpec:
     """Point the bundle in ``root`` at another storage backend/config (``deepforge run --storage``).
 
@@ -363,7 +379,7 @@ def retarget_storage(
     """
     root = Path(root)
     spec = parse_job(root)
-    sealed = seal_config(storage_id, storage_config, secret_key)
+    sealed = seal_config(storage_id, storage_config, secret_key, spec.project)
     job = _load_json(root / JOB_FILE)
     job["storage"] = {"id": storage_id, "dir": spec.storage_dir, "config": sealed}
     for entry in job["inputs"]:

@@ -3,7 +3,9 @@
 ``python -m deepforge_adapters.jobs.runner`` in a bundle directory, read top to bottom:
 
 1. read ``job.json`` (:func:`~deepforge_adapters.jobs.bundle.read_bundle`);
-2. for each input: open its sealed config (key from ``DEEPFORGE_SECRET_KEY``/``_FILE``), fetch it through
+2. for each input: take its sealed config's plaintext from the credentials pipe the worker or local compute
+   handed over (``DEEPFORGE_CREDENTIALS_FD``, :mod:`.credentials`; a runner started by hand may instead hold
+   a key in ``DEEPFORGE_SECRET_KEY``/``_FILE``), fetch it through
    its storage backend into the worker cache (``DEEPFORGE_WORKER_CACHE``, default ``.deepforge-cache`` in
    the job dir; size cap ``DEEPFORGE_CACHE_MAX_BYTES``) and symlink it to ``artifacts/<name>``;
 3. run the job's command with :func:`deepforge_adapters.process.run`, stdout and stderr merged in order into
@@ -41,7 +43,8 @@ from ..storage import get_client
 from ..storage.base import DataInfo, StorageClient
 from ..storage.cache import WorkerCache
 from ..streams import ProgressCallback, atomic_write
-from .bundle import RESULTS_FILE, JobSpec, read_bundle
+from .bundle import RESULTS_FILE, JobSpec, open_config, read_bundle
+from .credentials import job_environment, make_non_dumpable, receive_credentials
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,12 @@ class Runner:
         self.kill_requested = False
         self._tail = b""
         self._spawning = False
+        try:
+            self.credentials = receive_credentials(self.environ)
+        except DeepForgeError as exc:
+            raise JobFailed(str(exc)) from None
+        if self.credentials is not None and environ is None:
+            os.environ.update(self.credentials["env"])  # for our clients only: self.environ goes to the job
         self.grace = _env_float(self.environ, GRACE_ENV, DEFAULT_GRACE)
         self.progress_interval = _env_float(self.environ, PROGRESS_ENV, DEFAULT_PROGRESS_INTERVAL)
 
@@ -147,10 +156,31 @@ class Runner:
         return report
 
     # ------------------------------------------------------------------------------------------ inputs
-    def _client(self, backend: str, config: Mapping[str, Any], what: str) -> StorageClient:
+    def _client(
+        self,
+        backend: str,
+        config: Mapping[str, Any],
+        what: str,
+        project: str,
+        handed: Mapping[str, Any] | None,
+        bind: Mapping[str, Any] | None = None,
+    ) -> StorageClient:
+        """A client for ``config``: its sealed fields come from the credentials handed over (``handed``, with
+        ``bind``, the destination they were opened for), or, for a runner started by hand without them, are
+        opened with a key from our environment."""
         try:
-            sealed = any(secrets.is_sealed(v) for v in config.values())
-            opened = secrets.unseal(config, secrets.load_key(self.environ) if sealed else None)
+            sealed = [name for name, value in config.items() if secrets.is_sealed(value)]
+            if self.credentials is not None:
+                missing = [name for name in sealed if name not in (handed or {})]
+                if missing:
+                    raise JobFailed(
+                        f"{what}: no credentials were handed over for the sealed field {missing[0]!r} of "
+                        f"{backend} storage"
+                    )
+                # the destination the secrets were opened for wins over what job.json says now
+                opened = {**config, **{name: (handed or {})[name] for name in sealed}, **((sealed and bind) or {})}
+            else:
+                opened = open_config(backend, config, secrets.load_keyring(self.environ) if sealed else None, project)
         except DeepForgeError as exc:
             raise JobFailed(f"{what}: cannot open the sealed config of {backend} storage: {exc}") from None
         try:
@@ -176,7 +206,9 @@ class Runner:
         for inp in spec.inputs:
             backend = inp.data_info.backend
             what = f"input {inp.name!r}"
-            client = self._client(backend, inp.config, what)
+            creds = self.credentials or {}
+            handed, bind = creds.get("inputs", {}).get(inp.name), creds.get("bind", {}).get("inputs", {}).get(inp.name)
+            client = self._client(backend, inp.config, what, spec.project, handed, bind)
             self.say(f"fetching input {inp.name!r} from {backend} storage")
             try:
                 cached = cache.fetch(client, inp.data_info, progress=self._progress(f"input {inp.name!r}"))
@@ -203,7 +235,7 @@ class Runner:
         after the grace), a second one kills them at once.  Nothing the operation starts outlives it.
         """
         (self.job_dir / "outputs").mkdir(exist_ok=True)
-        env = {k: v for k, v in self.environ.items() if k not in (secrets.KEY_ENV, secrets.KEY_FILE_ENV)}
+        env = job_environment(self.environ)  # no key, key file path or credentials fd for the job
         env.setdefault("PYTHONUNBUFFERED", "1")
         command = self._command(spec)
         self.say(f"running {' '.join(spec.command)}")
@@ -268,7 +300,9 @@ class Runner:
             )
         if not spec.outputs:
             return {}
-        client = self._client(spec.storage_id, spec.storage_config, "job storage")
+        creds = self.credentials or {}
+        handed, bind = creds.get("storage"), creds.get("bind", {}).get("storage")
+        client = self._client(spec.storage_id, spec.storage_config, "job storage", spec.project, handed, bind)
         results: dict[str, Any] = {}
         for name in spec.outputs:
             out_dir = self.job_dir / "outputs" / name
@@ -341,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deepforge_adapters.jobs.runner", description="Run a job bundle.")
     parser.add_argument("--job-dir", default=".", help="the bundle directory (default: the current directory)")
     args = parser.parse_args(argv)
+    make_non_dumpable()  # we hold the job's credentials: the operation (same uid) must not read our memory
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     secrets.install_redaction()
     try:

@@ -61,8 +61,20 @@ CREDENTIAL_FIELDS = (
     Field("username", "Username", "SciServer username (needed to log in with a password)"),
     Field("password", "Password", "SciServer password; used to get a token when none is given", is_auth=True),
     Field("token", "Token", "SciServer token (X-Auth-Token); valid for 24 h", is_auth=True),
-    Field("loginUrl", "Login URL", "SciServer login portal (Keystone v3 tokens)", default=DEFAULT_LOGIN_URL),
-    Field("fileServiceUrl", "Files API URL", "SciServer FileService API root", default=DEFAULT_FILE_SERVICE_URL),
+    Field(
+        "loginUrl",
+        "Login URL",
+        "SciServer login portal (Keystone v3 tokens)",
+        default=DEFAULT_LOGIN_URL,
+        binds_secrets=True,
+    ),
+    Field(
+        "fileServiceUrl",
+        "Files API URL",
+        "SciServer FileService API root",
+        default=DEFAULT_FILE_SERVICE_URL,
+        binds_secrets=True,
+    ),
 )
 
 

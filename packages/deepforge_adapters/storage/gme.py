@@ -47,6 +47,7 @@ class GmeStorage(StorageClient):
                 "URL of the WebGME server whose blob stores the artifacts",
                 default=DEFAULT_HOST,
                 env=(HOST_ENV,),
+                binds_secrets=True,
             ),
             Field(
                 "apiToken",

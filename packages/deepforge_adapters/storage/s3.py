@@ -313,6 +313,7 @@ class S3Storage(StorageClient):
                 "Endpoint",
                 "URL of the S3 server (e.g. http://minio:9000); empty for AWS S3",
                 env=("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
+                binds_secrets=True,
             ),
             Field(
                 "accessKeyId",
