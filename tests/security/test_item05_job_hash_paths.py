@@ -40,23 +40,29 @@ def test_worker_refuses_job_hashes_that_are_paths(
     victim = victim_dir(tmp_path)
     worker = worker_factory(webgme_server)
     executor = ExecutorClient(webgme_server.url)
-    # What an attacker posts: the hash is any string, percent-encoded into the route.
+
+    def rest(verb: str, job_hash: str, **kwargs: Any) -> requests.Response:
+        """The executor REST API as an attacker (or any client) calls it: the hash percent-encoded."""
+        segment = urllib.parse.quote(job_hash, safe="").replace(".", "%2E")
+        response = requests.request(
+            "POST" if verb == "create" else "GET", f"{webgme_server.url}/rest/executor/{verb}/{segment}", **kwargs
+        )
+        assert response.status_code in (200, 201), (verb, job_hash, response.status_code, response.text)
+        return response
+
     relative = "../" * 12 + str(victim).lstrip("/")
     bad = [str(victim), relative, "..", str(victim) + "/../victim"]
     for job_hash in bad:
-        segment = urllib.parse.quote(job_hash, safe="").replace(".", "%2E")
-        url = f"{webgme_server.url}/rest/executor/create/{segment}"
-        response = requests.post(url, json={"hash": job_hash, "labels": []}, timeout=30)
-        assert response.status_code in (200, 201), (job_hash, response.status_code, response.text)
+        rest("create", job_hash, json={"hash": job_hash, "labels": []}, timeout=30)
 
     def ended(job_hash: str) -> str | None:
-        status = executor.get_info(job_hash).get("status")
+        status = rest("info", job_hash, timeout=30).json().get("status")
         return status if is_finished(status) else None
 
     for job_hash in bad:
         status = wait_until(lambda h=job_hash: ended(h), DEADLINE, f"bad job {job_hash!r} to be failed")
         assert status.startswith("FAILED"), status
-        output = "".join(chunk.get("output", "") for chunk in executor.get_output(job_hash))
+        output = "".join(chunk.get("output", "") for chunk in rest("output", job_hash, timeout=30).json())
         assert "not a blob hash" in output, output
     assert (victim / "precious.txt").read_text() == "keep me"
 
