@@ -90,3 +90,23 @@ def test_local_purge_never_deletes_a_job_dir_named_by_job_info(tmp_path: Path) -
             compute.purge_job({"hash": bad})
     assert (victim / "precious.txt").read_text() == "keep me"
     assert (tmp_path / "compute").is_dir()
+
+
+def test_sciserver_purge_only_deletes_a_scratch_folder_it_created(sciserver: Any) -> None:
+    """The same rule for SciServer Compute: a job_info's scratchDir must be one ``start_job`` could name."""
+    from deepforge_adapters.compute.sciserver_compute import SciServerCompute
+
+    made = get_client("sciserver-compute", sciserver.config(racmUrl=sciserver.racm_url))
+    assert isinstance(made, SciServerCompute)
+    scratch = sciserver.volume_path("Temporary", "scratch")
+    precious = scratch / "precious"
+    precious.mkdir(parents=True, exist_ok=True)
+    (precious / "data.txt").write_text("keep me")
+    for forged in (".", "precious", "deepforge-jobs/../precious", "deepforge-jobs"):
+        with pytest.raises(ComputeError, match="not a folder this backend created"):
+            made.purge_job({"id": 1, "hash": "h", "scratchDir": forged})
+    assert (precious / "data.txt").read_text() == "keep me"
+    own = scratch / "deepforge-jobs" / f"{'ab' * 20}-0123abcd"
+    own.mkdir(parents=True)
+    made.purge_job({"id": 1, "hash": "ab" * 20, "scratchDir": f"deepforge-jobs/{own.name}"})
+    assert not own.exists()
