@@ -34,9 +34,7 @@ def victim_dir(tmp_path: Path) -> Path:
     return victim
 
 
-def test_worker_refuses_job_hashes_that_are_paths(
-    webgme_server: Any, worker_factory: Any, tmp_path: Path
-) -> None:
+def test_worker_refuses_job_hashes_that_are_paths(webgme_server: Any, worker_factory: Any, tmp_path: Path) -> None:
     victim = victim_dir(tmp_path)
     worker = worker_factory(webgme_server)
     executor = ExecutorClient(webgme_server.url)
