@@ -150,6 +150,9 @@ def spawn(
             start_new_session=True,
             pass_fds=(status_w, *pass_fds),
         )
+    except BaseException:
+        os.close(status_r)
+        raise
     finally:
         os.close(status_w)
     try:
@@ -507,8 +510,10 @@ class _Shim:
             sig = os.WTERMSIG(self.status)
             import resource
 
-            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-            signal.signal(sig, signal.SIG_DFL)
+            with contextlib.suppress(OSError, ValueError):
+                resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+            with contextlib.suppress(OSError, ValueError):  # SIGKILL/SIGSTOP have no handler to reset
+                signal.signal(sig, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
             os.kill(os.getpid(), sig)
             time.sleep(1)

@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 WORKSPACE = "/home/idies/workspace/"
 SCRATCH_POOL = "Temporary"
 SCRATCH_DIR = "deepforge-jobs"
+#: The only scratch folders ``purge_job`` deletes: what ``start_job`` names (one segment under SCRATCH_DIR).
+_SCRATCH_RE = re.compile(rf"{re.escape(SCRATCH_DIR)}/[A-Za-z0-9_.-]{{1,40}}-[0-9a-f]{{8}}")
 TERMINAL = 32  # status > 16: SUCCESS, ERROR or CANCELED
 STARTED = 8
 
@@ -270,8 +272,15 @@ class SciServerCompute(ComputeClient):
 
     def purge_job(self, job_info: Mapping[str, Any]) -> None:
         """Remove the scratch folder (the job's working directory with stdout and results stays)."""
-        if job_info.get("scratchDir"):
-            self._remove_scratch(self.scratch(), str(job_info["scratchDir"]))
+        scratch_dir = job_info.get("scratchDir")
+        if not scratch_dir:
+            return
+        if not isinstance(scratch_dir, str) or not _SCRATCH_RE.fullmatch(scratch_dir):
+            # job_info comes back from the model: it must not name any other folder of the user's scratch
+            raise ComputeError(
+                self.id, f"job_info scratchDir {scratch_dir!r:.120} is not a folder this backend created; not purging"
+            )
+        self._remove_scratch(self.scratch(), scratch_dir)
 
     def _results_file(self, job: Mapping[str, Any], name: str) -> tuple[StorageClient, str] | None:
         """(storage client, filename) of ``name`` in the job's working directory, once SciServer set it."""

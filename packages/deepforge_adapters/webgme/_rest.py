@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -103,3 +104,9 @@ def json_body(response: requests.Response, what: str) -> Any:
         return response.json()
     except ValueError:
         raise WebGMEError(f"{what}: answer is not JSON: {describe_response(response)}", response.status_code) from None
+
+
+def quote_segment(part: str) -> str:
+    """``part`` as ONE URL path segment: ``/`` and ``%`` are encoded, and ``.``/``..`` too (no dot segments)."""
+    quoted = urllib.parse.quote(part, safe="")
+    return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted

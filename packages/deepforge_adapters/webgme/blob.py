@@ -20,7 +20,6 @@ import logging
 import mimetypes
 import os
 import time
-import urllib.parse
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -33,7 +32,7 @@ from ..errors import IntegrityError, InvalidHashError, NotFoundError, WebGMEErro
 from ..hashing import CHUNK_SIZE, HashingReader, check_sha1_hex
 from ..http import describe_response
 from ..streams import ProgressCallback, ProgressReader, Readable, atomic_write, copy_stream, iter_chunks
-from ._rest import DEFAULT_HOST, auth_headers, check, json_body, request_with_replay, session_with
+from ._rest import DEFAULT_HOST, auth_headers, check, json_body, quote_segment, request_with_replay, session_with
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +120,7 @@ class BlobClient:
 
     def url(self, *parts: str) -> str:
         """Each part is percent-encoded as one path segment (a ``/`` or ``..`` in a part cannot change the route)."""
-        return f"{self.host}/rest/blob/" + "/".join(urllib.parse.quote(p, safe="") for p in parts)
+        return f"{self.host}/rest/blob/" + "/".join(quote_segment(p) for p in parts)
 
     def content_url(self, metadata_hash: str, subpath: str | None = None, view: bool = False) -> str:
         """``.../download/<hash>/<subpath>`` (always the trailing slash, as WebGME's client builds it)."""

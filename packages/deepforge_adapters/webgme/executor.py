@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import requests
 
 from ..errors import WebGMEError
-from ._rest import DEFAULT_HOST, auth_headers, check, json_body, request_with_replay, session_with
+from ._rest import DEFAULT_HOST, auth_headers, check, json_body, quote_segment, request_with_replay, session_with
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +66,7 @@ class ExecutorClient:
 
     def url(self, *parts: str) -> str:
         """Each part is percent-encoded as one path segment: a job hash such as ``/tmp/x`` stays one segment."""
-        return f"{self.host}/rest/executor/" + "/".join(urllib.parse.quote(p, safe="") for p in parts)
+        return f"{self.host}/rest/executor/" + "/".join(quote_segment(p) for p in parts)
 
     # ------------------------------------------------------------------------------------ plumbing
     def _get(self, what: str, *parts: str, params: Mapping[str, Any] | None = None) -> Any:
