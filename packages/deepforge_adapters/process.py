@@ -53,6 +53,7 @@ CGROUP_ENV = "DEEPFORGE_JOB_CGROUP"
 DRAIN_TIMEOUT = 5.0
 #: How long the shim keeps killing and reaping leftovers before it gives up (a process stuck in the kernel).
 KILL_DEADLINE = 30.0
+_PR_SET_DUMPABLE = 4
 _PR_SET_CHILD_SUBREAPER = 36
 _SHIM = str(Path(__file__).resolve())
 
@@ -281,12 +282,27 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def _set_subreaper() -> bool:
+def _prctl(option: int, value: int) -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        return int(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
+        return int(libc.prctl(option, value, 0, 0, 0)) == 0
     except (OSError, AttributeError):
         return False
+
+
+def _set_subreaper() -> bool:
+    return _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+
+def make_non_dumpable() -> bool:
+    """``prctl(PR_SET_DUMPABLE, 0)``: no core dumps, and same-uid processes can no longer read our
+    ``/proc/<pid>/`` environ, mem or fds, nor ptrace us.  Every process that holds a key or a job's
+    credentials (worker, local supervisor, runner) and every job shim (an ancestor of job code, holding the
+    environment and file descriptors it passes on) calls it for itself: ``execve`` resets the flag, so it
+    cannot be inherited.  Returns whether it worked (False off Linux)."""
+    return _prctl(_PR_SET_DUMPABLE, 0)
 
 
 def _cgroup2_base() -> Path | None:
@@ -470,6 +486,7 @@ class _Shim:
     def main(self) -> int:
         signal.signal(signal.SIGINT, self.on_sigint)
         signal.signal(signal.SIGTERM, self.on_sigterm)
+        make_non_dumpable()  # job code must not read what we pass on (environment, inherited fds) via /proc
         _set_subreaper()
         self.cgroup = make_cgroup_leaf()
         self.status = 0
@@ -488,6 +505,9 @@ class _Shim:
                 _remove_cgroup(self.cgroup)
             return 127
         self.child = popen.pid
+        for fd in self.pass_fds:  # the command has its copies; ours would only keep pipes open
+            with contextlib.suppress(OSError):
+                os.close(fd)
         os.write(self.status_fd, b"ok\n")
         os.close(self.status_fd)
         if self.terminated:

@@ -97,7 +97,7 @@ def main(verbose: bool) -> None:
 )
 def start(run_as: str | None, **options: Any) -> None:
     """Poll the server and run jobs until SIGTERM (drains running jobs, then exits 0)."""
-    from deepforge_adapters.jobs.credentials import make_non_dumpable
+    from deepforge_adapters.process import make_non_dumpable
 
     from .daemon import Worker
     from .execution import RunAs

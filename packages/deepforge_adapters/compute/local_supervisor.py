@@ -34,8 +34,8 @@ from typing import IO, Any
 from ..config import seconds_from_env
 from ..errors import BundleError, ConfigError
 from ..jobs.bundle import read_executor_config
-from ..jobs.credentials import CredentialPipe, Credentials, job_environment, make_non_dumpable
-from ..process import JobProcess
+from ..jobs.credentials import CredentialPipe, Credentials, job_environment
+from ..process import JobProcess, make_non_dumpable
 from ..process import run as run_job_process
 from ..streams import atomic_write
 

@@ -22,12 +22,9 @@ under the same uid cannot read their ``/proc/<pid>/environ``, ``mem`` or attach 
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import json
 import logging
 import os
-import sys
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -43,26 +40,8 @@ log = logging.getLogger(__name__)
 CREDENTIALS_FD_ENV = "DEEPFORGE_CREDENTIALS_FD"
 #: Variables that never reach a runner or an operation started by the worker or local compute.
 KEY_VARIABLES = (secrets.KEY_ENV, secrets.KEY_FILE_ENV, CREDENTIALS_FD_ENV)
-_PR_SET_DUMPABLE = 4
 
 Credentials = dict[str, Any]
-
-
-def make_non_dumpable() -> bool:
-    """``prctl(PR_SET_DUMPABLE, 0)``: no core dumps, and same-uid processes cannot read our ``/proc/<pid>/``
-    environ, mem, fds or ptrace us.  Returns whether it worked (False off Linux).  Children get the flag
-    reset by ``execve``, so each secret-holding program calls this itself."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        if libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
-            log.warning("prctl(PR_SET_DUMPABLE, 0) failed: %s", os.strerror(ctypes.get_errno()))
-            return False
-    except (OSError, AttributeError) as exc:  # pragma: no cover - no libc
-        log.warning("cannot make this process non-dumpable: %s", exc)
-        return False
-    return True
 
 
 def is_runner_command(cmd: str, args: Sequence[str]) -> bool:

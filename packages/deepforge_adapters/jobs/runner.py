@@ -37,14 +37,14 @@ from typing import Any, BinaryIO
 from .. import secrets
 from ..config import seconds_from_env
 from ..errors import ConfigError, DeepForgeError, StorageError
-from ..process import JobProcess
+from ..process import JobProcess, make_non_dumpable
 from ..process import run as run_job_process
 from ..storage import get_client
 from ..storage.base import DataInfo, StorageClient
 from ..storage.cache import WorkerCache
 from ..streams import ProgressCallback, atomic_write
 from .bundle import RESULTS_FILE, JobSpec, open_config, read_bundle
-from .credentials import job_environment, make_non_dumpable, receive_credentials
+from .credentials import job_environment, receive_credentials
 
 log = logging.getLogger(__name__)
 
