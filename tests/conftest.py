@@ -8,4 +8,5 @@ pytest_plugins = [
     "tests.fixtures.s3",
     "tests.fixtures.plugins",
     "tests.fixtures.worker",
+    "tests.fixtures.attacker",
 ]

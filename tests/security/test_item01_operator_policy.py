@@ -14,14 +14,12 @@ Attackers' servers are plain ``http.server`` listeners on loopback that record e
 from __future__ import annotations
 
 import hashlib
-import http.server
 import io
 import json
 import os
 import pickle
 import subprocess
 import sys
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +30,7 @@ from deepforge_adapters.policy import POLICY_ENV
 from deepforge_adapters.webgme.blob import BlobClient
 from deepforge_adapters.webgme.stack import PLUGINS_DIR_ENV, free_port
 
+from tests.fixtures.attacker import AttackerServer
 from tests.fixtures.plugins import TEST_PLUGINS, GmeProject
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(600)]
@@ -61,45 +60,6 @@ class Leak:
 
 
 # ------------------------------------------------------------------------------------------- helpers
-class Listener:
-    """An attacker's HTTP server on loopback: answers 403 to everything and records each request."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[str, str, dict[str, str]]] = []
-        owner = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def _any(self) -> None:
-                owner.requests.append((self.command, self.path, dict(self.headers)))
-                length = int(self.headers.get("Content-Length") or 0)
-                if length:
-                    self.rfile.read(length)
-                self.send_response(403)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _any
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def listener() -> Iterator[Listener]:
-    server = Listener()
-    yield server
-    server.close()
-
-
 def _stack(factory: Any, secret_key: str, policy: str, plugins_dir: Path | None = None) -> Any:
     env = {"DEEPFORGE_SECRET_KEY": secret_key, "DEEPFORGE_PLUGIN_ZMQ_PORT": str(free_port()), POLICY_ENV: policy}
     if plugins_dir is not None:  # the plugins with dialogs generated for the policy, as `make dev` deploys them
@@ -266,13 +226,13 @@ def test_upload_cannot_write_into_a_directory_the_user_names(
 
 
 def test_the_gme_host_is_this_server_the_user_token_goes_nowhere_else(
-    open_gme: GmeProject, listener: Listener, tmp_path: Path
+    open_gme: GmeProject, attacker_listener: AttackerServer, tmp_path: Path
 ) -> None:
     pipe = import_pipeline(open_gme, mark_pipeline(tmp_path / "ran"))
     result = open_gme.run("ExecutePipeline", pipe, {"name": "elsewhere", "storage": "gme", "compute": "gme",
-                                                    "compute.gme.host": listener.url})  # fmt: skip
+                                                    "compute.gme.host": attacker_listener.url})  # fmt: skip
     refused(result, "compute.gme.host", "this server's URL", POLICY_ENV)
-    assert listener.requests == []
+    assert attacker_listener.requests == []
     assert executions(open_gme) == []
 
 
@@ -318,22 +278,26 @@ def test_a_crafted_local_datainfo_outside_the_policy_root_is_not_read(
 
 
 def test_an_s3_endpoint_not_in_the_policy_is_refused_before_a_request(
-    strict_gme: GmeProject, strict_stack: Any, strict_dirs: dict[str, Path], listener: Listener
+    strict_gme: GmeProject, strict_stack: Any, strict_dirs: dict[str, Path], attacker_listener: AttackerServer
 ) -> None:
-    s3 = {"storage": "s3", "storage.s3.endpoint": listener.url, "storage.s3.accessKeyId": "AKIAVICTIM",
+    s3 = {"storage": "s3", "storage.s3.endpoint": attacker_listener.url, "storage.s3.accessKeyId": "AKIAVICTIM",
           "storage.s3.secretAccessKey": "victim-secret", "storage.s3.maxAttempts": 1}  # fmt: skip
     before = artifacts(strict_gme)
     result = strict_gme.run("UploadArtifact", "", {"file": upload_blob(strict_stack, b"x"), "name": "x", **s3})
-    error = refused(result, "storage.s3.endpoint", listener.url, str(strict_dirs["policy"]))
+    error = refused(result, "storage.s3.endpoint", attacker_listener.url, str(strict_dirs["policy"]))
     assert "victim-secret" not in error
-    assert listener.requests == []
+    assert attacker_listener.requests == []
     assert artifacts(strict_gme) == before
 
 
 def test_a_crafted_s3_datainfo_naming_another_endpoint_is_refused(
-    strict_gme: GmeProject, strict_stack: Any, strict_dirs: dict[str, Path], listener: Listener, tmp_path: Path
+    strict_gme: GmeProject,
+    strict_stack: Any,
+    strict_dirs: dict[str, Path],
+    attacker_listener: AttackerServer,
+    tmp_path: Path,
 ) -> None:
-    info = {"backend": "s3", "data": {"filename": "k", "bucketName": "b", "endpoint": listener.url,
+    info = {"backend": "s3", "data": {"filename": "k", "bucketName": "b", "endpoint": attacker_listener.url,
                                       "ETag": '"0"', "size": 1}}  # fmt: skip
     path = crafted_artifact(strict_gme, strict_stack, info, "remote")
     marker = tmp_path / "leaked"
@@ -341,8 +305,8 @@ def test_a_crafted_s3_datainfo_naming_another_endpoint_is_refused(
     creds = {path: {"accessKeyId": "AKIAVICTIM", "secretAccessKey": "victim-secret"}}  # the reader's own keys
     dialog = {"name": "fetch", "storage": "gme", "compute": "local", "inputs": creds}
     result = strict_gme.run("ExecutePipeline", pipe, dialog)
-    refused(result, "storage.s3.endpoint", listener.url, str(strict_dirs["policy"]))
-    assert listener.requests == []  # on main the job on the server host asked the attacker for the object
+    refused(result, "storage.s3.endpoint", attacker_listener.url, str(strict_dirs["policy"]))
+    assert attacker_listener.requests == []  # on main the job on the server host asked the attacker for the object
     assert executions(strict_gme) == [] and not marker.exists()
 
 

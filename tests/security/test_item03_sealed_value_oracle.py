@@ -11,10 +11,8 @@ new key id.
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ import pytest
 from deepforge_adapters import secrets
 from deepforge_adapters.jobs.bundle import JOB_FILE, read_bundle
 
+from tests.fixtures.attacker import AttackerServer
 from tests.fixtures.jobs import last_line, run_runner
 
 pytestmark = pytest.mark.integration
@@ -33,44 +32,6 @@ import os
 os.makedirs("outputs/result", exist_ok=True)
 open("outputs/result/data", "wb").write(b"some output")
 """
-
-
-class Listener:
-    """An attacker's HTTP server on loopback that records every request (path, headers, body)."""
-
-    def __init__(self) -> None:
-        self.requests: list[bytes] = []
-        recorded = self.requests
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def _any(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                recorded.append(f"{self.command} {self.path}\n{self.headers}".encode() + body)
-                self.send_response(403)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _any
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def leaked(self, secret: str) -> list[bytes]:
-        return [r for r in self.requests if secret.encode() in r]
-
-
-@pytest.fixture
-def listener() -> Iterator[Listener]:
-    server = Listener()
-    server.thread.start()
-    yield server
-    server.server.shutdown()
-    server.server.server_close()
 
 
 @pytest.fixture
@@ -115,7 +76,7 @@ def test_a_sealed_secret_moved_retargeted_or_replayed_in_another_project_never_o
     job_env: dict[str, str],
     s3_config: dict[str, Any],
     make_bundle: Callable[..., Path],
-    listener: Listener,
+    attacker_listener: AttackerServer,
     key_file: Path,
 ) -> None:
     env = _env(job_env, key_file)
@@ -132,7 +93,12 @@ def test_a_sealed_secret_moved_retargeted_or_replayed_in_another_project_never_o
     assert "job finished; outputs: result" in last_line(ok.stdout)
 
     # the attacker's own (plain) keys, so the s3 client would happily send requests to the listener
-    attacker_config = {**s3_config, "endpoint": listener.url, "secretAccessKey": "attacker-own", "bucketName": "x"}
+    attacker_config = {
+        **s3_config,
+        "endpoint": attacker_listener.url,
+        "secretAccessKey": "attacker-own",
+        "bucketName": "x",
+    }
     attacks: dict[str, tuple[str, dict[str, Any]]] = {
         # pasted as bucketName: the bucket goes into the request path to the attacker's endpoint
         "as bucketName": (PROJECT_A, {**attacker_config, "bucketName": sealed_secret}),
@@ -155,8 +121,8 @@ def test_a_sealed_secret_moved_retargeted_or_replayed_in_another_project_never_o
         assert line[len(prefix) :].startswith(field_named[name] or "'accessKeyId'"), (name, line)
         assert "it was sealed for another field, backend, destination" in line, (name, line)
         assert secret not in result.stdout + result.stderr, name
-    assert listener.leaked(secret) == [], "the attacker's listener received the victim's secret"
-    assert listener.requests == [], "nothing was sent anywhere before the sealed config was refused"
+    assert attacker_listener.leaked(secret) == [], "the attacker's listener received the victim's secret"
+    assert attacker_listener.requests == [], "nothing was sent anywhere before the sealed config was refused"
 
 
 def test_key_rotation_round_trip(

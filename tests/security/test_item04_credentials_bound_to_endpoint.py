@@ -17,7 +17,6 @@ import hashlib
 import io
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from deepforge_adapters.storage.cache import WorkerCache
 from deepforge_adapters.storage.s3 import S3Storage
 from deepforge_adapters.storage.sciserver_files import SciServerFilesStorage
 
+from tests.fixtures.attacker import AttackerServer
 from tests.fixtures.jobs import last_line, run_runner
 from tests.fixtures.sciserver import SciServerHandle
 
@@ -42,76 +42,14 @@ SESSION_TOKEN = "FwoGZXIvYXdzEXAMPLESESSIONTOKEN-item04"
 
 
 # ---------------------------------------------------------------------------------------------- attacker
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    headers: dict[str, str]
-
-
-@dataclass
-class Listener:
-    """An attacker's HTTP server on loopback: answers like an S3/SciServer object and records every request."""
-
-    url: str
-    requests: list[Recorded] = field(default_factory=list)
-
-    def leaked(self, *needles: str) -> list[str]:
-        """Every recorded header or path that carries one of ``needles`` (an access key id, a token)."""
-        found = []
-        for r in self.requests:
-            for text in (r.path, *(f"{k}: {v}" for k, v in r.headers.items())):
-                found.extend(text for n in needles if n and n in text)
-        return found
-
-
 @pytest.fixture
-def attacker() -> Iterator[Listener]:
-    listener = Listener("")
-
-    class Handler(BaseHTTPRequestHandler):
-        def _answer(self, body: bool) -> None:
-            listener.requests.append(Recorded(self.command, self.path, dict(self.headers.items())))
-            length = int(self.headers.get("Content-Length") or 0)
-            if length:
-                self.rfile.read(length)
-            self.send_response(200)
-            self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(len(ATTACKER_BYTES)))
-            self.send_header("ETag", ATTACKER_ETAG)
-            self.send_header("Last-Modified", "Tue, 01 Dec 2026 10:00:00 GMT")
-            self.end_headers()
-            if body:
-                self.wfile.write(ATTACKER_BYTES)
-
-        def do_GET(self) -> None:
-            self._answer(True)
-
-        def do_HEAD(self) -> None:
-            self._answer(False)
-
-        def do_PUT(self) -> None:
-            self._answer(True)
-
-        def do_POST(self) -> None:
-            self._answer(True)
-
-        def do_DELETE(self) -> None:
-            self._answer(False)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    listener.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+def attacker() -> Iterator[AttackerServer]:
+    """The attacker answers like an object server, so a client that followed the dataInfo would get bytes."""
+    server = AttackerServer(answer="object", body=ATTACKER_BYTES, etag=ATTACKER_ETAG).start()
     try:
-        yield listener
+        yield server
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+        server.stop()
 
 
 # ---------------------------------------------------------------------------------------------- s3
@@ -166,13 +104,13 @@ def assert_refused(call: Callable[[], Any], named: str, configured: str) -> str:
     return message
 
 
-def assert_nothing_reached(listener: Listener, *secrets: str) -> None:
+def assert_nothing_reached(listener: AttackerServer, *secrets: str) -> None:
     assert listener.leaked(*secrets) == [], "credentials reached the attacker"
     assert listener.requests == [], f"the attacker's listener got requests: {listener.requests}"
 
 
 def test_s3_get_file_of_a_foreign_endpoint_is_refused_before_any_request(
-    s3: S3Storage, s3_victim: dict[str, Any], attacker: Listener, tmp_path: Path
+    s3: S3Storage, s3_victim: dict[str, Any], attacker: AttackerServer, tmp_path: Path
 ) -> None:
     info = evil_info(attacker.url, s3.bucket)
     dest = tmp_path / "input"
@@ -183,7 +121,7 @@ def test_s3_get_file_of_a_foreign_endpoint_is_refused_before_any_request(
 
 
 def test_s3_copy_from_a_foreign_endpoint_stores_nothing_in_the_real_bucket(
-    s3: S3Storage, s3_victim: dict[str, Any], attacker: Listener
+    s3: S3Storage, s3_victim: dict[str, Any], attacker: AttackerServer
 ) -> None:
     """What the Output operation does on the server: copy the job's result into the project's bucket."""
     s3.put_file_stream("proj/real", io.BytesIO(b"the real model"))
@@ -195,7 +133,7 @@ def test_s3_copy_from_a_foreign_endpoint_stores_nothing_in_the_real_bucket(
 
 
 def test_s3_stat_metadata_cache_key_url_and_delete_of_a_foreign_endpoint_are_refused(
-    s3: S3Storage, s3_victim: dict[str, Any], attacker: Listener
+    s3: S3Storage, s3_victim: dict[str, Any], attacker: AttackerServer
 ) -> None:
     info = evil_info(attacker.url, s3.bucket)
     for call in (
@@ -209,7 +147,7 @@ def test_s3_stat_metadata_cache_key_url_and_delete_of_a_foreign_endpoint_are_ref
 
 
 def test_s3_worker_cache_fetch_of_a_foreign_endpoint_is_refused(
-    s3: S3Storage, s3_victim: dict[str, Any], attacker: Listener, tmp_path: Path
+    s3: S3Storage, s3_victim: dict[str, Any], attacker: AttackerServer, tmp_path: Path
 ) -> None:
     cache = WorkerCache(tmp_path / "cache")
     info = evil_info(attacker.url, s3.bucket)
@@ -228,7 +166,7 @@ def test_s3_worker_cache_fetch_of_a_foreign_endpoint_is_refused(
     ],
 )
 def test_s3_endpoint_disguises_are_refused(
-    s3: S3Storage, s3_victim: dict[str, Any], attacker: Listener, tmp_path: Path, shape: str
+    s3: S3Storage, s3_victim: dict[str, Any], attacker: AttackerServer, tmp_path: Path, shape: str
 ) -> None:
     host_port = attacker.url.removeprefix("http://")
     real = s3_victim["endpoint"].removeprefix("http://")
@@ -273,7 +211,11 @@ def test_s3_legitimate_dataInfos_still_read(s3: S3Storage, s3_victim: dict[str, 
     assert s3.get_file(info, tmp_path / "a").read_bytes() == b"the real model"
     # The same server written differently: case, default trailing slash, virtual-host addressing of the bucket.
     port = s3_victim["endpoint"].rsplit(":", 1)[1]
-    for endpoint in (s3_victim["endpoint"].upper(), s3_victim["endpoint"] + "/", f"http://{s3.bucket}.127.0.0.1:{port}"):
+    for endpoint in (
+        s3_victim["endpoint"].upper(),
+        s3_victim["endpoint"] + "/",
+        f"http://{s3.bucket}.127.0.0.1:{port}",
+    ):
         same = DataInfo("s3", {**info.data, "endpoint": endpoint})
         with s3.get_file_stream(same) as f:
             assert f.read() == b"the real model"
@@ -288,7 +230,7 @@ def test_runner_refuses_an_input_from_a_foreign_endpoint(
     job_env: dict[str, str],
     s3: S3Storage,
     s3_victim: dict[str, Any],
-    attacker: Listener,
+    attacker: AttackerServer,
     make_bundle: Callable[..., Path],
 ) -> None:
     """The real runner subprocess: the job fails at the input, with a last line naming both endpoints."""
@@ -351,7 +293,7 @@ def test_sciserver_dataInfo_cannot_walk_out_of_the_file_service(
 
 
 def test_sciserver_dataInfo_naming_another_file_service_is_refused(
-    files: SciServerFilesStorage, sciserver: SciServerHandle, attacker: Listener, tmp_path: Path
+    files: SciServerFilesStorage, sciserver: SciServerHandle, attacker: AttackerServer, tmp_path: Path
 ) -> None:
     real = files.put_file_stream("proj/model", io.BytesIO(b"the real model"))
     for url_field, url in (("fileServiceUrl", attacker.url + "/fileservice/api/"), ("loginUrl", attacker.url + "/x")):
@@ -368,7 +310,7 @@ def test_sciserver_dataInfo_naming_another_file_service_is_refused(
 
 
 def test_sciserver_token_is_only_sent_under_the_configured_service_urls(
-    files: SciServerFilesStorage, sciserver: SciServerHandle, attacker: Listener
+    files: SciServerFilesStorage, sciserver: SciServerHandle, attacker: AttackerServer
 ) -> None:
     """The session itself is bound: a URL outside fileServiceUrl/racmUrl/loginUrl never gets the token."""
     token = files.session.token()
@@ -380,7 +322,7 @@ def test_sciserver_token_is_only_sent_under_the_configured_service_urls(
     assert outside_fileservice(sciserver) == []
 
 
-def test_sciserver_token_does_not_follow_a_redirect_to_another_host(attacker: Listener, tmp_path: Path) -> None:
+def test_sciserver_token_does_not_follow_a_redirect_to_another_host(attacker: AttackerServer, tmp_path: Path) -> None:
     """requests keeps custom headers (X-Auth-Token) across a redirect to another host; the session never follows."""
     seen: list[str] = []
 
@@ -403,8 +345,12 @@ def test_sciserver_token_does_not_follow_a_redirect_to_another_host(attacker: Li
     try:
         files = storage.get_client(
             "sciserver-files",
-            {"token": token, "loginUrl": base + "/login-portal/keystone/v3/tokens",
-             "fileServiceUrl": base + "/fileservice/api/", "volume": "u/v"},
+            {
+                "token": token,
+                "loginUrl": base + "/login-portal/keystone/v3/tokens",
+                "fileServiceUrl": base + "/fileservice/api/",
+                "volume": "u/v",
+            },
         )
         info = DataInfo("sciserver-files", {"volume": "u/v", "volumePool": "Storage", "filename": "x", "size": 1})
         with pytest.raises(DeepForgeError, match="sciserver-files"):
