@@ -24,6 +24,7 @@ from ..errors import ComputeError, InvalidHashError, NotFoundError, WebGMEError
 from ..hashing import check_sha1_hex
 from ..webgme import DEFAULT_HOST, HOST_ENV
 from ..webgme.executor import ExecutorStatus
+from ..webgme.protocols import BlobAPI, ExecutorAPI
 from .base import ComputeClient, ComputeJob, JobStatus, JobUpdate, StatusMapping, StatusTable
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ class GmeCompute(ComputeClient):
         self.host = str(self.config["host"]).rstrip("/")
 
     @cached_property
-    def executor(self) -> Any:
+    def executor(self) -> ExecutorAPI:
         """The :class:`~deepforge_adapters.webgme.executor.ExecutorClient`, made on first use."""
         from ..webgme.executor import ExecutorClient
 
@@ -91,7 +92,7 @@ class GmeCompute(ComputeClient):
         return ExecutorClient(self.host, api_token, webgme_token, nonce=self.config["nonce"] or None)
 
     @cached_property
-    def blob(self) -> Any:
+    def blob(self) -> BlobAPI:
         from ..webgme.blob import BlobClient
 
         return BlobClient(self.host, *self._tokens())
