@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import queue
-import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -36,6 +34,7 @@ from deepforge_adapters.timestamps import now_ms
 
 from . import pipeline
 from .base import DeepForgePlugin
+from .bundles import job_slug, uploaded_bundle
 from .dag import JobState, Scheduler
 from .pipeline import Graph, PipelineJob
 from .run_config import RunConfig
@@ -295,24 +294,11 @@ class ExecutionRun:
         self.scheduler.finish(job.path, JobState.SUCCESS)
 
     def _submit(self, job: PipelineJob) -> None:
-        from deepforge_adapters.jobs.bundle import build_bundle
-        from deepforge_adapters.jobs.codegen import OperationSource
-        from deepforge_adapters.webgme.blob import BlobClient
-
         current = pipeline.read_graph(self.model, self.execution).jobs[job.path]
         storage_cfg, compute_cfg = self.configs[job.path]
-        op = self.model.node(job.operation)
         missing = [p.name for p in current.inputs if not p.data]
         if missing:
             raise LookupError(f'operation "{job.name}": no data arrived for input(s) {", ".join(missing)}')
-        source = OperationSource(
-            name=str(self.model.attr(op, "name")),
-            code=str(self.model.attr(op, "code") or ""),
-            inputs=[p.name for p in current.inputs],
-            outputs=[p.name for p in current.outputs],
-            attributes=pipeline.operation_attributes(self.model, op),
-            input_types={p.name: p.type for p in current.inputs if p.type},
-        )
         inputs = {
             p.name: (
                 check_data_info(self.plugin, p.data, f'input "{p.name}" of "{job.name}"'),
@@ -320,41 +306,10 @@ class ExecutionRun:
             )
             for p in current.inputs
         }
-        storage_dir = f"{self.plugin.project_id()}/executions/{self._name()}/{job.path.strip('/').replace('/', '_')}"
-        workdir = Path(tempfile.mkdtemp(prefix="deepforge-bundle-"))
-        try:
-            bundle = build_bundle(
-                workdir / "bundle",
-                storage_id=storage_cfg.backend,
-                storage_dir=storage_dir,
-                storage_config=storage_cfg.to_dict(),
-                inputs=inputs,
-                outputs=source.outputs,
-                operation=source,
-                project=self.plugin.project_id(),  # every sealed secret is bound to it (and loads the key)
-            )
-            files = {str(p.relative_to(bundle)): str(p) for p in sorted(bundle.rglob("*")) if p.is_file()}
-            blob = BlobClient(self.plugin.server_url(), webgme_token=self.plugin.webgme_token())
-            bundle_hash = blob.upload_artifact(
-                f"{job.name}_{job.path.strip('/').replace('/', '_')}-execution-files", files
-            )
+        storage_dir = f"{self.plugin.project_id()}/executions/{self._name()}/{job_slug(job)}"
+        with uploaded_bundle(self.plugin, current, inputs, storage_cfg, storage_dir) as (bundle, bundle_hash):
             client = compute.get_client(compute_cfg.backend, compute_cfg.to_dict())
-            job_info = client.start_job(
-                ComputeJob(
-                    bundle=bundle,
-                    hash=bundle_hash,
-                    name=f"DeepForge Job: {job.name} ({self._name()}) in {self.plugin.project_id()}",
-                    meta={
-                        "job": {"id": job.path, "name": job.name},
-                        "execution": {"id": self.execution, "name": self._name()},
-                        "projectId": self.plugin.project_id(),
-                        "branch": self.model.branch,
-                    },
-                )
-            )
-        finally:
-            # local compute copies what it needs when it starts; gme/sciserver use the blob artifact.
-            shutil.rmtree(workdir, ignore_errors=True)
+            job_info = client.start_job(self._compute_job(job, bundle, bundle_hash))
         self.model.change(
             f"{job.name} operation in {self._name()} is now queued",
             lambda: pipeline.set_attributes(
@@ -367,6 +322,19 @@ class ExecutionRun:
             ),
         )
         self._watch(job.path, client, job_info)
+
+    def _compute_job(self, job: PipelineJob, bundle: Path, bundle_hash: str) -> ComputeJob:
+        return ComputeJob(
+            bundle=bundle,
+            hash=bundle_hash,
+            name=f"DeepForge Job: {job.name} ({self._name()}) in {self.plugin.project_id()}",
+            meta={
+                "job": {"id": job.path, "name": job.name},
+                "execution": {"id": self.execution, "name": self._name()},
+                "projectId": self.plugin.project_id(),
+                "branch": self.model.branch,
+            },
+        )
 
     def _writer_config(self, port: pipeline.Port) -> Config | None:
         """The storage config of the job whose output reached ``port`` (None for pipeline inputs)."""
