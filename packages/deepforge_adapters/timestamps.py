@@ -1,7 +1,7 @@
-"""The wall-clock timestamps DeepForge's model and WebGME's executor record, from one clock.
+"""The wall-clock timestamps DeepForge's model and WebGME's executor record, in JavaScript's two shapes.
 
-JavaScript's two shapes: ``Date.now()`` (milliseconds since the epoch: the model's ``startTime``,
-``endTime``, ``createdAt``) and ``new Date().toISOString()`` (the executor's ``startTime``, ``finishTime``).
+``Date.now()`` (milliseconds since the epoch: the model's ``startTime``, ``endTime``, ``createdAt``) and
+``new Date().toISOString()`` (the executor's ``startTime``, ``finishTime``; dataInfo dates).
 """
 
 from __future__ import annotations
@@ -15,7 +15,12 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def iso_ms(value: datetime) -> str:
+    """``date.toISOString()``: ``2021-03-04T05:06:07.891Z`` (UTC, milliseconds, a ``Z``)."""
+    utc = value.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
 def now_iso() -> str:
-    """``new Date().toISOString()``: UTC with milliseconds and a ``Z``."""
-    ms = now_ms()
-    return datetime.fromtimestamp(ms // 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    """``new Date().toISOString()``."""
+    return iso_ms(datetime.now(UTC))
