@@ -20,6 +20,9 @@ An I/O error (a full disk, EIO) anywhere in a job fails that job with a readable
 when ``job_stdout.txt`` cannot be written the job's process group is killed and the job ends
 ``FAILED_TO_EXECUTE``; the reason still reaches the live output, and the final report is posted even when it
 cannot be saved to disk first.
+
+The final report itself (ownership check, on-disk copy, replay) is :mod:`.reports`; the record of the job's
+process group, for a restarted daemon to reap, is :mod:`.orphans`.
 """
 
 from __future__ import annotations
