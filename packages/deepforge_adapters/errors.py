@@ -81,3 +81,14 @@ class BundleError(DeepForgeError, ValueError):
 
 class SecretsError(DeepForgeError):
     """Sealed secrets cannot be opened (no key, wrong key, tampered token)."""
+
+
+class JobFailed(DeepForgeError):
+    """Ends a job early: ``reason`` is the sentence a user reads; ``status``, where the caller reports one,
+    is the status the job ends in (the worker's executor status; the runner reports none, its exit code does).
+    """
+
+    def __init__(self, reason: str, status: str | None = None) -> None:
+        self.reason = reason
+        self.status = status
+        super().__init__(reason if status is None else f"{status}: {reason}")

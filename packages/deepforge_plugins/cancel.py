@@ -12,16 +12,19 @@ import logging
 import time
 
 from deepforge_adapters import compute
+from deepforge_adapters.timestamps import now_ms
 
 from . import pipeline
 from .base import DeepForgePlugin
-from .engine import CANCELING, ExecutionRun
-from .execute import plugin_run_config
+from .engine import ExecutionRun
+from .run_config import plugin_run_config
+from .status import ModelStatus
 
 log = logging.getLogger(__name__)
 
 GRACE_SECONDS = 15.0
-FINAL = ("success", "failed", "canceled")
+FINISHED = frozenset(s for s in ModelStatus if s.finished)
+ACTIVE = frozenset(s for s in ModelStatus if s.active)
 
 
 class CancelExecution(DeepForgePlugin):
@@ -34,14 +37,16 @@ class CancelExecution(DeepForgePlugin):
             self.fail("CancelExecution runs on an Execution or one of its Jobs")
             return
         execution = model.path(node)
-        if model.attr(node, "status") in FINAL:
+        if model.attr(node, "status") in FINISHED:
             self.create_message(node, f"Execution is already {model.attr(node, 'status')}", "info")
             return
-        model.change("Cancel requested", lambda: pipeline.set_attributes(model, execution, status=CANCELING))
+        model.change(
+            "Cancel requested", lambda: pipeline.set_attributes(model, execution, status=ModelStatus.CANCELING)
+        )
         run = ExecutionRun(self, execution, plugin_run_config(self))
         run.resolve_configs(check_data=False)  # canceling reads no artifact
         for job in run.graph.jobs.values():
-            if job.status in ("queued", "running") and job.job_info:
+            if job.status in ACTIVE and job.job_info:
                 _, cfg = run.configs[job.path]
                 try:
                     compute.get_client(cfg.backend, cfg.to_dict()).cancel_job(json.loads(job.job_info))
@@ -51,16 +56,16 @@ class CancelExecution(DeepForgePlugin):
         deadline = time.monotonic() + GRACE_SECONDS
         while time.monotonic() < deadline:
             model.refresh()
-            if model.attr(model.node(execution), "status") in FINAL:
+            if model.attr(model.node(execution), "status") in FINISHED:
                 self.result_set_success(True)
                 return
             time.sleep(0.5)
 
         def mark() -> None:  # nobody is running it: record the cancel ourselves
             for job in pipeline.read_graph(model, execution).jobs.values():
-                if job.status not in FINAL:
-                    pipeline.set_attributes(model, job.path, status="canceled")
-            pipeline.set_attributes(model, execution, status="canceled", endTime=pipeline.now_ms())
+                if job.status not in FINISHED:
+                    pipeline.set_attributes(model, job.path, status=ModelStatus.CANCELED)
+            pipeline.set_attributes(model, execution, status=ModelStatus.CANCELED, endTime=now_ms())
 
         model.change("Execution canceled (no runner answered)", mark)
         self.result_set_success(True)

@@ -11,13 +11,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from enum import StrEnum
 
+from .status import ModelStatus
+
 
 class JobState(StrEnum):
-    PENDING = "pending"
-    RUNNING = "running"
-    SUCCESS = "success"
-    FAILED = "failed"
-    CANCELED = "canceled"
+    """A job's state in the scheduler: the model's statuses that matter to it (their strings are the model's)."""
+
+    PENDING = ModelStatus.PENDING.value
+    RUNNING = ModelStatus.RUNNING.value
+    SUCCESS = ModelStatus.SUCCESS.value
+    FAILED = ModelStatus.FAILED.value
+    CANCELED = ModelStatus.CANCELED.value
 
     @property
     def finished(self) -> bool:

@@ -16,12 +16,9 @@ from __future__ import annotations
 import json
 import logging
 import queue
-import shutil
-import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,29 +30,24 @@ from deepforge_adapters.errors import ConfigError
 from deepforge_adapters.policy import PolicyError
 from deepforge_adapters.secrets import redact
 from deepforge_adapters.storage import DataInfo
+from deepforge_adapters.timestamps import now_ms
 
 from . import pipeline
 from .base import DeepForgePlugin
+from .bundles import job_slug, uploaded_bundle
 from .dag import JobState, Scheduler
-from .pipeline import Graph, JobSpec
+from .pipeline import Graph, PipelineJob
+from .run_config import RunConfig
+from .status import ModelStatus
 from .targets import Choice, Targets, resolve, schema_for
 
 log = logging.getLogger(__name__)
 
 CANCEL_POLL_SECONDS = 1.0
-CANCELING = "canceling"
 #: Fields the server fills in for backends that talk to this WebGME server (gme storage/compute).
 SERVER_FIELDS = ("host", "webgmeToken")
 #: The backend of the placeholder config of an Input/Output job that has no target (it uses none).
 UNUSED = "(none)"
-
-
-@dataclass
-class RunConfig:
-    """What the Execute dialog contributed: default choices and secrets per backend id."""
-
-    targets: Targets
-    secrets: Mapping[str, Mapping[str, Mapping[str, Any]]]  # kind -> backend id -> {field: value}
 
 
 def _server_fields(plugin: DeepForgePlugin, kind: str, choice: Choice) -> Choice:
@@ -71,7 +63,9 @@ def _server_fields(plugin: DeepForgePlugin, kind: str, choice: Choice) -> Choice
     return Choice(choice.backend, {**choice.config, **extra}) if extra else choice
 
 
-def resolve_targets(plugin: DeepForgePlugin, rc: RunConfig, targets: Targets, job: JobSpec) -> tuple[Config, Config]:
+def resolve_targets(
+    plugin: DeepForgePlugin, rc: RunConfig, targets: Targets, job: PipelineJob
+) -> tuple[Config, Config]:
     """The validated (storage, compute) config of one job; errors name the job."""
     resolved = []
     for kind in ("storage", "compute"):
@@ -145,7 +139,7 @@ class ExecutionRun:
         self._last_cancel_check = 0.0
 
     # ------------------------------------------------------------------------------ configuration
-    def job_targets(self, job: JobSpec) -> Targets:
+    def job_targets(self, job: PipelineJob) -> Targets:
         """The Operation's choice, else the Execution's (copied from its Pipeline), else the dialog's."""
         own = Targets.from_json(pipeline.execution_targets(self.model, job.operation))
         execution = Targets.from_json(pipeline.execution_targets(self.model, self.execution))
@@ -177,15 +171,15 @@ class ExecutionRun:
 
         def edit() -> None:
             for job in self.graph.jobs.values():
-                pipeline.set_attributes(self.model, job.path, status="pending", stdout=None, jobInfo=None)
+                pipeline.set_attributes(self.model, job.path, status=ModelStatus.PENDING, stdout=None, jobInfo=None)
                 if job.kind != "Input":
                     for port in job.inputs:
                         pipeline.set_attributes(self.model, port.path, data=None)
             pipeline.set_attributes(
                 self.model,
                 self.execution,
-                status="running",
-                startTime=pipeline.now_ms(),
+                status=ModelStatus.RUNNING,
+                startTime=now_ms(),
                 endTime=None,
                 runId=f"Pipeline_{uuid.uuid4().hex}",
             )
@@ -195,11 +189,11 @@ class ExecutionRun:
     def resume(self) -> None:
         """Re-attach to jobs that were running when the previous plugin process died."""
         for job in self.graph.jobs.values():
-            if job.status == "success":
+            if job.status == ModelStatus.SUCCESS:
                 self.scheduler.finish(job.path, JobState.SUCCESS)
-            elif job.status in ("queued", "running") and job.job_info:
+            elif job.status in (ModelStatus.QUEUED, ModelStatus.RUNNING) and job.job_info:
                 self.resume_job(job.path)
-            elif job.status in ("failed", "canceled"):
+            elif job.status in (ModelStatus.FAILED, ModelStatus.CANCELED):
                 self.scheduler.finish(job.path, JobState(job.status))
 
     def resume_job(self, job_path: str) -> None:
@@ -213,8 +207,8 @@ class ExecutionRun:
 
     def reset_job(self, job_path: str) -> None:
         """Edit (inside a change): make a finished job pending again; its inputs stay as recorded."""
-        pipeline.set_attributes(self.model, job_path, status="pending", stdout=None, jobInfo=None)
-        pipeline.set_attributes(self.model, self.execution, status="running", endTime=None)
+        pipeline.set_attributes(self.model, job_path, status=ModelStatus.PENDING, stdout=None, jobInfo=None)
+        pipeline.set_attributes(self.model, self.execution, status=ModelStatus.RUNNING, endTime=None)
 
     def run(self, execution_status: bool = True) -> JobState:
         """Until the run is over; ``execution_status=False`` (one re-run job) derives it from all jobs."""
@@ -232,7 +226,7 @@ class ExecutionRun:
         return self._finish(execution_status)
 
     # ------------------------------------------------------------------------------------ starting
-    def _start_job(self, job: JobSpec) -> None:
+    def _start_job(self, job: PipelineJob) -> None:
         self.scheduler.start(job.path)
         try:
             if job.kind == "Input":
@@ -245,7 +239,7 @@ class ExecutionRun:
             log.exception("job %s could not start", job.name)
             self._job_failed(job, f"{type(exc).__name__}: {redact(str(exc))}", stdout="")
 
-    def _run_input(self, job: JobSpec) -> None:
+    def _run_input(self, job: PipelineJob) -> None:
         op = self.model.node(job.operation)
         artifact = self.model.core.load_pointer(op, "artifact")
         if artifact is None:
@@ -260,12 +254,13 @@ class ExecutionRun:
         def edit() -> None:
             for port in job.outputs:
                 self._write_output(port.path, data, type_name)
-            pipeline.set_attributes(self.model, job.path, status="success", stdout=f"Passing data reference {name}\n")
+            stdout = f"Passing data reference {name}\n"
+            pipeline.set_attributes(self.model, job.path, status=ModelStatus.SUCCESS, stdout=stdout)
 
         self.model.change(f"{job.name}: passing {name}", edit)
         self.scheduler.finish(job.path, JobState.SUCCESS)
 
-    def _run_output(self, job: JobSpec) -> None:
+    def _run_output(self, job: PipelineJob) -> None:
         """Save every arrived input into MyArtifacts: copied to ``<project>/artifacts/<name>`` in the storage
         that holds it (an execution's own files are overwritten when it runs again), as a new Data node."""
         current = pipeline.read_graph(self.model, self.execution).jobs[job.path]
@@ -291,31 +286,19 @@ class ExecutionRun:
                 node = self.model.core.copy_node(self.model.node(port.path), artifacts)
                 self.model.core.set_attribute(node, "name", save_name or port.name)
                 self.model.core.set_attribute(node, "data", saved[port.path])
-                self.model.core.set_attribute(node, "createdAt", pipeline.now_ms())
-            pipeline.set_attributes(self.model, job.path, status="success", stdout="Saved outputs to MyArtifacts\n")
+                self.model.core.set_attribute(node, "createdAt", now_ms())
+            stdout = "Saved outputs to MyArtifacts\n"
+            pipeline.set_attributes(self.model, job.path, status=ModelStatus.SUCCESS, stdout=stdout)
 
         self.model.change(f"{job.name}: saving artifacts", edit)
         self.scheduler.finish(job.path, JobState.SUCCESS)
 
-    def _submit(self, job: JobSpec) -> None:
-        from deepforge_adapters.jobs.bundle import build_bundle
-        from deepforge_adapters.jobs.codegen import OperationSource
-        from deepforge_adapters.webgme.blob import BlobClient
-
+    def _submit(self, job: PipelineJob) -> None:
         current = pipeline.read_graph(self.model, self.execution).jobs[job.path]
         storage_cfg, compute_cfg = self.configs[job.path]
-        op = self.model.node(job.operation)
         missing = [p.name for p in current.inputs if not p.data]
         if missing:
             raise LookupError(f'operation "{job.name}": no data arrived for input(s) {", ".join(missing)}')
-        source = OperationSource(
-            name=str(self.model.attr(op, "name")),
-            code=str(self.model.attr(op, "code") or ""),
-            inputs=[p.name for p in current.inputs],
-            outputs=[p.name for p in current.outputs],
-            attributes=pipeline.operation_attributes(self.model, op),
-            input_types={p.name: p.type for p in current.inputs if p.type},
-        )
         inputs = {
             p.name: (
                 check_data_info(self.plugin, p.data, f'input "{p.name}" of "{job.name}"'),
@@ -323,53 +306,35 @@ class ExecutionRun:
             )
             for p in current.inputs
         }
-        storage_dir = f"{self.plugin.project_id()}/executions/{self._name()}/{job.path.strip('/').replace('/', '_')}"
-        workdir = Path(tempfile.mkdtemp(prefix="deepforge-bundle-"))
-        try:
-            bundle = build_bundle(
-                workdir / "bundle",
-                storage_id=storage_cfg.backend,
-                storage_dir=storage_dir,
-                storage_config=storage_cfg.to_dict(),
-                inputs=inputs,
-                outputs=source.outputs,
-                operation=source,
-                project=self.plugin.project_id(),  # every sealed secret is bound to it (and loads the key)
-            )
-            files = {str(p.relative_to(bundle)): str(p) for p in sorted(bundle.rglob("*")) if p.is_file()}
-            blob = BlobClient(self.plugin.server_url(), webgme_token=self.plugin.webgme_token())
-            bundle_hash = blob.upload_artifact(
-                f"{job.name}_{job.path.strip('/').replace('/', '_')}-execution-files", files
-            )
+        storage_dir = f"{self.plugin.project_id()}/executions/{self._name()}/{job_slug(job)}"
+        with uploaded_bundle(self.plugin, current, inputs, storage_cfg, storage_dir) as (bundle, bundle_hash):
             client = compute.get_client(compute_cfg.backend, compute_cfg.to_dict())
-            job_info = client.start_job(
-                ComputeJob(
-                    bundle=bundle,
-                    hash=bundle_hash,
-                    name=f"DeepForge Job: {job.name} ({self._name()}) in {self.plugin.project_id()}",
-                    meta={
-                        "job": {"id": job.path, "name": job.name},
-                        "execution": {"id": self.execution, "name": self._name()},
-                        "projectId": self.plugin.project_id(),
-                        "branch": self.model.branch,
-                    },
-                )
-            )
-        finally:
-            # local compute copies what it needs when it starts; gme/sciserver use the blob artifact.
-            shutil.rmtree(workdir, ignore_errors=True)
+            job_info = client.start_job(self._compute_job(job, bundle, bundle_hash))
         self.model.change(
             f"{job.name} operation in {self._name()} is now queued",
             lambda: pipeline.set_attributes(
                 self.model,
                 job.path,
-                status="queued",
+                status=ModelStatus.QUEUED,
                 jobInfo=json.dumps(job_info, sort_keys=True),
                 execFiles=bundle_hash,
                 stdout=None,
             ),
         )
         self._watch(job.path, client, job_info)
+
+    def _compute_job(self, job: PipelineJob, bundle: Path, bundle_hash: str) -> ComputeJob:
+        return ComputeJob(
+            bundle=bundle,
+            hash=bundle_hash,
+            name=f"DeepForge Job: {job.name} ({self._name()}) in {self.plugin.project_id()}",
+            meta={
+                "job": {"id": job.path, "name": job.name},
+                "execution": {"id": self.execution, "name": self._name()},
+                "projectId": self.plugin.project_id(),
+                "branch": self.model.branch,
+            },
+        )
 
     def _writer_config(self, port: pipeline.Port) -> Config | None:
         """The storage config of the job whose output reached ``port`` (None for pipeline inputs)."""
@@ -434,7 +399,7 @@ class ExecutionRun:
             log.warning("could not read the final console output: %s", exc)
             return "".join(entry.output)
 
-    def _ended(self, job: JobSpec, entry: Running, update: JobUpdate) -> None:
+    def _ended(self, job: PipelineJob, entry: Running, update: JobUpdate) -> None:
         stdout = redact(self._console(entry))
         if update.status == JobStatus.SUCCESS:
             try:
@@ -450,14 +415,16 @@ class ExecutionRun:
                 for port in job.outputs:
                     result = results[port.name]
                     self._write_output(port.path, result["dataInfo"], str(result.get("type") or ""))
-                pipeline.set_attributes(self.model, job.path, status="success", stdout=stdout, jobInfo=None)
+                pipeline.set_attributes(self.model, job.path, status=ModelStatus.SUCCESS, stdout=stdout, jobInfo=None)
 
             self.model.change(f"{job.name} operation in {self._name()} succeeded", edit)
             self.scheduler.finish(job.path, JobState.SUCCESS)
         elif update.status == JobStatus.CANCELED:
             self.model.change(
                 f"{job.name} operation in {self._name()} was canceled",
-                lambda: pipeline.set_attributes(self.model, job.path, status="canceled", stdout=stdout, jobInfo=None),
+                lambda: pipeline.set_attributes(
+                    self.model, job.path, status=ModelStatus.CANCELED, stdout=stdout, jobInfo=None
+                ),
             )
             self.scheduler.finish(job.path, JobState.CANCELED)
         else:
@@ -473,14 +440,14 @@ class ExecutionRun:
         for dst in self.graph.consumers(port_path):
             pipeline.write_port(self.model, dst, data_info, type_name)
 
-    def _job_failed(self, job: JobSpec, reason: str, stdout: str) -> None:
+    def _job_failed(self, job: PipelineJob, reason: str, stdout: str) -> None:
         reason = redact(reason)
         message = f'Operation "{job.name}" failed: {reason}'
         self.failure = self.failure or message
         text = stdout + ("" if not stdout or stdout.endswith("\n") else "\n") + message + "\n"
         self.model.change(
             f"{job.name} operation in {self._name()} failed",
-            lambda: pipeline.set_attributes(self.model, job.path, status="failed", stdout=text, jobInfo=None),
+            lambda: pipeline.set_attributes(self.model, job.path, status=ModelStatus.FAILED, stdout=text, jobInfo=None),
         )
         self.scheduler.finish(job.path, JobState.FAILED)
 
@@ -491,7 +458,7 @@ class ExecutionRun:
         self._last_cancel_check = time.monotonic()
         self.model.refresh()
         status = self.model.attr(self.model.node(self.execution), "status")
-        if status == CANCELING or self.plugin.aborted():
+        if status == ModelStatus.CANCELING or self.plugin.aborted():
             self.cancel()
 
     def cancel(self) -> None:
@@ -506,20 +473,22 @@ class ExecutionRun:
     # ------------------------------------------------------------------------------------ the end
     def _finish(self, from_scheduler: bool = True) -> JobState:
         outcome = self.scheduler.outcome()
-        status = str(outcome)
+        status = ModelStatus(outcome)
         if not from_scheduler:
             graph = pipeline.read_graph(self.model, self.execution)
             statuses = {j.status for j in graph.jobs.values()}
-            status = "success" if statuses == {"success"} else ("canceled" if "canceled" in statuses else "failed")
+            if statuses == {ModelStatus.SUCCESS}:
+                status = ModelStatus.SUCCESS
+            else:
+                status = ModelStatus.CANCELED if ModelStatus.CANCELED in statuses else ModelStatus.FAILED
 
         def edit() -> None:
             for job in self.graph.jobs.values():
                 if self.scheduler.state[job.path] == JobState.PENDING and outcome != JobState.SUCCESS:
-                    pipeline.set_attributes(
-                        self.model, job.path, status="canceled" if outcome == JobState.CANCELED else "pending"
-                    )
+                    left = ModelStatus.CANCELED if outcome == JobState.CANCELED else ModelStatus.PENDING
+                    pipeline.set_attributes(self.model, job.path, status=left)
             pipeline.set_attributes(
-                self.model, self.execution, status=status, endTime=pipeline.now_ms(), executionId=None
+                self.model, self.execution, status=status, endTime=now_ms(), executionId=None
             )
 
         self.model.change(f"Pipeline execution {self._name()} finished: {outcome}", edit)

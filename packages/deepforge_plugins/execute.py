@@ -10,53 +10,17 @@ created, so a misconfigured or forbidden backend never leaves a half-started run
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
-from typing import Any
-
-from deepforge_adapters.storage import DataInfo
 
 from . import pipeline
 from .base import DeepForgePlugin
 from .dag import JobState
-from .engine import ExecutionRun, RunConfig, check_data_info, input_artifact_data, resolve_targets
-from .pipeline import JobSpec, create_execution
-from .targets import KINDS, Targets, choice_from_plugin_config
+from .engine import ExecutionRun, check_data_info, input_artifact_data, resolve_targets
+from .pipeline import PipelineJob, create_execution
+from .run_config import RunConfig, plugin_run_config
+from .status import ModelStatus
+from .targets import Targets
 
 log = logging.getLogger(__name__)
-
-
-def run_config(plugin_config: Mapping[str, Any], backend_of: Callable[[str], str | None] | None = None) -> RunConfig:
-    """Default targets and per-backend secrets from the Execute dialog.
-
-    ``backend_of`` maps an artifact's node path to its storage backend, for DeepForge's credentials group.
-    """
-    choices: dict[str, Any] = {}
-    secrets: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in KINDS}
-    for kind in KINDS:
-        choice, given = choice_from_plugin_config(kind, plugin_config)
-        choices[kind] = choice
-        if choice is not None and given:
-            secrets[kind][choice.backend] = given
-    # DeepForge's "Credentials for Pipeline Inputs": {artifact path: {field: value}}, per backend here.
-    for path, creds in (plugin_config.get("inputs") or {}).items():
-        if not isinstance(creds, Mapping):
-            continue
-        backend = creds.get("backend") or (backend_of(path) if backend_of else None)
-        if backend:
-            secrets["storage"].setdefault(backend, {}).update({k: v for k, v in creds.items() if k != "backend"})
-    return RunConfig(Targets(choices["storage"], choices["compute"]), secrets)
-
-
-def plugin_run_config(plugin: DeepForgePlugin) -> RunConfig:
-    """:func:`run_config` of the plugin's config, artifact backends looked up in its model."""
-
-    def backend_of(path: str) -> str | None:
-        try:
-            return DataInfo.from_json(plugin.model.attr(plugin.model.node(path), "data")).backend
-        except Exception:  # not a Data node, or no data yet: its credentials cannot be placed
-            return None
-
-    return run_config(plugin.config(), backend_of)
 
 
 def check_pipeline_targets(plugin: DeepForgePlugin, pipeline_path: str, rc: RunConfig) -> None:
@@ -64,7 +28,7 @@ def check_pipeline_targets(plugin: DeepForgePlugin, pipeline_path: str, rc: RunC
     model = plugin.model
     pipe = Targets.from_json(pipeline.execution_targets(model, pipeline_path))
     for op in model.children(model.node(pipeline_path), "Operation"):
-        spec = JobSpec(
+        spec = PipelineJob(
             model.path(op), str(model.attr(op, "name")), model.path(op), pipeline.operation_kind(model, op), "", ""
         )
         own = Targets.from_json(pipeline.execution_targets(model, spec.path))
@@ -97,7 +61,7 @@ class ExecutePipeline(DeepForgePlugin):
         elif model.is_a(self.active_node, "Execution"):
             run = ExecutionRun(self, active, rc)
             run.resolve_configs()
-            if model.attr(self.active_node, "status") in ("running", "canceling"):
+            if model.attr(self.active_node, "status") in (ModelStatus.RUNNING, ModelStatus.CANCELING):
                 log.info("execution %s is running without a runner: resuming", active)
                 run.resume()
             else:
@@ -134,7 +98,7 @@ class ExecuteJob(ExecutePipeline):
             if other != job:
                 run.scheduler.finish(other, JobState.SUCCESS)  # only this one is to run
         spec = run.graph.jobs[job]
-        if spec.status in ("running", "queued") and spec.job_info:
+        if spec.status in (ModelStatus.RUNNING, ModelStatus.QUEUED) and spec.job_info:
             run.resume_job(job)
         else:
             model.change(f"Restarting job {spec.name}", lambda: run.reset_job(job))

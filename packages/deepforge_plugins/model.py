@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from enum import StrEnum
 from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
@@ -20,7 +21,18 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Node = dict[str, Any]
 
-SYNCED_STATUSES = ("SYNCED", "MERGED")
+
+class CommitStatus(StrEnum):
+    """The ``status`` of a commit's result (webgme-engine's ``storage/constants.js``)."""
+
+    SYNCED = "SYNCED"  # inserted and the branch moved onto it
+    FORKED = "FORKED"  # inserted, but the branch did not move (someone committed in between)
+    CANCELED = "CANCELED"  # never inserted
+    MERGED = "MERGED"  # forked at first, then merged into the branch
+
+
+#: A commit that moved the branch: onto its head, or merged into it.
+SYNCED_STATUSES = (CommitStatus.SYNCED, CommitStatus.MERGED)
 MAX_FORK_RETRIES = 5
 
 
@@ -96,7 +108,7 @@ class ModelSession:
 
     def _commit(self, message: str) -> bool:
         outcome = self.util.save(self.root, self.commit_hash, self.branch, message)
-        status = outcome.get("status") if self.branch else "SYNCED"
+        status = outcome.get("status") if self.branch else CommitStatus.SYNCED
         new_hash = outcome.get("hash")
         if status in SYNCED_STATUSES or (not self.branch and new_hash):
             self.commit_hash = new_hash

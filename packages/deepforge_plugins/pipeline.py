@@ -11,11 +11,13 @@ from __future__ import annotations
 import ast
 import json
 import re
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from deepforge_adapters.timestamps import now_ms
+
 from .model import ModelSession, Node
+from .status import ModelStatus
 
 # Attributes every Operation has; the rest are the operation's own parameters passed to its constructor.
 BASE_OPERATION_ATTRIBUTES = frozenset({"name", "code", "lineOffset", "displayColor", "condaEnv"})
@@ -34,8 +36,8 @@ class Port:
 
 
 @dataclass
-class JobSpec:
-    """One Job of an Execution as read from the model."""
+class PipelineJob:
+    """One Job of an Execution as read from the model (not a job bundle's ``jobs.bundle.JobSpec``)."""
 
     path: str
     name: str
@@ -52,7 +54,7 @@ class JobSpec:
 
 @dataclass
 class Graph:
-    jobs: dict[str, JobSpec]
+    jobs: dict[str, PipelineJob]
     #: (src port path, dst port path) for each Transporter
     connections: list[tuple[str, str]]
 
@@ -67,10 +69,6 @@ class Graph:
 
     def consumers(self, port_path: str) -> list[str]:
         return [dst for src, dst in self.connections if src == port_path]
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def root_container(model: ModelSession, name: str) -> Node:
@@ -139,7 +137,7 @@ def operation_attributes(model: ModelSession, op: Node) -> dict[str, Any]:
 
 def read_graph(model: ModelSession, execution_path: str) -> Graph:
     execution = model.node(execution_path)
-    jobs: dict[str, JobSpec] = {}
+    jobs: dict[str, PipelineJob] = {}
     connections: list[tuple[str, str]] = []
     for child in model.children(execution):
         if model.is_a(child, "Job"):
@@ -148,7 +146,7 @@ def read_graph(model: ModelSession, execution_path: str) -> Graph:
                 raise ValueError(f"job {model.attr(child, 'name')} must hold exactly one Operation, has {len(ops)}")
             op = ops[0]
             ins, outs = read_operation(model, op)
-            jobs[model.path(child)] = JobSpec(
+            jobs[model.path(child)] = PipelineJob(
                 path=model.path(child),
                 name=str(model.attr(child, "name")),
                 operation=model.path(op),
@@ -184,7 +182,7 @@ def create_execution(model: ModelSession, pipeline_path: str, name: str | None) 
     exec_name = unique_name(taken, name or f"{model.attr(pipeline, 'name')}_execution")
     execution = model.core.create_node({"parent": container, "base": model.META["Execution"]})
     model.core.set_attribute(execution, "name", exec_name)
-    model.core.set_attribute(execution, "status", "pending")
+    model.core.set_attribute(execution, "status", ModelStatus.PENDING)
     model.core.set_attribute(execution, "createdAt", now_ms())
     model.core.set_registry(execution, "validPlugins", EXECUTION_PLUGINS)
     model.core.set_pointer(execution, "origin", pipeline)
@@ -200,7 +198,7 @@ def create_execution(model: ModelSession, pipeline_path: str, name: str | None) 
         if model.is_a(child, "Operation"):
             job = model.core.create_node({"parent": execution, "base": model.META["Job"]})
             model.core.set_attribute(job, "name", model.attr(child, "name"))
-            model.core.set_attribute(job, "status", "pending")
+            model.core.set_attribute(job, "status", ModelStatus.PENDING)
             model.core.set_registry(job, "validPlugins", JOB_PLUGINS)
             position = model.core.get_registry(child, "position")
             if position:  # the Execution view lays its jobs out as the pipeline laid out its operations

@@ -23,9 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deepforge_adapters import compute, storage
-from deepforge_adapters._registry import BackendRegistry
 from deepforge_adapters.config import Config, ConfigSchema
-from deepforge_adapters.errors import ConfigError, UnknownBackendError
+from deepforge_adapters.errors import ConfigError
 from deepforge_adapters.policy import Policy
 from deepforge_adapters.policy import load as load_policy
 
@@ -35,29 +34,30 @@ REGISTRY_KEY = "executionTargets"
 KINDS = ("storage", "compute")
 
 
-def _registry(kind: str) -> BackendRegistry[Any]:
+def _availability(kind: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """``({id: class}, {id: why not})`` from the public ``storage`` / ``compute`` registry."""
     if kind == "storage":
-        return storage.registry
+        return storage.registry.availability()
     if kind == "compute":
-        return compute.registry
+        return compute.registry.availability()
     raise ValueError(f"unknown target kind {kind!r}")
 
 
 def available_backends(kind: str) -> dict[str, Any]:
     """``{id: class}`` of every backend of ``kind`` that imports here; a broken one is logged and skipped."""
-    found: dict[str, Any] = {}
-    reg = _registry(kind)
-    for backend_id in reg.ids():
-        try:
-            found[backend_id] = reg.get_class(backend_id)
-        except (ImportError, UnknownBackendError, TypeError, AttributeError) as exc:
-            log.warning("%s backend %s is not available: %s", kind, backend_id, exc)
+    found, broken = _availability(kind)
+    for backend_id, reason in broken.items():
+        log.warning("%s backend %s is not available: %s", kind, backend_id, reason)
     return found
 
 
 def schema_for(kind: str, backend_id: str) -> ConfigSchema:
-    schema: ConfigSchema = _registry(kind).get_class(backend_id).schema
-    return schema
+    """The config schema of one backend (:class:`UnknownBackendError` if there is none of that id)."""
+    if kind == "storage":
+        return storage.registry.get_class(backend_id).schema
+    if kind == "compute":
+        return compute.registry.get_class(backend_id).schema
+    raise ValueError(f"unknown target kind {kind!r}")
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 
 from deepforge_adapters import storage
+from deepforge_adapters.timestamps import now_ms
 from deepforge_adapters.webgme.blob import BlobClient
 
 from . import pipeline
 from .base import DeepForgePlugin
-from .execute import plugin_run_config
+from .run_config import plugin_run_config
 from .targets import resolve
 
 
@@ -53,7 +54,7 @@ class UploadArtifact(DeepForgePlugin):
             model.core.set_attribute(node, "data", json.dumps(info.to_json(), sort_keys=True))
             if type_name:
                 model.core.set_attribute(node, "type", type_name)
-            model.core.set_attribute(node, "createdAt", pipeline.now_ms())
+            model.core.set_attribute(node, "createdAt", now_ms())
             return model.path(node)
 
         path = model.change(f"Uploaded artifact {name} to {storage_cfg.backend}", edit)

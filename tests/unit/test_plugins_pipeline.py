@@ -1,6 +1,6 @@
 import pytest
-from deepforge_plugins.execute import run_config
-from deepforge_plugins.pipeline import Graph, JobSpec, _code_order, unique_name
+from deepforge_plugins.pipeline import Graph, PipelineJob, _code_order, unique_name
+from deepforge_plugins.run_config import run_config
 from deepforge_plugins.targets import Choice
 
 CODE = """
@@ -27,7 +27,7 @@ def test_execution_names_are_unique_and_identifier_safe():
 
 
 def test_graph_maps_connections_to_job_edges():
-    jobs = {p: JobSpec(p, p.strip("/"), p + "/op", "Operation", "pending", "") for p in ("/e/a", "/e/b", "/e/c")}
+    jobs = {p: PipelineJob(p, p.strip("/"), p + "/op", "Operation", "pending", "") for p in ("/e/a", "/e/b", "/e/c")}
     connections = [("/e/a/op/O/x", "/e/b/op/I/x"), ("/e/a/op/O/x", "/e/c/op/I/x"), ("/e/b/op/O/y", "/e/c/op/I/y")]
     graph = Graph(jobs, connections)
     assert graph.edges() == [("/e/a", "/e/b"), ("/e/a", "/e/c"), ("/e/b", "/e/c")]

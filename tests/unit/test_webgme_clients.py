@@ -150,3 +150,15 @@ def test_an_existing_mongo_gets_a_database_per_stack() -> None:
     uri = "mongodb://user:pw@db.example:27017/admin?authSource=admin"
     assert _with_database(uri, "deepforge_1") == "mongodb://user:pw@db.example:27017/deepforge_1?authSource=admin"
     assert _with_database("mongodb://127.0.0.1:27017", "d") == "mongodb://127.0.0.1:27017/d"
+
+
+def test_executor_status_is_webgmes_vocabulary() -> None:
+    """One enum: its values are JobInfo.js's strings, it serialises as them, and 'finished' is JobInfo's list."""
+    import json
+
+    from deepforge_adapters.webgme.executor import FINISHED_STATUSES, ExecutorStatus, is_finished
+
+    assert json.dumps({"status": ExecutorStatus.FAILED_UNZIP}) == '{"status": "FAILED_UNZIP"}'
+    assert f"{ExecutorStatus.SUCCESS}" == "SUCCESS"
+    assert {s for s in ExecutorStatus if not s.finished} == {"CREATED", "RUNNING"}
+    assert len(FINISHED_STATUSES) == 12 and is_finished("CANCELED") and not is_finished("RUNNING")

@@ -22,18 +22,15 @@ from typing import Any
 
 import pytest
 from deepforge_adapters.errors import NotFoundError
+from deepforge_worker.context import JobContext
 from deepforge_worker.daemon import Worker
-from deepforge_worker.execution import (
-    JobContext,
-    JobExecution,
-    reap_orphaned_jobs,
-    record_process_group,
-    replay_pending_reports,
-)
+from deepforge_worker.execution import JobExecution
+from deepforge_worker.orphans import reap_orphaned_jobs, record_process_group
+from deepforge_worker.reports import replay_pending_reports
 from deepforge_worker.settings import load_settings
 from deepforge_worker.slots import Slot
 
-from tests.fixtures.jobs import pid_gone
+from tests.fixtures.jobs import pid_gone, wait_for
 from tests.fixtures.worker import STUBBORN_JOB
 
 
@@ -359,6 +356,29 @@ def test_daemon_runs_jobs_concurrently_and_reports(tmp_path: Path) -> None:
     assert all(p["availableProcesses"] <= 2 for p in executor.polls)
     assert any(p["availableProcesses"] == 1 for p in executor.polls), "the third job waited for a free slot"
     assert executor.polls[-1]["availableProcesses"] == 0, "a stopping worker claims nothing"
+
+
+def test_daemon_keeps_no_thread_of_a_finished_job(tmp_path: Path) -> None:
+    """A long-running daemon's job table holds the running jobs only, not one thread per job it ever ran."""
+    executor, blob = FakeExecutor(), FakeBlob()
+    hashes = [blob.add_bundle(bundle(f"print({i})")) for i in range(6)]
+    executor.to_start = list(hashes)
+    worker = make_worker(tmp_path, executor, blob, processes=2)
+    seen: dict[str, Any] = {}
+
+    def after_all_jobs() -> None:
+        try:
+            wait_for(lambda: len(executor.updates) == len(hashes), 60, "six final reports")
+            # Still polling: every job has finished, so neither table may hold anything of them.
+            wait_for(lambda: not worker.job_threads and not worker.running, 60, "the daemon to forget finished jobs")
+            seen["threads"], seen["running"] = set(worker.job_threads), dict(worker.running)
+        finally:
+            worker.request_stop()
+
+    threading.Thread(target=after_all_jobs, daemon=True).start()
+    assert worker.work() == 0
+    assert sorted(h for h, u in executor.updates if u["status"] == "SUCCESS") == sorted(hashes)
+    assert seen == {"threads": set(), "running": {}}
 
 
 def test_daemon_drain_timeout_cancels_and_exits_zero(tmp_path: Path) -> None:

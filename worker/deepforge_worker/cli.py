@@ -99,8 +99,8 @@ def start(run_as: str | None, **options: Any) -> None:
     """Poll the server and run jobs until SIGTERM (drains running jobs, then exits 0)."""
     from deepforge_adapters.process import make_non_dumpable
 
+    from .context import RunAs
     from .daemon import Worker
-    from .execution import RunAs
 
     make_non_dumpable()  # we hold the key and every job's credentials: job code must not read our memory
     settings = _settings(options)

@@ -19,7 +19,7 @@ SIGTERM drains: the worker stops claiming (``availableProcesses: 0``) but keeps 
 neither requeues its jobs nor loses their cancel requests; running jobs may finish for ``drain_timeout``
 seconds, then they are canceled and reported, and the daemon exits 0.  A second SIGTERM (or SIGINT) cancels
 at once.  Each final report is written to disk before it is posted, so a SIGKILL loses nothing that had
-finished (see :func:`~deepforge_worker.execution.replay_pending_reports`).
+finished (see :func:`~deepforge_worker.reports.replay_pending_reports`).
 """
 
 from __future__ import annotations
@@ -37,8 +37,13 @@ from types import FrameType
 from typing import Any
 
 from deepforge_adapters.hashing import is_sha1_hex
+from deepforge_adapters.webgme.executor import ExecutorStatus
+from deepforge_adapters.webgme.protocols import BlobAPI, ExecutorAPI
 
-from .execution import JobContext, JobExecution, reap_orphaned_jobs, refuse_bad_job, replay_pending_reports
+from .context import JobContext
+from .execution import JobExecution
+from .orphans import reap_orphaned_jobs
+from .reports import refuse_bad_job, replay_pending_reports
 from .settings import WorkerSettings
 from .slots import Slot, SlotPool
 
@@ -163,8 +168,8 @@ class Worker:
     def __init__(
         self,
         settings: WorkerSettings,
-        executor: Any,
-        blob: Any,
+        executor: ExecutorAPI,
+        blob: BlobAPI,
         *,
         client_id: str | None = None,
     ) -> None:
@@ -191,7 +196,9 @@ class Worker:
         self.malformed = MalformedAnswers()
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        self._threads: list[threading.Thread] = []
+        #: The job threads still running; each removes itself when its job is done, so a daemon that runs jobs
+        #: for months keeps none of the finished ones.
+        self.job_threads: set[threading.Thread] = set()
         self.stopping = False
         self.stop_deadline: float | None = None
         self.polls = 0
@@ -287,7 +294,7 @@ class Worker:
         if not self._claims_unknown:
             return
         try:
-            jobs = self.executor.list_jobs(status="RUNNING")
+            jobs = self.executor.list_jobs(status=ExecutorStatus.RUNNING)
         except Exception as exc:
             log.debug("listing running jobs to find lost claims failed: %s", exc)
             return
@@ -364,14 +371,15 @@ class Worker:
             with self._lock:
                 self.running[job.hash] = job
         thread = threading.Thread(target=self._run_job, args=(job, slot, label), name=f"job-{job.hash[:8]}")
-        self._threads.append(thread)
+        with self._lock:
+            self.job_threads.add(thread)
         thread.start()
 
     def _run_job(self, job: JobExecution, slot: Slot, label: str | None) -> None:
         try:
             status = job.run()
             if label is not None:
-                if status != "FAILED_TO_EXECUTE":
+                if status != ExecutorStatus.FAILED_TO_EXECUTE:
                     self.pool.add_labels([label])
                     log.info("label probe %s: %s; labels now %s", label, status, self.pool.labels)
                 else:
@@ -382,6 +390,8 @@ class Worker:
                     self.running.pop(job.hash, None)
             self.pool.release(slot)
             self._wake.set()  # report the freed slot on the next poll without waiting a full period
+            with self._lock:
+                self.job_threads.discard(threading.current_thread())
 
     def _next_wait(self) -> float:
         if self.connection.failures:
@@ -394,6 +404,7 @@ class Worker:
         self._wake.clear()
 
     def _join_jobs(self) -> None:
-        for thread in self._threads:
+        with self._lock:
+            threads = list(self.job_threads)
+        for thread in threads:
             thread.join()
-        self._threads.clear()

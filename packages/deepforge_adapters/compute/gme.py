@@ -23,6 +23,8 @@ from ..config import ConfigSchema, Field
 from ..errors import ComputeError, InvalidHashError, NotFoundError, WebGMEError
 from ..hashing import check_sha1_hex
 from ..webgme import DEFAULT_HOST, HOST_ENV
+from ..webgme.executor import ExecutorStatus
+from ..webgme.protocols import BlobAPI, ExecutorAPI
 from .base import ComputeClient, ComputeJob, JobStatus, JobUpdate, StatusMapping, StatusTable
 
 log = logging.getLogger(__name__)
@@ -32,23 +34,24 @@ RESULTS_ARTIFACT, RESULTS_FILE = "results", "results.json"
 WORKER_PREFIX = "[deepforge-worker] "
 
 F = JobStatus.FAILED
+S = ExecutorStatus
 STATUS_TABLE = StatusTable(
     "gme",
     {
-        "CREATED": StatusMapping(JobStatus.QUEUED),
-        "RUNNING": StatusMapping(JobStatus.RUNNING),
-        "SUCCESS": StatusMapping(JobStatus.SUCCESS),
-        "CANCELED": StatusMapping(JobStatus.CANCELED),
-        "FAILED_TO_EXECUTE": StatusMapping(F, "the job's command failed (non-zero exit)"),
-        "FAILED_TO_GET_SOURCE_METADATA": StatusMapping(F, "the worker could not find the job bundle in the blob"),
-        "FAILED_SOURCE_COULD_NOT_BE_OBTAINED": StatusMapping(F, "the worker could not read the job from the executor"),
-        "FAILED_CREATING_SOURCE_ZIP": StatusMapping(F, "the worker could not download the job bundle"),
-        "FAILED_UNZIP": StatusMapping(F, "the worker refused or could not unpack the job bundle"),
-        "FAILED_EXECUTOR_CONFIG": StatusMapping(F, "the bundle's executor_config.json is missing or invalid"),
-        "FAILED_TO_ARCHIVE_FILE": StatusMapping(F, "the worker could not upload a result file to the blob"),
-        "FAILED_TO_SAVE_JOINT_ARTIFACT": StatusMapping(F, "the worker could not save the joint result artifact"),
-        "FAILED_TO_ADD_OBJECT_HASHES": StatusMapping(F, "the worker could not assemble a result artifact"),
-        "FAILED_TO_SAVE_ARTIFACT": StatusMapping(F, "the worker could not save a result artifact"),
+        S.CREATED: StatusMapping(JobStatus.QUEUED),
+        S.RUNNING: StatusMapping(JobStatus.RUNNING),
+        S.SUCCESS: StatusMapping(JobStatus.SUCCESS),
+        S.CANCELED: StatusMapping(JobStatus.CANCELED),
+        S.FAILED_TO_EXECUTE: StatusMapping(F, "the job's command failed (non-zero exit)"),
+        S.FAILED_TO_GET_SOURCE_METADATA: StatusMapping(F, "the worker could not find the job bundle in the blob"),
+        S.FAILED_SOURCE_COULD_NOT_BE_OBTAINED: StatusMapping(F, "the worker could not read the job from the executor"),
+        S.FAILED_CREATING_SOURCE_ZIP: StatusMapping(F, "the worker could not download the job bundle"),
+        S.FAILED_UNZIP: StatusMapping(F, "the worker refused or could not unpack the job bundle"),
+        S.FAILED_EXECUTOR_CONFIG: StatusMapping(F, "the bundle's executor_config.json is missing or invalid"),
+        S.FAILED_TO_ARCHIVE_FILE: StatusMapping(F, "the worker could not upload a result file to the blob"),
+        S.FAILED_TO_SAVE_JOINT_ARTIFACT: StatusMapping(F, "the worker could not save the joint result artifact"),
+        S.FAILED_TO_ADD_OBJECT_HASHES: StatusMapping(F, "the worker could not assemble a result artifact"),
+        S.FAILED_TO_SAVE_ARTIFACT: StatusMapping(F, "the worker could not save a result artifact"),
     },
 )
 
@@ -81,7 +84,7 @@ class GmeCompute(ComputeClient):
         self.host = str(self.config["host"]).rstrip("/")
 
     @cached_property
-    def executor(self) -> Any:
+    def executor(self) -> ExecutorAPI:
         """The :class:`~deepforge_adapters.webgme.executor.ExecutorClient`, made on first use."""
         from ..webgme.executor import ExecutorClient
 
@@ -89,7 +92,7 @@ class GmeCompute(ComputeClient):
         return ExecutorClient(self.host, api_token, webgme_token, nonce=self.config["nonce"] or None)
 
     @cached_property
-    def blob(self) -> Any:
+    def blob(self) -> BlobAPI:
         from ..webgme.blob import BlobClient
 
         return BlobClient(self.host, *self._tokens())
@@ -296,7 +299,7 @@ class GmeCompute(ComputeClient):
         worker_lines = [line[len(WORKER_PREFIX) :] for line in lines if line.startswith(WORKER_PREFIX)]
         program_lines = [line for line in lines if not line.startswith(WORKER_PREFIX)]
         base = mapping.reason or f"job {code}"
-        if code == "FAILED_TO_EXECUTE" and program_lines:
+        if code == ExecutorStatus.FAILED_TO_EXECUTE and program_lines:
             errors = [line for line in program_lines if "Error" in line]
             return f"{base}: {(errors or program_lines)[-1]}"
         if worker_lines:

@@ -36,7 +36,7 @@ from typing import Any, BinaryIO
 
 from .. import secrets
 from ..config import seconds_from_env
-from ..errors import ConfigError, DeepForgeError, StorageError
+from ..errors import ConfigError, DeepForgeError, JobFailed, StorageError
 from ..process import JobProcess, make_non_dumpable
 from ..process import run as run_job_process
 from ..storage import get_client
@@ -58,10 +58,6 @@ PROGRESS_ENV = "DEEPFORGE_PROGRESS_INTERVAL"
 DEFAULT_PROGRESS_INTERVAL = 5.0
 MIB = 1024 * 1024
 PREFIX = "deepforge: "
-
-
-class JobFailed(Exception):
-    """Ends the run; the message is the one-line reason printed last."""
 
 
 class Canceled(Exception):

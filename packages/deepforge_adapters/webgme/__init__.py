@@ -9,7 +9,7 @@
 
 from ._rest import DEFAULT_HOST, HOST_ENV
 from .blob import BlobClient, BlobReader, file_metadata, metadata_hash
-from .executor import FINISHED_STATUSES, ExecutorClient, is_finished
+from .executor import FINISHED_STATUSES, ExecutorClient, ExecutorStatus, is_finished
 
 __all__ = [
     "DEFAULT_HOST",
@@ -18,6 +18,7 @@ __all__ = [
     "BlobClient",
     "BlobReader",
     "ExecutorClient",
+    "ExecutorStatus",
     "file_metadata",
     "is_finished",
     "metadata_hash",

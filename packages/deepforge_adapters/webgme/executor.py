@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Mapping, Sequence
+from enum import StrEnum
 from typing import Any
 
 import requests
@@ -28,15 +29,35 @@ from ._rest import DEFAULT_HOST, auth_headers, check, json_body, quote_segment, 
 
 log = logging.getLogger(__name__)
 
+class ExecutorStatus(StrEnum):
+    """A JobInfo ``status`` of webgme-engine's executor (``common/executor/JobInfo.js``), as its strings."""
+
+    CREATED = "CREATED"
+    RUNNING = "RUNNING"
+    SUCCESS = "SUCCESS"
+    CANCELED = "CANCELED"
+    FAILED_TO_EXECUTE = "FAILED_TO_EXECUTE"
+    FAILED_TO_GET_SOURCE_METADATA = "FAILED_TO_GET_SOURCE_METADATA"
+    FAILED_SOURCE_COULD_NOT_BE_OBTAINED = "FAILED_SOURCE_COULD_NOT_BE_OBTAINED"
+    FAILED_CREATING_SOURCE_ZIP = "FAILED_CREATING_SOURCE_ZIP"
+    FAILED_UNZIP = "FAILED_UNZIP"
+    FAILED_EXECUTOR_CONFIG = "FAILED_EXECUTOR_CONFIG"
+    FAILED_TO_ARCHIVE_FILE = "FAILED_TO_ARCHIVE_FILE"
+    FAILED_TO_SAVE_JOINT_ARTIFACT = "FAILED_TO_SAVE_JOINT_ARTIFACT"
+    FAILED_TO_ADD_OBJECT_HASHES = "FAILED_TO_ADD_OBJECT_HASHES"
+    FAILED_TO_SAVE_ARTIFACT = "FAILED_TO_SAVE_ARTIFACT"
+
+    @property
+    def finished(self) -> bool:
+        """``JobInfo.isFinishedStatus``: every status but CREATED and RUNNING."""
+        return self not in (ExecutorStatus.CREATED, ExecutorStatus.RUNNING)
+
+    def __str__(self) -> str:
+        return self.value
+
+
 #: JobInfo.finishedStatuses of webgme-engine's ``common/executor/JobInfo.js``.
-FINISHED_STATUSES = frozenset(
-    {
-        "SUCCESS", "CANCELED", "FAILED_TO_EXECUTE", "FAILED_TO_GET_SOURCE_METADATA",
-        "FAILED_SOURCE_COULD_NOT_BE_OBTAINED", "FAILED_CREATING_SOURCE_ZIP", "FAILED_UNZIP",
-        "FAILED_EXECUTOR_CONFIG", "FAILED_TO_ARCHIVE_FILE", "FAILED_TO_SAVE_JOINT_ARTIFACT",
-        "FAILED_TO_ADD_OBJECT_HASHES", "FAILED_TO_SAVE_ARTIFACT",
-    }
-)  # fmt: skip
+FINISHED_STATUSES = frozenset(s for s in ExecutorStatus if s.finished)
 
 
 def is_finished(status: str | None) -> bool:
@@ -103,7 +124,7 @@ class ExecutorClient:
         """The JobInfo (no secret); :class:`WebGMEError` with ``status_code`` 404 if the job is unknown."""
         return dict(self._get(f"info {job_hash}", "info", job_hash))
 
-    def list_jobs(self, status: str | None = None) -> dict[str, Any]:
+    def list_jobs(self, status: ExecutorStatus | None = None) -> dict[str, Any]:
         """``{hash: JobInfo}`` of the caller's jobs, optionally only those with ``status``."""
         return dict(self._get("job list", "", params={"status": status} if status else None))
 
@@ -166,7 +187,7 @@ class ExecutorClient:
         :data:`IDENTITY_PROBE_HASH` with status ``CANCELED`` (no worker ever claims a canceled job, and the
         next probe replaces it, so the server keeps one such record at most) and reads its ``userId``.
         """
-        body = {"hash": IDENTITY_PROBE_HASH, "status": "CANCELED", "labels": []}
+        body = {"hash": IDENTITY_PROBE_HASH, "status": ExecutorStatus.CANCELED, "labels": []}
         response = self._post("identity probe", body, "create", IDENTITY_PROBE_HASH)
         info = json_body(response, "executor identity probe")
         user_ids = info.get("userId") if isinstance(info, dict) else None
