@@ -15,7 +15,7 @@ import codecs
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -218,7 +218,7 @@ class ComputeClient(ABC):
 
     def watch(
         self, job_info: Mapping[str, Any], poll_interval: float | None = None, *, cursor: Any = None
-    ) -> Iterator[JobUpdate]:
+    ) -> Generator[JobUpdate, None, None]:
         """Poll until the job finishes, yielding status changes and new output, then exactly one ``end``.
 
         Status changes come before the output of the same poll.  ``cursor``: the :attr:`JobUpdate.cursor`
