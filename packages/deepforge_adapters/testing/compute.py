@@ -64,7 +64,11 @@ def wait(name):
 say(b"started\\n")
 wait("go")
 for i in range(20):
-    say(b"line %d\\n" % i)
+    if i % 3:
+        say(b"line %d\\n" % i)
+    else:  # stderr, interleaved with stdout in the order written
+        sys.stderr.buffer.write(b"line %d\\n" % i)
+        sys.stderr.flush()
 if mode == "cancel":
     say(b"waiting to be canceled\\n")
     wait("never")
@@ -200,8 +204,9 @@ class ComputeConformance:
         statuses = [u.status for u in updates[:part_one] if u.kind == "status"]
         assert statuses and statuses[-1] == JobStatus.RUNNING, updates
         assert updates[-1] == JobUpdate("end", status=JobStatus.SUCCESS), updates[-1]
-        # in order, complete, nothing repeated, the euro sign split across writes whole
+        # in order (stderr merged as written), complete, nothing repeated, the split euro sign whole
         assert _output(updates) == TWO_PART_OUTPUT
+        assert sum(u.kind == "output" for u in updates) >= 2, "output is streamed, not given at the end"
         assert compute.get_console_output(info) == TWO_PART_OUTPUT
         assert compute.get_status(info) == JobStatus.SUCCESS
         assert compute.get_failure_reason(info) is None
