@@ -174,6 +174,18 @@ def test_a_capped_poll_is_followed_at_once_and_the_job_does_not_end_early() -> N
     assert Capped([]).get_console_output({}) == "abcdefgh"
 
 
+def test_polls_back_off_while_nothing_changes_and_speed_up_when_something_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr("deepforge_adapters.compute.base.time.sleep", slept.append)
+    steps = [("Q", b""), ("Q", b""), ("Q", b""), ("Q", b""), ("R", b""), ("R", b"x"), ("R", b"x"), ("OK", b"x")]
+    client = Scripted(steps)
+    client.poll_interval, client.max_poll_interval = 1.0, 2.0
+    list(client.watch({}))
+    assert slept == [1.0, 1.5, 2.0, 2.0, 1.0, 1.0, 1.5]
+
+
 @pytest.mark.parametrize(
     "cursor", [{"poll": 0}, {"poll": 0, "pending": "zz", "status": None}, {"poll": 0, "pending": "", "status": "x"}, 7]
 )
