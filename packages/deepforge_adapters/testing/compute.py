@@ -138,7 +138,6 @@ def _output(updates: Sequence[JobUpdate]) -> str:
 
 
 def _follow(
-    backend: ComputeBackend,
     client: ComputeClient,
     info: Mapping[str, Any],
     on_output: Callable[[str], None] | None = None,
@@ -194,9 +193,7 @@ class ComputeConformance:
         data = compute_backend.storage.put_file_stream(f"conformance/{uuid.uuid4().hex}", io.BytesIO(payload))
         results = {"answer": {"type": "bytes", "dataInfo": data.to_json()}}
         info = compute_backend.start(compute, "two-part", results)
-        updates = _follow(
-            compute_backend, compute, info, _signaller(compute_backend, ("started", "go"), ("part one", "go2"))
-        )
+        updates = _follow(compute, info, _signaller(compute_backend, ("started", "go"), ("part one", "go2")))
 
         _check_events(updates)
         # "part one" is printed after the watcher saw "started": the poll that reads it saw the job running
@@ -219,7 +216,7 @@ class ComputeConformance:
 
     def test_failure_has_a_readable_reason(self, compute_backend: ComputeBackend, compute: ComputeClient) -> None:
         info = compute_backend.start(compute, "fail")
-        updates = _follow(compute_backend, compute, info, _signaller(compute_backend, ("started", "go")))
+        updates = _follow(compute, info, _signaller(compute_backend, ("started", "go")))
 
         _check_events(updates)
         end = updates[-1]
@@ -241,7 +238,7 @@ class ComputeConformance:
                 compute.cancel_job(info)
                 canceled.append(True)
 
-        updates = _follow(compute_backend, compute, info, on_output)
+        updates = _follow(compute, info, on_output)
 
         _check_events(updates)
         assert canceled, _output(updates)
@@ -268,13 +265,13 @@ class ComputeConformance:
 
         compute_backend.signal("go2")
         again = compute_backend.client()  # another process
-        rest = _follow(compute_backend, again, json.loads(json.dumps(info)), cursor=cursor)
+        rest = _follow(again, json.loads(json.dumps(info)), cursor=cursor)
 
         _check_events([*first, *rest])
         assert _output(first) + _output(rest) == TWO_PART_OUTPUT  # the rest, nothing repeated
         assert rest[-1] == JobUpdate("end", status=JobStatus.SUCCESS), rest[-1]
         assert [u for u in rest if u.kind == "status"] == [], "the watcher had seen 'running' already"
-        whole = _follow(compute_backend, again, info)  # and a watch from the start replays it all
+        whole = _follow(again, info)  # and a watch from the start replays it all
         assert _output(whole) == TWO_PART_OUTPUT and whole[-1] == rest[-1]
         again.purge_job(info)
 
