@@ -219,26 +219,6 @@ def test_queue_survives_the_owner_being_killed(
     assert "second done" in outputs[1]
 
 
-def test_watch_yields_all_output_in_order(local_compute: LocalCompute, make_bundle: Callable[..., Path]) -> None:
-    bundle = make_bundle(
-        """
-        import sys, time
-        for i in range(300):
-            stream = sys.stdout if i % 3 else sys.stderr
-            stream.write(f"line {i}\\n")
-            stream.flush()
-            if i % 50 == 0:
-                time.sleep(0.1)
-        """
-    )
-    info = local_compute.start_job(ComputeJob(bundle=bundle))
-    updates, output = run_to_end(local_compute, info)
-    assert sum(1 for u in updates if u.kind == "output") > 1  # it really streamed
-    assert [line for line in output.splitlines() if line.startswith("line ")] == [f"line {i}" for i in range(300)]
-    assert updates[-1].kind == "end"
-    assert [u.kind for u in updates].count("end") == 1
-
-
 def test_dead_supervisor_is_reported_as_failed(
     local_compute: LocalCompute, make_bundle: Callable[..., Path], kill_leftovers: list[int]
 ) -> None:

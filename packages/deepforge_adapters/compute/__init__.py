@@ -1,6 +1,6 @@
 """Compute adapters: one interface to where operations run."""
 
-from .base import ComputeClient, ComputeJob, JobStatus, JobUpdate, StatusMapping, StatusTable
+from .base import ComputeClient, ComputeJob, JobStatus, JobUpdate, Poll, StatusMapping, StatusTable
 from .registry import backends, get_client, registry
 
 __all__ = [
@@ -8,6 +8,7 @@ __all__ = [
     "ComputeJob",
     "JobStatus",
     "JobUpdate",
+    "Poll",
     "StatusMapping",
     "StatusTable",
     "backends",

@@ -5,7 +5,7 @@ it checks that a connected worker can take the job, creates the executor job and
 ``secret`` in ``job_info``.  Everything else works from ``job_info`` alone, so a plugin that died can be
 replaced by one that resumes watching from the model.
 
-Differences from DeepForge's gme client, on purpose: ``watch`` streams output from chunk #0 (DeepForge
+Differences from DeepForge's gme client, on purpose: ``poll`` (so ``watch``) streams output from chunk #0 (DeepForge
 skipped it), the executor nonce is sent when configured (DeepForge could not talk to a nonce-protected
 executor), and every ``FAILED_*`` code maps to ``failed`` with a sentence instead of leaking through raw.
 """
@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from functools import cached_property
 from typing import Any
 
@@ -25,7 +24,7 @@ from ..hashing import check_sha1_hex
 from ..webgme import DEFAULT_HOST, HOST_ENV
 from ..webgme.executor import ExecutorStatus
 from ..webgme.protocols import BlobAPI, ExecutorAPI
-from .base import ComputeClient, ComputeJob, JobStatus, JobUpdate, StatusMapping, StatusTable
+from .base import ComputeClient, ComputeJob, JobStatus, Poll, StatusMapping, StatusTable
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +60,7 @@ class GmeCompute(ComputeClient):
     name = "WebGME Executor"
     status_table = STATUS_TABLE
     poll_interval = 1.0
+    max_poll_interval = 2.0
     schema = ConfigSchema(
         "gme",
         (
@@ -188,15 +188,56 @@ class GmeCompute(ComputeClient):
     def get_console_output(self, job_info: Mapping[str, Any]) -> str:
         """Live output while running; the archived ``job_stdout.txt`` once finished (live output is cleared)."""
         info = self._info(job_info)
-        if info is None:
-            return ""
+        return "" if info is None else self._console(info).decode("utf-8", "replace")
+
+    def _console(self, info: Mapping[str, Any]) -> bytes:
+        """The archived ``job_stdout.txt`` when the job has one (it keeps every byte), else the live output."""
         hashes = info.get("resultHashes")
         if isinstance(hashes, dict) and hashes.get(STDOUT_ARTIFACT):
             try:
-                return self._read_artifact_file(hashes[STDOUT_ARTIFACT], STDOUT_FILE).decode("utf-8", "replace")
+                return self._read_artifact_file(hashes[STDOUT_ARTIFACT], STDOUT_FILE)
             except (NotFoundError, WebGMEError, KeyError) as exc:
                 log.warning("job %s: archived stdout unreadable (%s); using live output", info["hash"], exc)
-        return "".join(chunk.get("output", "") for chunk in self._outputs(info["hash"]))
+        return "".join(chunk.get("output", "") for chunk in self._outputs(info["hash"])).encode("utf-8")
+
+    def poll(self, job_info: Mapping[str, Any], cursor: Any) -> Poll:
+        """The job's info, then its output chunks after the last one seen, from chunk #0 on.
+
+        The cursor is ``{"chunk": last outputNumber seen, "bytes": output bytes seen}``.  If the server
+        already cleared the live chunks of a finished job (a resumed watch, more than
+        ``clearOutputTimeout`` after the end), the rest comes from the archived stdout.
+        """
+        self.require(job_info, "hash")
+        job_hash = self._job_hash(job_info["hash"])
+        last_number, seen = self._load_cursor(cursor)
+        info = self._info(job_info)
+        if info is None:
+            return Poll(JobStatus.NOT_FOUND, cursor=cursor, detail=f"job {job_hash} is not known to {self.host}")
+        code = info.get("status")
+        out = b""
+        number = info.get("outputNumber")
+        if isinstance(number, int) and number > last_number:
+            for chunk in self._outputs(job_hash, start=last_number + 1, end=number + 1):
+                n = chunk.get("outputNumber")
+                if isinstance(n, int) and n > last_number and chunk.get("output"):
+                    last_number = n
+                    out += chunk["output"].encode("utf-8")
+        if number is None and self.status_table[code].status.finished:
+            out = self._console(info)[seen:]
+        return Poll(code, out, {"chunk": last_number, "bytes": seen + len(out)})
+
+    def _load_cursor(self, cursor: Any) -> tuple[int, int]:
+        if cursor is None:
+            return -1, 0
+        if (
+            isinstance(cursor, dict)
+            and set(cursor) == {"chunk", "bytes"}
+            and all(isinstance(cursor[k], int) and not isinstance(cursor[k], bool) for k in cursor)
+            and cursor["chunk"] >= -1
+            and cursor["bytes"] >= 0
+        ):
+            return cursor["chunk"], cursor["bytes"]
+        raise ComputeError(self.id, f"not a gme output cursor: {cursor!r:.80}")
 
     def get_results_info(self, job_info: Mapping[str, Any]) -> dict[str, Any]:
         info = self._info(job_info)
@@ -219,58 +260,6 @@ class GmeCompute(ComputeClient):
             raise ComputeError(self.id, f"job {info['hash']}: {RESULTS_FILE} is not an object")
         return results
 
-    def get_failure_reason(self, job_info: Mapping[str, Any]) -> str | None:
-        info = self._info(job_info)
-        if info is None:
-            return f"job {job_info['hash']} is not known to {self.host}"
-        mapping = self.status_table[info.get("status")]
-        if mapping.status != JobStatus.FAILED:
-            return None
-        return self._reason(info.get("status"), mapping, self.get_console_output(job_info))
-
-    def watch(self, job_info: Mapping[str, Any], poll_interval: float | None = None) -> Iterator[JobUpdate]:
-        """Status changes and every output chunk from #0 on, in order, then ``end``.
-
-        Live chunks are fetched by ``outputNumber`` range; if the server already cleared them (a resumed
-        watch, more than ``clearOutputTimeout`` after the end), the rest comes from the archived stdout.
-        """
-        interval = self.poll_interval if poll_interval is None else poll_interval
-        self.require(job_info, "hash")
-        job_hash = self._job_hash(job_info["hash"])
-        last_code: str | None = None
-        last_number = -1
-        text_seen = 0
-        while True:
-            info = self._info(job_info)
-            if info is None:
-                yield JobUpdate("end", status=JobStatus.NOT_FOUND, reason=f"job {job_hash} is not known to {self.host}")
-                return
-            code = info.get("status")
-            mapping = self.status_table[code]
-            if code != last_code and not mapping.status.finished:
-                yield JobUpdate("status", status=mapping.status)
-            last_code = code
-            number = info.get("outputNumber")
-            if isinstance(number, int) and number > last_number:
-                for chunk in self._outputs(job_hash, start=last_number + 1, end=number + 1):
-                    n = chunk.get("outputNumber")
-                    if isinstance(n, int) and n > last_number and chunk.get("output"):
-                        last_number = n
-                        text_seen += len(chunk["output"])
-                        yield JobUpdate("output", output=chunk["output"])
-            if mapping.status.finished:
-                console = self.get_console_output(job_info)
-                if number is None and len(console) > text_seen:
-                    yield JobUpdate("output", output=console[text_seen:])
-                reason = self._reason(code, mapping, console) if mapping.status == JobStatus.FAILED else None
-                yield JobUpdate("end", status=mapping.status, reason=reason)
-                return
-            time.sleep(interval)
-
-    def purge_job(self, job_info: Mapping[str, Any]) -> None:
-        """Nothing to purge: blobs are immutable and the executor clears output itself."""
-        return None
-
     # --- helpers -------------------------------------------------------------------------------------
     def _outputs(self, job_hash: str, start: int | None = None, end: int | None = None) -> list[dict[str, Any]]:
         try:
@@ -292,10 +281,12 @@ class GmeCompute(ComputeClient):
         with self.blob.open(target) as fh:
             return bytes(fh.read())
 
-    @staticmethod
-    def _reason(code: Any, mapping: StatusMapping, console: str) -> str:
+    def describe_failure(self, code: Any, detail: str | None, output_tail: str) -> str:
         """The table's sentence plus what the worker or the program said last."""
-        lines = [line.strip() for line in console.splitlines() if line.strip()]
+        if detail:
+            return detail
+        mapping = self.status_table[code]
+        lines = [line.strip() for line in output_tail.splitlines() if line.strip()]
         worker_lines = [line[len(WORKER_PREFIX) :] for line in lines if line.startswith(WORKER_PREFIX)]
         program_lines = [line for line in lines if not line.startswith(WORKER_PREFIX)]
         base = mapping.reason or f"job {code}"

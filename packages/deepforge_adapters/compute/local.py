@@ -19,7 +19,6 @@ wants).  DeepForge defeats the reuse on purpose with a nonce file: see ``build_b
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import json
 import os
@@ -27,8 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +37,13 @@ from ..jobs.bundle import DEFAULT_MAX_BYTES, RESULTS_FILE, bundle_hash, read_exe
 from ..jobs.credentials import Credentials, is_runner_command, job_environment, open_job_credentials
 from ..process import terminate_job
 from . import local_supervisor as sup
-from .base import ComputeClient, ComputeJob, JobStatus, JobUpdate, StatusMapping, StatusTable
+from .base import ComputeClient, ComputeJob, JobStatus, Poll, StatusMapping, StatusTable
 
 WORK_DIR_ENV = "DEEPFORGE_LOCAL_COMPUTE_DIR"
 #: ``lost`` is not written by anyone: it is what a job whose supervisor died while queued/running reads as.
 LOST = "lost"
+#: The most output bytes one poll reads; a watcher that fell behind catches up over several polls.
+READ_LIMIT = 8 * 1024 * 1024
 
 STATUS_TABLE = StatusTable(
     "local",
@@ -112,6 +112,7 @@ class LocalCompute(ComputeClient):
     )
     status_table = STATUS_TABLE
     poll_interval = 0.2
+    max_poll_interval = 1.0
 
     def __init__(self, config: Mapping[str, Any] | None = None) -> None:
         super().__init__(config)
@@ -283,19 +284,26 @@ class LocalCompute(ComputeClient):
             return JobStatus.NOT_FOUND
         return self.status_table[state.get("status")].status
 
-    def get_failure_reason(self, job_info: Mapping[str, Any]) -> str | None:
-        state = self._state(self._job(job_info))
+    def poll(self, job_info: Mapping[str, Any], cursor: Any) -> Poll:
+        """The state, then ``stdout.txt`` from the byte offset ``cursor`` (at most :data:`READ_LIMIT` at once)."""
+        job = self._job(job_info)
+        offset = self.byte_offset(cursor)
+        state = self._state(job)  # before reading: a finished job has written all its output
         if state is None:
-            return f"local compute: no job {job_info.get('hash')!r} under {self.work_dir}"
-        if state.get("reason"):
-            return str(state["reason"])
-        return self.status_table[state.get("status")].reason
-
-    def get_console_output(self, job_info: Mapping[str, Any]) -> str:
-        try:
-            return self._job(job_info).stdout_file.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
+            missing = f"local compute: no job {job_info['hash']!r} under {self.work_dir}"
+            return Poll(JobStatus.NOT_FOUND, cursor=offset, detail=missing)
+        data = b""
+        with contextlib.suppress(FileNotFoundError), open(job.stdout_file, "rb") as f:
+            f.seek(offset)
+            data = f.read(READ_LIMIT)
+        reason = state.get("reason")
+        return Poll(
+            state.get("status"),
+            data,
+            offset + len(data),
+            more=len(data) == READ_LIMIT,
+            detail=str(reason) if reason else None,
+        )
 
     def get_results_info(self, job_info: Mapping[str, Any]) -> dict[str, Any]:
         job = self._job(job_info)
@@ -334,37 +342,3 @@ class LocalCompute(ComputeClient):
         if state is not None and state.get("status") in (sup.QUEUED, sup.RUNNING):
             raise ComputeError(self.id, f"job {job_info['hash']} is {state['status']}; cancel it before purging")
         shutil.rmtree(job.path, ignore_errors=True)
-
-    # -------------------------------------------------------------------------------------- watch
-    def watch(self, job_info: Mapping[str, Any], poll_interval: float | None = None) -> Iterator[JobUpdate]:
-        """Status changes and new output as they happen (reading ``stdout.txt`` from where we left), then end."""
-        interval = self.poll_interval if poll_interval is None else poll_interval
-        job = self._job(job_info)
-        decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        offset = 0
-        last: JobStatus | None = None
-
-        def new_output(final: bool = False) -> str:
-            nonlocal offset
-            data = b""
-            with contextlib.suppress(FileNotFoundError), open(job.stdout_file, "rb") as f:
-                f.seek(offset)
-                data = f.read()
-            offset += len(data)
-            return decoder.decode(data, final=final)
-
-        while True:
-            status = self.get_status(job_info)  # before reading: a finished job has written all its output
-            text = new_output(final=status.finished)
-            if status != last and not status.finished:
-                last = status
-                yield JobUpdate("status", status=status)
-            if text:
-                yield JobUpdate("output", output=text)
-            if status.finished:
-                reason = (
-                    self.get_failure_reason(job_info) if status in (JobStatus.FAILED, JobStatus.NOT_FOUND) else None
-                )
-                yield JobUpdate("end", status=status, reason=reason)
-                return
-            time.sleep(interval)

@@ -7,17 +7,16 @@ The flow, readable top to bottom:
    and image by name, and submits a docker job whose command ``cd``s into that folder as the container sees
    it (``/home/idies/workspace/...``), runs the bundle's ``executor_config.json`` command (our job runner)
    with stderr merged into stdout, and copies ``results.json`` into the job's working directory.
-2. ``watch`` polls that one job (``GET jobs/{id}``, not the user's whole job list), with backoff while
-   nothing changes, maps SciServer's bit-flag statuses through :data:`STATUS_TABLE`, streams the growth of
-   ``stdout.txt`` from the job's ``resultsFolderURI`` while it runs, checks ``results.json`` at the end and
-   removes the scratch folder.
+2. ``poll`` (which the base ``watch`` calls, with backoff while nothing changes) looks at that one job
+   (``GET jobs/{id}``, not the user's whole job list), maps SciServer's bit-flag statuses through
+   :data:`STATUS_TABLE`, reads the growth of ``stdout.txt`` from the job's ``resultsFolderURI`` while it
+   runs, checks ``results.json`` at the end and removes the scratch folder.
 3. Every failure (unknown domain or image, a 500 with SciServer's message, a job in ERROR) carries the
    server's words.
 """
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import json
 import logging
@@ -25,7 +24,6 @@ import os
 import re
 import shlex
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -51,7 +49,7 @@ from ..sciserver.session import (
 )
 from ..storage import StorageClient
 from ..storage import get_client as get_storage_client
-from .base import ComputeClient, ComputeJob, JobStatus, JobUpdate, StatusMapping, StatusTable
+from .base import ComputeClient, ComputeJob, JobStatus, Poll, StatusMapping, StatusTable
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +58,9 @@ SCRATCH_POOL = "Temporary"
 SCRATCH_DIR = "deepforge-jobs"
 #: The only scratch folders ``purge_job`` deletes: what ``start_job`` names (one segment under SCRATCH_DIR).
 _SCRATCH_RE = re.compile(rf"{re.escape(SCRATCH_DIR)}/[A-Za-z0-9_.-]{{1,40}}-[0-9a-f]{{8}}")
-TERMINAL = 32  # status > 16: SUCCESS, ERROR or CANCELED
 STARTED = 8
+#: Not SciServer's: what ``poll`` reports for a job SciServer calls a SUCCESS that left no results.json.
+NO_RESULTS = "no-results"
 
 #: SciServer JOBM status bit flags (sciserver-api.md 4.7) -> DeepForge statuses.
 STATUS_TABLE = StatusTable(
@@ -75,6 +74,7 @@ STATUS_TABLE = StatusTable(
         32: StatusMapping(JobStatus.SUCCESS),
         64: StatusMapping(JobStatus.FAILED, "SciServer reported the job as ERROR"),
         128: StatusMapping(JobStatus.CANCELED, "the job was canceled"),
+        NO_RESULTS: StatusMapping(JobStatus.FAILED, "the job finished but wrote no results.json"),
     },
 )
 
@@ -104,7 +104,6 @@ class SciServerCompute(ComputeClient):
     )
     status_table = STATUS_TABLE
     poll_interval = 1.0
-    #: Upper bound of the polling backoff while a job shows no change.
     max_poll_interval = 10.0
 
     def __init__(self, config: Mapping[str, Any] | None = None) -> None:
@@ -255,20 +254,32 @@ class SciServerCompute(ComputeClient):
     def _remove_scratch(self, scratch: StorageClient, scratch_dir: str) -> None:
         try:
             scratch.delete_dir(scratch_dir)
+        except NotFoundError:
+            return  # removed already (a finished job is polled more than once)
         except DeepForgeError as exc:
             log.warning("%s: could not remove scratch folder %s: %s", self.id, scratch_dir, exc)
 
     # ------------------------------------------------------------------------------------ observe
-    def get_job(self, job_info: Mapping[str, Any]) -> dict[str, Any]:
+    def _job_id(self, job_info: Mapping[str, Any]) -> int:
+        """The JOBM job id of ``job_info``, refused unless a positive integer (it becomes a URL segment)."""
         self.require(job_info, "id")
-        return dict(self._request("GET", f"/jobs/{int(job_info['id'])}", f"get job {job_info['id']}"))
+        value = job_info["id"]
+        if isinstance(value, str) and value.isdecimal():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ComputeError(self.id, f"job_info id {value!r:.40} is not a SciServer job id")
+        return value
+
+    def get_job(self, job_info: Mapping[str, Any]) -> dict[str, Any]:
+        job_id = self._job_id(job_info)
+        return dict(self._request("GET", f"/jobs/{job_id}", f"get job {job_id}"))
 
     def get_status(self, job_info: Mapping[str, Any]) -> JobStatus:
         return self.status_table[self.get_job(job_info).get("status")].status
 
     def cancel_job(self, job_info: Mapping[str, Any]) -> None:
-        self.require(job_info, "id")
-        self._request("POST", f"/jobs/{int(job_info['id'])}/cancel", f"cancel job {job_info['id']}")
+        job_id = self._job_id(job_info)
+        self._request("POST", f"/jobs/{job_id}/cancel", f"cancel job {job_id}")
 
     def purge_job(self, job_info: Mapping[str, Any]) -> None:
         """Remove the scratch folder (the job's working directory with stdout and results stays)."""
@@ -314,10 +325,6 @@ class SciServerCompute(ComputeClient):
                 position += len(chunk)
         return b"".join(chunks), skip + sum(len(c) for c in chunks)
 
-    def get_console_output(self, job_info: Mapping[str, Any]) -> str:
-        found = self._read_text(self.get_job(job_info), "stdout.txt")
-        return found[0].decode("utf-8", errors="replace") if found else ""
-
     def get_results_info(self, job_info: Mapping[str, Any]) -> dict[str, Any]:
         return self._results(self.get_job(job_info))
 
@@ -336,70 +343,47 @@ class SciServerCompute(ComputeClient):
             raise ComputeError(self.id, f"job {job.get('id')}: results.json is not a JSON object")
         return results
 
-    def get_failure_reason(self, job_info: Mapping[str, Any]) -> str | None:
-        return self._failure_reason(self.get_job(job_info))
+    def poll(self, job_info: Mapping[str, Any], cursor: Any) -> Poll:
+        """``GET jobs/{id}``, then ``stdout.txt`` from the byte offset ``cursor`` once the job has started.
 
-    def _failure_reason(self, job: Mapping[str, Any], output: str | None = None) -> str | None:
-        """SciServer's ERROR/TIMEOUT messages, then the last line of the job's output."""
+        A finished job is checked for ``results.json`` (a success without it is :data:`NO_RESULTS`) and its
+        scratch folder is removed (idempotent).
+        """
+        offset = self.byte_offset(cursor)
+        job = self.get_job(job_info)
+        code = job.get("status")
+        finished = self.status_table[code].status.finished
+        data = b""
+        if isinstance(code, int) and code >= STARTED:
+            try:
+                found = self._read_text(job, "stdout.txt", skip=offset)
+            except (StorageError, ComputeError) as exc:
+                if finished:
+                    raise
+                log.warning("%s: job %s: cannot read stdout yet (will retry): %s", self.id, job.get("id"), exc)
+                found = None
+            data = found[0] if found else b""
+        if not finished:
+            return Poll(code, data, offset + len(data))
         messages = [m.get("content", "") for m in job.get("messages") or [] if m.get("label") in ("ERROR", "TIMEOUT")]
-        if output is None:
-            found = self._read_text(job, "stdout.txt")
-            output = found[0].decode("utf-8", errors="replace") if found else ""
-        lines = [line.strip() for line in output.splitlines() if line.strip()]
-        parts = [m for m in messages if m] + (lines[-1:] if lines else [])
-        if not parts:
-            return self.status_table[job.get("status")].reason
-        return "SciServer job failed: " + "; ".join(parts)
+        detail = "; ".join(m for m in messages if m) or None
+        if self.status_table[code].status == JobStatus.SUCCESS:
+            try:
+                self._results(job)
+            except ComputeError as exc:
+                code, detail = NO_RESULTS, str(exc)
+        self.purge_job(job_info)
+        return Poll(code, data, offset + len(data), detail=detail)
 
-    def watch(self, job_info: Mapping[str, Any], poll_interval: float | None = None) -> Iterator[JobUpdate]:
-        """Poll the one job until it ends: status changes, stdout growth, then ``end``; cleans scratch."""
-        interval = self.poll_interval if poll_interval is None else poll_interval
-        delay = interval
-        last: JobStatus | None = None
-        seen = 0
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        output: list[str] = []
-        while True:
-            job = self.get_job(job_info)
-            code = job.get("status")
-            mapping = self.status_table[code]
-            changed = False
-            if mapping.status != last and not mapping.status.finished:
-                last, changed = mapping.status, True
-                yield JobUpdate("status", status=mapping.status)
-            if isinstance(code, int) and code >= STARTED:
-                try:
-                    found = self._read_text(job, "stdout.txt", skip=seen)
-                except (StorageError, ComputeError) as exc:
-                    if mapping.status.finished:
-                        raise
-                    log.warning("%s: job %s: cannot read stdout yet (will retry): %s", self.id, job.get("id"), exc)
-                    found = None
-                if found and found[0]:
-                    seen = found[1]
-                    text = decoder.decode(found[0])
-                    output.append(text)
-                    changed = True
-                    if text:
-                        yield JobUpdate("output", output=text)
-            if mapping.status.finished or (isinstance(code, int) and code >= TERMINAL):
-                tail = decoder.decode(b"", final=True)
-                if tail:
-                    output.append(tail)
-                    yield JobUpdate("output", output=tail)
-                status, reason = mapping.status, mapping.reason
-                if status == JobStatus.SUCCESS:
-                    try:
-                        self._results(job)
-                    except ComputeError as exc:
-                        status, reason = JobStatus.FAILED, str(exc)
-                elif status == JobStatus.FAILED:
-                    reason = self._failure_reason(job, "".join(output))
-                self.purge_job(job_info)
-                yield JobUpdate("end", status=status, reason=reason)
-                return
-            delay = interval if changed else min(delay * 1.5, max(self.max_poll_interval, interval))
-            time.sleep(delay)
+    def describe_failure(self, code: Any, detail: str | None, output_tail: str) -> str:
+        """SciServer's ERROR/TIMEOUT messages, then the last line of the job's output."""
+        if code == NO_RESULTS and detail:
+            return detail
+        lines = [line.strip() for line in output_tail.splitlines() if line.strip()]
+        parts = ([detail] if detail else []) + lines[-1:]
+        if not parts:
+            return self.status_table[code].reason or f"SciServer job ended as {code!r}"
+        return "SciServer job failed: " + "; ".join(parts)
 
 
 # ---------------------------------------------------------------------------------------------- bundles
