@@ -58,10 +58,7 @@ class VaultStorage(StorageClient):
     def delete_dir(self, prefix: str) -> None:
         raise NotImplementedError
 
-    def get_metadata(self, data_info: DataInfo) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def get_cache_key(self, data_info: DataInfo) -> str:
+    def info(self, data_info: DataInfo) -> Any:
         raise NotImplementedError
 
 
