@@ -244,7 +244,7 @@ def test_reads_a_dataInfo_written_by_deepforge(s3: S3Storage, s3_config: dict[st
     with s3.get_file_stream(info) as f:
         assert f.read() == data
     assert s3.get_file(info, tmp_path / "m").read_bytes() == data
-    assert s3.get_cache_key(info).startswith("s3/127.0.0.1_")
+    assert s3.get_cache_key(info) == s3.get_cache_key(s3.stat(key))  # one cache entry for the same object
     assert s3.get_content_digest(info) == ("md5", hashlib.md5(data).hexdigest())
     # Our own stat of the same object reads the same fields back.
     ours = s3.stat(key).data
