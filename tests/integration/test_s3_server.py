@@ -191,13 +191,6 @@ def test_delete_dir_pages_past_1000_keys(s3: S3Storage, s3_config: dict[str, Any
         s3.delete_dir("/")
 
 
-def test_delete_file(s3: S3Storage) -> None:
-    info = s3.put_file_stream("d/one", io.BytesIO(b"1"))
-    s3.delete_file(info)
-    with pytest.raises(NotFoundError):
-        s3.stat("d/one")
-
-
 # ------------------------------------------------------------------------------------------ caching, integrity
 def test_overwritten_object_changes_cache_key_and_old_info_is_refused(s3: S3Storage, tmp_path: Path) -> None:
     first = s3.put_file_stream("exec/op/model", io.BytesIO(b"version one"))

@@ -33,26 +33,6 @@ def test_put_stream_then_get_round_trips(local_store: LocalStorage, tmp_path: Pa
         assert f.read() == DATA[10:]
 
 
-def test_put_file_and_get_file_with_progress(local_store: LocalStorage, tmp_path: Path) -> None:
-    src = tmp_path / "src.bin"
-    src.write_bytes(DATA)
-    put_calls: list[tuple[int, int | None]] = []
-    info = local_store.put_file("a/b", src, progress=lambda d, t: put_calls.append((d, t)))
-    assert put_calls[-1] == (len(DATA), len(DATA))
-    get_calls: list[tuple[int, int | None]] = []
-    local_store.get_file(info, tmp_path / "dst.bin", progress=lambda d, t: get_calls.append((d, t)))
-    assert get_calls[-1] == (len(DATA), len(DATA))
-    assert (tmp_path / "dst.bin").read_bytes() == DATA
-
-
-def test_empty_file_round_trips(local_store: LocalStorage, tmp_path: Path) -> None:
-    info = local_store.put_file_stream("empty", io.BytesIO(b""))
-    assert info.data["size"] == 0
-    assert info.data["sha256"] == hashlib.sha256(b"").hexdigest()
-    assert local_store.get_file(info, tmp_path / "e").read_bytes() == b""
-    assert local_store.stat("empty") == info
-
-
 def test_put_overwrites_atomically(local_store: LocalStorage) -> None:
     local_store.put_file_stream("x", io.BytesIO(b"old"))
     info = local_store.put_file_stream("x", io.BytesIO(b"new!"))
@@ -294,14 +274,6 @@ def test_metadata_cache_key_digest_and_url(local_store: LocalStorage) -> None:
     assert local_store.get_cache_key(info) == f"local/{sha[:2]}/{sha[2:]}"
     assert local_store.get_content_digest(info) == ("sha256", sha)
     assert local_store.get_download_url(info) is None
-
-
-def test_cache_key_follows_content_not_name(local_store: LocalStorage) -> None:
-    a = local_store.put_file_stream("same", io.BytesIO(b"v1"))
-    b = local_store.put_file_stream("same", io.BytesIO(b"v2"))
-    c = local_store.put_file_stream("other", io.BytesIO(b"v1"))
-    assert local_store.get_cache_key(a) != local_store.get_cache_key(b)
-    assert local_store.get_cache_key(a) == local_store.get_cache_key(c)
 
 
 # ---------------------------------------------------------------------------------------------- config

@@ -16,7 +16,8 @@ the transfer concurrency.  One boto3 client per :class:`S3Storage`, built once a
 data other users write, so its ``endpoint`` never decides where this client's signed requests go.  Every
 path that takes a dataInfo (``get_file``, ``get_file_stream``, ``info`` and what derives from it:
 ``get_metadata``, ``get_cache_key``, ``get_content_digest``; ``copy``, ``delete_file``, ``get_download_url``;
-hence the worker cache and the runner) refuses one that names another endpoint, before any request, with :class:`~deepforge_adapters.endpoints.EndpointMismatchError` naming both.
+hence the worker cache and the runner) refuses one that names another endpoint, before any request, with
+:class:`~deepforge_adapters.endpoints.EndpointMismatchError` naming both.
 "Same endpoint" is the same scheme, host, port and path, or the virtual-host form ``<bucket>.<host>`` of it;
 for a client without an endpoint (AWS) the global ``s3.amazonaws.com`` (what DeepForge records) or the
 region's own S3 host.  The dataInfo's ``bucketName`` and ``filename`` are checked too (no ARNs, ``@``, ``..``

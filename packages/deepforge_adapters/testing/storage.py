@@ -113,9 +113,14 @@ class StorageConformance:
     ) -> None:
         client = backend.client
         (tmp_path / "empty").write_bytes(b"")
-        info = client.put_file(f"{prefix}/empty", tmp_path / "empty")
+        name = f"{prefix}/empty"
+        info = client.put_file(name, tmp_path / "empty")
         assert info.backend == client.id
-        assert client.info(info).size == 0
+        described = client.info(info)
+        assert described.size == 0
+        if described.digest is not None:
+            assert hashlib.new(described.digest[0], b"").hexdigest() == described.digest[1]
+        assert backend.stat_of(info, name) == info
         assert client.get_file(info, tmp_path / "out" / "empty").read_bytes() == b""
         assert read_all(client, info) == b""
 
@@ -134,12 +139,13 @@ class StorageConformance:
         (tmp_path / "src").write_bytes(data)
         sent: list[tuple[int, int | None]] = []
         info = client.put_file(f"{prefix}/large", tmp_path / "src", progress=lambda d, t: sent.append((d, t)))
-        assert sent and sent[-1][0] == LARGE, "upload progress must end at the byte count"
+        assert sent and sent[-1] == (LARGE, LARGE), "upload progress must end at (size, size) for a file"
+        assert len(sent) > 2, "upload progress must be reported while streaming, not only at the end"
         got: list[tuple[int, int | None]] = []
         out = client.get_file(info, tmp_path / "out" / "large", progress=lambda d, t: got.append((d, t)))
         assert out == tmp_path / "out" / "large"
         assert hashlib.sha256(out.read_bytes()).digest() == hashlib.sha256(data).digest()
-        assert got and got[-1][0] == LARGE, "download progress must end at the byte count"
+        assert got and got[-1] == (LARGE, LARGE), "download progress must end at (size, size)"
         assert [p.name for p in out.parent.iterdir()] == ["large"]  # no temporary file left beside it
 
     def test_multi_mib_stream_of_unknown_size_round_trips(self, backend: StorageBackend, prefix: str) -> None:
@@ -208,7 +214,8 @@ class StorageConformance:
 
     def test_delete_dir_removes_the_tree_and_nothing_else(self, backend: StorageBackend, prefix: str) -> None:
         client = backend.client
-        inside = {n: client.put_file_stream(n, io.BytesIO(n.encode())) for n in (f"{prefix}/run/a", f"{prefix}/run/sub/b")}
+        names = (f"{prefix}/run/a", f"{prefix}/run/sub/b")
+        inside = {n: client.put_file_stream(n, io.BytesIO(n.encode())) for n in names}
         sibling_name = f"{prefix}/run-other/c"
         sibling = client.put_file_stream(sibling_name, io.BytesIO(b"sibling"))
         client.delete_dir(f"{prefix}/run")
@@ -257,7 +264,11 @@ class StorageConformance:
         name = f"{prefix}/rewritten"
         old = client.put_file_stream(name, io.BytesIO(b"version one"))
         client.put_file_stream(name, io.BytesIO(b"version two!"))
-        for read in (lambda: read_all(client, old), lambda: WorkerCache(tmp_path / "c").fetch(client, old).read_bytes()):
+        reads: list[Callable[[], bytes]] = [
+            lambda: read_all(client, old),
+            lambda: WorkerCache(tmp_path / "cache").fetch(client, old).read_bytes(),
+        ]
+        for read in reads:
             try:
                 got = read()
             except (IntegrityError, NotFoundError) as exc:
