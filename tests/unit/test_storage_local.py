@@ -5,11 +5,14 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import uuid
 from pathlib import Path
 
 import pytest
+from deepforge_adapters.config import ConfigSchema, Field
 from deepforge_adapters.errors import DataInfoError, IntegrityError, NotFoundError, StorageError
 from deepforge_adapters.hashing import CHUNK_SIZE
+from deepforge_adapters.secrets import REDACTED, redact
 from deepforge_adapters.storage import DataInfo, get_client
 from deepforge_adapters.storage.local import LocalStorage, default_root
 
@@ -295,3 +298,14 @@ def test_schema_and_repr(local_store: LocalStorage) -> None:
     assert LocalStorage.schema.to_config_structure()[0]["name"] == "root"
     assert "LocalStorage" in repr(local_store)
     assert LocalStorage.name == "Local Storage"
+
+
+def test_the_base_registers_the_configs_secrets_for_redaction(tmp_path: Path) -> None:
+    class Tokened(LocalStorage):  # any backend: the base constructor does it, not the backend or its caller
+        id = "tokened"
+        schema = ConfigSchema("tokened", (Field("root"), Field("token", is_auth=True)))
+
+    secret = f"tok-{uuid.uuid4().hex}"
+    assert redact(f"sent {secret}") == f"sent {secret}"  # unknown so far
+    Tokened({"root": str(tmp_path), "token": secret})
+    assert redact(f"sent {secret}") == f"sent {REDACTED}"
