@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,10 +67,9 @@ class StorageBackend:
         return self.client.stat(self.stat_name(data_info, name) if self.stat_name else name)
 
 
-def payload(size: int, seed: str = "") -> bytes:
-    """Position-dependent bytes (a misplaced or repeated chunk changes the digest), unique per call."""
-    block = hashlib.sha256(f"{seed}{uuid.uuid4()}".encode()).digest() * 2048  # 64 KiB
-    return (block * (size // len(block) + 1))[:size]
+def payload(size: int) -> bytes:
+    """Random bytes: unique per call (no two tests share content), and a misplaced chunk changes the digest."""
+    return os.urandom(size)
 
 
 class OneWayStream:
