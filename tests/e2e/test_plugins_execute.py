@@ -13,13 +13,14 @@ import json
 import os
 import pickle
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from deepforge_adapters import storage
 from deepforge_adapters.storage import DataInfo
+
+from tests.fixtures.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -266,16 +267,6 @@ def test_set_execution_targets_rejects_bad_config(gme: Any) -> None:
     assert "processes" in result["error"]
 
 
-def _wait_for(predicate: Any, timeout: float = 120, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise TimeoutError(what)
-
-
 def _job_started(gme: Any, name: str, job_name: str) -> bool:
     try:
         m, ex = execution(gme, name)
@@ -295,7 +286,7 @@ def test_cancel_from_another_session_cancels_running_jobs(
     dialog = {**local_storage(tmp_path), **compute_choice(request, compute_id, tmp_path)}
     pipe = import_pipeline(gme, pipeline_spec(delay=120))
     run_id = gme.start("ExecutePipeline", pipe, {"name": "long", **dialog})
-    _wait_for(lambda: _job_started(gme, "long", "Produce"), what="Produce started")
+    wait_for(lambda: _job_started(gme, "long", "Produce"), 120, what="Produce started")
     _, ex = execution(gme, "long")
     result = gme.run("CancelExecution", ex, dialog)
     assert result["success"], result.get("error")
@@ -343,10 +334,10 @@ def test_resume_after_the_plugin_process_is_killed(
     dialog = {**local_storage(tmp_path), **compute_choice(request, compute_id, tmp_path)}
     pipe = import_pipeline(gme, pipeline_spec(delay=6))
     run_id = gme.start("ExecutePipeline", pipe, {"name": "resumable", **dialog})
-    _wait_for(lambda: _job_started(gme, "resumable", "Produce"), what="Produce started")
+    wait_for(lambda: _job_started(gme, "resumable", "Produce"), 120, what="Produce started")
     m, ex = execution(gme, "resumable")
     bundle = m.attrs(m.find(ex, "Produce"))["execFiles"]
-    (pid,) = _wait_for(lambda: _plugin_processes(plugin_stack.server.popen.pid), what="plugin process")
+    (pid,) = wait_for(lambda: _plugin_processes(plugin_stack.server.popen.pid), 120, what="plugin process")
     os.kill(pid, signal.SIGKILL)
     dead = gme.wait_result("ExecutePipeline", run_id, timeout=60)
     assert not dead["success"]
@@ -447,7 +438,7 @@ def test_uploaded_artifact_feeds_a_pipeline_input_and_outputs_are_saved(
 def test_commits_by_others_during_a_run_are_kept_and_the_run_stays_on_its_branch(gme: Any, tmp_path: Path) -> None:
     pipe = import_pipeline(gme, pipeline_spec(delay=4))
     run_id = gme.start("ExecutePipeline", pipe, {"name": "busy", **targets(tmp_path)})
-    _wait_for(lambda: _job_started(gme, "busy", "Produce"), what="Produce started")
+    wait_for(lambda: _job_started(gme, "busy", "Produce"), 120, what="Produce started")
     # Another user edits the branch while the run commits: the run's next commit forks and is redone on top.
     assert gme.run("SetExecutionTargets", pipe, {"compute": "local"})["success"]
     outcome = gme.wait_result("ExecutePipeline", run_id, timeout=120)

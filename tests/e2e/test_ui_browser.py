@@ -16,7 +16,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from deepforge_adapters.secrets import generate_key
 from deepforge_adapters.webgme.stack import free_port, kill_group, repo_root
 
 from tests.fixtures.plugins import TEST_PLUGINS, GmeProject
+from tests.fixtures.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -97,14 +97,12 @@ def dev_server(tmp_path: Path) -> Iterator[DevServer]:
 
 
 def _wait_for_line(proc: subprocess.Popen[bytes], log_path: Path, text: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if text in log_path.read_text(errors="replace"):
-            return
+    def printed() -> bool:
         if proc.poll() is not None:
             pytest.fail(f"`stack dev` exited with {proc.returncode}:\n{log_path.read_text(errors='replace')[-4000:]}")
-        time.sleep(0.25)
-    pytest.fail(f"`stack dev` printed no {text!r} in {timeout:.0f}s:\n{log_path.read_text(errors='replace')[-4000:]}")
+        return text in log_path.read_text(errors="replace")
+
+    wait_for(printed, timeout, f"`stack dev` to print {text!r} (log: {log_path})", interval=0.25)
 
 
 @pytest.fixture

@@ -21,7 +21,8 @@ from deepforge_adapters.jobs.bundle import bundle_hash, zip_bundle
 from deepforge_adapters.process import descendants
 from deepforge_adapters.storage.base import StorageClient
 
-from tests.fixtures.jobs import STUBBORN, last_line, pid_gone, put_pickle, read_pickle, wait_for
+from tests.fixtures.jobs import STUBBORN, last_line, pid_gone, put_pickle, read_pickle
+from tests.fixtures.waiting import run_to_end, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -32,11 +33,6 @@ def local_compute(tmp_path: Path, job_env: dict[str, str], monkeypatch: pytest.M
     client = get_client("local", {"workDir": str(tmp_path / "compute"), "processes": 1})
     assert isinstance(client, LocalCompute)
     return client
-
-
-def run_to_end(client: LocalCompute, info: dict[str, Any]) -> tuple[list[JobUpdate], str]:
-    updates = list(client.watch(info, poll_interval=0.05))
-    return updates, "".join(u.output for u in updates if u.kind == "output")
 
 
 SQUARE = """

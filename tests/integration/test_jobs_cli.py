@@ -15,7 +15,8 @@ from deepforge_adapters.jobs.bundle import JOB_FILE, zip_bundle
 from deepforge_adapters.storage import get_client
 from deepforge_adapters.storage.base import StorageClient
 
-from tests.fixtures.jobs import last_line, pid_gone, put_pickle, read_pickle, wait_for
+from tests.fixtures.jobs import last_line, pid_gone, put_pickle, read_pickle
+from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

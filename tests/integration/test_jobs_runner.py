@@ -20,7 +20,8 @@ from deepforge_adapters.storage import DataInfo
 from deepforge_adapters.storage.base import StorageClient
 from deepforge_adapters.storage.registry import registry as storage_registry
 
-from tests.fixtures.jobs import RUNNER, STUBBORN, last_line, pid_gone, put_pickle, read_pickle, run_runner, wait_for
+from tests.fixtures.jobs import RUNNER, STUBBORN, last_line, pid_gone, put_pickle, read_pickle, run_runner
+from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -191,13 +191,6 @@ def test_delete_dir_pages_past_1000_keys(s3: S3Storage, s3_config: dict[str, Any
         s3.delete_dir("/")
 
 
-def test_delete_file(s3: S3Storage) -> None:
-    info = s3.put_file_stream("d/one", io.BytesIO(b"1"))
-    s3.delete_file(info)
-    with pytest.raises(NotFoundError):
-        s3.stat("d/one")
-
-
 # ------------------------------------------------------------------------------------------ caching, integrity
 def test_overwritten_object_changes_cache_key_and_old_info_is_refused(s3: S3Storage, tmp_path: Path) -> None:
     first = s3.put_file_stream("exec/op/model", io.BytesIO(b"version one"))
@@ -244,7 +237,7 @@ def test_reads_a_dataInfo_written_by_deepforge(s3: S3Storage, s3_config: dict[st
     with s3.get_file_stream(info) as f:
         assert f.read() == data
     assert s3.get_file(info, tmp_path / "m").read_bytes() == data
-    assert s3.get_cache_key(info).startswith("s3/127.0.0.1_")
+    assert s3.get_cache_key(info) == s3.get_cache_key(s3.stat(key))  # one cache entry for the same object
     assert s3.get_content_digest(info) == ("md5", hashlib.md5(data).hexdigest())
     # Our own stat of the same object reads the same fields back.
     ours = s3.stat(key).data

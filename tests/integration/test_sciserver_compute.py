@@ -41,7 +41,8 @@ print("done", flush=True)
 """
 
 
-def make_bundle(root: Path, *flags: str) -> Path:
+def executor_bundle(root: Path, *flags: str) -> Path:
+    """A raw executor bundle (``executor_config.json`` + ``job.py``), not an operation bundle (``make_bundle``)."""
     bundle = root / "bundle"
     (bundle / "sub").mkdir(parents=True)
     (bundle / "job.py").write_text(JOB_PY)
@@ -79,7 +80,7 @@ def test_registry_and_schema() -> None:
 
 def test_bundle_runs_end_to_end(sciserver: SciServerHandle, tmp_path: Path) -> None:
     runner = client(sciserver)
-    job_info = runner.start_job(ComputeJob(bundle=make_bundle(tmp_path), hash="abc123", name="train"))
+    job_info = runner.start_job(ComputeJob(bundle=executor_bundle(tmp_path), hash="abc123", name="train"))
     assert job_info["hash"] == "abc123" and isinstance(job_info["id"], int)
     assert json.loads(json.dumps(job_info)) == job_info
     uploaded = scratch_dir(sciserver, job_info)
@@ -100,7 +101,7 @@ def test_bundle_runs_end_to_end(sciserver: SciServerHandle, tmp_path: Path) -> N
 
 def test_output_streams_while_running_and_survives_token_expiry(sciserver: SciServerHandle, tmp_path: Path) -> None:
     runner = client(sciserver)
-    job_info = runner.start_job(ComputeJob(bundle=make_bundle(tmp_path, "wait"), name="stream"))
+    job_info = runner.start_job(ComputeJob(bundle=executor_bundle(tmp_path, "wait"), name="stream"))
     seen = ""
     updates = []
     released = False
@@ -118,7 +119,7 @@ def test_output_streams_while_running_and_survives_token_expiry(sciserver: SciSe
 
 
 def test_zip_bundle(sciserver: SciServerHandle, tmp_path: Path) -> None:
-    folder = make_bundle(tmp_path)
+    folder = executor_bundle(tmp_path)
     archive = tmp_path / "bundle.zip"
     with zipfile.ZipFile(archive, "w") as zf:
         for path in folder.rglob("*"):
@@ -131,7 +132,7 @@ def test_zip_bundle(sciserver: SciServerHandle, tmp_path: Path) -> None:
 
 def test_failed_job_reports_server_message_and_last_line(sciserver: SciServerHandle, tmp_path: Path) -> None:
     runner = client(sciserver)
-    job_info = runner.start_job(ComputeJob(bundle=make_bundle(tmp_path, "fail")))
+    job_info = runner.start_job(ComputeJob(bundle=executor_bundle(tmp_path, "fail")))
     end = list(runner.watch(job_info))[-1]
     assert end.status == JobStatus.FAILED
     assert end.reason is not None
@@ -153,7 +154,7 @@ def test_success_without_results_json_is_a_failure(sciserver: SciServerHandle, t
 
 def test_cancel_running_job(sciserver: SciServerHandle, tmp_path: Path) -> None:
     runner = client(sciserver)
-    job_info = runner.start_job(ComputeJob(bundle=make_bundle(tmp_path, "sleep")))
+    job_info = runner.start_job(ComputeJob(bundle=executor_bundle(tmp_path, "sleep")))
     updates = []
     for update in runner.watch(job_info):
         updates.append(update)
@@ -168,14 +169,14 @@ def test_cancel_running_job(sciserver: SciServerHandle, tmp_path: Path) -> None:
 def test_cancel_pending_job_is_immediate(sciserver: SciServerHandle, tmp_path: Path) -> None:
     sciserver.settings(pending_seconds=30)
     runner = client(sciserver)
-    job_info = runner.start_job(ComputeJob(bundle=make_bundle(tmp_path)))
+    job_info = runner.start_job(ComputeJob(bundle=executor_bundle(tmp_path)))
     assert runner.get_status(job_info) == JobStatus.QUEUED
     runner.cancel_job(job_info)
     assert runner.get_status(job_info) == JobStatus.CANCELED
 
 
 def test_unknown_domain_and_image_errors(sciserver: SciServerHandle, tmp_path: Path) -> None:
-    bundle = make_bundle(tmp_path)
+    bundle = executor_bundle(tmp_path)
     with pytest.raises(ComputeError, match=r"unknown compute domain 'Nowhere'.*'Small Jobs Domain'"):
         client(sciserver, computeDomain="Nowhere").start_job(ComputeJob(bundle=bundle))
     with pytest.raises(ComputeError, match="offers you no images"):
@@ -213,14 +214,14 @@ def test_bad_bundles(sciserver: SciServerHandle, tmp_path: Path) -> None:
 
 def test_token_only_config(sciserver: SciServerHandle, tmp_path: Path) -> None:
     runner = client(sciserver, password=None, username=None, token=sciserver.login())
-    job_info = runner.start_job(ComputeJob(bundle=make_bundle(tmp_path)))
+    job_info = runner.start_job(ComputeJob(bundle=executor_bundle(tmp_path)))
     assert job_info["username"] == sciserver.username
     assert list(runner.watch(job_info))[-1].status == JobStatus.SUCCESS
 
 
 def test_secrets_stay_out_of_job_info_command_and_errors(sciserver: SciServerHandle, tmp_path: Path) -> None:
     runner = client(sciserver)
-    job_info = runner.start_job(ComputeJob(bundle=make_bundle(tmp_path)))
+    job_info = runner.start_job(ComputeJob(bundle=executor_bundle(tmp_path)))
     list(runner.watch(job_info))
     job = runner.get_job(job_info)
     text = json.dumps(job_info) + json.dumps(job) + repr(runner)

@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from tests.fixtures.sciserver import SciServerHandle
+from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -28,13 +29,11 @@ def login_body(name: str, password: str) -> dict[str, Any]:
 
 
 def wait_status(sciserver: SciServerHandle, token: str, job_id: int, done: set[int], limit: float = 30) -> dict:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
+    def reached() -> dict | None:
         job = requests.get(f"{sciserver.racm_url}/jobm/rest/jobs/{job_id}", headers=h(token), timeout=TIMEOUT).json()
-        if job["status"] in done:
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} never reached {done}")
+        return job if job["status"] in done else None
+
+    return wait_for(reached, limit, f"job {job_id} to reach {done}")
 
 
 # ------------------------------------------------------------------------------------------ login

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -67,22 +66,6 @@ def test_reads_deepforge_js_dataInfo_without_pool_or_mtime(sciserver: SciServerH
     with files.get_file_stream(legacy) as src:
         assert src.read() == b"abc"
     assert files.get_cache_key(legacy).startswith("sciserver-files/")
-
-
-def test_empty_and_multi_mib_round_trips_stream(sciserver: SciServerHandle, tmp_path: Path) -> None:
-    files = client(sciserver)
-    empty = files.put_file("empty", _write(tmp_path / "empty", b""))
-    assert empty.data["size"] == 0
-    assert files.get_file(empty, tmp_path / "empty.out").read_bytes() == b""
-    big = os.urandom(5 * 1024 * 1024 + 123)
-    progress: list[tuple[int, int | None]] = []
-    info = files.put_file("dir/big.bin", _write(tmp_path / "big", big), progress=lambda d, t: progress.append((d, t)))
-    assert info.data["size"] == len(big)
-    assert progress[-1] == (len(big), len(big)) and len(progress) > 2  # reported while streaming
-    assert files.get_file(info, tmp_path / "big.out").read_bytes() == big
-    # unknown size: sent chunked
-    chunked = files.put_file_stream("dir/chunked.bin", _Unsized(big))
-    assert chunked.data["size"] == len(big)
 
 
 def test_missing_file_is_an_error_never_an_empty_artifact(sciserver: SciServerHandle, tmp_path: Path) -> None:

@@ -6,13 +6,13 @@ import io
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from deepforge_adapters.storage import get_client
 
 from tests.fixtures.storage import subprocess_env
+from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -45,11 +45,12 @@ def _race(dist: Path, tmp_path: Path, cache_roots: list[Path], config: dict[str,
         )
         children.append((proc, ready))
     try:
-        deadline = time.monotonic() + 60
-        while not all(ready.exists() for _, ready in children):
-            assert time.monotonic() < deadline, "children did not start"
+
+        def started() -> bool:
             assert all(p.poll() is None for p, _ in children), [p.communicate() for p, _ in children]
-            time.sleep(0.01)
+            return all(ready.exists() for _, ready in children)
+
+        wait_for(started, 60, "the children to start", interval=0.01)
         go.touch()
         outputs = []
         for proc, _ in children:

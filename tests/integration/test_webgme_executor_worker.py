@@ -7,13 +7,13 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 from deepforge_adapters.webgme import BlobClient, ExecutorClient, is_finished
 from deepforge_adapters.webgme.stack import webgme_dir
 
+from tests.fixtures.waiting import wait_for
 from tests.fixtures.webgme import StackFactory
 
 pytestmark = pytest.mark.integration
@@ -51,10 +51,12 @@ def test_reference_worker_runs_a_job_built_by_our_clients(webgme_stack_factory: 
             cwd=work, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     try:
-        deadline = time.monotonic() + 90
-        while not is_finished(executor.get_info(job)["status"]) and time.monotonic() < deadline:
+
+        def finished() -> bool:
             assert worker.poll() is None, (work / "worker.log").read_text()
-            time.sleep(0.3)
+            return is_finished(executor.get_info(job)["status"])
+
+        wait_for(finished, 90, f"job {job} to finish (log: {work / 'worker.log'})", interval=0.3)
         info = executor.get_info(job)
     finally:
         os.killpg(worker.pid, signal.SIGTERM)

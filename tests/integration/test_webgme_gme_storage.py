@@ -7,12 +7,14 @@ import io
 import logging
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
 from deepforge_adapters import storage
 from deepforge_adapters.errors import DataInfoError, NotFoundError, StorageError
 from deepforge_adapters.storage import DataInfo
+from deepforge_adapters.storage.cache import WorkerCache
 from deepforge_adapters.storage.gme import GmeStorage
 from deepforge_adapters.webgme.stack import WebGMEStack
 
@@ -82,12 +84,6 @@ def test_delete_is_a_logged_no_op(gme: GmeStorage, caplog: pytest.LogCaptureFixt
     assert gme.stat(info.data) == info  # still there: immutable
 
 
-def test_copy_streams_into_a_new_blob(gme: GmeStorage) -> None:
-    info = gme.put_file_stream("orig", io.BytesIO(b"copy me"))
-    copy = gme.copy(info, "copied")
-    assert copy != info and gme.get_metadata(copy)["content"] == gme.get_metadata(info)["content"]
-
-
 def test_bad_data_info_is_refused(gme: GmeStorage) -> None:
     with pytest.raises(DataInfoError, match="40-hex"):
         gme.get_metadata(DataInfo("gme", {"not": "a hash"}))
@@ -123,3 +119,27 @@ def test_api_token_is_used_when_the_server_refuses_guests(
             GmeStorage({"host": stack.url}).get_metadata(info)  # a guest is refused
     assert "not authenticated" in str(err.value)  # WebGME redirects guests to its login page
     assert token not in caplog.text and token not in str(err.value) and token not in repr(gme)
+
+
+def test_a_cached_fetch_costs_one_metadata_request(webgme_server: WebGMEStack, tmp_path: Path) -> None:
+    """The worker cache describes an input once (``info``) and downloads it without asking again."""
+    data = os.urandom(300_000)
+    info = GmeStorage({"host": webgme_server.url}).put_file_stream("inputs/data", io.BytesIO(data))
+
+    def fetch_through_a_fresh_client(cache: WorkerCache) -> tuple[Path, list[str]]:
+        client = GmeStorage({"host": webgme_server.url})  # what a worker's job has: nothing known yet
+        seen: list[str] = []
+        client.blob.session.hooks["response"].append(
+            lambda response, *args, **kwargs: seen.append(
+                f"{response.request.method} {urlsplit(response.request.url).path}"
+            )
+        )
+        return cache.fetch(client, info), seen
+
+    cache = WorkerCache(tmp_path / "cache")
+    path, seen = fetch_through_a_fresh_client(cache)
+    assert path.read_bytes() == data
+    assert [r for r in seen if r.startswith("GET /rest/blob/metadata/")] == [f"GET /rest/blob/metadata/{info.data}"]
+    assert [r for r in seen if r.startswith("GET /rest/blob/download/")] == [f"GET /rest/blob/download/{info.data}/"]
+    path, seen = fetch_through_a_fresh_client(cache)  # a hit: described once, not downloaded
+    assert seen == [f"GET /rest/blob/metadata/{info.data}"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +19,8 @@ pymongo = pytest.importorskip("pymongo", reason="run `make node` (installs webgm
 from deepforge_adapters.webgme.stack import free_port, webgme_dir  # noqa: E402
 from pymongo.database import Database  # noqa: E402
 from pymongo.errors import DuplicateKeyError, OperationFailure  # noqa: E402
+
+from tests.fixtures.waiting import wait_for  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -37,15 +38,17 @@ def start_nx(tmp: Path, skip: tuple[str, ...]) -> Iterator[pymongo.MongoClient]:
         client: pymongo.MongoClient = pymongo.MongoClient(
             f"mongodb://127.0.0.1:{port}/", serverSelectionTimeoutMS=20000
         )
-        deadline = time.monotonic() + 30
-        while True:
+
+        def pings() -> bool:
             try:
                 client.admin.command("ping")
-                break
+                return True
             except pymongo.errors.PyMongoError:
-                if proc.poll() is not None or time.monotonic() > deadline:
+                if proc.poll() is not None:
                     raise RuntimeError((tmp / "out.log").read_text()) from None
-                time.sleep(0.1)
+                return False
+
+        wait_for(pings, 30, f"mongod to answer (log: {tmp / 'out.log'})", interval=0.1)
         yield client
         client.close()
     finally:

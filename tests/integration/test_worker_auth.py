@@ -15,7 +15,8 @@ from deepforge_adapters.compute import ComputeJob, JobStatus, get_client
 from deepforge_adapters.webgme.blob import BlobClient
 from deepforge_adapters.webgme.executor import ExecutorClient
 
-from tests.fixtures.worker import python_config, upload_bundle, wait_until
+from tests.fixtures.waiting import wait_for
+from tests.fixtures.worker import python_config, upload_bundle
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +38,7 @@ def test_token_authenticated_worker_and_compute(webgme_stack_factory: Any, worke
     anonymous = worker_factory(stack, wait=False)
     worker = worker_factory(stack, wait=False, env={"DEEPFORGE_WORKER_TOKEN": token})
     executor = ExecutorClient(stack.url, api_token=token)
-    wait_until(lambda: worker.client_id in executor.get_workers(), 30, "the token worker to poll")
+    wait_for(lambda: worker.client_id in executor.get_workers(), 30, "the token worker to poll")
 
     # The plugin submits under the user's identity (the JWT), as DeepForge's gme client did.
     compute = get_client("gme", {"host": stack.url, "webgmeToken": jwt})
@@ -47,7 +48,7 @@ def test_token_authenticated_worker_and_compute(webgme_stack_factory: Any, worke
     assert updates[-1].status == JobStatus.SUCCESS
     assert executor.get_info(bundle)["worker"] == worker.client_id
 
-    wait_until(lambda: "executor poll failed" in anonymous.log(), 30, "the guest worker's refusal to be logged")
+    wait_for(lambda: "executor poll failed" in anonymous.log(), 30, "the guest worker's refusal to be logged")
     assert anonymous.proc.poll() is None, "a refused worker keeps polling; it never exits on an error"
     assert "403" in anonymous.log() and anonymous.log().count("executor poll failed") == 1
     for log in (worker.log(), anonymous.log()):

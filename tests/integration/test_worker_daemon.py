@@ -23,7 +23,8 @@ from deepforge_adapters.webgme.blob import BlobClient
 from deepforge_adapters.webgme.executor import ExecutorClient
 
 from tests.fixtures.jobs import pid_gone
-from tests.fixtures.worker import STUBBORN_JOB, python_config, upload_bundle, wait_until
+from tests.fixtures.waiting import run_to_end, wait_for
+from tests.fixtures.worker import STUBBORN_JOB, python_config, upload_bundle
 
 pytestmark = pytest.mark.integration
 
@@ -34,9 +35,10 @@ def gme(stack: Any, **config: Any) -> GmeCompute:
     return client
 
 
-def run_to_end(compute: GmeCompute, bundle_hash: str, labels: tuple[str, ...] = ()) -> tuple[dict, list]:
+def start_and_run(compute: GmeCompute, bundle_hash: str, labels: tuple[str, ...] = ()) -> tuple[dict, list]:
+    """Start an uploaded bundle as a gme job and watch it to its end."""
     job_info = compute.start_job(ComputeJob(hash=bundle_hash, labels=labels))
-    updates = list(compute.watch(job_info, poll_interval=0.2))
+    updates, _ = run_to_end(compute, job_info, poll_interval=0.2)
     return job_info, updates
 
 
@@ -67,7 +69,7 @@ def test_generic_bundle_to_success(webgme_server: Any, worker_factory: Any) -> N
     ]
     bundle = upload_bundle(blob, {}, python_config(GENERIC, artifacts))
     compute = gme(webgme_server)
-    job_info, updates = run_to_end(compute, bundle)
+    job_info, updates = start_and_run(compute, bundle)
     assert updates[-1].kind == "end" and updates[-1].status == JobStatus.SUCCESS, updates
     live = "".join(u.output for u in updates if u.kind == "output")
     assert f"hello from {webgme_server.url}" in live and "to stderr" in live
@@ -85,7 +87,7 @@ def test_live_output_starts_at_chunk_zero_and_is_ordered(webgme_server: Any, wor
     blob = BlobClient(webgme_server.url)
     code = "import time\nfor i in range(30):\n    print(f'line {i}', flush=True)\n    time.sleep(0.02)\n"
     bundle = upload_bundle(blob, {}, python_config(code, outputSegmentSize=5))
-    _, updates = run_to_end(gme(webgme_server), bundle)
+    _, updates = start_and_run(gme(webgme_server), bundle)
     assert updates[-1].status == JobStatus.SUCCESS
     chunks = ExecutorClient(webgme_server.url).get_output(bundle)
     assert [c["outputNumber"] for c in chunks] == list(range(len(chunks))) and len(chunks) >= 6
@@ -99,7 +101,7 @@ def test_failing_command_reports_the_error(webgme_server: Any, worker_factory: A
     blob = BlobClient(webgme_server.url)
     bundle = upload_bundle(blob, {}, python_config("raise ValueError('bad input 17')"))
     compute = gme(webgme_server)
-    _job_info, updates = run_to_end(compute, bundle)
+    _job_info, updates = start_and_run(compute, bundle)
     assert updates[-1].status == JobStatus.FAILED
     assert updates[-1].reason and "ValueError: bad input 17" in updates[-1].reason
     assert ExecutorClient(webgme_server.url).get_info(bundle)["status"] == "FAILED_TO_EXECUTE"
@@ -110,7 +112,7 @@ def test_malformed_executor_config(webgme_server: Any, worker_factory: Any) -> N
     blob = BlobClient(webgme_server.url)
     bundle = upload_bundle(blob, {"executor_config.json": '{"cmd": 42, "resultArtifacts": []}'})
     compute = gme(webgme_server)
-    job_info, updates = run_to_end(compute, bundle)
+    job_info, updates = start_and_run(compute, bundle)
     assert ExecutorClient(webgme_server.url).get_info(bundle)["status"] == "FAILED_EXECUTOR_CONFIG"
     assert updates[-1].status == JobStatus.FAILED
     assert updates[-1].reason and "'cmd' must be a non-empty string" in updates[-1].reason
@@ -133,7 +135,7 @@ def test_zip_slip_bundle_is_refused(webgme_server: Any, worker_factory: Any) -> 
     # A plain blob file is served as-is by /view/<hash>/, so this zip reaches the worker byte for byte.
     data = evil_zip()
     bundle, _ = blob.create_file(f"evil-{time.time_ns()}.zip", io.BytesIO(data), size=len(data))
-    _job_info, updates = run_to_end(gme(webgme_server), bundle)
+    _job_info, updates = start_and_run(gme(webgme_server), bundle)
     assert ExecutorClient(webgme_server.url).get_info(bundle)["status"] == "FAILED_UNZIP"
     assert updates[-1].reason and "evil.txt" in updates[-1].reason
     assert not (worker.work_dir.parent / "evil.txt").exists() and not (worker.work_dir / "evil.txt").exists()
@@ -159,7 +161,7 @@ def test_cancel_kills_a_job_that_ignores_sigint(webgme_server: Any, worker_facto
             end = update
     assert end is not None and end.status == JobStatus.CANCELED
     assert ExecutorClient(webgme_server.url).get_info(bundle)["status"] == "CANCELED"
-    wait_until(lambda: all(pid_gone(p) for p in pids), 10, "the canceled job's processes to be gone")
+    wait_for(lambda: all(pid_gone(p) for p in pids), 10, "the canceled job's processes to be gone")
 
 
 def test_labels_route_jobs(webgme_stack_factory: Any, worker_factory: Any) -> None:
@@ -171,7 +173,7 @@ def test_labels_route_jobs(webgme_stack_factory: Any, worker_factory: Any) -> No
     compute = gme(stack)
     for _ in range(3):
         bundle = upload_bundle(blob, {}, python_config("print('on gpu')"))
-        _, updates = run_to_end(compute, bundle, labels=("gpu",))
+        _, updates = start_and_run(compute, bundle, labels=("gpu",))
         assert updates[-1].status == JobStatus.SUCCESS
         assert executor.get_info(bundle)["worker"] == gpu.client_id
     with pytest.raises(ComputeError, match="tpu"):
@@ -187,7 +189,7 @@ def test_sigterm_drains_running_jobs(webgme_server: Any, worker_factory: Any) ->
     bundle = upload_bundle(blob, {}, python_config(code))
     compute = gme(webgme_server)
     job_info = compute.start_job(ComputeJob(hash=bundle))
-    wait_until(lambda: executor.get_info(bundle)["status"] == "RUNNING", 30, "the job to start")
+    wait_for(lambda: executor.get_info(bundle)["status"] == "RUNNING", 30, "the job to start")
     worker.signal(15)
     assert worker.wait(timeout=60) == 0
     info = executor.get_info(bundle)
@@ -206,9 +208,9 @@ def test_nonce_protected_executor_and_check(webgme_stack_factory: Any, worker_fa
     assert "SECRET" not in refused.stdout + refused.stderr
     worker = worker_factory(stack, wait=False, env={"DEEPFORGE_WORKER_NONCE": nonce})
     compute = gme(stack, nonce=nonce)
-    wait_until(lambda: compute.executor.get_workers(), 30, "the worker to poll with the nonce")
+    wait_for(lambda: compute.executor.get_workers(), 30, "the worker to poll with the nonce")
     bundle = upload_bundle(BlobClient(stack.url), {}, python_config("print('behind a nonce')"))
-    _, updates = run_to_end(compute, bundle)
+    _, updates = start_and_run(compute, bundle)
     assert updates[-1].status == JobStatus.SUCCESS
     checked = subprocess.run([*cli, "check", "--host", stack.url], capture_output=True, text=True, timeout=60,
                              env={**os.environ, "DEEPFORGE_WORKER_NONCE": nonce})  # fmt: skip
@@ -228,14 +230,14 @@ def test_label_probes_add_labels(webgme_stack_factory: Any, worker_factory: Any)
     stack.restart_server()  # the server reads labelJobs.json at start (and watches it afterwards)
     worker = worker_factory(stack, labels="base")
     executor = ExecutorClient(stack.url)
-    labels = wait_until(
+    labels = wait_for(
         lambda: "python3" in (w := executor.get_workers().get(worker.client_id, {})).get("labels", []) and w["labels"],
         30,
         "the python3 probe to add its label",
     )
     assert sorted(labels) == ["base", "python3"]
     bundle = upload_bundle(blob, {}, python_config("print('needs python3')"))
-    _, updates = run_to_end(gme(stack), bundle, labels=("python3",))
+    _, updates = start_and_run(gme(stack), bundle, labels=("python3",))
     assert updates[-1].status == JobStatus.SUCCESS
     assert "no-such-tool" not in executor.get_workers()[worker.client_id]["labels"]
     assert not set(probes.values()) & set(executor.list_jobs()), "probes are never reported as executor jobs"
@@ -247,7 +249,7 @@ def test_large_output_is_chunked_below_the_servers_body_limit(webgme_server: Any
     # 600 kB in one write, with characters that grow when JSON-escaped: one chunk would be refused (413).
     code = "import sys\nsys.stdout.write(''.join(f'{i:06d} \\u00e9\\x01\\n' for i in range(60000)))\n"
     bundle = upload_bundle(blob, {}, python_config(code))
-    _, updates = run_to_end(gme(webgme_server), bundle)
+    _, updates = start_and_run(gme(webgme_server), bundle)
     assert updates[-1].status == JobStatus.SUCCESS
     chunks = ExecutorClient(webgme_server.url).get_output(bundle)
     expected = "".join(f"{i:06d} \u00e9\x01\n" for i in range(60000))
@@ -295,9 +297,9 @@ def test_second_sigterm_cancels_and_reports_then_exits_zero(webgme_server: Any, 
     executor = ExecutorClient(webgme_server.url)
     bundle = upload_bundle(blob, {}, python_config("import time\nprint('long', flush=True)\ntime.sleep(600)\n"))
     gme(webgme_server).start_job(ComputeJob(hash=bundle))
-    wait_until(lambda: executor.get_output(bundle), 30, "the job to run")
+    wait_for(lambda: executor.get_output(bundle), 30, "the job to run")
     worker.signal(15)
-    wait_until(lambda: "draining" in worker.log(), 10, "the drain to start")
+    wait_for(lambda: "draining" in worker.log(), 10, "the drain to start")
     assert executor.get_info(bundle)["status"] == "RUNNING", "the first SIGTERM lets the job run on"
     worker.signal(15)
     assert worker.wait(timeout=60) == 0

@@ -14,7 +14,8 @@ import pytest
 from deepforge_adapters.webgme.blob import BlobClient
 from deepforge_adapters.webgme.executor import ExecutorClient
 
-from tests.fixtures.worker import python_config, upload_bundle, wait_until
+from tests.fixtures.waiting import wait_for
+from tests.fixtures.worker import python_config, upload_bundle
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +51,7 @@ def run_on(stack: Any, start_worker: Any) -> dict[str, dict[str, bytes]]:
     worker = start_worker(stack)
     bundle = upload_bundle(blob, {}, python_config(CODE, ARTIFACTS))
     executor.create_job(bundle)
-    info = wait_until(
+    info = wait_for(
         lambda: (i := executor.get_info(bundle))["status"] not in ("CREATED", "RUNNING") and i, 90, "the job to end"
     )
     assert info["status"] == "SUCCESS", worker.log()

@@ -23,7 +23,8 @@ from deepforge_adapters.webgme.blob import BlobClient
 from deepforge_adapters.webgme.executor import ExecutorClient
 
 from tests.fixtures.jobs import pid_gone
-from tests.fixtures.worker import WorkerProcess, python_config, upload_bundle, wait_until
+from tests.fixtures.waiting import wait_for
+from tests.fixtures.worker import WorkerProcess, python_config, upload_bundle
 
 pytestmark = pytest.mark.integration
 
@@ -37,11 +38,11 @@ def test_server_restart_while_a_job_runs(webgme_stack_factory: Any, worker_facto
     bundle = upload_bundle(blob, {}, python_config(code))
     compute = get_client("gme", {"host": stack.url})
     job_info = compute.start_job(ComputeJob(hash=bundle))
-    wait_until(lambda: executor.get_output(bundle), 30, "the job's process to run")
+    wait_for(lambda: executor.get_output(bundle), 30, "the job's process to run")
     stack.stop_server()
     time.sleep(4)  # the job finishes while the server is down; its final report must wait and retry
     stack.start_server()
-    wait_until(lambda: executor.get_info(bundle)["status"] not in ("RUNNING", "CREATED"), 90, "the final report")
+    wait_for(lambda: executor.get_info(bundle)["status"] not in ("RUNNING", "CREATED"), 90, "the final report")
     info = executor.get_info(bundle)
     assert info["status"] == "SUCCESS", worker.log()
     assert info["worker"] == worker.client_id
@@ -64,7 +65,7 @@ def job_running_on_a_worker(
     code = f"import os, time\nprint('pid', os.getpid(), flush=True)\ntime.sleep({seconds})\nprint('finished')\n"
     bundle = upload_bundle(BlobClient(stack.url), {}, python_config(code))
     get_client("gme", {"host": stack.url}).start_job(ComputeJob(hash=bundle))
-    outputs = wait_until(lambda: executor.get_output(bundle), 30, "the job to print its pid")
+    outputs = wait_for(lambda: executor.get_output(bundle), 30, "the job to print its pid")
     assert executor.get_info(bundle)["worker"] == worker.client_id
     return stack, worker, bundle, int(outputs[0]["output"].split()[1])
 
@@ -80,9 +81,9 @@ def test_killed_worker_job_is_requeued_and_completed_by_another(
     assert not pid_gone(orphan), "jobs run in their own session: a SIGKILLed daemon leaves them running"
     # Restarted on the same work dir (as supervisord would): it stops the orphan before claiming anything.
     second = worker_factory(stack, work_dir=str(first.work_dir))
-    wait_until(lambda: pid_gone(orphan), 10, "the restarted daemon to stop the orphaned job")
-    wait_until(lambda: executor.get_info(bundle).get("worker") == second.client_id, 60, "the requeue to the 2nd worker")
-    wait_until(lambda: executor.get_info(bundle)["status"] == "SUCCESS", 60, "the second worker to finish")
+    wait_for(lambda: pid_gone(orphan), 10, "the restarted daemon to stop the orphaned job")
+    wait_for(lambda: executor.get_info(bundle).get("worker") == second.client_id, 60, "the requeue to the 2nd worker")
+    wait_for(lambda: executor.get_info(bundle)["status"] == "SUCCESS", 60, "the second worker to finish")
     info = executor.get_info(bundle)
     assert info["worker"] == second.client_id, second.log()
     assert first.client_id not in executor.get_workers()
@@ -163,13 +164,13 @@ def test_late_report_of_a_requeued_job_does_not_clobber_the_new_result(
     first.signal(19)  # SIGSTOP: the daemon is frozen (a stuck or partitioned worker); its job runs on
     try:
         second = worker_factory(stack)
-        wait_until(lambda: executor.get_info(bundle).get("worker") == second.client_id, 60, "the requeue")
-        wait_until(lambda: executor.get_info(bundle)["status"] == "SUCCESS", 60, "the second worker's result")
+        wait_for(lambda: executor.get_info(bundle).get("worker") == second.client_id, 60, "the requeue")
+        wait_for(lambda: executor.get_info(bundle)["status"] == "SUCCESS", 60, "the second worker's result")
         result = executor.get_info(bundle)
     finally:
         first.signal(18)  # SIGCONT: the first daemon wakes up with a finished job to report
     late = ("not reporting", "dropping our late", f"{bundle}: reported")
-    wait_until(lambda: any(m in first.log() for m in late), 60, "the first worker to handle its late report")
+    wait_for(lambda: any(m in first.log() for m in late), 60, "the first worker to handle its late report")
     after = executor.get_info(bundle)
     assert f"{bundle}: reported" not in first.log()
     assert after["worker"] == second.client_id and after["resultHashes"] == result["resultHashes"]

@@ -20,7 +20,8 @@ from deepforge_adapters.errors import ComputeError
 from deepforge_adapters.webgme.blob import BlobClient
 from deepforge_adapters.webgme.executor import ExecutorClient, is_finished
 
-from tests.fixtures.worker import python_config, upload_bundle, wait_until
+from tests.fixtures.waiting import wait_for
+from tests.fixtures.worker import python_config, upload_bundle
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +59,7 @@ def test_worker_refuses_job_hashes_that_are_paths(webgme_server: Any, worker_fac
         return status if is_finished(status) else None
 
     for job_hash in bad:
-        status = wait_until(lambda h=job_hash: ended(h), DEADLINE, f"bad job {job_hash!r} to be failed")
+        status = wait_for(lambda h=job_hash: ended(h), DEADLINE, f"bad job {job_hash!r} to be failed")
         assert status.startswith("FAILED"), status
         output = "".join(chunk.get("output", "") for chunk in rest("output", job_hash, timeout=30).json())
         assert "not a blob hash" in output, output
@@ -67,7 +68,7 @@ def test_worker_refuses_job_hashes_that_are_paths(webgme_server: Any, worker_fac
     # ... and the worker still runs a good job.
     good = upload_bundle(BlobClient(webgme_server.url), {}, python_config("print('still serving')"))
     executor.create_job(good)
-    assert wait_until(lambda: ended(good), DEADLINE, "the good job to end") == "SUCCESS"
+    assert wait_for(lambda: ended(good), DEADLINE, "the good job to end") == "SUCCESS"
     assert worker.proc.poll() is None
     assert (victim / "precious.txt").read_text() == "keep me"
 

@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,8 @@ from deepforge_adapters.compute.local import LocalCompute
 from deepforge_adapters.webgme.blob import BlobClient
 from deepforge_adapters.webgme.executor import ExecutorClient
 
-from tests.fixtures.worker import python_config, upload_bundle, wait_until
+from tests.fixtures.waiting import wait_for
+from tests.fixtures.worker import python_config, upload_bundle
 
 pytestmark = pytest.mark.integration
 
@@ -63,10 +63,7 @@ def alive(pid: int) -> bool:
 
 
 def wait_gone(pid: int) -> bool:
-    give_up = time.monotonic() + DEADLINE
-    while alive(pid) and time.monotonic() < give_up:
-        time.sleep(0.1)
-    return not alive(pid)
+    return wait_for(lambda: not alive(pid), DEADLINE, f"process {pid} to be gone", interval=0.1)
 
 
 @pytest.fixture
@@ -79,7 +76,7 @@ def leftovers() -> Iterator[list[int]]:
 
 
 def read_pid(path: Path) -> int:
-    wait_until(path.exists, DEADLINE, f"the grandchild to write {path}")
+    wait_for(path.exists, DEADLINE, f"the grandchild to write {path}")
     return int(path.read_text())
 
 
@@ -119,7 +116,7 @@ def test_local_compute_kills_an_escaped_grandchild(
     if end == "cancel":
         compute.cancel_job(info)
     want = JobStatus.SUCCESS if end == "success" else JobStatus.CANCELED
-    status = wait_until(
+    status = wait_for(
         lambda: (s := compute.get_status(info)).finished and s, DEADLINE, f"local job {info['hash']} to end"
     )
     assert status == want, compute.get_console_output(info)
@@ -143,7 +140,7 @@ def test_worker_kills_an_escaped_grandchild(
         compute.cancel_job(job_info)
     executor = ExecutorClient(webgme_server.url)
     want = "SUCCESS" if end == "success" else "CANCELED"
-    status = wait_until(
+    status = wait_for(
         lambda: (s := executor.get_info(bundle)["status"]) not in ("CREATED", "RUNNING") and s,
         DEADLINE,
         f"job {bundle} to end",

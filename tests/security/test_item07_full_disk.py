@@ -29,7 +29,8 @@ import pytest
 from deepforge_adapters.webgme.blob import BlobClient
 from deepforge_adapters.webgme.executor import ExecutorClient, is_finished
 
-from tests.fixtures.worker import python_config, upload_bundle, wait_until
+from tests.fixtures.waiting import wait_for
+from tests.fixtures.worker import python_config, upload_bundle
 
 pytestmark = pytest.mark.integration
 
@@ -96,7 +97,7 @@ def run_job(stack: Any, code: str) -> str:
 
 def finished(executor: ExecutorClient, job_hash: str, timeout: float) -> dict[str, Any]:
     return dict(
-        wait_until(
+        wait_for(
             lambda: (info := executor.get_info(job_hash)) and is_finished(info.get("status")) and info,
             timeout,
             f"job {job_hash[:8]} to finish",

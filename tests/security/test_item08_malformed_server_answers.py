@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.worker import wait_until
+from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -137,7 +137,7 @@ def test_the_worker_survives_malformed_answers_and_clamps_the_refresh(
             return True
 
         # Every crafted answer is served (the 500 backs off for a few seconds; 1 s maxRefresh caps the rest).
-        wait_until(lambda: alive() and state.count() > len(CRAFTED) + 2, 90, "the worker to poll through every answer")
+        wait_for(lambda: alive() and state.count() > len(CRAFTED) + 2, 90, "the worker to poll through every answer")
         assert any(p.startswith("GET /rest/executor") for p in state.other), "lost claims were looked for"
 
         # A 1 ms refreshPeriod: polls at most every 0.2 s (MIN_REFRESH), not ~800 times a second.
@@ -149,7 +149,7 @@ def test_the_worker_survives_malformed_answers_and_clamps_the_refresh(
 
         # A refreshPeriod of 1e12 ms: polling goes on, here every maxRefresh = 1 s (60 s by default).
         state.set_body(FOREVER)
-        wait_until(lambda: alive() and state.count() > 0 and state.polls[-1] > time.monotonic() - 0.5, 10, "a poll")
+        wait_for(lambda: alive() and state.count() > 0 and state.polls[-1] > time.monotonic() - 0.5, 10, "a poll")
         forever = polls_in(state, 5.0)
         alive()
         assert forever >= 2, f"{forever} polls in 5 s after refreshPeriod 1e12"

@@ -26,7 +26,8 @@ from deepforge_adapters.webgme.blob import BlobClient
 from deepforge_adapters.webgme.executor import ExecutorClient, is_finished
 from deepforge_worker.output import OutputQueue
 
-from tests.fixtures.worker import python_config, upload_bundle, wait_until
+from tests.fixtures.waiting import wait_for
+from tests.fixtures.worker import python_config, upload_bundle
 
 pytestmark = pytest.mark.integration
 
@@ -98,7 +99,7 @@ def test_a_real_worker_streams_a_flood_in_bounded_memory(
     blob, executor = BlobClient(webgme_server.url), ExecutorClient(webgme_server.url)
     job_hash = upload_bundle(blob, {}, python_config(FLOOD))
     executor.create_job(job_hash)
-    info = wait_until(
+    info = wait_for(
         lambda: (i := executor.get_info(job_hash)) and is_finished(i.get("status")) and i, 300, "the flood job"
     )
     assert info["status"] == "SUCCESS", info

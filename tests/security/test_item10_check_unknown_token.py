@@ -22,7 +22,8 @@ import requests
 from deepforge_adapters.webgme.blob import BlobClient
 from deepforge_adapters.webgme.executor import ExecutorClient
 
-from tests.fixtures.worker import python_config, upload_bundle, wait_until
+from tests.fixtures.waiting import wait_for
+from tests.fixtures.worker import python_config, upload_bundle
 
 pytestmark = pytest.mark.integration
 
@@ -76,8 +77,8 @@ def test_check_tells_a_valid_an_unknown_and_no_token_apart(
     assert ExecutorClient(stack.url, api_token=unknown).get_info(IDENTITY_PROBE_HASH)["status"] == "CANCELED"
     executor = ExecutorClient(stack.url, api_token=token)
     worker = worker_factory(stack, wait=False, env={"DEEPFORGE_WORKER_TOKEN": token})
-    wait_until(lambda: worker.client_id in executor.get_workers(), 30, "the token worker to poll")
+    wait_for(lambda: worker.client_id in executor.get_workers(), 30, "the token worker to poll")
     bundle = upload_bundle(BlobClient(stack.url, api_token=token), {}, python_config("print('ran')"))
     executor.create_job(bundle)
-    wait_until(lambda: executor.get_info(bundle)["status"] == "SUCCESS", 60, "the job to succeed")
+    wait_for(lambda: executor.get_info(bundle)["status"] == "SUCCESS", 60, "the job to succeed")
     assert ExecutorClient(stack.url, api_token=unknown).get_info(IDENTITY_PROBE_HASH)["status"] == "CANCELED"

@@ -29,6 +29,8 @@ from deepforge_adapters.jobs.codegen import OperationSource
 from deepforge_adapters.storage import DataInfo, registry
 from deepforge_adapters.storage.base import StorageClient
 
+from tests.fixtures.waiting import make_zip
+
 TOKEN = "tok-SUPER-secret-1234"
 PASSWORD = "pw-another-secret-5678"
 
@@ -58,10 +60,7 @@ class VaultStorage(StorageClient):
     def delete_dir(self, prefix: str) -> None:
         raise NotImplementedError
 
-    def get_metadata(self, data_info: DataInfo) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def get_cache_key(self, data_info: DataInfo) -> str:
+    def info(self, data_info: DataInfo) -> Any:
         raise NotImplementedError
 
 
@@ -271,13 +270,6 @@ def test_retarget_storage_rewrites_storage_and_matching_inputs(tmp_path: Path) -
 # -------------------------------------------------------------------------------------------- safe_extract
 
 
-def make_zip(path: Path, members: list[tuple[zipfile.ZipInfo | str, bytes]]) -> Path:
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for info, data in members:
-            zf.writestr(info, data)
-    return path
-
-
 def symlink_member(name: str, target: str) -> zipfile.ZipInfo:
     info = zipfile.ZipInfo(name)
     info.external_attr = (stat.S_IFLNK | 0o777) << 16
@@ -296,7 +288,7 @@ def symlink_member(name: str, target: str) -> zipfile.ZipInfo:
     ],
 )
 def test_safe_extract_rejects_escapes_and_leaves_nothing(tmp_path: Path, member: Any, reason: str) -> None:
-    zpath = make_zip(tmp_path / "bad.zip", [("good.txt", b"fine"), (member, b"/etc/passwd")])
+    zpath = make_zip([("good.txt", b"fine"), (member, b"/etc/passwd")], tmp_path / "bad.zip")
     dest = tmp_path / "out"
     with pytest.raises(BundleError, match=reason) as info:
         safe_extract(zpath, dest, max_bytes=1 << 20)
@@ -307,7 +299,7 @@ def test_safe_extract_rejects_escapes_and_leaves_nothing(tmp_path: Path, member:
 
 def test_safe_extract_stops_a_zip_bomb(tmp_path: Path) -> None:
     zeros = b"\0" * (8 << 20)
-    zpath = make_zip(tmp_path / "bomb.zip", [(f"part{i}", zeros) for i in range(4)])
+    zpath = make_zip([(f"part{i}", zeros) for i in range(4)], tmp_path / "bomb.zip")
     assert zpath.stat().st_size < 200_000  # it is a bomb: tiny on disk, 32 MiB inflated
     with pytest.raises(BundleError, match="exceeds the limit"):
         safe_extract(zpath, tmp_path / "out", max_bytes=16 << 20)
@@ -315,7 +307,7 @@ def test_safe_extract_stops_a_zip_bomb(tmp_path: Path) -> None:
 
 
 def test_safe_extract_counts_real_bytes_when_headers_lie(tmp_path: Path) -> None:
-    zpath = make_zip(tmp_path / "liar.zip", [("big", b"\0" * (4 << 20))])
+    zpath = make_zip([("big", b"\0" * (4 << 20))], tmp_path / "liar.zip")
     # Patch the declared sizes (local and central headers) down to 10 bytes.
     raw = bytearray(zpath.read_bytes())
     size = (4 << 20).to_bytes(4, "little")
@@ -327,7 +319,7 @@ def test_safe_extract_counts_real_bytes_when_headers_lie(tmp_path: Path) -> None
 
 
 def test_safe_extract_refuses_to_overwrite(tmp_path: Path) -> None:
-    zpath = make_zip(tmp_path / "dup.zip", [("a.txt", b"new")])
+    zpath = make_zip([("a.txt", b"new")], tmp_path / "dup.zip")
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "a.txt").write_text("old")
     with pytest.raises(BundleError, match="cannot extract"):
@@ -336,7 +328,7 @@ def test_safe_extract_refuses_to_overwrite(tmp_path: Path) -> None:
 
 
 def test_safe_extract_extracts_a_good_zip(tmp_path: Path) -> None:
-    zpath = make_zip(tmp_path / "ok.zip", [("a/b.txt", b"hello"), ("c.txt", io.BytesIO(b"x").read())])
+    zpath = make_zip([("a/b.txt", b"hello"), ("c.txt", io.BytesIO(b"x").read())], tmp_path / "ok.zip")
     safe_extract(zpath, tmp_path / "out", max_bytes=100)
     assert (tmp_path / "out/a/b.txt").read_bytes() == b"hello"
     assert sorted(os.listdir(tmp_path / "out")) == ["a", "c.txt"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import io
+import re
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -110,7 +111,7 @@ def test_deepforge_example_dataInfo_reads_unchanged() -> None:
     loc = aws.locate(example)
     assert (loc.bucket, loc.key, loc.endpoint) == ("deepforge", "guest+proj/executions/_K_a_b/model", AWS_ENDPOINT)
     assert aws.get_metadata(example)["size"] == 1234
-    assert aws.get_cache_key(example).startswith("s3/s3.amazonaws.com/deepforge/")
+    assert re.fullmatch(r"s3/[0-9a-f]{2}/[0-9a-f]{62}", aws.get_cache_key(example))  # the base's one format
     assert aws.get_content_digest(example) is None  # '"…"' is not an MD5
     url = aws.get_download_url(example)  # signed offline; the before-sign guard accepts AWS's own host
     assert url is not None and url.startswith("https://deepforge.s3.amazonaws.com/guest%2Bproj/")
@@ -201,7 +202,9 @@ def test_dataInfo_bucket_and_key_are_checked() -> None:
 def test_cache_key_follows_content_identity() -> None:
     s3 = make()
     key = s3.get_cache_key(info())
-    assert key.startswith("s3/minio.example_9000/deepforge/") and len(key.rsplit("/", 1)[1]) == 40
+    assert re.fullmatch(r"s3/[0-9a-f]{2}/[0-9a-f]{62}", key)  # the base's one format
+    other_server = make({**MINIO, "endpoint": "http://minio-b.example:9000"})
+    assert other_server.get_cache_key(info(endpoint="http://minio-b.example:9000")) != key  # scoped by endpoint
     assert s3.get_cache_key(info()) == key
     assert s3.get_cache_key(info(ETag='"def"')) != key
     assert s3.get_cache_key(info(VersionId="v2")) != key

@@ -14,8 +14,6 @@ import logging
 import subprocess
 import sys
 import threading
-import time
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,18 +28,9 @@ from deepforge_worker.reports import replay_pending_reports
 from deepforge_worker.settings import load_settings
 from deepforge_worker.slots import Slot
 
-from tests.fixtures.jobs import pid_gone, wait_for
+from tests.fixtures.jobs import pid_gone
+from tests.fixtures.waiting import make_zip, wait_for
 from tests.fixtures.worker import STUBBORN_JOB
-
-
-def make_zip(files: dict[str, str | bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in files.items():
-            info = zipfile.ZipInfo(name)
-            info.external_attr = 0o100644 << 16  # a regular file, as the blob's zip writer marks them
-            zf.writestr(info, data)
-    return buf.getvalue()
 
 
 def bundle(code: str, artifacts: list[dict[str, Any]] | None = None, **extra: Any) -> bytes:
@@ -278,19 +267,13 @@ def test_cancel_kills_the_whole_group(ctx: JobContext) -> None:
     thread = threading.Thread(target=job.run)
     thread.start()
     pids_file = job.job_dir / "pids"
-    deadline = time.monotonic() + 30
-    while not pids_file.exists() or not pids_file.read_text():
-        assert time.monotonic() < deadline, "job did not start"
-        time.sleep(0.05)
+    wait_for(lambda: pids_file.exists() and pids_file.read_text(), 30, "the job to start")
     pids = [int(p) for p in pids_file.read_text().split()]
     job.cancel()
     thread.join(timeout=30)
     assert not thread.is_alive()
     assert ctx.executor.updates[-1][1]["status"] == "CANCELED"
-    deadline = time.monotonic() + 10
-    while not all(pid_gone(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert all(pid_gone(p) for p in pids), "a process of the canceled job survived"
+    wait_for(lambda: all(pid_gone(p) for p in pids), 10, "every process of the canceled job to be gone")
 
 
 def test_late_report_for_a_reassigned_job_is_dropped(ctx: JobContext, caplog: pytest.LogCaptureFixture) -> None:
@@ -336,10 +319,10 @@ def stop_after_reports(worker: Worker, executor: FakeExecutor, count: int = 1, t
     """Run in the background: request the daemon's stop once ``count`` final updates were posted."""
 
     def wait_then_stop() -> None:
-        deadline = time.monotonic() + timeout
-        while len(executor.updates) < count and time.monotonic() < deadline:
-            time.sleep(0.05)
-        worker.request_stop()
+        try:
+            wait_for(lambda: len(executor.updates) >= count, timeout, f"{count} final updates")
+        finally:
+            worker.request_stop()
 
     threading.Thread(target=wait_then_stop, daemon=True).start()
 

@@ -10,6 +10,8 @@ import pytest
 from deepforge_adapters.errors import WebGMEError
 from deepforge_worker.output import OutputQueue, count_lines, json_size, split_for_json
 
+from tests.fixtures.waiting import wait_for
+
 
 class Recorder:
     """A fake ``post`` that records calls and can be slowed down or made to fail."""
@@ -64,9 +66,7 @@ def test_interval_flushes_without_segment_size() -> None:
     post = Recorder()
     queue = OutputQueue(post, interval=0.05, segment_size=None)
     queue.add("hello\n")
-    deadline = time.monotonic() + 5
-    while not post.calls and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: post.calls, 5, "the interval flush", interval=0.01)
     assert post.calls == [(0, "hello\n")]
     queue.add("again")
     queue.close(timeout=5)

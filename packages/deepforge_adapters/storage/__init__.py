@@ -7,7 +7,7 @@
 True
 """
 
-from .base import DataInfo, StorageClient
+from .base import DataInfo, ObjectInfo, StorageClient
 from .registry import backends, get_client, registry
 
-__all__ = ["DataInfo", "StorageClient", "backends", "get_client", "registry"]
+__all__ = ["DataInfo", "ObjectInfo", "StorageClient", "backends", "get_client", "registry"]

@@ -5,23 +5,31 @@ DeepForge's ``{"backend": id, "data": ...}``; we may add fields inside ``data`` 
 remove or rename one.
 
 A backend implements a handful of primitives (``get_file_stream``, ``put_file_stream``, ``stat``,
-``delete_file``, ``delete_dir``, ``get_metadata``, ``get_cache_key``); everything else has a streaming
-default here that a backend overrides only when it can do better (a server-side copy, a pre-signed URL).
+``delete_file``, ``delete_dir`` and ONE describe primitive, ``info``); everything else has a default here
+that a backend overrides only when it can do better (a server-side copy, a pre-signed URL).  ``info``
+answers, in at most one request, what the worker cache needs: the size, the content digest when the backend
+knows one, and a version identity; ``get_metadata``, ``get_content_digest`` and ``get_cache_key`` (in the one
+cache-key format, :meth:`StorageClient.cache_key`) are derived from it.
+
+The base constructor also registers every secret value of the resolved config for log redaction, so no
+backend (or caller) has to remember to.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
 from ..config import Config, ConfigSchema
 from ..errors import DataInfoError, StorageError
+from ..secrets import register_secret
 from ..streams import ProgressCallback, Readable, atomic_write, copy_stream
 
 log = logging.getLogger(__name__)
@@ -67,6 +75,29 @@ class DataInfo:
         return json.dumps(self.to_json(), separators=(",", ":"), sort_keys=False)
 
 
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What :meth:`StorageClient.info` knows about the object a dataInfo points at.
+
+    ``size``: its bytes.  ``digest``: ``(hashlib algorithm, hex digest)`` of the content when the backend
+    knows it (downloads are verified against it), else ``None`` (the size alone is checked).  ``version``:
+    what identifies these bytes; for a content-addressed store the digest's hex itself, otherwise a backend
+    token that changes whenever the content does (ETag and VersionId, size and mtime); ``None`` when the
+    backend cannot tell (then there is no cache key).  ``metadata``: what else the backend knows (hashes,
+    mtime, ETag, location), returned by :meth:`StorageClient.get_metadata` next to ``size``.
+    """
+
+    size: int
+    digest: tuple[str, str] | None
+    version: str | None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def content_addressed(self) -> bool:
+        """The version is the content digest: equal bytes, equal version (whatever their names)."""
+        return self.digest is not None and self.version == self.digest[1]
+
+
 class StorageClient(ABC):
     """Abstract base of every storage backend.
 
@@ -80,6 +111,8 @@ class StorageClient(ABC):
 
     def __init__(self, config: Mapping[str, Any] | None = None) -> None:
         self.config: Config = self.schema.resolve(config)
+        for value in self.config.secret_values():
+            register_secret(value)  # scrubbed from logs (RedactingFilter) and from our error messages
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config!r})"
@@ -107,21 +140,39 @@ class StorageClient(ABC):
         """Delete every artifact whose name starts with ``prefix/``."""
 
     @abstractmethod
-    def get_metadata(self, data_info: DataInfo) -> dict[str, Any]:
-        """At least ``{"size": <bytes>}``; backends add what they know (hashes, mtime, ETag)."""
+    def info(self, data_info: DataInfo) -> ObjectInfo:
+        """Size, digest and version of the object (see :class:`ObjectInfo`), with at most one request.
 
-    @abstractmethod
-    def get_cache_key(self, data_info: DataInfo) -> str:
-        """A relative path that changes whenever the content changes (never just the artifact's name)."""
+        Checks the dataInfo as every other path does (backend, shape, endpoint binding) before any request.
+        """
+
+    # ------------------------------------------------------------------------------------ derived
+    def get_metadata(self, data_info: DataInfo) -> dict[str, Any]:
+        """At least ``{"size": <bytes>}``, plus what the backend knows (hashes, mtime, ETag): ``info``'s."""
+        info = self.info(data_info)
+        return {**info.metadata, "size": info.size}
 
     def get_content_digest(self, data_info: DataInfo) -> tuple[str, str] | None:
-        """``(hashlib algorithm, hex digest)`` of the content if the backend knows it, else ``None``.
+        """``(hashlib algorithm, hex digest)`` of the content if the backend knows it, else ``None``."""
+        return self.info(data_info).digest
 
-        The worker cache verifies every download against this (gme: sha1 of the content; local: sha256;
-        s3: MD5 only for single-part ETags).  Backends that know nothing return ``None`` and the cache
-        checks the size alone.
+    def get_cache_key(self, data_info: DataInfo) -> str:
+        """A relative path that changes whenever the content changes (never just the artifact's name)."""
+        return self.cache_key(self.info(data_info))
+
+    def cache_key(self, info: ObjectInfo) -> str:
+        """The one cache-key format: ``<backend id>/<h[:2]>/<h[2:]>``.
+
+        ``h`` is the content digest when the version is that digest (a content-addressed store: same bytes,
+        same key, whatever the name), else the sha256 of the version token (a rewrite changes it).
         """
-        return None
+        if info.version is None:
+            raise DataInfoError(
+                f"{self.id} dataInfo records nothing that identifies this version of the content (an ETag, a "
+                "content hash, a modification time); cannot derive a content-stable cache key"
+            )
+        digest = info.version if info.content_addressed else hashlib.sha256(info.version.encode()).hexdigest()
+        return f"{self.id}/{digest[:2]}/{digest[2:]}"
 
     # ------------------------------------------------------------------------------------ defaults
     def get_file(

@@ -1,8 +1,10 @@
 """The worker cache: inputs fetched once per content, verified, size-capped, shared by processes.
 
 DeepForge keyed its cache by path, so a re-uploaded artifact with the same name was served stale.  Here an
-entry is keyed by :meth:`StorageClient.get_cache_key`, which every backend derives from the content (a hash,
-an ETag, size+mtime), so a changed artifact is a different entry.
+entry is keyed by :meth:`StorageClient.cache_key` of the artifact's :meth:`StorageClient.info` (its content
+hash, or a version token: an ETag, size+mtime), so a changed artifact is a different entry.  A fetch asks
+the backend to describe the artifact once (``info``: one metadata request at most) and uses that answer
+for the key, the expected size and the digest.
 
 Layout under ``root``::
 
@@ -19,8 +21,8 @@ Guarantees:
 * **One download per key, even across processes.**  A miss takes the key's lock exclusively and looks
   again before downloading; a second process blocks on the lock and then finds a complete entry.
 * **Nothing unverified is ever visible.**  A download streams into ``tmp/`` while being hashed; only if its
-  size matches ``get_metadata(...)["size"]`` and its digest matches ``get_content_digest`` (when the backend
-  knows one) is it renamed into ``objects/``.  Otherwise :class:`IntegrityError` and nothing is left behind.
+  size matches ``info(...).size`` and its digest matches ``info(...).digest`` (when the backend knows
+  one) is it renamed into ``objects/``.  Otherwise :class:`IntegrityError` and nothing is left behind.
 * **Cheap verification on hit.**  A hit compares the object's size and mtime with the sidecar; only when the
   mtime moved is the object re-hashed (and replaced if the hash no longer matches).
 * **Bounded size.**  With ``max_bytes``, least-recently-used entries are evicted after each fetch; an entry
@@ -45,7 +47,7 @@ from typing import Any
 from ..errors import IntegrityError, StorageError
 from ..hashing import HashingReader, file_digest
 from ..streams import ProgressCallback, atomic_write, copy_stream
-from .base import DataInfo, StorageClient
+from .base import DataInfo, ObjectInfo, StorageClient
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +79,7 @@ class WorkerCache:
     # ------------------------------------------------------------------------------------ public API
     def path_for(self, client: StorageClient, data_info: DataInfo) -> Path:
         """Where the artifact's cached copy lives (whether or not it is there yet)."""
-        return self._objects.joinpath(*self._key(client, data_info).split("/"))
+        return self._objects.joinpath(*self._key(client, client.info(data_info)).split("/"))
 
     def fetch(self, client: StorageClient, data_info: DataInfo, progress: ProgressCallback | None = None) -> Path:
         """The path of a complete, verified copy of the artifact; downloads it only if it is not cached.
@@ -96,10 +98,10 @@ class WorkerCache:
         Holders share the key's lock, so any number of jobs may hold one input while others fetch it; only a
         download or an eviction needs the lock exclusively.
         """
-        key = self._key(client, data_info)
+        info = client.info(data_info)  # the one describe request of this fetch
+        key = self._key(client, info)
         path = self._objects.joinpath(*key.split("/"))
-        size = int(client.get_metadata(data_info)["size"])
-        digest = client.get_content_digest(data_info)
+        size, digest = int(info.size), info.digest
         downloaded = False
         for _ in range(_MAX_ATTEMPTS):
             with self._locked(key, shared=True):
@@ -167,9 +169,9 @@ class WorkerCache:
         return sum(e.size for e in self._entries())
 
     # ------------------------------------------------------------------------------------ keys
-    def _key(self, client: StorageClient, data_info: DataInfo) -> str:
+    def _key(self, client: StorageClient, info: ObjectInfo) -> str:
         """The backend's cache key, checked to be a safe relative path (it becomes one under ``objects/``)."""
-        key = client.get_cache_key(data_info)
+        key = client.cache_key(info)
         parts = key.split("/") if isinstance(key, str) else []
         bad = not parts or "\x00" in key or PurePosixPath(key).is_absolute() or any(p in ("", ".", "..") for p in parts)
         if bad:

@@ -36,7 +36,7 @@ from ..config import ConfigSchema, Field
 from ..errors import DataInfoError, IntegrityError, NotFoundError, StorageError
 from ..hashing import CHUNK_SIZE, HashingReader, file_digest, new_hash
 from ..streams import ProgressCallback, Readable, atomic_write, copy_stream
-from .base import DataInfo, StorageClient
+from .base import DataInfo, ObjectInfo, StorageClient
 
 log = logging.getLogger(__name__)
 
@@ -199,23 +199,22 @@ class LocalStorage(StorageClient):
         shutil.rmtree(path)  # rmtree never follows symlinks inside the tree
         self._prune_empty_parents(path.parent)
 
-    def get_metadata(self, data_info: DataInfo) -> dict[str, Any]:
-        """``{size, sha256, mtime}`` as recorded, after checking the file still has the recorded size."""
+    def info(self, data_info: DataInfo) -> ObjectInfo:
+        """Content-addressed by the recorded sha256, after checking the file still has the recorded size.
+
+        Cache key ``local/<sha256[:2]>/<sha256[2:]>``: a rewritten file is a new cache entry; metadata
+        ``{size, sha256, mtime}``.
+        """
         data = self._data(data_info)
         _, st = self._open_existing(data["filename"])
         if st.st_size != data["size"]:
             raise IntegrityError(
                 self.id, f"file is {st.st_size} bytes but the dataInfo records {data['size']}", data["filename"]
             )
-        return {"size": data["size"], "sha256": data["sha256"], "mtime": data.get("mtime", st.st_mtime)}
-
-    def get_cache_key(self, data_info: DataInfo) -> str:
-        """``local/<sha256[:2]>/<sha256[2:]>``: keyed by content, so a rewritten file is a new cache entry."""
-        sha = self._data(data_info)["sha256"]
-        return f"local/{sha[:2]}/{sha[2:]}"
-
-    def get_content_digest(self, data_info: DataInfo) -> tuple[str, str] | None:
-        return ("sha256", self._data(data_info)["sha256"])
+        sha = data["sha256"]
+        return ObjectInfo(
+            data["size"], ("sha256", sha), sha, {"sha256": sha, "mtime": data.get("mtime", st.st_mtime)}
+        )
 
     def get_download_url(self, data_info: DataInfo) -> str | None:
         """Always ``None``: no server serves the directory (see the module docstring)."""

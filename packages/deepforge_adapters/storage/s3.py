@@ -14,9 +14,10 @@ the transfer concurrency.  One boto3 client per :class:`S3Storage`, built once a
 
 **Credentials are bound to the configured endpoint** (:mod:`deepforge_adapters.endpoints`): a dataInfo is
 data other users write, so its ``endpoint`` never decides where this client's signed requests go.  Every
-path that takes a dataInfo (``get_file``, ``get_file_stream``, ``get_metadata``, ``get_cache_key``, ``copy``,
-``delete_file``, ``get_download_url``, hence the worker cache and the runner) refuses one that names another
-endpoint, before any request, with :class:`~deepforge_adapters.endpoints.EndpointMismatchError` naming both.
+path that takes a dataInfo (``get_file``, ``get_file_stream``, ``info`` and what derives from it:
+``get_metadata``, ``get_cache_key``, ``get_content_digest``; ``copy``, ``delete_file``, ``get_download_url``;
+hence the worker cache and the runner) refuses one that names another endpoint, before any request, with
+:class:`~deepforge_adapters.endpoints.EndpointMismatchError` naming both.
 "Same endpoint" is the same scheme, host, port and path, or the virtual-host form ``<bucket>.<host>`` of it;
 for a client without an endpoint (AWS) the global ``s3.amazonaws.com`` (what DeepForge records) or the
 region's own S3 host.  The dataInfo's ``bucketName`` and ``filename`` are checked too (no ARNs, ``@``, ``..``
@@ -35,17 +36,19 @@ bytes queued for the disk.  Defaults 10 x 8 MiB = 80 MiB, the same as ``boto3.up
 field on small machines.  Files (``put_file``, or ``put_file_stream`` of a regular file at offset 0) are
 uploaded by path and read lazily, part by part, in the sending threads: nothing is buffered.
 
-**Cache key**: ``s3/<endpoint host>/<bucket>/<sha1(key, ETag, VersionId)>``: a new upload to the same key
-gets a new key in the worker cache (DeepForge keyed by path and served stale bytes).
+**Cache key**: the base's format, ``s3/<h[:2]>/<h[2:]>`` with ``h`` the sha256 of (endpoint, bucket, key,
+ETag, VersionId): a new upload to the same key gets a new key in the worker cache (DeepForge keyed by path
+and served stale bytes).
 
 **Integrity**: the byte count of every download is checked against ``ContentLength``; botocore validates a
-full-object checksum (CRC32, SHA256, ...) when the server returns one; :meth:`S3Storage.get_content_digest`
+full-object checksum (CRC32, SHA256, ...) when the server returns one; :meth:`S3Storage.info`
 offers the ETag as an MD5 only for single-part, non-KMS objects (a multipart ETag is not an MD5).
 """
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import re
@@ -78,10 +81,9 @@ from s3transfer.subscribers import BaseSubscriber
 from ..config import ConfigSchema, Field
 from ..endpoints import BadEndpointError, Endpoint, parse_endpoint, refusal, require_endpoint, require_within
 from ..errors import ConfigError, DataInfoError, DeepForgeError, IntegrityError, NotFoundError, StorageError
-from ..hashing import bytes_digest
-from ..secrets import redact, register_secret
+from ..secrets import redact
 from ..streams import ProgressCallback, ProgressReader, Readable, atomic_write
-from .base import DataInfo, StorageClient
+from .base import DataInfo, ObjectInfo, StorageClient
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -189,12 +191,6 @@ def check_bucket(bucket: object, what: str) -> str:
             f"{what} {bucket!r:.80} is not a bucket name (letters, digits, '.', '-', '_'; no ARN, '@', '..')"
         )
     return bucket
-
-
-def _host_label(endpoint: str) -> str:
-    """A path-safe label for an endpoint (``127.0.0.1_9000``) used in cache keys."""
-    netloc = urlsplit(endpoint).netloc.lower() or "aws"
-    return "".join(c if c.isalnum() or c in ".-" else "_" for c in netloc)
 
 
 @dataclass(frozen=True)
@@ -388,8 +384,6 @@ class S3Storage(StorageClient):
                 parse_endpoint(endpoint)
             except BadEndpointError as exc:
                 raise ConfigError(self.id, "endpoint", f"must be a plain http(s) URL: {exc}") from None
-        for value in cfg.secret_values():
-            register_secret(value)  # scrubbed from logs by RedactingFilter and from our error messages
         self.bucket: str = cfg["bucketName"]
         #: What dataInfos record and what routing compares against.
         self.endpoint: str = normalize_endpoint(endpoint) if endpoint else AWS_ENDPOINT
@@ -792,37 +786,28 @@ class S3Storage(StorageClient):
             )
         log.debug("s3: deleted %d keys under %s/%s", deleted, self.bucket, dir_prefix)
 
-    def get_metadata(self, data_info: DataInfo) -> dict[str, Any]:
-        """From the dataInfo alone (no request), like DeepForge: size plus what S3 told us at stat time."""
+    def info(self, data_info: DataInfo) -> ObjectInfo:
+        """From the dataInfo alone (no request), like DeepForge's ``getMetadata``; :meth:`locate` first.
+
+        Digest: the ETag as MD5 only when it is one (single-part, no ``-N``, not SSE-KMS/SSE-C encrypted).
+        Version: endpoint, bucket, key, ETag and VersionId, so a new upload to the same key is a new cache
+        entry; none without an ETag.  Metadata: what S3 told us at stat time (etag, versionId, ...).
+        """
         loc = self.locate(data_info)
         data = data_info.data
         size = self._size_hint(data_info)
         if size is None:
             raise DataInfoError(f"s3 dataInfo for {loc.bucket}/{loc.key} records no size/ContentLength")
-        meta: dict[str, Any] = {"size": size, "bucketName": loc.bucket, "filename": loc.key, "endpoint": loc.endpoint}
-        for field, out in (("ETag", "etag"), ("VersionId", "versionId"), ("LastModified", "lastModified"),
-                           ("ContentType", "contentType")):
-            if data.get(field) is not None:
-                meta[out] = data[field]
-        return meta
-
-    def get_cache_key(self, data_info: DataInfo) -> str:
-        loc = self.locate(data_info)
-        if not loc.etag:
-            raise DataInfoError(
-                f"s3 dataInfo for {loc.bucket}/{loc.key} has no ETag; cannot derive a content-stable cache key"
-            )
-        identity = "\0".join((loc.key, loc.etag, loc.version_id or ""))
-        return f"s3/{_host_label(loc.endpoint)}/{loc.bucket}/{bytes_digest(identity.encode('utf-8'), 'sha1')}"
-
-    def get_content_digest(self, data_info: DataInfo) -> tuple[str, str] | None:
-        """The ETag as MD5 only when it is one: single-part (no ``-N``), not SSE-KMS/SSE-C encrypted."""
-        data = data_info.data if isinstance(data_info.data, Mapping) else {}
-        etag = str(data.get("ETag") or "").strip('"').lower()
+        meta: dict[str, Any] = {"bucketName": loc.bucket, "filename": loc.key, "endpoint": loc.endpoint}
+        for name, out in (("ETag", "etag"), ("VersionId", "versionId"), ("LastModified", "lastModified"),
+                          ("ContentType", "contentType")):
+            if data.get(name) is not None:
+                meta[out] = data[name]
+        etag = str(loc.etag or "").strip('"').lower()
         encrypted = data.get("ServerSideEncryption") in ("aws:kms", "aws:kms:dsse") or data.get("SSECustomerAlgorithm")
-        if len(etag) == 32 and all(c in "0123456789abcdef" for c in etag) and not encrypted:
-            return ("md5", etag)
-        return None
+        md5 = len(etag) == 32 and all(c in "0123456789abcdef" for c in etag) and not encrypted
+        version = json.dumps([loc.endpoint, loc.bucket, loc.key, loc.etag, loc.version_id]) if loc.etag else None
+        return ObjectInfo(size, ("md5", etag) if md5 else None, version, meta)
 
     # ------------------------------------------------------------------------------------ better defaults
     def copy(self, data_info: DataInfo, name: str, progress: ProgressCallback | None = None) -> DataInfo:

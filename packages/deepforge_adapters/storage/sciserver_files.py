@@ -24,7 +24,6 @@ and the session itself sends the token only under the configured service URLs.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import logging
@@ -47,7 +46,7 @@ from ..sciserver.session import (
     server_message,
 )
 from ..streams import ProgressCallback, ProgressReader, Readable, iter_chunks
-from .base import DataInfo, StorageClient
+from .base import DataInfo, ObjectInfo, StorageClient
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +188,11 @@ class SciServerFilesStorage(StorageClient):
         return info
 
     def get_file_stream(self, data_info: DataInfo) -> BinaryIO:
+        """The file's bytes, after checking (``jsontree``) that it is still the file the dataInfo recorded.
+
+        SciServer has no content hash: a file rewritten since (another size or modification time than
+        recorded) is refused with :class:`IntegrityError` rather than read as if it were the recorded one.
+        """
         pool, volume, filename = self._location(data_info)
         response = self._request(
             "GET", self.url("file", pool, volume, filename), f"download {filename!r}", filename, stream=True
@@ -198,16 +202,14 @@ class SciServerFilesStorage(StorageClient):
                 self._fail(f"download {filename!r} from {pool}/{volume}", filename, response)
             finally:
                 response.close()
+        try:
+            # A missing file (or a directory) is a 200 with nothing: jsontree tells, and tells what changed.
+            current = self._current(pool, volume, filename, data_info.data)
+        except BaseException:
+            response.close()
+            raise
         length = response.headers.get("Content-Length")
-        if length is None:
-            # SciServer answers a missing file (or a directory) with 200 and nothing; only jsontree can tell.
-            try:
-                expected = int(self._stat(pool, volume, filename).data["size"])
-            except BaseException:
-                response.close()
-                raise
-        else:
-            expected = int(length)
+        expected = int(length) if length is not None else int(current["size"])
         return io.BufferedReader(VerifiedStream(response, expected, self.id, filename), CHUNK_SIZE)
 
     def stat(self, name: str) -> DataInfo:
@@ -256,25 +258,33 @@ class SciServerFilesStorage(StorageClient):
         if response.status_code != 200:
             self._fail(f"delete {path!r} in {pool}/{volume}", path, response)
 
-    def get_metadata(self, data_info: DataInfo) -> dict[str, Any]:
-        """What the dataInfo recorded (no request, as DeepForge): size, times, location."""
-        pool, volume, filename = self._location(data_info)
-        data = data_info.data
-        if not isinstance(data.get("size"), int):
-            data = self._stat(pool, volume, filename).data
-        meta = {k: data[k] for k in ("size", "lastModified", "creationTime") if k in data}
-        meta.update(filename=filename, volume=volume, volumePool=pool)
-        return meta
+    def info(self, data_info: DataInfo) -> ObjectInfo:
+        """What the dataInfo recorded (no request, as DeepForge), or one ``jsontree`` stat for what it lacks.
 
-    def get_cache_key(self, data_info: DataInfo) -> str:
-        """Changes with size or mtime: the same path is rewritten by every re-run of an operation."""
+        No digest (SciServer has none); the version is the location, size and ``lastModified``, since the
+        same path is rewritten by every re-run of an operation.  Metadata: times and location.
+        """
         pool, volume, filename = self._location(data_info)
         data = data_info.data
         if not isinstance(data.get("size"), int) or not data.get("lastModified"):
-            data = self._stat(pool, volume, filename).data  # DeepForge's putFile dataInfo had no mtime
+            data = self._current(pool, volume, filename, data)  # DeepForge's putFile dataInfo had no mtime
         identity = json.dumps([pool, volume, filename, data["size"], data["lastModified"]])
-        digest = hashlib.sha256(identity.encode()).hexdigest()
-        return f"{self.id}/{digest[:2]}/{digest[2:]}"
+        meta = {k: data[k] for k in ("lastModified", "creationTime") if k in data}
+        meta.update(filename=filename, volume=volume, volumePool=pool)
+        return ObjectInfo(int(data["size"]), None, identity, meta)
+
+    def _current(self, pool: str, volume: str, filename: str, recorded: Mapping[str, Any]) -> dict[str, Any]:
+        """The file's jsontree entry now, refused if its size or ``lastModified`` differ from ``recorded``."""
+        current = self._stat(pool, volume, filename).data
+        for field in ("size", "lastModified"):
+            if recorded.get(field) is not None and recorded[field] != current.get(field):
+                raise IntegrityError(
+                    self.id,
+                    f"the file changed since this dataInfo was recorded ({field} {current.get(field)!r}, "
+                    f"recorded {recorded[field]!r}); refusing to read it as the recorded one",
+                    filename,
+                )
+        return current
 
     # ------------------------------------------------------------------------------------ overrides
     def copy(self, data_info: DataInfo, name: str, progress: ProgressCallback | None = None) -> DataInfo:
