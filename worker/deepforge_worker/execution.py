@@ -41,7 +41,7 @@ from typing import Any
 
 from deepforge_adapters.errors import BundleError, NotFoundError, SecretsError, WebGMEError
 from deepforge_adapters.hashing import check_sha1_hex
-from deepforge_adapters.jobs.bundle import safe_extract
+from deepforge_adapters.jobs.archive import safe_extract
 from deepforge_adapters.jobs.credentials import (
     CredentialPipe,
     Credentials,
@@ -49,6 +49,8 @@ from deepforge_adapters.jobs.credentials import (
     job_environment,
     open_job_credentials,
 )
+from deepforge_adapters.jobs.layout import EXECUTOR_CONFIG_FILE as EXECUTOR_CONFIG
+from deepforge_adapters.jobs.layout import STDOUT_FILE, ExecutorConfig, ResultArtifact, read_executor_config
 from deepforge_adapters.process import JobProcess, terminate_job
 from deepforge_adapters.process import run as run_job_process
 from deepforge_adapters.streams import atomic_write, copy_stream
@@ -62,8 +64,6 @@ from .slots import Slot
 log = logging.getLogger(__name__)
 
 SOURCE_ZIP = "source.zip"
-EXECUTOR_CONFIG = "executor_config.json"
-STDOUT_FILE = "job_stdout.txt"
 REPORT_SUFFIX = ".report.json"
 PGID_SUFFIX = ".pgid"
 #: The worker's own credentials when given in its environment: never passed on to a job.
@@ -85,71 +85,6 @@ class JobFailed(Exception):
         self.status = status
         self.reason = reason
         super().__init__(f"{status}: {reason}")
-
-
-@dataclass(frozen=True)
-class ResultArtifact:
-    name: str
-    patterns: tuple[str, ...]
-
-    def matches(self, relpath: str) -> bool:
-        """An empty pattern list matches every file (as in the Node worker)."""
-        return not self.patterns or any(minimatch(relpath, p) for p in self.patterns)
-
-
-@dataclass(frozen=True)
-class ExecutorConfig:
-    """A validated ``executor_config.json``."""
-
-    cmd: str
-    args: tuple[str, ...]
-    result_artifacts: tuple[ResultArtifact, ...]
-    output_interval: float | None  # seconds
-    output_segment_size: int | None
-
-    @classmethod
-    def parse(cls, data: Any) -> ExecutorConfig:
-        """Validate; raises :class:`JobFailed` ``FAILED_EXECUTOR_CONFIG`` naming the offending field."""
-
-        def bad(message: str) -> JobFailed:
-            return JobFailed("FAILED_EXECUTOR_CONFIG", f"{EXECUTOR_CONFIG}: {message}")
-
-        if not isinstance(data, dict):
-            raise bad(f"expected a JSON object, got {type(data).__name__}")
-        cmd = data.get("cmd")
-        if not isinstance(cmd, str) or not cmd.strip():
-            raise bad("'cmd' must be a non-empty string")
-        args = data.get("args", [])
-        if args is None:
-            args = []
-        if not isinstance(args, list) or not all(isinstance(a, str | int | float) for a in args):
-            raise bad("'args' must be a list of strings")
-        raw_artifacts = data.get("resultArtifacts")
-        if not isinstance(raw_artifacts, list):
-            raise bad("'resultArtifacts' must be a list of {name, resultPatterns}")
-        artifacts = []
-        for i, item in enumerate(raw_artifacts):
-            if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not item["name"]:
-                raise bad(f"resultArtifacts[{i}] needs a non-empty string 'name'")
-            patterns = item.get("resultPatterns", [])
-            if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
-                raise bad(f"resultArtifacts[{i}].resultPatterns must be a list of strings")
-            artifacts.append(ResultArtifact(item["name"], tuple(patterns)))
-        numbers = {}
-        for key in ("outputInterval", "outputSegmentSize"):
-            value = data.get(key)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-                raise bad(f"'{key}' must be a number")
-            numbers[key] = value
-        interval = numbers["outputInterval"]
-        segment = numbers["outputSegmentSize"]
-        return cls(
-            cmd=cmd,
-            args=tuple(str(a) for a in args),
-            result_artifacts=tuple(artifacts),
-            output_interval=interval / 1000.0 if interval and interval > 0 else None,
-            output_segment_size=int(segment) if segment and segment > 0 else None,
-        )
 
 
 @dataclass
@@ -336,14 +271,10 @@ class JobExecution:
             raise JobFailed("FAILED_UNZIP", f"{SOURCE_ZIP}: {exc}") from None
 
     def _read_executor_config(self) -> ExecutorConfig:
-        path = self.job_dir / EXECUTOR_CONFIG
-        if not path.is_file():
-            raise JobFailed("FAILED_EXECUTOR_CONFIG", f"{EXECUTOR_CONFIG} is missing from the job bundle")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise JobFailed("FAILED_EXECUTOR_CONFIG", f"{EXECUTOR_CONFIG} is not valid JSON: {exc}") from None
-        return ExecutorConfig.parse(data)
+            return read_executor_config(self.job_dir, where=EXECUTOR_CONFIG, require_artifacts=True)
+        except BundleError as exc:
+            raise JobFailed("FAILED_EXECUTOR_CONFIG", str(exc)) from None
 
     def _run_process(self, config: ExecutorConfig) -> None:
         if self.report_enabled:
@@ -505,7 +436,7 @@ class JobExecution:
         members: dict[str, list[str]] = {a.name: [] for a in artifacts}
         for relpath, path in _walk_files(self.job_dir):
             for artifact in artifacts:
-                if artifact.matches(relpath):
+                if not artifact.patterns or any(minimatch(relpath, p) for p in artifact.patterns):
                     members[artifact.name].append(relpath)
                     files[relpath] = path
         hashes: dict[str, str] = {}

@@ -22,13 +22,12 @@ from typing import Any
 from ..config import ConfigSchema, Field
 from ..errors import ComputeError, InvalidHashError, NotFoundError, WebGMEError
 from ..hashing import check_sha1_hex
+from ..jobs.layout import RESULTS_ARTIFACT, RESULTS_FILE, STDOUT_ARTIFACT, STDOUT_FILE
 from ..webgme import DEFAULT_HOST, HOST_ENV
 from .base import ComputeClient, ComputeJob, JobStatus, JobUpdate, StatusMapping, StatusTable
 
 log = logging.getLogger(__name__)
 
-STDOUT_ARTIFACT, STDOUT_FILE = "stdout", "job_stdout.txt"
-RESULTS_ARTIFACT, RESULTS_FILE = "results", "results.json"
 WORKER_PREFIX = "[deepforge-worker] "
 
 F = JobStatus.FAILED
