@@ -34,7 +34,7 @@ from pathlib import Path
 
 from deepforge_adapters.webgme.blob import BlobClient
 from deepforge_adapters.webgme.executor import ExecutorClient
-from deepforge_adapters.webgme.stack import running_stack, webgme_dir
+from deepforge_dev.stack import running_stack, webgme_dir
 
 CODE = "import time; print(repr(time.time()), flush=True)"
 
