@@ -62,7 +62,7 @@ def start_ours(url: str, base: Path) -> subprocess.Popen[bytes]:
 
 def start_node(url: str, base: Path) -> subprocess.Popen[bytes]:
     package = webgme_dir() / "node_modules" / "webgme-executor-worker"
-    (base / "nofile.js").write_text("delete globalThis.File;\n")  # Node >= 20 (webgme-stack.md §3.11)
+    (base / "nofile.js").write_text("delete globalThis.File;\n")  # Node >= 20 defines File (docs/protocols.md)
     (base / "config.json").write_text(json.dumps({url: {}}))
     argv = ["node", "-r", str(base / "nofile.js"), str(package / "node_worker.js"), str(base / "config.json"),
             str(base / "executor-temp")]  # fmt: skip

@@ -1,4 +1,4 @@
-"""The pipeline seed: DeepForge's execution metamodel (deepforge-execution.md §1.2), and the server uses it."""
+"""The pipeline seed: DeepForge's execution metamodel (docs/protocols.md), and the server uses it."""
 
 from __future__ import annotations
 
