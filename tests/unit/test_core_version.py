@@ -14,7 +14,7 @@ from deepforge_worker.cli import main as deepforge_worker
 def test_every_version_is_the_package_version() -> None:
     version = deepforge_adapters.__version__
     assert importlib.metadata.version("deepforge-adapters") == version
-    assert PLUGINS_VERSION == version
+    assert version == PLUGINS_VERSION
     for command, name in ((deepforge, "deepforge"), (deepforge_worker, "deepforge-worker")):
         result = CliRunner().invoke(command, ["--version"])
         assert result.exit_code == 0, result.output
