@@ -308,7 +308,7 @@ def _up(args: argparse.Namespace) -> int:
     if state.exists():
         print(f"a stack is already recorded in {state}; run `make webgme-down` first", file=sys.stderr)
         return 1
-    options = StackOptions(port=args.port, persist=args.persist)
+    options = StackOptions(port=args.port, persist=args.persist, worker_refresh_ms=args.worker_refresh_ms)
     stack = WebGMEStack(options, run_dir=run_dir)
     stack.start()
     info = stack.describe()
@@ -449,6 +449,12 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--run-dir", default=".run")
     up.add_argument("--port", type=int, default=int(os.environ.get("DEEPFORGE_WEBGME_PORT", "8888")))
     up.add_argument("--persist", action="store_true", help="keep the database in <run-dir>/nx.db")
+    up.add_argument(
+        "--worker-refresh-ms",
+        type=int,
+        default=None,
+        help="the executor's worker refresh period (250: as the suite's own server, for DEEPFORGE_TEST_WEBGME_URL)",
+    )
     down = sub.add_parser("down", help="stop what `up` started")
     down.add_argument("--run-dir", default=".run")
     dev = sub.add_parser("dev", help="database + server (+ worker) in the foreground, demo project, until Ctrl-C")
