@@ -25,6 +25,8 @@ DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 
 # Fixed zip entry timestamp: a bundle's hash depends on its content only.
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
 def _member_problem(info: zipfile.ZipInfo) -> str | None:
     name = info.filename
     if "\x00" in name:
