@@ -50,7 +50,13 @@ from deepforge_adapters.jobs.credentials import (
     open_job_credentials,
 )
 from deepforge_adapters.jobs.layout import EXECUTOR_CONFIG_FILE as EXECUTOR_CONFIG
-from deepforge_adapters.jobs.layout import STDOUT_FILE, ExecutorConfig, ResultArtifact, read_executor_config
+from deepforge_adapters.jobs.layout import (
+    STDOUT_ARTIFACT,
+    STDOUT_FILE,
+    ExecutorConfig,
+    ResultArtifact,
+    read_executor_config,
+)
 from deepforge_adapters.process import JobProcess, terminate_job
 from deepforge_adapters.process import run as run_job_process
 from deepforge_adapters.streams import atomic_write, copy_stream
@@ -421,7 +427,7 @@ class JobExecution:
     # --- results -------------------------------------------------------------------------------------
     def _archive_results_safely(self) -> None:
         """Archive even after a failure (the Node worker does too); before the spawn only ``stdout`` exists."""
-        artifacts = self.config.result_artifacts if self.config else (ResultArtifact("stdout", (STDOUT_FILE,)),)
+        artifacts = self.config.result_artifacts if self.config else (ResultArtifact(STDOUT_ARTIFACT, (STDOUT_FILE,)),)
         try:
             self.info["resultHashes"] = self.archive_results(artifacts)
         except JobFailed as exc:
