@@ -22,18 +22,19 @@ $(STAMPS)/python: pyproject.toml
 test: install node browser
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-# The layers of the suite, fastest first.  `unit`: no server, no subprocess.  `integration`: real servers and
-# subprocesses on loopback (WebGME, moto S3, the SciServer contract server); DEEPFORGE_TEST_WEBGME_URL and
-# DEEPFORGE_TEST_S3_ENDPOINT (+ _ACCESS_KEY_ID, _SECRET_ACCESS_KEY) point them at servers that already run.
-# `e2e`: the whole system (server, plugins, worker, the browser UI).  tests/security/ runs with `test`.
+# The layers of the suite, fastest first, by marker (pyproject.toml), wherever the tests live.  `unit`:
+# tests/unit, no server, no subprocess.  `integration`: real servers and subprocesses on loopback (WebGME, moto
+# S3, the SciServer contract server); DEEPFORGE_TEST_WEBGME_URL and DEEPFORGE_TEST_S3_ENDPOINT
+# (+ _ACCESS_KEY_ID, _SECRET_ACCESS_KEY) point them at servers that already run.  `e2e`: the whole system
+# (server, plugins, worker, the browser UI).  `test` runs everything.
 unit: install
 	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
 
 integration: install node
-	$(BIN)/python -m pytest -q tests/integration $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "integration and not e2e" $(PYTEST_ARGS)
 
 e2e: install node browser
-	$(BIN)/python -m pytest -q tests/e2e $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m e2e $(PYTEST_ARGS)
 
 # The same checks as .pre-commit-config.yaml: lint, format, types, and the layer contracts in pyproject.toml.
 LINT_PATHS := packages worker tests bench plugins
