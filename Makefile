@@ -51,7 +51,7 @@ demo: install
 	$(BIN)/python -m deepforge_dev.demo
 
 clean:
-	rm -rf $(VENV) $(STAMPS) .run build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(STAMPS) .run build *.egg-info .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
 
 # ------------------------------------------------------------------------------------------------ WebGME
 # The WebGME server (webgme-config/) and its database: Node packages from the lock file, libzmq for
