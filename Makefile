@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMPS := .stamps
 PYTEST_ARGS ?=
 
-.PHONY: install test unit lint bench demo dev clean
+.PHONY: install test unit integration e2e lint bench demo dev clean
 
 install: $(STAMPS)/python
 
@@ -22,21 +22,36 @@ $(STAMPS)/python: pyproject.toml
 test: install node browser
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# The layers of the suite, fastest first, by marker (pyproject.toml), wherever the tests live.  `unit`:
+# tests/unit, no server, no subprocess.  `integration`: real servers and subprocesses on loopback (WebGME, moto
+# S3, the SciServer contract server); DEEPFORGE_TEST_WEBGME_URL and DEEPFORGE_TEST_S3_ENDPOINT
+# (+ _ACCESS_KEY_ID, _SECRET_ACCESS_KEY) point them at servers that already run.  `e2e`: the whole system
+# (server, plugins, worker, the browser UI).  `test` runs everything.
 unit: install
 	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
 
+integration: install node
+	$(BIN)/python -m pytest -q -m "integration and not e2e" $(PYTEST_ARGS)
+
+e2e: install node browser
+	$(BIN)/python -m pytest -q -m e2e $(PYTEST_ARGS)
+
+# The same checks as .pre-commit-config.yaml: lint, format, types, and the layer contracts in pyproject.toml.
+LINT_PATHS := packages worker tests bench plugins
 lint: install
-	$(BIN)/ruff check packages worker tests bench plugins
-	$(BIN)/mypy packages/deepforge_adapters packages/deepforge_plugins worker/deepforge_worker
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/mypy packages/deepforge_adapters packages/deepforge_plugins packages/deepforge_dev worker/deepforge_worker
+	$(BIN)/lint-imports
 
 bench: install node
 	$(BIN)/python bench/run_all.py
 
 demo: install
-	$(BIN)/python -m deepforge_adapters.demo
+	$(BIN)/python -m deepforge_dev.demo
 
 clean:
-	rm -rf $(VENV) $(STAMPS) .run build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(STAMPS) .run build *.egg-info .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
 
 # ------------------------------------------------------------------------------------------------ WebGME
 # The WebGME server (webgme-config/) and its database: Node packages from the lock file, libzmq for
@@ -61,10 +76,10 @@ $(STAMPS)/node: $(WEBGME_DIR)/package.json $(WEBGME_DIR)/package-lock.json $(WEB
 
 webgme-up: node plugins-metadata
 	@mkdir -p $(RUN_DIR)
-	$(BIN)/python -m deepforge_adapters.webgme.stack up --run-dir $(RUN_DIR)/webgme --persist
+	$(BIN)/python -m deepforge_dev.stack up --run-dir $(RUN_DIR)/webgme --persist
 
 webgme-down:
-	$(BIN)/python -m deepforge_adapters.webgme.stack down --run-dir $(RUN_DIR)/webgme
+	$(BIN)/python -m deepforge_dev.stack down --run-dir $(RUN_DIR)/webgme
 
 # The Python plugins' metadata.json (dialog fields) from the installed storage/compute backends and the operator
 # policy in force ($DEEPFORGE_POLICY; without one, no local storage/compute: what is committed).
@@ -75,7 +90,7 @@ plugins-metadata: install
 # Regenerate webgme-config/seeds/pipeline.webgmex from the META table in build_pipeline_seed.js (committed;
 # installs never need this).
 seed: node
-	$(BIN)/python -m deepforge_adapters.webgme.stack with-db -- node $(WEBGME_DIR)/seeds/build_pipeline_seed.js $(WEBGME_DIR)/seeds/pipeline.webgmex
+	$(BIN)/python -m deepforge_dev.stack with-db -- node $(WEBGME_DIR)/seeds/build_pipeline_seed.js $(WEBGME_DIR)/seeds/pipeline.webgmex
 
 # The whole system for development: database, WebGME server (UI at the printed URL), a demo project seeded
 # with the example pipeline; Ctrl-C stops everything.  State persists in .run/dev (rm -rf it to start over).
@@ -88,7 +103,7 @@ DEV_WORKER_CMD ?= $(abspath $(BIN))/deepforge-worker start --host {url} --work-d
 dev: install node
 	@mkdir -p $(DEV_DIR) && umask 077 && { grep -qs ':' $(DEV_DIR)/secret.key || $(BIN)/deepforge secrets keygen > $(DEV_DIR)/secret.key; }
 	DEEPFORGE_SECRET_KEY_FILE=$(DEV_DIR)/secret.key DEV_WORKER_CMD="$(DEV_WORKER_CMD)" \
-	  $(BIN)/python -m deepforge_adapters.webgme.stack dev --run-dir $(DEV_DIR)
+	  $(BIN)/python -m deepforge_dev.stack dev --run-dir $(DEV_DIR)
 
 # ------------------------------------------------------------------------------------------------ Browser
 # Headless Chromium from Debian for the WebGME UI test (tests/e2e/test_ui_browser.py, driven by Playwright

@@ -86,7 +86,7 @@ def main() -> int:
         child(*args.child)
         return 0
 
-    from deepforge_adapters.webgme.stack import running_stack
+    from deepforge_dev.stack import running_stack
 
     size = args.size_mib * MIB
     with tempfile.TemporaryDirectory(prefix="gme-bench-") as tmp, running_stack() as stack:

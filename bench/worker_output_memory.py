@@ -36,7 +36,7 @@ from typing import Any
 
 from deepforge_adapters.webgme.blob import BlobClient
 from deepforge_adapters.webgme.executor import ExecutorClient, is_finished
-from deepforge_adapters.webgme.stack import running_stack
+from deepforge_dev.stack import running_stack
 
 MARKER = re.compile(r"\n\[\.\.\. (\d+) bytes of output not streamed; see job_stdout\.txt\]\n")
 LINE = 1024

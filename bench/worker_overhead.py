@@ -34,7 +34,7 @@ from pathlib import Path
 
 from deepforge_adapters.webgme.blob import BlobClient
 from deepforge_adapters.webgme.executor import ExecutorClient
-from deepforge_adapters.webgme.stack import running_stack, webgme_dir
+from deepforge_dev.stack import running_stack, webgme_dir
 
 CODE = "import time; print(repr(time.time()), flush=True)"
 
@@ -62,7 +62,7 @@ def start_ours(url: str, base: Path) -> subprocess.Popen[bytes]:
 
 def start_node(url: str, base: Path) -> subprocess.Popen[bytes]:
     package = webgme_dir() / "node_modules" / "webgme-executor-worker"
-    (base / "nofile.js").write_text("delete globalThis.File;\n")  # Node >= 20 (webgme-stack.md §3.11)
+    (base / "nofile.js").write_text("delete globalThis.File;\n")  # Node >= 20 defines File (docs/protocols.md)
     (base / "config.json").write_text(json.dumps({url: {}}))
     argv = ["node", "-r", str(base / "nofile.js"), str(package / "node_worker.js"), str(base / "config.json"),
             str(base / "executor-temp")]  # fmt: skip

@@ -1,7 +1,7 @@
 """nx-27017 (a MongoDB wire-protocol server on SQLite) with the fixes a WebGME server needs.
 
 No ``mongod`` can be installed on these machines, so the dev stack and the test fixtures run WebGME against
-nx-27017.  Out of the box six things break WebGME (see ``shared/reference/webgme-stack.md`` §3); each fix
+nx-27017.  Out of the box six things break WebGME (listed below, with what they break); each fix
 below is a small runtime patch, applied before the server starts, and each one is pinned by a test in
 ``tests/integration/test_webgme_nx_patches.py`` that fails without it.
 

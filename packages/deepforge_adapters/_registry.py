@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 from collections.abc import Mapping
-from importlib.metadata import entry_points
+from importlib.metadata import PackageNotFoundError, entry_points, requires
 from typing import Any, Generic, TypeVar
 
-from .errors import UnknownBackendError
+from .errors import MissingDependencyError, UnknownBackendError
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,14 @@ class BackendRegistry(Generic[T]):
             cls = ep.load()
         elif isinstance(target, str):
             module_name, _, attr = target.partition(":")
-            cls = getattr(importlib.import_module(module_name), attr)
+            try:
+                module = importlib.import_module(module_name)
+            except ModuleNotFoundError as exc:
+                if not exc.name or module_name == exc.name or module_name.startswith(f"{exc.name}."):
+                    raise
+                package = exc.name.partition(".")[0]
+                raise MissingDependencyError(self.kind, backend_id, package, extra_providing(package)) from exc
+            cls = getattr(module, attr)
         else:
             cls = target
         if not (isinstance(cls, type) and issubclass(cls, self._base)):
@@ -90,3 +98,22 @@ class BackendRegistry(Generic[T]):
 def _schema_json(cls: type) -> list[dict[str, Any]]:
     schema = getattr(cls, "schema", None)
     return schema.to_config_structure() if schema is not None else []
+
+
+def extra_providing(package: str, distribution: str = "deepforge-adapters") -> str | None:
+    """The extra of ``distribution`` whose requirements name ``package`` (an import name), e.g. ``s3`` for boto3."""
+    wanted = _normalize(package)
+    try:
+        requirements = requires(distribution) or []
+    except PackageNotFoundError:
+        return None
+    for requirement in requirements:
+        name = re.match(r"[A-Za-z0-9._-]+", requirement)
+        extra = re.search(r"""extra\s*==\s*["']([^"']+)["']""", requirement)
+        if name and extra and _normalize(name.group(0)) == wanted and extra.group(1) != "dev":
+            return extra.group(1)
+    return None
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()

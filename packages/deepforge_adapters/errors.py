@@ -33,6 +33,18 @@ class UnknownBackendError(DeepForgeError, LookupError):
         )
 
 
+class MissingDependencyError(DeepForgeError, ImportError):
+    """A backend's optional dependency is not installed: names the backend, the package and the extra."""
+
+    def __init__(self, kind: str, backend: str, package: str, extra: str | None) -> None:
+        self.kind = kind
+        self.backend = backend
+        self.package = package
+        self.extra = extra
+        how = f"pip install 'deepforge-adapters[{extra}]'" if extra else f"pip install {package}"
+        super().__init__(f"the {backend!r} {kind} backend needs {package!r}, which is not installed: {how}")
+
+
 class DataInfoError(DeepForgeError, ValueError):
     """A dataInfo (the JSON pointer to an artifact) is malformed."""
 

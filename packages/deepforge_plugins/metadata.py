@@ -27,9 +27,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from deepforge_adapters import __version__ as VERSION
+
 from .targets import dialog_fields
 
-VERSION = "0.1.0"
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "plugins"
 
 

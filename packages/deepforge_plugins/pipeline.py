@@ -1,7 +1,7 @@
 """The DeepForge pipeline metamodel as the plugins use it: executions, jobs, ports and connections.
 
 Only paths and plain values leave this module, so callers can re-find nodes after :class:`ModelSession`
-moves onto a newer branch head.  Names follow the ``pipeline`` library (see the execution reference §1.2):
+moves onto a newer branch head.  Names follow the ``pipeline`` library (docs/protocols.md, "Metamodel and dataInfo"):
 an Execution holds one Job per Operation plus copies of the Transporters; a Job holds a copy of its
 Operation whose ``Inputs``/``Outputs`` children are the Data ports.
 """

@@ -22,7 +22,7 @@ from deepforge_adapters.storage.local import LocalStorage
 from deepforge_adapters.storage.s3 import S3Storage
 from deepforge_adapters.storage.sciserver_files import SciServerFilesStorage
 from deepforge_adapters.testing.storage import StorageBackend, StorageConformance
-from deepforge_adapters.webgme.stack import WebGMEStack
+from deepforge_dev.stack import WebGMEStack
 
 from tests.fixtures.sciserver import SciServerHandle
 

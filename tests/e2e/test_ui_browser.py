@@ -1,6 +1,6 @@
 """The plugins run from the WebGME UI: headless Chromium executes the demo pipeline through the plugin menu.
 
-The server is the one ``make dev`` starts (``python -m deepforge_adapters.webgme.stack dev``, here on a free
+The server is the one ``make dev`` starts (``python -m deepforge_dev.stack dev``, here on a free
 port with its own run dir), so the demo project and its example pipeline come from the same seeding a
 developer gets.  The browser (Debian's ``chromium``, installed by ``make browser``; Playwright only drives it)
 opens the pipeline, picks ExecutePipeline from the toolbar's "Execute plug-in" menu, runs it with the dialog's
@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 from deepforge_adapters.secrets import generate_key
-from deepforge_adapters.webgme.stack import free_port, kill_group, repo_root
+from deepforge_dev.stack import free_port, kill_group, repo_root
 
 from tests.fixtures.plugins import TEST_PLUGINS, GmeProject
 from tests.fixtures.waiting import wait_for
@@ -76,7 +76,7 @@ def dev_server(tmp_path: Path) -> Iterator[DevServer]:
         "DEEPFORGE_PLUGIN_ZMQ_PORT": str(free_port()),  # not the shared default 5555
         "DEEPFORGE_SECRET_KEY": generate_key(),
     }
-    argv = [sys.executable, "-m", "deepforge_adapters.webgme.stack", "dev", "--run-dir", str(tmp_path / "run"),
+    argv = [sys.executable, "-m", "deepforge_dev.stack", "dev", "--run-dir", str(tmp_path / "run"),
             "--port", str(port), "--demo-project", DEMO_PROJECT]  # fmt: skip
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(

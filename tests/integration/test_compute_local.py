@@ -17,7 +17,7 @@ import pytest
 from deepforge_adapters.compute import ComputeJob, JobStatus, JobUpdate, get_client
 from deepforge_adapters.compute.local import LocalCompute
 from deepforge_adapters.errors import ComputeError
-from deepforge_adapters.jobs.bundle import bundle_hash, zip_bundle
+from deepforge_adapters.jobs.archive import bundle_hash, zip_bundle
 from deepforge_adapters.process import descendants
 from deepforge_adapters.storage.base import StorageClient
 

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deepforge_adapters.jobs.bundle import JOB_FILE, zip_bundle
+from deepforge_adapters.jobs.archive import zip_bundle
+from deepforge_adapters.jobs.layout import JOB_FILE
 from deepforge_adapters.storage import get_client
 from deepforge_adapters.storage.base import StorageClient
 

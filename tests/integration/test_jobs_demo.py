@@ -6,7 +6,7 @@ import io
 from pathlib import Path
 
 import pytest
-from deepforge_adapters.demo import run_pipeline
+from deepforge_dev.demo import run_pipeline
 
 pytestmark = pytest.mark.integration
 

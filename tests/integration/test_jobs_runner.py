@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from deepforge_adapters import secrets
 from deepforge_adapters.config import ConfigSchema
-from deepforge_adapters.jobs.bundle import JOB_FILE
+from deepforge_adapters.jobs.layout import JOB_FILE
 from deepforge_adapters.storage import DataInfo
 from deepforge_adapters.storage.base import StorageClient
 from deepforge_adapters.storage.registry import registry as storage_registry

@@ -219,7 +219,7 @@ def test_server_checksum_recorded_and_verified(s3: S3Storage, s3_config: dict[st
 
 # ------------------------------------------------------------------------------------------ DeepForge compat
 def test_reads_a_dataInfo_written_by_deepforge(s3: S3Storage, s3_config: dict[str, Any], tmp_path: Path) -> None:
-    """The exact shape of deepforge-execution.md §1.3 (aws-sdk headObject + 4 fields), as stored in a model."""
+    """The exact shape of an s3 dataInfo (aws-sdk headObject + 4 fields, docs/protocols.md), as stored in a model."""
     s3.ensure_bucket()
     key = "guest+proj/executions/_K_a_b/model"
     data = payload(1234)

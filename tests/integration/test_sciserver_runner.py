@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 from deepforge_adapters.compute import ComputeJob, JobStatus, get_client
-from deepforge_adapters.jobs.bundle import build_bundle, bundle_hash, zip_bundle
+from deepforge_adapters.jobs.archive import bundle_hash, zip_bundle
+from deepforge_adapters.jobs.bundle import build_bundle
 from deepforge_adapters.storage import DataInfo
 from deepforge_adapters.storage import get_client as get_storage
 

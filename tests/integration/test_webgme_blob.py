@@ -16,7 +16,7 @@ import pytest
 import requests
 from deepforge_adapters.errors import IntegrityError, NotFoundError, WebGMEError
 from deepforge_adapters.webgme import BlobClient, file_metadata, metadata_hash
-from deepforge_adapters.webgme.stack import WebGMEStack
+from deepforge_dev.stack import WebGMEStack
 
 from tests.fixtures.webgme import StackFactory
 
@@ -170,7 +170,7 @@ def test_declared_size_mismatch_is_an_integrity_error(blob: BlobClient) -> None:
 
 def test_unreachable_server_names_the_endpoint() -> None:
     from deepforge_adapters.http import make_session
-    from deepforge_adapters.webgme.stack import free_port
+    from deepforge_dev.stack import free_port
 
     client = BlobClient(f"http://127.0.0.1:{free_port()}", session=make_session(retries=0))
     with pytest.raises(WebGMEError, match="createFile 'f'"):

@@ -8,7 +8,7 @@ import os
 import pytest
 from deepforge_adapters.errors import WebGMEError
 from deepforge_adapters.webgme import ExecutorClient, is_finished
-from deepforge_adapters.webgme.stack import WebGMEStack
+from deepforge_dev.stack import WebGMEStack
 
 from tests.fixtures.webgme import StackFactory
 

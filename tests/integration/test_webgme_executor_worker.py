@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from deepforge_adapters.webgme import BlobClient, ExecutorClient, is_finished
-from deepforge_adapters.webgme.stack import webgme_dir
+from deepforge_dev.stack import webgme_dir
 
 from tests.fixtures.waiting import wait_for
 from tests.fixtures.webgme import StackFactory

@@ -16,7 +16,7 @@ from deepforge_adapters.errors import DataInfoError, NotFoundError, StorageError
 from deepforge_adapters.storage import DataInfo
 from deepforge_adapters.storage.cache import WorkerCache
 from deepforge_adapters.storage.gme import GmeStorage
-from deepforge_adapters.webgme.stack import WebGMEStack
+from deepforge_dev.stack import WebGMEStack
 
 from tests.fixtures.webgme import StackFactory
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 pymongo = pytest.importorskip("pymongo", reason="run `make node` (installs webgme-config/requirements.txt)")
-from deepforge_adapters.webgme.stack import free_port, webgme_dir  # noqa: E402
+from deepforge_dev.stack import free_port, webgme_dir  # noqa: E402
 from pymongo.database import Database  # noqa: E402
 from pymongo.errors import DuplicateKeyError, OperationFailure  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""The pipeline seed: DeepForge's execution metamodel (deepforge-execution.md §1.2), and the server uses it."""
+"""The pipeline seed: DeepForge's execution metamodel (docs/protocols.md), and the server uses it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import requests
-from deepforge_adapters.webgme.stack import WebGMEStack, webgme_dir
+from deepforge_dev.stack import WebGMEStack, webgme_dir
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +54,7 @@ def rebuilt_seed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("seed") / "pipeline.webgmex"
     builder = webgme_dir() / "seeds" / "build_pipeline_seed.js"
     done = subprocess.run(
-        [sys.executable, "-m", "deepforge_adapters.webgme.stack", "with-db", "--", "node", str(builder), str(out)],
+        [sys.executable, "-m", "deepforge_dev.stack", "with-db", "--", "node", str(builder), str(out)],
         capture_output=True, text=True, timeout=180, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]

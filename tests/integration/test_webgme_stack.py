@@ -7,7 +7,7 @@ import socket
 
 import pytest
 import requests
-from deepforge_adapters.webgme.stack import StackError, WebGMEStack, running_stack
+from deepforge_dev.stack import StackError, WebGMEStack, running_stack
 
 from tests.fixtures.webgme import StackFactory
 

@@ -115,7 +115,7 @@ def test_malformed_executor_config(webgme_server: Any, worker_factory: Any) -> N
     job_info, updates = start_and_run(compute, bundle)
     assert ExecutorClient(webgme_server.url).get_info(bundle)["status"] == "FAILED_EXECUTOR_CONFIG"
     assert updates[-1].status == JobStatus.FAILED
-    assert updates[-1].reason and "'cmd' must be a non-empty string" in updates[-1].reason
+    assert updates[-1].reason and "field 'cmd': must be a non-empty string" in updates[-1].reason
     assert "'cmd'" in compute.get_console_output(job_info)
 
 

@@ -1,4 +1,4 @@
-"""A local SciServer that implements the REST contract in ``shared/reference/sciserver-api.md``, quirks included.
+"""A local SciServer that implements SciServer's REST contract (docs/sciserver.md), quirks included.
 
 Login portal (Keystone v1 style), FileService and RACM/JOBM under one base URL; docker jobs run as local
 subprocesses with the user's volumes mapped where a SciServer container would see them (see :mod:`.jobm`).

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 from deepforge_adapters.policy import POLICY_ENV
 from deepforge_adapters.webgme.blob import BlobClient
-from deepforge_adapters.webgme.stack import PLUGINS_DIR_ENV, free_port
+from deepforge_dev.stack import PLUGINS_DIR_ENV, free_port
 
 from tests.fixtures.attacker import AttackerServer
 from tests.fixtures.plugins import TEST_PLUGINS, GmeProject

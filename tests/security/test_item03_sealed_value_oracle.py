@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 from deepforge_adapters import secrets
-from deepforge_adapters.jobs.bundle import JOB_FILE, read_bundle
+from deepforge_adapters.jobs.bundle import read_bundle
+from deepforge_adapters.jobs.layout import JOB_FILE
 
 from tests.fixtures.attacker import AttackerServer
 from tests.fixtures.jobs import last_line, run_runner

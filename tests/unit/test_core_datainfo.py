@@ -8,7 +8,7 @@ import pytest
 from deepforge_adapters.errors import DataInfoError
 from deepforge_adapters.storage import DataInfo
 
-# deepforge-execution.md §1.3, verbatim shapes
+# DeepForge's dataInfo shapes, verbatim (docs/protocols.md, "Metamodel and dataInfo")
 GME = '{"backend":"gme","data":"e93b7917c1fc457e4041cf7d5f0568ef8d91040c"}'
 S3 = json.dumps(
     {

@@ -106,3 +106,25 @@ def test_a_builtin_id_wins_over_an_entry_point_of_the_same_name(
         "storage", "deepforge.storage", {"dftest": "deepforge_adapters.storage.local:LocalStorage"}, StorageClient
     )
     assert reg.get_class("dftest") is LocalStorage
+
+
+def test_a_missing_optional_dependency_names_the_backend_and_the_extra() -> None:
+    # boto3 made unimportable in a fresh interpreter: as if installed without the s3 extra.
+    code = (
+        "import sys; sys.modules['boto3'] = None\n"
+        "from deepforge_adapters import storage\n"
+        "from deepforge_adapters.errors import MissingDependencyError\n"
+        "try:\n"
+        "    storage.registry.get_class('s3')\n"
+        "except MissingDependencyError as exc:\n"
+        "    print(exc)\n"
+        "print(storage.registry.availability()[1]['s3'])\n"
+        "print(sorted(storage.registry.availability()[0]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    raised, reason, available = out.stdout.splitlines()
+    expected = "the 's3' storage backend needs 'boto3', which is not installed: pip install 'deepforge-adapters[s3]'"
+    assert raised == expected
+    assert reason == f"MissingDependencyError: {expected}"
+    assert "s3" not in available and "local" in available

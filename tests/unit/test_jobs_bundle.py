@@ -15,17 +15,10 @@ import pytest
 from deepforge_adapters import secrets
 from deepforge_adapters.config import ConfigSchema, Field
 from deepforge_adapters.errors import BundleError, SecretsError
-from deepforge_adapters.jobs.bundle import (
-    JOB_FILE,
-    build_bundle,
-    bundle_hash,
-    executor_config,
-    read_bundle,
-    retarget_storage,
-    safe_extract,
-    zip_bundle,
-)
+from deepforge_adapters.jobs.archive import bundle_hash, safe_extract, zip_bundle
+from deepforge_adapters.jobs.bundle import build_bundle, executor_config, read_bundle, retarget_storage
 from deepforge_adapters.jobs.codegen import OperationSource
+from deepforge_adapters.jobs.layout import JOB_FILE
 from deepforge_adapters.storage import DataInfo, registry
 from deepforge_adapters.storage.base import StorageClient
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from deepforge_adapters import secrets
 from deepforge_adapters.errors import SecretsError
-from deepforge_adapters.jobs.bundle import JOB_FILE, build_bundle
+from deepforge_adapters.jobs.bundle import build_bundle
 from deepforge_adapters.jobs.credentials import (
     CREDENTIALS_FD_ENV,
     CredentialPipe,
@@ -18,6 +18,7 @@ from deepforge_adapters.jobs.credentials import (
     job_environment,
     open_job_credentials,
 )
+from deepforge_adapters.jobs.layout import JOB_FILE
 from deepforge_adapters.storage import DataInfo
 
 S3 = {"endpoint": "http://127.0.0.1:9", "accessKeyId": "AKIA-cred-test", "secretAccessKey": "s3cr3t-cred-test"}

@@ -145,7 +145,7 @@ def test_malformed_answers_are_named() -> None:
 
 
 def test_an_existing_mongo_gets_a_database_per_stack() -> None:
-    from deepforge_adapters.webgme.stack import _with_database
+    from deepforge_dev.stack import _with_database
 
     uri = "mongodb://user:pw@db.example:27017/admin?authSource=admin"
     assert _with_database(uri, "deepforge_1") == "mongodb://user:pw@db.example:27017/deepforge_1?authSource=admin"

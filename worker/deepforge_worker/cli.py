@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from deepforge_adapters import __version__
 from deepforge_adapters.errors import ConfigError
 from deepforge_adapters.secrets import install_redaction, register_secret
 
@@ -73,6 +74,7 @@ def _clients(settings: WorkerSettings) -> tuple[Any, Any]:
 
 @click.group()
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.version_option(__version__, prog_name="deepforge-worker")
 def main(verbose: bool) -> None:
     """Run DeepForge jobs from a WebGME server's executor on this machine."""
     logging.basicConfig(

@@ -1,6 +1,6 @@
 """The worker daemon: poll the executor, run what it hands out, report, repeat.
 
-Read :meth:`Worker.work` top to bottom; it is the whole protocol (reference §3.4):
+Read :meth:`Worker.work` top to bottom; it is the whole protocol (docs/protocols.md, "The executor: the worker loop"):
 
     every refreshPeriod:
         POST /rest/executor/worker {clientId, availableProcesses, labels, runningJobs}

@@ -1,4 +1,4 @@
-"""One job, from claim to final report (the WebGME executor protocol, §3.5 of the reference).
+"""One job, from claim to final report (the WebGME executor protocol: docs/protocols.md, "The executor: running a job").
 
 Steps, each with the executor status it ends in when it fails:
 
@@ -28,7 +28,6 @@ process group, for a restarted daemon to reap, is :mod:`.orphans`.
 from __future__ import annotations
 
 import codecs
-import json
 import logging
 import os
 import shutil
@@ -36,19 +35,26 @@ import signal
 import sys
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from deepforge_adapters.errors import BundleError, JobFailed, NotFoundError, SecretsError, WebGMEError
 from deepforge_adapters.hashing import check_sha1_hex
-from deepforge_adapters.jobs.bundle import safe_extract
+from deepforge_adapters.jobs.archive import safe_extract
 from deepforge_adapters.jobs.credentials import (
     CredentialPipe,
     Credentials,
     is_runner_command,
     job_environment,
     open_job_credentials,
+)
+from deepforge_adapters.jobs.layout import EXECUTOR_CONFIG_FILE as EXECUTOR_CONFIG
+from deepforge_adapters.jobs.layout import (
+    STDOUT_ARTIFACT,
+    STDOUT_FILE,
+    ExecutorConfig,
+    ResultArtifact,
+    read_executor_config,
 )
 from deepforge_adapters.process import JobProcess
 from deepforge_adapters.process import run as run_job_process
@@ -67,77 +73,12 @@ from .slots import Slot
 log = logging.getLogger(__name__)
 
 SOURCE_ZIP = "source.zip"
-EXECUTOR_CONFIG = "executor_config.json"
-STDOUT_FILE = "job_stdout.txt"
 #: The worker's own credentials when given in its environment: never passed on to a job.
 WORKER_SECRET_VARIABLES = ("DEEPFORGE_WORKER_TOKEN", "DEEPFORGE_WORKER_NONCE")
 #: Exit code of a process ended by SIGINT in a shell; the Node worker treats it as canceled too.
 SIGINT_EXIT = 130
 
 
-@dataclass(frozen=True)
-class ResultArtifact:
-    name: str
-    patterns: tuple[str, ...]
-
-    def matches(self, relpath: str) -> bool:
-        """An empty pattern list matches every file (as in the Node worker)."""
-        return not self.patterns or any(minimatch(relpath, p) for p in self.patterns)
-
-
-@dataclass(frozen=True)
-class ExecutorConfig:
-    """A validated ``executor_config.json``."""
-
-    cmd: str
-    args: tuple[str, ...]
-    result_artifacts: tuple[ResultArtifact, ...]
-    output_interval: float | None  # seconds
-    output_segment_size: int | None
-
-    @classmethod
-    def parse(cls, data: Any) -> ExecutorConfig:
-        """Validate; raises :class:`JobFailed` ``FAILED_EXECUTOR_CONFIG`` naming the offending field."""
-
-        def bad(message: str) -> JobFailed:
-            return JobFailed(f"{EXECUTOR_CONFIG}: {message}", ExecutorStatus.FAILED_EXECUTOR_CONFIG)
-
-        if not isinstance(data, dict):
-            raise bad(f"expected a JSON object, got {type(data).__name__}")
-        cmd = data.get("cmd")
-        if not isinstance(cmd, str) or not cmd.strip():
-            raise bad("'cmd' must be a non-empty string")
-        args = data.get("args", [])
-        if args is None:
-            args = []
-        if not isinstance(args, list) or not all(isinstance(a, str | int | float) for a in args):
-            raise bad("'args' must be a list of strings")
-        raw_artifacts = data.get("resultArtifacts")
-        if not isinstance(raw_artifacts, list):
-            raise bad("'resultArtifacts' must be a list of {name, resultPatterns}")
-        artifacts = []
-        for i, item in enumerate(raw_artifacts):
-            if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not item["name"]:
-                raise bad(f"resultArtifacts[{i}] needs a non-empty string 'name'")
-            patterns = item.get("resultPatterns", [])
-            if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
-                raise bad(f"resultArtifacts[{i}].resultPatterns must be a list of strings")
-            artifacts.append(ResultArtifact(item["name"], tuple(patterns)))
-        numbers = {}
-        for key in ("outputInterval", "outputSegmentSize"):
-            value = data.get(key)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-                raise bad(f"'{key}' must be a number")
-            numbers[key] = value
-        interval = numbers["outputInterval"]
-        segment = numbers["outputSegmentSize"]
-        return cls(
-            cmd=cmd,
-            args=tuple(str(a) for a in args),
-            result_artifacts=tuple(artifacts),
-            output_interval=interval / 1000.0 if interval and interval > 0 else None,
-            output_segment_size=int(segment) if segment and segment > 0 else None,
-        )
 
 
 class JobExecution:
@@ -264,15 +205,10 @@ class JobExecution:
             raise JobFailed(f"{SOURCE_ZIP}: {exc}", ExecutorStatus.FAILED_UNZIP) from None
 
     def _read_executor_config(self) -> ExecutorConfig:
-        path = self.job_dir / EXECUTOR_CONFIG
-        if not path.is_file():
-            raise JobFailed(f"{EXECUTOR_CONFIG} is missing from the job bundle", ExecutorStatus.FAILED_EXECUTOR_CONFIG)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            reason = f"{EXECUTOR_CONFIG} is not valid JSON: {exc}"
-            raise JobFailed(reason, ExecutorStatus.FAILED_EXECUTOR_CONFIG) from None
-        return ExecutorConfig.parse(data)
+            return read_executor_config(self.job_dir, where=EXECUTOR_CONFIG, require_artifacts=True)
+        except BundleError as exc:
+            raise JobFailed(str(exc), ExecutorStatus.FAILED_EXECUTOR_CONFIG) from None
 
     def _run_process(self, config: ExecutorConfig) -> None:
         if self.report_enabled:
@@ -421,7 +357,7 @@ class JobExecution:
     # --- results -------------------------------------------------------------------------------------
     def _archive_results_safely(self) -> None:
         """Archive even after a failure (the Node worker does too); before the spawn only ``stdout`` exists."""
-        artifacts = self.config.result_artifacts if self.config else (ResultArtifact("stdout", (STDOUT_FILE,)),)
+        artifacts = self.config.result_artifacts if self.config else (ResultArtifact(STDOUT_ARTIFACT, (STDOUT_FILE,)),)
         try:
             self.info["resultHashes"] = self.archive_results(artifacts)
         except JobFailed as exc:
@@ -436,7 +372,7 @@ class JobExecution:
         members: dict[str, list[str]] = {a.name: [] for a in artifacts}
         for relpath, path in _walk_files(self.job_dir):
             for artifact in artifacts:
-                if artifact.matches(relpath):
+                if not artifact.patterns or any(minimatch(relpath, p) for p in artifact.patterns):
                     members[artifact.name].append(relpath)
                     files[relpath] = path
         hashes: dict[str, str] = {}

@@ -21,6 +21,7 @@ from typing import Any
 from ..config import ConfigSchema, Field
 from ..errors import ComputeError, InvalidHashError, NotFoundError, WebGMEError
 from ..hashing import check_sha1_hex
+from ..jobs.layout import RESULTS_ARTIFACT, RESULTS_FILE, STDOUT_ARTIFACT, STDOUT_FILE
 from ..webgme import DEFAULT_HOST, HOST_ENV
 from ..webgme.executor import ExecutorStatus
 from ..webgme.protocols import BlobAPI, ExecutorAPI
@@ -28,8 +29,6 @@ from .base import ComputeClient, ComputeJob, JobStatus, Poll, StatusMapping, Sta
 
 log = logging.getLogger(__name__)
 
-STDOUT_ARTIFACT, STDOUT_FILE = "stdout", "job_stdout.txt"
-RESULTS_ARTIFACT, RESULTS_FILE = "results", "results.json"
 WORKER_PREFIX = "[deepforge-worker] "
 
 F = JobStatus.FAILED

@@ -10,7 +10,7 @@ hex (:func:`~deepforge_adapters.hashing.check_sha1_hex`) and the job directory i
 the configured ``workDir``.  ``jobDir``/``workDir`` are informational: a job_info read back from a model is
 not trusted to name a path (``purge_job`` of a forged ``jobDir`` must not delete it).
 
-The job id is the bundle's content hash (:func:`~deepforge_adapters.jobs.bundle.bundle_hash`) unless
+The job id is the bundle's content hash (:func:`~deepforge_adapters.jobs.archive.bundle_hash`) unless
 ``ComputeJob.hash`` is given.  Like the WebGME executor, starting a hash that already exists returns the
 existing job instead of running it again while that job is queued, running or succeeded; a failed or canceled
 job is run again (the executor re-runs only canceled ones; re-running after a fix is what a local user
@@ -33,8 +33,9 @@ from typing import Any
 from ..config import ConfigSchema, Field, seconds_from_env
 from ..errors import BundleError, ComputeError, ConfigError, InvalidHashError, SecretsError
 from ..hashing import check_sha1_hex
-from ..jobs.bundle import DEFAULT_MAX_BYTES, RESULTS_FILE, bundle_hash, read_executor_config, safe_extract
+from ..jobs.archive import DEFAULT_MAX_BYTES, bundle_hash, safe_extract
 from ..jobs.credentials import Credentials, is_runner_command, job_environment, open_job_credentials
+from ..jobs.layout import RESULTS_FILE, read_executor_config
 from ..process import terminate_job
 from . import local_supervisor as sup
 from .base import ComputeClient, ComputeJob, JobStatus, Poll, StatusMapping, StatusTable
@@ -195,7 +196,7 @@ class LocalCompute(ComputeClient):
         """The job's plaintext credentials, opened here (the submitter holds the key) for the supervisor to
         hand to the runner; the key itself never reaches the job's processes."""
         config = read_executor_config(work)
-        if not is_runner_command(config["cmd"], config.get("args", [])):
+        if not is_runner_command(config.cmd, config.args):
             return None
         try:
             return open_job_credentials(work, None)

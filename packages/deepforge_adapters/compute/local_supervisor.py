@@ -33,8 +33,8 @@ from typing import IO, Any
 
 from ..config import seconds_from_env
 from ..errors import BundleError, ConfigError
-from ..jobs.bundle import read_executor_config
 from ..jobs.credentials import CredentialPipe, Credentials, job_environment
+from ..jobs.layout import read_executor_config
 from ..process import JobProcess, make_non_dumpable
 from ..process import run as run_job_process
 from ..streams import atomic_write
@@ -154,7 +154,7 @@ class Supervisor:
         except BundleError as exc:
             self.finish(FAILED, None, f"local compute: bad bundle: {exc}")
             return 0
-        command = [config["cmd"], *config.get("args", [])]
+        command = config.argv
         env = job_environment(os.environ)
         # python3/python in the bundle's command resolve to the interpreter deepforge_adapters runs in.
         env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", os.defpath)])

@@ -33,13 +33,8 @@ import requests
 
 from ..config import ConfigSchema, Field
 from ..errors import BundleError, ComputeError, DeepForgeError, NotFoundError, StorageError
-from ..jobs.bundle import (
-    DEFAULT_MAX_BYTES,
-    RESULTS_FILE,
-    _bundle_files,  # the one walk of a bundle dir (sorted, refuses symlinks)
-    read_executor_config,
-    safe_extract,
-)
+from ..jobs.archive import DEFAULT_MAX_BYTES, bundle_files, safe_extract
+from ..jobs.layout import RESULTS_FILE, read_executor_config
 from ..sciserver.session import (
     CREDENTIAL_FIELDS,
     DEFAULT_RACM_URL,
@@ -245,7 +240,7 @@ class SciServerCompute(ComputeClient):
 
     @staticmethod
     def _upload_bundle(root: Path, scratch: StorageClient, scratch_dir: str) -> int:
-        files = _bundle_files(root)
+        files = bundle_files(root)
         for rel, path in files:
             with open(path, "rb") as src:
                 scratch.put_file_stream(f"{scratch_dir}/{rel}", src, size=os.path.getsize(path))
@@ -409,4 +404,4 @@ def executor_argv(backend: str, root: Path) -> list[str]:
         config = read_executor_config(root)
     except BundleError as exc:
         raise ComputeError(backend, f"cannot start bundle: {exc}") from None
-    return [str(config["cmd"]), *(str(a) for a in config.get("args") or [])]
+    return config.argv

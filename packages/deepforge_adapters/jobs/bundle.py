@@ -1,6 +1,7 @@
 """The job bundle: one schema, built by :func:`build_bundle` (plugin side), read by :func:`read_bundle` (worker).
 
-A bundle is a directory (or a zip of one) holding::
+A bundle is a directory (or a zip of one; zipping and safe extraction are in :mod:`.archive`, the file names
+and the ``executor_config.json`` parser in :mod:`.layout`) holding::
 
     job.json              what to run and where the data lives (schema below); secrets sealed
     executor_config.json  WebGME executor format: the executor worker and local compute run its cmd/args,
@@ -25,12 +26,9 @@ The bundle carries references (dataInfos) and sealed config, never input bytes o
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import secrets as _random
-import shutil
-import stat
 import tempfile
 import time
 import zipfile
@@ -41,26 +39,27 @@ from typing import Any
 
 from .. import secrets
 from ..errors import BundleError, DataInfoError
-from ..hashing import CHUNK_SIZE, file_digest
 from ..storage.base import DataInfo
 from ..storage.registry import registry as storage_registry
 from ..streams import atomic_write
+from .archive import DEFAULT_MAX_BYTES, safe_extract
 from .codegen import OperationSource, check_identifier, operation_files
+from .layout import (
+    EXECUTOR_CONFIG_FILE,
+    JOB_FILE,
+    NONCE_FILE,
+    RESULTS_ARTIFACT,
+    RESULTS_FILE,
+    STDOUT_ARTIFACT,
+    STDOUT_FILE,
+    load_json,
+    read_executor_config,
+)
 
 SCHEMA_VERSION = 1
-JOB_FILE = "job.json"
-EXECUTOR_CONFIG_FILE = "executor_config.json"
-NONCE_FILE = "nonce"
-RESULTS_FILE = "results.json"
-STDOUT_FILE = "job_stdout.txt"
 #: Output names that would collide with the executor's result-artifact names.
-RESERVED_OUTPUTS = frozenset({"stdout", "results"})
+RESERVED_OUTPUTS = frozenset({STDOUT_ARTIFACT, RESULTS_ARTIFACT})
 DEFAULT_COMMAND = ("python", "main.py")
-#: Default cap on the uncompressed size of a bundle zip (bundles hold code, not data).
-DEFAULT_MAX_BYTES = 512 * 1024 * 1024
-
-# Fixed zip entry timestamp: a bundle's hash depends on its content only.
-_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
 @dataclass(frozen=True)
@@ -114,8 +113,8 @@ def executor_config(output_interval: int = 1500) -> dict[str, Any]:
         "args": ["-m", "deepforge_adapters.jobs.runner"],
         "outputInterval": output_interval,
         "resultArtifacts": [
-            {"name": "stdout", "resultPatterns": [STDOUT_FILE]},
-            {"name": "results", "resultPatterns": [RESULTS_FILE]},
+            {"name": STDOUT_ARTIFACT, "resultPatterns": [STDOUT_FILE]},
+            {"name": RESULTS_ARTIFACT, "resultPatterns": [RESULTS_FILE]},
         ],
     }
 
@@ -262,33 +261,10 @@ class _Fields:
         return value
 
 
-def _load_json(path: Path) -> Any:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise BundleError(f"{path}: missing (not a job bundle?)") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{path}: not valid JSON: {exc}") from None
-
-
-def read_executor_config(root: Path) -> dict[str, Any]:
-    """``root/executor_config.json``, checked for what a runner of any bundle needs: ``cmd`` and ``args``."""
-    path = root / EXECUTOR_CONFIG_FILE
-    config = _load_json(path)
-    f = _Fields(path)
-    if not isinstance(config, dict):
-        raise BundleError(f"{path}: expected a JSON object, got {type(config).__name__}")
-    if not f.get(config, "cmd", "cmd", str):
-        raise f.error("cmd", "is empty")
-    f.strings(config.get("args", []), "args")
-    return config
-
-
 def parse_job(root: Path) -> JobSpec:
     """Validate ``root/job.json`` (and ``executor_config.json``) into a :class:`JobSpec`."""
     path = root / JOB_FILE
-    job = _load_json(path)
+    job = load_json(path)
     f = _Fields(path)
     if not isinstance(job, dict):
         raise BundleError(f"{path}: expected a JSON object, got {type(job).__name__}")
@@ -335,7 +311,7 @@ def parse_job(root: Path) -> JobSpec:
     if not isinstance(project, str):
         raise f.error("project", f"expected str, got {type(project).__name__}")
 
-    exec_config = read_executor_config(root)
+    exec_config = read_executor_config(root).raw
     return JobSpec(
         root=root,
         storage_id=storage_id,
@@ -380,7 +356,7 @@ def retarget_storage(
     root = Path(root)
     spec = parse_job(root)
     sealed = seal_config(storage_id, storage_config, secret_key, spec.project)
-    job = _load_json(root / JOB_FILE)
+    job = load_json(root / JOB_FILE)
     job["storage"] = {"id": storage_id, "dir": spec.storage_dir, "config": sealed}
     for entry in job["inputs"]:
         if not entry["config"] and entry["dataInfo"]["backend"] == storage_id:
@@ -388,121 +364,3 @@ def retarget_storage(
     with atomic_write(root / JOB_FILE) as f:
         f.write((json.dumps(job, indent=2, sort_keys=True) + "\n").encode("utf-8"))
     return parse_job(root)
-
-
-# ------------------------------------------------------------------------------------------------ zip
-
-
-def _member_problem(info: zipfile.ZipInfo) -> str | None:
-    name = info.filename
-    if "\x00" in name:
-        return "contains a NUL byte"
-    if name.startswith(("/", "\\")) or PurePosixPath(name).is_absolute() or (len(name) > 1 and name[1] == ":"):
-        return "is an absolute path"
-    if ".." in PurePosixPath(name.replace("\\", "/")).parts:
-        return "contains '..'"
-    file_type = stat.S_IFMT(info.external_attr >> 16)  # 0 when the zip was made without Unix modes
-    if file_type == stat.S_IFLNK:
-        return "is a symbolic link"
-    if file_type not in (0, stat.S_IFREG, stat.S_IFDIR):
-        return "is not a regular file or directory"
-    return None
-
-
-def safe_extract(zip_path: str | os.PathLike[str], dest: str | os.PathLike[str], max_bytes: int) -> Path:
-    """Extract ``zip_path`` into ``dest``, refusing anything that could escape it or exhaust the disk.
-
-    Rejects (with :class:`BundleError` naming the member and the reason) absolute names, ``..`` parts,
-    symlinks and special files, and stops once more than ``max_bytes`` were written, whatever the headers
-    claim (a zip bomb lies about sizes).  On error nothing extracted so far is left behind in ``dest``.
-    """
-    zip_path = Path(zip_path)
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    root = dest.resolve()
-    try:
-        zf = zipfile.ZipFile(zip_path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise BundleError(f"{zip_path}: cannot open zip: {exc}") from None
-    written: list[Path] = []
-    try:
-        with zf:
-            infos = zf.infolist()
-            for info in infos:
-                problem = _member_problem(info)
-                if problem:
-                    raise BundleError(f"{zip_path}: member {info.filename!r} {problem}; refusing to extract")
-            declared = sum(i.file_size for i in infos)
-            if declared > max_bytes:
-                raise BundleError(f"{zip_path}: uncompressed size {declared} bytes exceeds the limit of {max_bytes}")
-            total = 0
-            for info in infos:
-                target = root.joinpath(*PurePosixPath(info.filename.replace("\\", "/")).parts)
-                if not target.resolve().is_relative_to(root):
-                    raise BundleError(f"{zip_path}: member {info.filename!r} resolves outside {dest}")
-                if info.is_dir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, open(target, "xb") as out:
-                    written.append(target)
-                    while chunk := src.read(CHUNK_SIZE):
-                        total += len(chunk)
-                        if total > max_bytes:
-                            raise BundleError(
-                                f"{zip_path}: member {info.filename!r} inflates past the limit of {max_bytes} bytes"
-                            )
-                        out.write(chunk)
-    except BundleError:
-        for path in written:
-            path.unlink(missing_ok=True)
-        raise
-    except (zipfile.BadZipFile, OSError, EOFError, RuntimeError) as exc:
-        for path in written:
-            path.unlink(missing_ok=True)
-        raise BundleError(f"{zip_path}: cannot extract: {exc}") from None
-    return dest
-
-
-def _bundle_files(directory: Path) -> list[tuple[str, Path]]:
-    """``(posix relative name, path)`` of every regular file, sorted; symlinks are refused."""
-    out = []
-    for dirpath, dirnames, filenames in os.walk(directory):
-        dirnames.sort()
-        for name in [*dirnames, *filenames]:
-            if os.path.islink(os.path.join(dirpath, name)):
-                raise BundleError(f"{os.path.join(dirpath, name)}: bundles may not contain symbolic links")
-        for name in filenames:
-            path = Path(dirpath) / name
-            out.append((path.relative_to(directory).as_posix(), path))
-    return sorted(out)
-
-
-def zip_bundle(directory: str | os.PathLike[str], dest: str | os.PathLike[str] | None = None) -> Path:
-    """Zip a bundle directory deterministically (sorted names, fixed timestamps and modes)."""
-    directory = Path(directory)
-    zip_path = Path(dest) if dest is not None else directory.with_suffix(".zip")
-    tmp = zip_path.with_name(f".{zip_path.name}.tmp-{os.getpid()}")
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            for rel, path in _bundle_files(directory):
-                info = zipfile.ZipInfo(rel, date_time=_ZIP_EPOCH)
-                info.external_attr = (stat.S_IFREG | 0o644) << 16
-                info.compress_type = zipfile.ZIP_DEFLATED
-                with open(path, "rb") as src, zf.open(info, "w") as out:
-                    shutil.copyfileobj(src, out, CHUNK_SIZE)
-        os.replace(tmp, zip_path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return zip_path
-
-
-def bundle_hash(path: str | os.PathLike[str]) -> str:
-    """sha1 of a bundle: of the zip file's bytes, or of a directory's sorted (name, content sha1) list."""
-    path = Path(path)
-    if path.is_file():
-        return file_digest(path, "sha1")
-    h = hashlib.sha1()
-    for rel, file in _bundle_files(path):
-        h.update(f"{rel}\0{file_digest(file, 'sha1')}\n".encode())
-    return h.hexdigest()

@@ -33,7 +33,8 @@ from typing import Any
 from .. import secrets
 from ..errors import SecretsError
 from ..storage.registry import registry as storage_registry
-from .bundle import JOB_FILE, executor_config, open_config, parse_job
+from .bundle import executor_config, open_config, parse_job
+from .layout import JOB_FILE
 
 log = logging.getLogger(__name__)
 

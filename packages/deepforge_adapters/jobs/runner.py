@@ -43,8 +43,9 @@ from ..storage import get_client
 from ..storage.base import DataInfo, StorageClient
 from ..storage.cache import WorkerCache
 from ..streams import ProgressCallback, atomic_write
-from .bundle import RESULTS_FILE, JobSpec, open_config, read_bundle
+from .bundle import JobSpec, open_config, read_bundle
 from .credentials import job_environment, receive_credentials
+from .layout import RESULTS_FILE
 
 log = logging.getLogger(__name__)
 

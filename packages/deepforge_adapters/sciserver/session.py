@@ -3,7 +3,8 @@
 Shared by the ``sciserver-files`` storage and the ``sciserver-compute`` compute backends (like ``webgme/`` is
 shared by the two ``gme`` backends), so a process logs in once however many clients it makes.
 
-What the contract (``shared/reference/sciserver-api.md``) makes a client handle:
+What SciServer's REST contract (docs/sciserver.md; the local server in ``tests/sciserver_contract/``) makes
+a client handle:
 
 * Login is ``POST {loginUrl}`` with a Keystone-shaped body; the token comes back in ``X-Subject-Token`` with
   **200**; a wrong password is a **500** whose JSON body carries the reason.

@@ -4,7 +4,7 @@ DeepForge-compatible: a dataInfo is ``{"backend": "sciserver-files", "data": <th
 (name, size, lastModified, creationTime)> + volume, volumePool, filename}``, so models made by DeepForge's
 JavaScript adapter keep working (old ones without the jsontree fields too).
 
-What SciServer makes this adapter careful about (``shared/reference/sciserver-api.md`` section 3):
+What SciServer makes this adapter careful about (docs/sciserver.md):
 
 * a download of a missing file is **200 with an empty body**: a 200 is trusted only with a
   ``Content-Length`` (and the bytes received must reach it); without one, ``jsontree`` decides whether the

@@ -4,7 +4,7 @@
 >>> blob = BlobClient("http://127.0.0.1:8888")
 >>> md_hash, metadata = blob.create_file("hello.txt", open("hello.txt", "rb"))  # doctest: +SKIP
 
-``stack`` starts a local database + WebGME server (tests, ``make dev``); it is imported on demand only.
+The development harness that starts a local WebGME server lives in :mod:`deepforge_dev.stack`.
 """
 
 from ._rest import DEFAULT_HOST, HOST_ENV

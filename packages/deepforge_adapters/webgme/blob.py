@@ -52,7 +52,7 @@ _MIME_OVERRIDES = {".py": "text/x-python", ".js": "text/javascript", ".json": "a
 
 
 def metadata_hash(metadata: Mapping[str, Any]) -> str:
-    """The metadata hash WebGME gives ``metadata`` (``deepforge-execution.md`` §4.3).
+    """The metadata hash WebGME gives ``metadata`` (docs/protocols.md, "The blob: hashes").
 
     sha1 of ``JSON.stringify(BlobMetadata.serialize())``: the keys in a fixed order, WebGME's defaults for
     absent ones, sorted tags and, for complex blobs, entries sorted by path.  ``lastModified`` (added by the

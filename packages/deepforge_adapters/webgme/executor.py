@@ -2,7 +2,7 @@
 
 Used on both sides: the ``gme`` compute backend creates, watches and cancels jobs; ``deepforge-worker``
 polls ``POST /worker``, posts output chunks and the final update.  The protocol is documented in
-``deepforge-execution.md`` §3; names here follow it (JobInfo, OutputInfo, WorkerInfo).
+docs/protocols.md ("The executor"); names here follow it (JobInfo, OutputInfo, WorkerInfo).
 
 Every request carries the configured ``x-api-token`` / ``Authorization: Bearer`` and ``x-executor-nonce``
 (DeepForge's client never sent the nonce, so it couldn't talk to a server that requires one).

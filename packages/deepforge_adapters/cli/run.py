@@ -19,8 +19,9 @@ import click
 from .. import compute, secrets
 from ..compute.base import ComputeJob, JobStatus, JobUpdate
 from ..errors import BundleError, ConfigError, SecretsError, UnknownBackendError
+from ..jobs.bundle import read_bundle, retarget_storage
 from ..storage.registry import registry as storage_registry
-from .bundle import read_bundle, retarget_storage
+from .common import CliError, CliUsageError, json_object_arg
 
 
 @click.command("run")
@@ -39,14 +40,8 @@ def run_command(
     name: str | None,
 ) -> None:
     """Run the job BUNDLE (a directory or .zip) and print its results JSON."""
-    # Imported here: the ``deepforge`` group in ``..cli`` imports this module to register the command.
-    from ..cli import CliError, CliUsageError, _json_arg
-
-    compute_config = _json_arg(config_arg, "--config") if config_arg else None
-    storage_config = _json_arg(storage_config_arg, "--storage-config") if storage_config_arg else None
-    for value, option in ((compute_config, "--config"), (storage_config, "--storage-config")):
-        if value is not None and not isinstance(value, dict):
-            raise click.BadParameter(f"expected a JSON object, got {type(value).__name__}", param_hint=option)
+    compute_config = json_object_arg(config_arg, "--config")
+    storage_config = json_object_arg(storage_config_arg, "--storage-config")
     staged = Path(tempfile.mkdtemp(prefix="deepforge-run-"))
     try:
         try:

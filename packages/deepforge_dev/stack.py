@@ -8,9 +8,9 @@ stack's run dir, and its own process group, so stacks run side by side and stop 
 
 CLI (used by the Makefile)::
 
-    python -m deepforge_adapters.webgme.stack up   --run-dir .run [--port 8888] [--persist]
-    python -m deepforge_adapters.webgme.stack down --run-dir .run
-    python -m deepforge_adapters.webgme.stack with-db -- node webgme-config/seeds/build_pipeline_seed.js
+    python -m deepforge_dev.stack up   --run-dir .run [--port 8888] [--persist]
+    python -m deepforge_dev.stack down --run-dir .run
+    python -m deepforge_dev.stack with-db -- node webgme-config/seeds/build_pipeline_seed.js
 """
 
 from __future__ import annotations
@@ -34,10 +34,9 @@ from pathlib import Path
 from typing import IO, Any
 
 import requests
-
-from ..http import make_session
-from ..policy import POLICY_ENV
-from ._rest import HOST_ENV
+from deepforge_adapters.http import make_session
+from deepforge_adapters.policy import POLICY_ENV
+from deepforge_adapters.webgme import HOST_ENV
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +46,7 @@ READY_TIMEOUT = 90.0  # seconds; a cold start is ~2 s, a loaded CI machine much 
 def repo_root() -> Path:
     """The checkout this package is installed from (editable install), or ``DEEPFORGE_REPO``."""
     env = os.environ.get("DEEPFORGE_REPO")
-    return Path(env) if env else Path(__file__).resolve().parents[3]
+    return Path(env) if env else Path(__file__).resolve().parents[2]
 
 
 def webgme_dir() -> Path:
@@ -309,7 +308,7 @@ def _up(args: argparse.Namespace) -> int:
     if state.exists():
         print(f"a stack is already recorded in {state}; run `make webgme-down` first", file=sys.stderr)
         return 1
-    options = StackOptions(port=args.port, persist=args.persist)
+    options = StackOptions(port=args.port, persist=args.persist, worker_refresh_ms=args.worker_refresh_ms)
     stack = WebGMEStack(options, run_dir=run_dir)
     stack.start()
     info = stack.describe()
@@ -407,12 +406,11 @@ def _dev(args: argparse.Namespace) -> int:
     try:
         stack.start()
         created = ensure_project(stack.url, args.demo_project)
-        # >>> deepforge-worker: `make dev` passes DEV_WORKER_CMD (a command line; {url} is replaced by the
-        # server URL) to start one worker beside the server; it is stopped with the rest on Ctrl-C.
+        # `make dev` passes DEV_WORKER_CMD (a command line; {url} is replaced by the server URL) to start one
+        # worker beside the server; it is stopped with the rest on Ctrl-C.
         if args.worker_cmd:
             argv = [part.replace("{url}", stack.url) for part in args.worker_cmd.split()]
             workers.append(Process("worker", argv, run_dir, repo_root(), {**os.environ, HOST_ENV: stack.url}))
-        # <<< deepforge-worker
         print(f"\nDeepForge WebGME server: {stack.url}", flush=True)
         print(f"demo project: {stack.url}/?project=guest%2B{args.demo_project}"
               f"{' (created)' if created else ''}", flush=True)  # fmt: skip
@@ -445,12 +443,18 @@ def _with_db(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deepforge_adapters.webgme.stack")
+    parser = argparse.ArgumentParser(prog="python -m deepforge_dev.stack")
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start the database and the WebGME server in the background")
     up.add_argument("--run-dir", default=".run")
     up.add_argument("--port", type=int, default=int(os.environ.get("DEEPFORGE_WEBGME_PORT", "8888")))
     up.add_argument("--persist", action="store_true", help="keep the database in <run-dir>/nx.db")
+    up.add_argument(
+        "--worker-refresh-ms",
+        type=int,
+        default=None,
+        help="the executor's worker refresh period (250: as the suite's own server, for DEEPFORGE_TEST_WEBGME_URL)",
+    )
     down = sub.add_parser("down", help="stop what `up` started")
     down.add_argument("--run-dir", default=".run")
     dev = sub.add_parser("dev", help="database + server (+ worker) in the foreground, demo project, until Ctrl-C")

@@ -20,12 +20,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .compute import ComputeJob, JobStatus
-from .compute.local import LocalCompute
-from .jobs.bundle import build_bundle
-from .jobs.codegen import OperationSource
-from .storage import DataInfo
-from .storage.local import LocalStorage
+from deepforge_adapters.compute import ComputeJob, JobStatus
+from deepforge_adapters.compute.local import LocalCompute
+from deepforge_adapters.jobs.bundle import build_bundle
+from deepforge_adapters.jobs.codegen import OperationSource
+from deepforge_adapters.storage import DataInfo
+from deepforge_adapters.storage.local import LocalStorage
 
 GENERATE = """
 class GenerateNumbers:
@@ -97,7 +97,7 @@ def run_pipeline(base: Path, out: Any = sys.stdout) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deepforge_adapters.demo", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m deepforge_dev.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--keep", action="store_true", help="keep the temporary storage and compute directories")
     args = parser.parse_args(argv)
     base = Path(tempfile.mkdtemp(prefix="deepforge-demo-"))
