@@ -54,8 +54,13 @@ def child(mode: str, op: str, endpoint: str, path: str, key: str) -> dict[str, A
     from deepforge_adapters.storage.s3 import S3Storage
     from deepforge_adapters.streams import copy_stream
 
-    raw = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                       aws_access_key_id=CREDS["accessKeyId"], aws_secret_access_key=CREDS["secretAccessKey"])
+    raw = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=CREDS["accessKeyId"],
+        aws_secret_access_key=CREDS["secretAccessKey"],
+    )
     tuning = json.loads(os.environ.get("S3_BENCH_ADAPTER_CONFIG", "{}"))  # e.g. {"maxConcurrency": 4}
     adapter = S3Storage({"endpoint": endpoint, "bucketName": BUCKET, **CREDS, **tuning})
     adapter.ensure_bucket()  # setup, not timed
@@ -94,7 +99,9 @@ def child(mode: str, op: str, endpoint: str, path: str, key: str) -> dict[str, A
 def run_child(mode: str, op: str, endpoint: str, path: Path, key: str) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, __file__, "--child", mode, op, endpoint, str(path), key],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
@@ -135,8 +142,13 @@ def main() -> None:
         for op, path in sources.items():
             write_file(path, sizes[op] * MiB)
         server = start_moto_server(work / "moto")
-        raw = boto3.client("s3", endpoint_url=server.url, region_name="us-east-1",
-                           aws_access_key_id=CREDS["accessKeyId"], aws_secret_access_key=CREDS["secretAccessKey"])
+        raw = boto3.client(
+            "s3",
+            endpoint_url=server.url,
+            region_name="us-east-1",
+            aws_access_key_id=CREDS["accessKeyId"],
+            aws_secret_access_key=CREDS["secretAccessKey"],
+        )
         try:
             raw.create_bucket(Bucket=BUCKET)
             raw.upload_file(str(sources[ops[0]]), BUCKET, "warm-up")  # the server's first allocation is slow

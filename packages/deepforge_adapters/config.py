@@ -190,9 +190,7 @@ class ConfigSchema:
                 f.value_type in ("integer", "float") and isinstance(value, bool)
             ):
                 shown = MASK if f.is_auth else repr(value)
-                raise ConfigError(
-                    self.backend, f.name, f"expected {f.value_type}, got {type(value).__name__} {shown}"
-                )
+                raise ConfigError(self.backend, f.name, f"expected {f.value_type}, got {type(value).__name__} {shown}")
             if f.choices and value not in f.choices:
                 raise ConfigError(
                     self.backend, f.name, f"must be one of {', '.join(map(str, f.choices))}; got {value!r}"

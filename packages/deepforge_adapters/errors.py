@@ -28,9 +28,7 @@ class UnknownBackendError(DeepForgeError, LookupError):
     def __init__(self, kind: str, backend: str, known: list[str]) -> None:
         self.kind = kind
         self.backend = backend
-        super().__init__(
-            f"unknown {kind} backend {backend!r}; known backends: {', '.join(sorted(known)) or '(none)'}"
-        )
+        super().__init__(f"unknown {kind} backend {backend!r}; known backends: {', '.join(sorted(known)) or '(none)'}")
 
 
 class MissingDependencyError(DeepForgeError, ImportError):

@@ -191,7 +191,7 @@ class Policy:
             known = _registry_ids(kind)
             ids = section.get("allow")
             if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-                raise bad(f"{kind}.allow", "must be a list of backend ids, e.g. allow = [\"gme\"]")
+                raise bad(f"{kind}.allow", 'must be a list of backend ids, e.g. allow = ["gme"]')
             for backend in ids:
                 if backend not in known:
                     raise bad(f"{kind}.allow", f"unknown {kind} backend {backend!r}; known: {', '.join(known)}")

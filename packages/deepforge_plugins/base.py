@@ -23,7 +23,6 @@ from .targets import KINDS, available_backends
 log = logging.getLogger(__name__)
 
 
-
 def _secret_values(plugin_config: Mapping[str, Any]) -> Iterable[str]:
     """Every value in a plugin config that a backend schema marks secret (both dialog shapes, and ``inputs``)."""
     secret_names = {

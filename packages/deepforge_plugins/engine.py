@@ -83,9 +83,7 @@ def resolve_targets(
             plugin.policy().check_backend(kind, choice.backend)  # before the user's token is added for it
             choice = _server_fields(plugin, kind, choice)
             secrets = rc.secrets.get(kind, {}).get(choice.backend, {})
-            resolved.append(
-                resolve(kind, choice, secrets, policy=plugin.policy(), server_url=plugin.server_url())
-            )
+            resolved.append(resolve(kind, choice, secrets, policy=plugin.policy(), server_url=plugin.server_url()))
         except PolicyError as exc:
             raise PolicyError(f"job {job.name}: {exc}") from None
         except ConfigError as exc:
@@ -487,9 +485,7 @@ class ExecutionRun:
                 if self.scheduler.state[job.path] == JobState.PENDING and outcome != JobState.SUCCESS:
                     left = ModelStatus.CANCELED if outcome == JobState.CANCELED else ModelStatus.PENDING
                     pipeline.set_attributes(self.model, job.path, status=left)
-            pipeline.set_attributes(
-                self.model, self.execution, status=status, endTime=now_ms(), executionId=None
-            )
+            pipeline.set_attributes(self.model, self.execution, status=status, endTime=now_ms(), executionId=None)
 
         self.model.change(f"Pipeline execution {self._name()} finished: {outcome}", edit)
         return outcome

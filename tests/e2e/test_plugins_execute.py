@@ -24,7 +24,7 @@ from tests.fixtures.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(600)]
 
-PRODUCE = '''
+PRODUCE = """
 import time
 
 
@@ -38,29 +38,29 @@ class Produce:
         print("produced", x, flush=True)
         time.sleep(self.delay)
         return x
-'''
+"""
 
-TRANSFORM = '''
+TRANSFORM = """
 class Transform:
     def execute(self, x):
         y = [v * 10 for v in x]
         print("transformed", y)
         return y
-'''
+"""
 
-FAILING_TRANSFORM = '''
+FAILING_TRANSFORM = """
 class Transform:
     def execute(self, x):
         raise ValueError("transform refuses " + str(x))
-'''
+"""
 
-CONSUME = '''
+CONSUME = """
 class Consume:
     def execute(self, x, y):
         total = sum(x) + sum(y)
         print("total", total)
         return total
-'''
+"""
 
 
 def pipeline_spec(transform: str = TRANSFORM, delay: float = 0, name: str = "demo") -> dict[str, Any]:
@@ -466,7 +466,7 @@ def test_the_seed_example_pipeline_runs(gme: Any, tmp_path: Path) -> None:
         assert gme.raw(m.find(ex, name))["reg"]["position"] == op_position, name
 
 
-RENDEZVOUS = '''
+RENDEZVOUS = """
 import os
 import time
 
@@ -483,7 +483,7 @@ class {name}:
                 return self.me
             time.sleep(0.1)
         raise RuntimeError("{name} ran alone: " + self.other + " never started")
-'''
+"""
 
 
 def test_independent_jobs_run_at_the_same_time(gme: Any, tmp_path: Path) -> None:

@@ -303,8 +303,16 @@ def test_presigned_url_is_downloadable(s3: S3Storage) -> None:
 # ------------------------------------------------------------------------------------------ errors
 def test_missing_bucket_is_named(s3_config: dict[str, Any], tmp_path: Path) -> None:
     s3 = get_client("s3", s3_config)
-    info = DataInfo("s3", {"filename": "k/x", "bucketName": "no-such-bucket-here", "endpoint": s3_config["endpoint"],
-                           "ETag": '"0"', "size": 1})
+    info = DataInfo(
+        "s3",
+        {
+            "filename": "k/x",
+            "bucketName": "no-such-bucket-here",
+            "endpoint": s3_config["endpoint"],
+            "ETag": '"0"',
+            "size": 1,
+        },
+    )
     with pytest.raises(NotFoundError, match=r"NoSuchBucket.*'no-such-bucket-here'") as excinfo:
         s3.get_file_stream(info)
     assert "k/x" in str(excinfo.value)
@@ -318,8 +326,13 @@ def test_missing_bucket_is_named(s3_config: dict[str, Any], tmp_path: Path) -> N
 def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A moto server with IAM enforcement on: one user allowed s3:*, one with no policy."""
     with moto_server(tmp_path_factory.mktemp("moto-auth")) as server:
-        iam = boto3.client("iam", endpoint_url=server.url, region_name="us-east-1",
-                           aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
+        iam = boto3.client(
+            "iam",
+            endpoint_url=server.url,
+            region_name="us-east-1",
+            aws_access_key_id="bootstrap",
+            aws_secret_access_key="bootstrap",
+        )
         users = {}
         for user, allowed in (("writer", True), ("nobody", False)):
             iam.create_user(UserName=user)
@@ -334,8 +347,13 @@ def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
 
 
 def auth_config(auth: dict[str, Any], **creds: str) -> dict[str, Any]:
-    return {"endpoint": auth["server"].url, "region": "us-east-1", "bucketName": "auth-bucket",
-            "maxAttempts": 2, **creds}
+    return {
+        "endpoint": auth["server"].url,
+        "region": "us-east-1",
+        "bucketName": "auth-bucket",
+        "maxAttempts": 2,
+        **creds,
+    }
 
 
 def test_wrong_credentials_fail_with_the_server_code(

@@ -84,7 +84,7 @@ def test_server_created_blob_is_read_by_our_client(
          f"{webgme_server.url}/rest/blob/createFile/curl.txt"],
         input=data, capture_output=True, check=True, timeout=30,
     )  # fmt: skip
-    (md_hash, md), = json.loads(out.stdout).items()
+    ((md_hash, md),) = json.loads(out.stdout).items()
     assert md_hash == metadata_hash(md) and md["content"] == hashlib.sha1(data).hexdigest()
     assert blob.download(md_hash, tmp_path / "c.txt").read_bytes() == data
     with blob.open(md_hash, view=True) as f:

@@ -141,8 +141,6 @@ def test_zip_slip_bundle_is_refused(webgme_server: Any, worker_factory: Any) -> 
     assert not (worker.work_dir.parent / "evil.txt").exists() and not (worker.work_dir / "evil.txt").exists()
 
 
-
-
 def test_cancel_kills_a_job_that_ignores_sigint(webgme_server: Any, worker_factory: Any) -> None:
     worker = worker_factory(webgme_server)
     blob = BlobClient(webgme_server.url)
@@ -262,10 +260,7 @@ def test_gpu_slots_pin_concurrent_jobs_to_distinct_gpus(webgme_server: Any, work
     worker = worker_factory(webgme_server, gpus="0,1,2,3", processes=2, labels="multi-gpu")
     blob = BlobClient(webgme_server.url)
     executor = ExecutorClient(webgme_server.url)
-    code = (
-        "import os, time\n"
-        "print('gpus', os.environ['CUDA_VISIBLE_DEVICES'], flush=True)\ntime.sleep(1.5)\n"
-    )
+    code = "import os, time\nprint('gpus', os.environ['CUDA_VISIBLE_DEVICES'], flush=True)\ntime.sleep(1.5)\n"
     compute = gme(webgme_server, labels="multi-gpu")
     bundles = [upload_bundle(blob, {}, python_config(code)) for _ in range(2)]
     infos = [compute.start_job(ComputeJob(hash=b)) for b in bundles]

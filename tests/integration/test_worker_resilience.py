@@ -70,9 +70,7 @@ def job_running_on_a_worker(
     return stack, worker, bundle, int(outputs[0]["output"].split()[1])
 
 
-def test_killed_worker_job_is_requeued_and_completed_by_another(
-    webgme_stack_factory: Any, worker_factory: Any
-) -> None:
+def test_killed_worker_job_is_requeued_and_completed_by_another(webgme_stack_factory: Any, worker_factory: Any) -> None:
     stack, first, bundle, orphan = job_running_on_a_worker(webgme_stack_factory, worker_factory, seconds=3)
     executor = ExecutorClient(stack.url)
     first.extra_pids.append(orphan)  # killed at teardown whatever happens

@@ -38,7 +38,7 @@ from deepforge_adapters.webgme.blob import BlobClient
 
 pytestmark = pytest.mark.integration
 
-HUNTER = r'''
+HUNTER = r"""
 import json, os, re, sys
 OUT, LABEL, STOP_AT = {out!r}, {label!r}, {stop_at!r}
 found, denied = [], {{}}
@@ -105,7 +105,7 @@ with open(os.path.join(OUT, LABEL + ".bin"), "wb") as f:
 with open(os.path.join(OUT, LABEL + ".json"), "w") as f:
     json.dump({{"ancestors": ancestors, "read": [w for w, _ in found], "denied": denied}}, f)
 print("hunted", len(ancestors), "ancestors")
-'''
+"""
 
 
 def _needles(key_text: str) -> dict[str, bytes]:

@@ -62,7 +62,10 @@ def test_a_named_file_that_is_missing_or_not_toml_is_an_error_not_the_defaults(t
 def test_fixed_allowed_and_under_rules(tmp_path: Path) -> None:
     (tmp_path / "jobs").mkdir()
     (tmp_path / "jobs" / "out").symlink_to("/")
-    policy = Policy.from_file(write(tmp_path, """
+    policy = Policy.from_file(
+        write(
+            tmp_path,
+            """
 [storage]
 allow = ["local", "s3"]
 [storage.local]
@@ -73,7 +76,9 @@ endpoint = { allowed = ["http://Minio:80/"] }
 allow = ["local"]
 [compute.local]
 workDir = { under = ["jobs"] }
-"""))
+""",
+        )
+    )
     root = str((tmp_path / "store").resolve())
     assert policy.apply("storage", "local", {}) == {"root": root}  # relative to the policy file
     assert policy.apply("storage", "local", {"root": root + "/"}) == {"root": root}

@@ -41,8 +41,14 @@ def make(config: dict[str, Any] | None = None, **extra: Any) -> S3Storage:
 
 
 def info(**data: Any) -> DataInfo:
-    base = {"filename": "p/model", "bucketName": "deepforge", "endpoint": MINIO["endpoint"], "ETag": '"abc"',
-            "size": 3, "ContentLength": 3}
+    base = {
+        "filename": "p/model",
+        "bucketName": "deepforge",
+        "endpoint": MINIO["endpoint"],
+        "ETag": '"abc"',
+        "size": 3,
+        "ContentLength": 3,
+    }
     return DataInfo("s3", {**base, **data})
 
 
@@ -173,15 +179,27 @@ def test_before_sign_guard_refuses_other_hosts() -> None:
     """The last line under locate(): nothing is signed for a host botocore derived from a bucket or redirect."""
     minio, aws = make(), make({"region": "eu-west-1"})
     minio._guard_request(SimpleNamespace(url="http://minio.example:9000/deepforge/k?x-id=GetObject"))
-    for url in ("http://myap-123456789012.minio.example:9000/k", "http://evil.example:9000/deepforge/k",
-                "http://minio.example:9000/deepforge/../k"):
+    for url in (
+        "http://myap-123456789012.minio.example:9000/k",
+        "http://evil.example:9000/deepforge/k",
+        "http://minio.example:9000/deepforge/../k",
+    ):
         with pytest.raises(EndpointMismatchError, match="signed"):
             minio._guard_request(SimpleNamespace(url=url), operation_name="GetObject")
-    for url in ("https://s3.amazonaws.com/b/k", "https://b.s3.eu-west-1.amazonaws.com/k",
-                "https://s3.us-west-2.amazonaws.com/b/k", "https://ap-1.s3-accesspoint.eu-west-1.amazonaws.com/k"):
+    for url in (
+        "https://s3.amazonaws.com/b/k",
+        "https://b.s3.eu-west-1.amazonaws.com/k",
+        "https://s3.us-west-2.amazonaws.com/b/k",
+        "https://ap-1.s3-accesspoint.eu-west-1.amazonaws.com/k",
+    ):
         aws._guard_request(SimpleNamespace(url=url))
-    for url in ("http://s3.amazonaws.com/b/k", "https://evil.example/b/k", "https://s3.amazonaws.com:8443/b",
-                "https://x@s3.amazonaws.com/b", "https://abc.execute-api.eu-west-1.amazonaws.com/k"):
+    for url in (
+        "http://s3.amazonaws.com/b/k",
+        "https://evil.example/b/k",
+        "https://s3.amazonaws.com:8443/b",
+        "https://x@s3.amazonaws.com/b",
+        "https://abc.execute-api.eu-west-1.amazonaws.com/k",
+    ):
         with pytest.raises(EndpointMismatchError, match="not an AWS S3 host"):
             aws._guard_request(SimpleNamespace(url=url))
 

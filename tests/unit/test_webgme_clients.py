@@ -41,9 +41,12 @@ def test_metadata_hash_normalises_like_blob_metadata_serialize() -> None:
             f'"content":{{"a":{json.dumps(entry_a, separators=(",", ":"))},'
             f'"b":{json.dumps(entry_b, separators=(",", ":"))}}},"contentType":"complex"}}')  # fmt: skip
     assert metadata_hash(one) == hashlib.sha1(text.encode()).hexdigest()
-    assert metadata_hash({"name": "ü.txt", "content": "c" * 40}) == hashlib.sha1(
-        '{"name":"ü.txt","size":0,"mime":"","isPublic":false,"tags":[],"content":"cccccccccccccccccccccccccccccccccccccccc","contentType":"object"}'.encode()
-    ).hexdigest()
+    assert (
+        metadata_hash({"name": "ü.txt", "content": "c" * 40})
+        == hashlib.sha1(
+            '{"name":"ü.txt","size":0,"mime":"","isPublic":false,"tags":[],"content":"cccccccccccccccccccccccccccccccccccccccc","contentType":"object"}'.encode()
+        ).hexdigest()
+    )
 
 
 def test_auth_header_precedence() -> None:

@@ -259,8 +259,6 @@ def test_missing_bundle(ctx: JobContext) -> None:
     assert ctx.executor.updates[-1][1]["status"] == "FAILED_TO_GET_SOURCE_METADATA"
 
 
-
-
 def test_cancel_kills_the_whole_group(ctx: JobContext) -> None:
     h = ctx.blob.add_bundle(bundle(STUBBORN_JOB))
     job = JobExecution(ctx, {"hash": h}, Slot(0))

@@ -79,8 +79,6 @@ WORKER_SECRET_VARIABLES = ("DEEPFORGE_WORKER_TOKEN", "DEEPFORGE_WORKER_NONCE")
 SIGINT_EXIT = 130
 
 
-
-
 class JobExecution:
     """Runs one job in ``slot``; :meth:`run` blocks until reported, :meth:`cancel` may come from any thread.
 
@@ -426,4 +424,3 @@ def _walk_files(root: Path) -> list[tuple[str, Path]]:
             if path.is_file():
                 out.append((path.relative_to(root).as_posix(), path))
     return out
-

@@ -185,9 +185,7 @@ class StorageClient(ABC):
             copy_stream(src, dst, total=total, progress=progress)
         return Path(dest_path)
 
-    def put_file(
-        self, name: str, path: str | os.PathLike[str], progress: ProgressCallback | None = None
-    ) -> DataInfo:
+    def put_file(self, name: str, path: str | os.PathLike[str], progress: ProgressCallback | None = None) -> DataInfo:
         size = os.path.getsize(path)
         with open(path, "rb") as f:
             return self.put_file_stream(name, f, progress=progress, size=size)
@@ -205,9 +203,7 @@ class StorageClient(ABC):
     # ------------------------------------------------------------------------------------ helpers
     def check_data_info(self, data_info: DataInfo) -> None:
         if data_info.backend != self.id:
-            raise StorageError(
-                self.id, f"dataInfo belongs to backend {data_info.backend!r}, not {self.id!r}"
-            )
+            raise StorageError(self.id, f"dataInfo belongs to backend {data_info.backend!r}, not {self.id!r}")
 
     def _size_hint(self, data_info: DataInfo) -> int | None:
         """The size if the dataInfo records it (no request); used only for progress totals."""

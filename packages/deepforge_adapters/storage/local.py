@@ -212,9 +212,7 @@ class LocalStorage(StorageClient):
                 self.id, f"file is {st.st_size} bytes but the dataInfo records {data['size']}", data["filename"]
             )
         sha = data["sha256"]
-        return ObjectInfo(
-            data["size"], ("sha256", sha), sha, {"sha256": sha, "mtime": data.get("mtime", st.st_mtime)}
-        )
+        return ObjectInfo(data["size"], ("sha256", sha), sha, {"sha256": sha, "mtime": data.get("mtime", st.st_mtime)})
 
     def get_download_url(self, data_info: DataInfo) -> str | None:
         """Always ``None``: no server serves the directory (see the module docstring)."""

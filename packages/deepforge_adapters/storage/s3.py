@@ -164,8 +164,12 @@ def is_aws(url: str | None) -> bool:
 
 def aws_endpoints(region: str) -> tuple[Endpoint, ...]:
     """The spellings of "AWS S3 for ``region``" a dataInfo may record: the global host first (DeepForge's)."""
-    hosts = ("s3.amazonaws.com", f"s3.{region}.amazonaws.com", f"s3-{region}.amazonaws.com",
-             f"s3.dualstack.{region}.amazonaws.com")
+    hosts = (
+        "s3.amazonaws.com",
+        f"s3.{region}.amazonaws.com",
+        f"s3-{region}.amazonaws.com",
+        f"s3.dualstack.{region}.amazonaws.com",
+    )
     return tuple(Endpoint("https", host, 443, "") for host in hosts)
 
 
@@ -620,8 +624,10 @@ class S3Storage(StorageClient):
         except ClientError as bucket_exc:
             if bucket_exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
                 raise NotFoundError(
-                    self.id, f"HeadObject failed: NoSuchBucket: bucket {loc.bucket!r} does not exist at "
-                    f"{loc.endpoint} (key {loc.key!r})", f"{loc.bucket}/{loc.key}",
+                    self.id,
+                    f"HeadObject failed: NoSuchBucket: bucket {loc.bucket!r} does not exist at "
+                    f"{loc.endpoint} (key {loc.key!r})",
+                    f"{loc.bucket}/{loc.key}",
                 ) from None
         except BotoCoreError:
             pass
@@ -693,9 +699,7 @@ class S3Storage(StorageClient):
             size = _remaining(readable)
         return self._upload(name, readable, progress, size)
 
-    def put_file(
-        self, name: str, path: str | os.PathLike[str], progress: ProgressCallback | None = None
-    ) -> DataInfo:
+    def put_file(self, name: str, path: str | os.PathLike[str], progress: ProgressCallback | None = None) -> DataInfo:
         """Upload by filename: s3transfer then reads each part in its worker thread (as ``upload_file``)."""
         return self._upload(name, os.fspath(path), progress, os.path.getsize(path))
 
@@ -780,8 +784,10 @@ class S3Storage(StorageClient):
             shown = "; ".join(failures[:10]) + (f"; ... {len(failures) - 10} more" if len(failures) > 10 else "")
             raise StorageError(
                 self.id,
-                redact(f"delete_dir: {len(failures)} keys under {dir_prefix!r} in bucket {self.bucket!r} "
-                       f"not deleted ({deleted} deleted): {shown}"),
+                redact(
+                    f"delete_dir: {len(failures)} keys under {dir_prefix!r} in bucket {self.bucket!r} "
+                    f"not deleted ({deleted} deleted): {shown}"
+                ),
                 dir_prefix,
             )
         log.debug("s3: deleted %d keys under %s/%s", deleted, self.bucket, dir_prefix)
@@ -799,8 +805,12 @@ class S3Storage(StorageClient):
         if size is None:
             raise DataInfoError(f"s3 dataInfo for {loc.bucket}/{loc.key} records no size/ContentLength")
         meta: dict[str, Any] = {"bucketName": loc.bucket, "filename": loc.key, "endpoint": loc.endpoint}
-        for name, out in (("ETag", "etag"), ("VersionId", "versionId"), ("LastModified", "lastModified"),
-                          ("ContentType", "contentType")):
+        for name, out in (
+            ("ETag", "etag"),
+            ("VersionId", "versionId"),
+            ("LastModified", "lastModified"),
+            ("ContentType", "contentType"),
+        ):
             if data.get(name) is not None:
                 meta[out] = data[name]
         etag = str(loc.etag or "").strip('"').lower()

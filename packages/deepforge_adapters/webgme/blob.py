@@ -203,9 +203,7 @@ class BlobClient:
             raise IntegrityError(BACKEND, f"{what}: server answered hash {md_hash}, computed {expected} locally")
         return md_hash
 
-    def create_artifact(
-        self, name: str, entries: Mapping[str, str], sizes: Mapping[str, int] | None = None
-    ) -> str:
+    def create_artifact(self, name: str, entries: Mapping[str, str], sizes: Mapping[str, int] | None = None) -> str:
         """A complex artifact ``<name>.zip`` whose ``{relpath: metadata hash}`` entries are soft links.
 
         ``sizes`` (per relpath) saves a metadata request per entry when the caller just uploaded them.

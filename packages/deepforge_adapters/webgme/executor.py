@@ -29,6 +29,7 @@ from ._rest import DEFAULT_HOST, auth_headers, check, json_body, quote_segment, 
 
 log = logging.getLogger(__name__)
 
+
 class ExecutorStatus(StrEnum):
     """A JobInfo ``status`` of webgme-engine's executor (``common/executor/JobInfo.js``), as its strings."""
 
