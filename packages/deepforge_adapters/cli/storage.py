@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import click
 
-from .. import secrets, storage
+from .. import storage
 from ..errors import DeepForgeError
 from ..storage import DataInfo, StorageClient
 from ..streams import ProgressCallback, copy_stream
@@ -153,13 +153,9 @@ def storage_cp(backend_id: str | None, config_arg: str | None, quiet: bool, data
 
 
 def _client(backend_id: str, config_arg: str | None) -> StorageClient:
-    """The client, with every secret of its resolved config registered for redaction first."""
+    """The client (its constructor registers every secret of its resolved config for redaction)."""
     config = json_object_arg(config_arg, "--config")
-    cls = storage.registry.get_class(backend_id)
-    resolved = cls.schema.resolve(config)
-    for value in resolved.secret_values():
-        secrets.register_secret(value)
-    client = storage.get_client(backend_id, resolved.to_dict())
+    client = storage.get_client(backend_id, config)
     log.debug("storage client %r", client)
     return client
 
