@@ -94,6 +94,7 @@ seed: node
 
 # The whole system for development: database, WebGME server (UI at the printed URL), a demo project seeded
 # with the example pipeline; Ctrl-C stops everything.  State persists in .run/dev (rm -rf it to start over).
+# The port is 8888 (another: make dev DEEPFORGE_WEBGME_PORT=8889); a busy one is refused before anything starts.
 # One deepforge-worker runs beside the server (DEV_WORKER_CMD, {url} = the server URL; empty: no worker).
 # The dev stack's deployment key (plugins seal bundle secrets with it, the worker opens them) is made once.
 # Its operator policy (.run/dev/policy.toml, written once, then kept) enables local storage and compute under

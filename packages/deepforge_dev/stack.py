@@ -60,6 +60,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def check_port_free(port: int) -> None:
+    """:class:`StackError` naming ``port`` and how to choose another when something already listens on it.
+
+    Bound like the server binds (every address, ``SO_REUSEADDR``), so a server of another checkout or an
+    unrelated program on the port is refused before a database is started or a project seeded in it.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("", port))
+        except OSError as exc:
+            raise StackError(
+                f"port {port} is already in use ({exc.strerror}): another WebGME server or program listens "
+                f"there; choose another port with --port N or DEEPFORGE_WEBGME_PORT=N "
+                f"(make dev DEEPFORGE_WEBGME_PORT={port + 1})"
+            ) from None
+
+
 @dataclass
 class StackOptions:
     """What differs between stacks; each maps to an environment variable of ``config/config.default.js``."""
@@ -149,6 +167,7 @@ class WebGMEStack:
     def start(self) -> WebGMEStack:
         try:
             self._check_installed()
+            check_port_free(self.port)
             self.mongo_uri = self._start_database()
             self.start_server()
         except BaseException:
@@ -392,6 +411,7 @@ def dev_policy(run_dir: Path) -> Path:
 def _dev(args: argparse.Namespace) -> int:
     """The whole system in the foreground (``make dev``) until Ctrl-C, then everything is stopped."""
     run_dir = Path(args.run_dir)
+    check_port_free(args.port)  # before anything is written, started or seeded
     policy = dev_policy(run_dir)
     stack = WebGMEStack(StackOptions(port=args.port, persist=True, worker_refresh_ms=1000), run_dir=run_dir)
     workers: list[Process] = []
@@ -466,7 +486,11 @@ def main(argv: list[str] | None = None) -> int:
     with_db.add_argument("cmd", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return {"up": _up, "down": _down, "dev": _dev, "with-db": _with_db}[args.command](args)
+    try:
+        return {"up": _up, "down": _down, "dev": _dev, "with-db": _with_db}[args.command](args)
+    except StackError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
