@@ -96,11 +96,13 @@ seed: node
 # with the example pipeline; Ctrl-C stops everything.  State persists in .run/dev (rm -rf it to start over).
 # The port is 8888 (another: make dev DEEPFORGE_WEBGME_PORT=8889); a busy one is refused before anything starts.
 # One deepforge-worker runs beside the server (DEV_WORKER_CMD, {url} = the server URL; empty: no worker).
+# All state stays under .run/dev: local storage in storage/, local compute in compute/, the worker's jobs and
+# cache in worker/ and worker-cache/ (the stack sets their defaults; nothing goes to ~/.local/share).
 # The dev stack's deployment key (plugins seal bundle secrets with it, the worker opens them) is made once.
 # Its operator policy (.run/dev/policy.toml, written once, then kept) enables local storage and compute under
 # .run/dev; the server loads the plugins from .run/dev/plugins, whose dialogs are generated for that policy.
 DEV_DIR := $(abspath $(RUN_DIR))/dev
-DEV_WORKER_CMD ?= $(abspath $(BIN))/deepforge-worker start --host {url} --work-dir $(DEV_DIR)/worker --cache-dir $(DEV_DIR)/worker-cache
+DEV_WORKER_CMD ?= $(abspath $(BIN))/deepforge-worker start --host {url}
 dev: install node
 	@mkdir -p $(DEV_DIR) && umask 077 && { grep -qs ':' $(DEV_DIR)/secret.key || $(BIN)/deepforge secrets keygen > $(DEV_DIR)/secret.key; }
 	DEEPFORGE_SECRET_KEY_FILE=$(DEV_DIR)/secret.key DEV_WORKER_CMD="$(DEV_WORKER_CMD)" \

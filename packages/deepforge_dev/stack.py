@@ -34,8 +34,10 @@ from pathlib import Path
 from typing import IO, Any
 
 import requests
+from deepforge_adapters.compute.local import WORK_DIR_ENV as COMPUTE_DIR_ENV
 from deepforge_adapters.http import make_session
 from deepforge_adapters.policy import POLICY_ENV
+from deepforge_adapters.storage.local import ROOT_ENV as STORAGE_ROOT_ENV
 from deepforge_adapters.webgme import HOST_ENV
 
 log = logging.getLogger(__name__)
@@ -408,10 +410,29 @@ def dev_policy(run_dir: Path) -> Path:
     return path
 
 
+def dev_state_env(run_dir: Path) -> dict[str, str]:
+    """Every default location of the dev stack's state, under ``run_dir`` (``rm -rf`` it to start over).
+
+    The dev policy fixes the ``local`` roots, but a policy that leaves them to the server (an older
+    ``policy.toml``, ``$DEEPFORGE_POLICY``) would fall back to ``~/.local/share/deepforge/...``, and a worker
+    command without ``--work-dir``/``--cache-dir`` to directories in its cwd: the server and the worker get
+    these defaults (a worker's own command-line options still win).
+    """
+    root = run_dir.resolve()
+    return {
+        STORAGE_ROOT_ENV: str(root / "storage"),
+        COMPUTE_DIR_ENV: str(root / "compute"),
+        "DEEPFORGE_WORKER_WORK_DIR": str(root / "worker"),
+        "DEEPFORGE_WORKER_CACHE_DIR": str(root / "worker-cache"),
+    }
+
+
 def _dev(args: argparse.Namespace) -> int:
     """The whole system in the foreground (``make dev``) until Ctrl-C, then everything is stopped."""
     run_dir = Path(args.run_dir)
     check_port_free(args.port)  # before anything is written, started or seeded
+    state_env = dev_state_env(run_dir)
+    os.environ.update(state_env)  # the server, its plugins and the worker inherit them
     policy = dev_policy(run_dir)
     stack = WebGMEStack(StackOptions(port=args.port, persist=True, worker_refresh_ms=1000), run_dir=run_dir)
     workers: list[Process] = []
@@ -435,6 +456,7 @@ def _dev(args: argparse.Namespace) -> int:
         print(f"demo project: {stack.url}/?project=guest%2B{args.demo_project}"
               f"{' (created)' if created else ''}", flush=True)  # fmt: skip
         print(f"operator policy: {policy} (local storage and compute enabled)", flush=True)
+        print(f"state: {run_dir} (storage/, compute/, worker/: rm -rf it to start over)", flush=True)
         print(f"logs: {run_dir}/*.log   stop: Ctrl-C", flush=True)
         while not stopping:
             for proc in (stack.server, stack.database, *workers):
