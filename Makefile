@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMPS := .stamps
 PYTEST_ARGS ?=
 
-.PHONY: install test unit integration e2e lint bench demo dev clean
+.PHONY: install test unit integration e2e lint bench demo dev dist clean
 
 install: $(STAMPS)/python
 
@@ -50,8 +50,17 @@ bench: install node
 demo: install
 	$(BIN)/python -m deepforge_dev.demo
 
+# A wheel for installing the worker (or the library) elsewhere, e.g. on a GPU box (docs/worker.md,
+# "Installing"): $(DIST_DIR)/deepforge_adapters-<version>-py3-none-any.whl.  tests/integration/test_dist.py
+# installs it into a fresh venv and runs `deepforge-worker --version`.
+DIST_DIR ?= dist
+dist: | $(STAMPS)/python
+	rm -rf $(DIST_DIR)/deepforge_adapters-*.whl
+	$(BIN)/python -m pip wheel -q --no-deps -w $(DIST_DIR) .
+	@ls $(DIST_DIR)/deepforge_adapters-*.whl
+
 clean:
-	rm -rf $(VENV) $(STAMPS) .run build *.egg-info .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
+	rm -rf $(VENV) $(STAMPS) .run build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
 
 # ------------------------------------------------------------------------------------------------ WebGME
 # The WebGME server (webgme-config/) and its database: Node packages from the lock file, libzmq for
