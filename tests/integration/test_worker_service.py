@@ -179,17 +179,28 @@ def test_metrics_and_status_of_a_real_worker(webgme_server: Any, worker_factory:
     ok = upload_bundle(blob, {"data.txt": payload}, python_config("open('out.txt', 'w').write('y' * 3000)",
                        [{"name": "out", "resultPatterns": ["out.txt"]}]))  # fmt: skip
     bad = upload_bundle(blob, {}, python_config("raise SystemExit(3)"))
+    url = f"http://127.0.0.1:{port}/metrics"
+    busy = ("deepforge_worker_running_jobs", (("gpus", ""), ("slot", "0")))
+    held = upload_bundle(blob, {}, python_config(WAIT_FOR_RELEASE))
+    held_info = compute.start_job(ComputeJob(hash=held))
+    wait_for(lambda: (work_dir / held / "job_stdout.txt").is_file(), 60, "the held job to start")
+    assert _samples(url)[busy] == 1
+    running = subprocess.run([str(BIN / "deepforge-worker"), "status", "--work-dir", str(work_dir)],
+                             capture_output=True, text=True, check=False)  # fmt: skip
+    assert f"slot 0: {held}" in running.stdout, running.stdout + running.stderr
+    (work_dir / "release").touch()
+    updates, _ = run_to_end(compute, held_info, poll_interval=0.2)
+    assert updates[-1].status == JobStatus.SUCCESS
     for bundle, status in ((ok, JobStatus.SUCCESS), (bad, JobStatus.FAILED)):
         updates, _ = run_to_end(compute, compute.start_job(ComputeJob(hash=bundle)), poll_interval=0.2)
         assert updates[-1].status == status
 
-    url = f"http://127.0.0.1:{port}/metrics"
     # The final report is posted before the daemon counts the job: wait for both to be counted.
-    wait_for(lambda: _samples(url).get(("deepforge_worker_job_duration_seconds_count", ())) == 2, 30, "2 jobs")
+    wait_for(lambda: _samples(url).get(("deepforge_worker_job_duration_seconds_count", ())) == 3, 30, "3 jobs")
     samples = _samples(url)
-    assert samples[("deepforge_worker_jobs_total", (("status", "SUCCESS"),))] == 1
+    assert samples[("deepforge_worker_jobs_total", (("status", "SUCCESS"),))] == 2
     assert samples[("deepforge_worker_jobs_total", (("status", "FAILED_TO_EXECUTE"),))] == 1
-    assert samples[("deepforge_worker_running_jobs", (("gpus", ""), ("slot", "0")))] == 0
+    assert samples[busy] == 0
     assert samples[("deepforge_worker_polls_total", ())] >= 2
     assert samples[("deepforge_worker_poll_errors_total", ())] == 0
     assert samples[("deepforge_worker_bytes_downloaded_total", ())] > len(payload)  # the zipped bundles
@@ -201,7 +212,7 @@ def test_metrics_and_status_of_a_real_worker(webgme_server: Any, worker_factory:
     assert f"worker {worker.client_id} (pid {worker.pid}): running" in status.stdout
     assert "last poll: " in status.stdout and " ok (" in status.stdout
     assert "slot 0: idle" in status.stdout
-    assert "jobs ended: FAILED_TO_EXECUTE 1, SUCCESS 1" in status.stdout
+    assert "jobs ended: FAILED_TO_EXECUTE 1, SUCCESS 2" in status.stdout
 
     worker.signal(signal.SIGTERM)
     assert worker.wait(timeout=60) == 0
