@@ -15,6 +15,9 @@ kind of mistake and skipped, the rest of the answer is still used, and the serve
 clamped to ``[MIN_REFRESH, maxRefresh]`` seconds, so a server can neither make the worker poll in a tight loop
 nor stop it polling.
 
+After every poll the daemon rewrites ``<work dir>/status.json`` (its slots and jobs, the last poll) for
+``deepforge-worker status``; its Prometheus metrics (``--metrics-port``) are :mod:`.metrics`.
+
 SIGTERM drains: the worker stops claiming (``availableProcesses: 0``) but keeps polling, so the server
 neither requeues its jobs nor loses their cancel requests; running jobs may finish for ``drain_timeout``
 seconds, then they are canceled and reported, and the daemon exits 0.  A second SIGTERM (or SIGINT) cancels
@@ -394,8 +397,8 @@ class Worker:
             "labels": self.pool.labels,
             "polls": self.polls,
             "lastPoll": self.last_poll,
-            "slots": [{"index": s.index, "gpus": list(s.gpus), "job": s.job} for s in self.pool.slots],
-            "jobsEnded": dict(self.metrics.counts),
+            "slots": self.pool.snapshot(),
+            "jobsEnded": self.metrics.counts(),
         }
 
     def write_status(self) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,8 @@ class WorkerMetrics:
             buckets=DURATION_BUCKETS,
             registry=self.registry,
         )
-        self.counts: dict[str, int] = {}
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
 
     def add_slots(self, slots: Sequence[Slot]) -> None:
         for slot in slots:
@@ -69,7 +71,13 @@ class WorkerMetrics:
     def job_ended(self, status: str, seconds: float) -> None:
         self.jobs.labels(status=status).inc()
         self.duration.observe(seconds)
-        self.counts[status] = self.counts.get(status, 0) + 1
+        with self._lock:
+            self._counts[status] = self._counts.get(status, 0) + 1
+
+    def counts(self) -> dict[str, int]:
+        """Jobs ended so far, by final status (for the status file)."""
+        with self._lock:
+            return dict(self._counts)
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:
         """Serve ``/metrics`` on ``addr:port`` from a daemon thread."""
