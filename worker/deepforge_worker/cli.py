@@ -1,4 +1,4 @@
-"""``deepforge-worker start | check | supervisor-conf``.
+"""``deepforge-worker start | check | status | supervisor-conf | systemd-unit``.
 
 Every option of ``start`` may also come from ``DEEPFORGE_WORKER_<OPTION>`` or a config file (``--config``
 or ``DEEPFORGE_WORKER_CONFIG``); the command line wins, then the environment, then the file.
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 
 def _options(func: Any) -> Any:
-    """The settings options, shared by ``start``, ``check`` and ``supervisor-conf``."""
+    """The settings options, shared by ``start``, ``check``, ``supervisor-conf`` and ``systemd-unit``."""
     options = [
         click.option("--config", "config", type=click.Path(dir_okay=False), help="TOML/JSON worker config file."),
         click.option("--host", help="WebGME server URL [env DEEPFORGE_WORKER_HOST, DEEPFORGE_HOST]."),
