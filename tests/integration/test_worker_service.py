@@ -80,6 +80,7 @@ def supervisord(conf: Path) -> Iterator[subprocess.Popen[bytes]]:
 def test_supervisord_runs_and_drains_the_generated_section(webgme_server: Any) -> None:
     base = Path(tempfile.mkdtemp(prefix="dfw-sv-"))  # short: the control socket's path has a length limit
     work_dir = base / "jobs"
+    started: list[int] = []
     try:
         section = _worker_cli(
             "supervisor-conf", "--host", webgme_server.url, "--work-dir", str(work_dir),
@@ -112,6 +113,7 @@ def test_supervisord_runs_and_drains_the_generated_section(webgme_server: Any) -
         with supervisord(conf) as sv:
             wait_for(lambda: "RUNNING" in ctl("status", "dfw"), 60, "supervisord to report dfw RUNNING")
             pid = int(ctl("pid", "dfw").strip())
+            started.append(pid)
             wait_for_worker(webgme_server.url, f"{os.uname().nodename}_{pid}")
 
             compute = get_client("gme", {"host": webgme_server.url})
@@ -129,6 +131,7 @@ def test_supervisord_runs_and_drains_the_generated_section(webgme_server: Any) -
             out, _ = stopping.communicate(timeout=180)
             assert b"stopped" in out, out
             assert "STOPPED" in ctl("status", "dfw")
+            started.clear()  # gone: its pid is not ours to signal any more
             updates, output = run_to_end(compute, job_info, poll_interval=0.2)
             assert updates[-1].status == JobStatus.SUCCESS, (output, (base / "dfw.log").read_text())
             assert "released" in output
@@ -138,6 +141,9 @@ def test_supervisord_runs_and_drains_the_generated_section(webgme_server: Any) -
             ctl("shutdown")
             assert sv.wait(timeout=60) == 0
     finally:
+        for pid in started:  # supervisord runs the worker in a process group of its own
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
         shutil.rmtree(base, ignore_errors=True)
 
 
