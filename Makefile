@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMPS := .stamps
 PYTEST_ARGS ?=
 
-.PHONY: install test unit integration e2e lint bench demo dev clean
+.PHONY: install test unit integration e2e lint bench demo dev dist clean
 
 install: $(STAMPS)/python
 
@@ -50,8 +50,17 @@ bench: install node
 demo: install
 	$(BIN)/python -m deepforge_dev.demo
 
+# A wheel for installing the worker (or the library) elsewhere, e.g. on a GPU box (docs/worker.md,
+# "Installing"): $(DIST_DIR)/deepforge_adapters-<version>-py3-none-any.whl.  tests/integration/test_dist.py
+# installs it into a fresh venv and runs `deepforge-worker --version`.
+DIST_DIR ?= dist
+dist: | $(STAMPS)/python
+	rm -rf $(DIST_DIR)/deepforge_adapters-*.whl
+	$(BIN)/python -m pip wheel -q --no-deps -w $(DIST_DIR) .
+	@ls $(DIST_DIR)/deepforge_adapters-*.whl
+
 clean:
-	rm -rf $(VENV) $(STAMPS) .run build *.egg-info .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
+	rm -rf $(VENV) $(STAMPS) .run build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
 
 # ------------------------------------------------------------------------------------------------ WebGME
 # The WebGME server (webgme-config/) and its database: Node packages from the lock file, libzmq for
@@ -94,12 +103,15 @@ seed: node
 
 # The whole system for development: database, WebGME server (UI at the printed URL), a demo project seeded
 # with the example pipeline; Ctrl-C stops everything.  State persists in .run/dev (rm -rf it to start over).
+# The port is 8888 (another: make dev DEEPFORGE_WEBGME_PORT=8889); a busy one is refused before anything starts.
 # One deepforge-worker runs beside the server (DEV_WORKER_CMD, {url} = the server URL; empty: no worker).
+# All state stays under .run/dev: local storage in storage/, local compute in compute/, the worker's jobs and
+# cache in worker/ and worker-cache/ (the stack sets their defaults; nothing goes to ~/.local/share).
 # The dev stack's deployment key (plugins seal bundle secrets with it, the worker opens them) is made once.
 # Its operator policy (.run/dev/policy.toml, written once, then kept) enables local storage and compute under
 # .run/dev; the server loads the plugins from .run/dev/plugins, whose dialogs are generated for that policy.
 DEV_DIR := $(abspath $(RUN_DIR))/dev
-DEV_WORKER_CMD ?= $(abspath $(BIN))/deepforge-worker start --host {url} --work-dir $(DEV_DIR)/worker --cache-dir $(DEV_DIR)/worker-cache
+DEV_WORKER_CMD ?= $(abspath $(BIN))/deepforge-worker start --host {url}
 dev: install node
 	@mkdir -p $(DEV_DIR) && umask 077 && { grep -qs ':' $(DEV_DIR)/secret.key || $(BIN)/deepforge secrets keygen > $(DEV_DIR)/secret.key; }
 	DEEPFORGE_SECRET_KEY_FILE=$(DEV_DIR)/secret.key DEV_WORKER_CMD="$(DEV_WORKER_CMD)" \

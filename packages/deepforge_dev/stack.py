@@ -34,8 +34,10 @@ from pathlib import Path
 from typing import IO, Any
 
 import requests
+from deepforge_adapters.compute.local import WORK_DIR_ENV as COMPUTE_DIR_ENV
 from deepforge_adapters.http import make_session
 from deepforge_adapters.policy import POLICY_ENV
+from deepforge_adapters.storage.local import ROOT_ENV as STORAGE_ROOT_ENV
 from deepforge_adapters.webgme import HOST_ENV
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,24 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def check_port_free(port: int) -> None:
+    """:class:`StackError` naming ``port`` and how to choose another when something already listens on it.
+
+    Bound like the server binds (every address, ``SO_REUSEADDR``), so a server of another checkout or an
+    unrelated program on the port is refused before a database is started or a project seeded in it.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("", port))
+        except OSError as exc:
+            raise StackError(
+                f"port {port} is already in use ({exc.strerror}): another WebGME server or program listens "
+                f"there; choose another port with --port N or DEEPFORGE_WEBGME_PORT=N "
+                f"(make dev DEEPFORGE_WEBGME_PORT={port + 1})"
+            ) from None
 
 
 @dataclass
@@ -149,6 +169,7 @@ class WebGMEStack:
     def start(self) -> WebGMEStack:
         try:
             self._check_installed()
+            check_port_free(self.port)
             self.mongo_uri = self._start_database()
             self.start_server()
         except BaseException:
@@ -389,9 +410,29 @@ def dev_policy(run_dir: Path) -> Path:
     return path
 
 
+def dev_state_env(run_dir: Path) -> dict[str, str]:
+    """Every default location of the dev stack's state, under ``run_dir`` (``rm -rf`` it to start over).
+
+    The dev policy fixes the ``local`` roots, but a policy that leaves them to the server (an older
+    ``policy.toml``, ``$DEEPFORGE_POLICY``) would fall back to ``~/.local/share/deepforge/...``, and a worker
+    command without ``--work-dir``/``--cache-dir`` to directories in its cwd: the server and the worker get
+    these defaults (a worker's own command-line options still win).
+    """
+    root = run_dir.resolve()
+    return {
+        STORAGE_ROOT_ENV: str(root / "storage"),
+        COMPUTE_DIR_ENV: str(root / "compute"),
+        "DEEPFORGE_WORKER_WORK_DIR": str(root / "worker"),
+        "DEEPFORGE_WORKER_CACHE_DIR": str(root / "worker-cache"),
+    }
+
+
 def _dev(args: argparse.Namespace) -> int:
     """The whole system in the foreground (``make dev``) until Ctrl-C, then everything is stopped."""
     run_dir = Path(args.run_dir)
+    check_port_free(args.port)  # before anything is written, started or seeded
+    state_env = dev_state_env(run_dir)
+    os.environ.update(state_env)  # the server, its plugins and the worker inherit them
     policy = dev_policy(run_dir)
     stack = WebGMEStack(StackOptions(port=args.port, persist=True, worker_refresh_ms=1000), run_dir=run_dir)
     workers: list[Process] = []
@@ -415,6 +456,7 @@ def _dev(args: argparse.Namespace) -> int:
         print(f"demo project: {stack.url}/?project=guest%2B{args.demo_project}"
               f"{' (created)' if created else ''}", flush=True)  # fmt: skip
         print(f"operator policy: {policy} (local storage and compute enabled)", flush=True)
+        print(f"state: {run_dir} (storage/, compute/, worker/: rm -rf it to start over)", flush=True)
         print(f"logs: {run_dir}/*.log   stop: Ctrl-C", flush=True)
         while not stopping:
             for proc in (stack.server, stack.database, *workers):
@@ -466,7 +508,11 @@ def main(argv: list[str] | None = None) -> int:
     with_db.add_argument("cmd", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return {"up": _up, "down": _down, "dev": _dev, "with-db": _with_db}[args.command](args)
+    try:
+        return {"up": _up, "down": _down, "dev": _dev, "with-db": _with_db}[args.command](args)
+    except StackError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -65,14 +65,12 @@ class DevServer:
 
 @pytest.fixture
 def dev_server(tmp_path: Path) -> Iterator[DevServer]:
-    """``make dev``'s command on a free port, with the tests' DumpModel plugin and tmp dirs for artifacts/jobs."""
+    """``make dev``'s command on a free port, with the tests' DumpModel plugin; its state is under its run dir."""
     log_path = tmp_path / "dev.log"
     port = free_port()
     env = {
         **os.environ,
         "DEEPFORGE_PLUGIN_PATHS": str(TEST_PLUGINS),  # DumpModel, to read the model back
-        "DEEPFORGE_STORAGE_ROOT": str(tmp_path / "store"),  # local storage's default root
-        "DEEPFORGE_LOCAL_COMPUTE_DIR": str(tmp_path / "work"),  # local compute's default work dir
         "DEEPFORGE_PLUGIN_ZMQ_PORT": str(free_port()),  # not the shared default 5555
         "DEEPFORGE_SECRET_KEY": generate_key(),
     }

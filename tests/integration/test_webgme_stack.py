@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import http.server
 import os
 import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
 
 import pytest
 import requests
-from deepforge_dev.stack import StackError, WebGMEStack, running_stack
+from deepforge_dev.stack import StackError, WebGMEStack, free_port, running_stack
 
 from tests.fixtures.webgme import StackFactory
 
@@ -51,3 +56,39 @@ def test_a_dead_server_is_reported_with_its_log(webgme_stack_factory: StackFacto
     stack.options.env = {"DEEPFORGE_WEBGME_PORT": "not-a-port"}
     with pytest.raises(StackError, match="webgme exited"):
         stack.start_server()
+
+
+def test_dev_refuses_a_busy_port_before_starting_or_seeding_anything(tmp_path: Path) -> None:
+    """Another server already answers on the port (here one that says yes to everything): `dev` names the
+    port and how to choose another, and neither starts a database nor sends that server a request."""
+    requests_seen: list[str] = []
+
+    class Yes(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            requests_seen.append(f"GET {self.path}")
+            self.send_response(200)
+            self.end_headers()
+
+        do_PUT = do_POST = do_GET
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Yes)
+    thread = threading.Thread(target=other.serve_forever, daemon=True)
+    thread.start()
+    port = other.server_address[1]
+    run_dir = tmp_path / "run"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "deepforge_dev.stack", "dev", "--run-dir", str(run_dir), "--port", str(port)],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+    finally:
+        other.shutdown()
+        other.server_close()
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"port {port} is already in use" in done.stderr and "DEEPFORGE_WEBGME_PORT=" in done.stderr
+    assert "--port" in done.stderr and "Traceback" not in done.stderr
+    assert requests_seen == []
+    assert not run_dir.exists() or not any(run_dir.glob("database.*"))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from deepforge_adapters.errors import ConfigError
-from deepforge_worker.cli import main, render_supervisor_conf
+from deepforge_worker.cli import main, render_supervisor_conf, render_systemd_unit
 from deepforge_worker.settings import load_settings
 from deepforge_worker.slots import SlotPool, gpu_groups
 
@@ -120,3 +120,19 @@ def test_cli_supervisor_conf_and_usage_errors(tmp_path: Path) -> None:
     assert "SECRET" not in result.output
     bad = runner.invoke(main, ["supervisor-conf", "--processes", "3", "--gpus", "0"], env=env)
     assert bad.exit_code == 2 and "never shares a GPU" in bad.output and "SECRET" not in bad.output
+
+
+def test_service_files_give_each_argv_token_on_its_own() -> None:
+    """A worker run as ``python -m deepforge_worker.cli`` (no script on PATH): three tokens, not one."""
+    s = load_settings({"workDir": "/srv/dfw/jobs", "drainTimeout": 100, "cancelGrace": 5}, environ={})
+    exe = ["/opt/my venv/bin/python", "-m", "deepforge_worker.cli"]
+    conf = render_supervisor_conf(s, exe, {}, key_file="/etc/deepforge/secret.key")
+    assert "command='/opt/my venv/bin/python' -m deepforge_worker.cli start " in conf
+    assert 'environment=DEEPFORGE_SECRET_KEY_FILE="/etc/deepforge/secret.key"' in conf
+    unit = render_systemd_unit(s, exe, {}, user="dfw", key_file="/etc/deepforge/secret.key", metrics_port=9400)
+    assert 'ExecStart="/opt/my venv/bin/python" -m deepforge_worker.cli start ' in unit
+    assert "--work-dir /srv/dfw/jobs" in unit and "--metrics-port 9400" in unit
+    assert "User=dfw" in unit and "WorkingDirectory=/srv/dfw" in unit
+    assert "KillSignal=SIGTERM" in unit and "KillMode=mixed" in unit and "Restart=on-failure" in unit
+    assert "TimeoutStopSec=165" in unit  # the drain + the cancel grace + 60 s, as supervisord's stopwaitsecs
+    assert "Environment=DEEPFORGE_SECRET_KEY_FILE=/etc/deepforge/secret.key" in unit

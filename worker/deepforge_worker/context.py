@@ -10,6 +10,8 @@ from pathlib import Path
 from deepforge_adapters.secrets import Keyring
 from deepforge_adapters.webgme.protocols import BlobAPI, ExecutorAPI
 
+from .metrics import WorkerMetrics
+
 
 @dataclass
 class JobContext:
@@ -31,6 +33,8 @@ class JobContext:
     keyring: Keyring | str | None = None
     #: ``--run-as``: the job's processes run under this account, not the worker's.
     run_as: RunAs | None = None
+    #: The daemon's metrics (bytes moved are counted as they move).
+    metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,9 @@ kind of mistake and skipped, the rest of the answer is still used, and the serve
 clamped to ``[MIN_REFRESH, maxRefresh]`` seconds, so a server can neither make the worker poll in a tight loop
 nor stop it polling.
 
+After every poll the daemon rewrites ``<work dir>/status.json`` (its slots and jobs, the last poll) for
+``deepforge-worker status``; its Prometheus metrics (``--metrics-port``) are :mod:`.metrics`.
+
 SIGTERM drains: the worker stops claiming (``availableProcesses: 0``) but keeps polling, so the server
 neither requeues its jobs nor loses their cancel requests; running jobs may finish for ``drain_timeout``
 seconds, then they are canceled and reported, and the daemon exits 0.  A second SIGTERM (or SIGINT) cancels
@@ -37,11 +40,13 @@ from types import FrameType
 from typing import Any
 
 from deepforge_adapters.hashing import is_sha1_hex
+from deepforge_adapters.timestamps import now_iso
 from deepforge_adapters.webgme.executor import ExecutorStatus
 from deepforge_adapters.webgme.protocols import BlobAPI, ExecutorAPI
 
 from .context import JobContext
 from .execution import JobExecution
+from .metrics import WorkerMetrics, write_status
 from .orphans import reap_orphaned_jobs
 from .reports import refuse_bad_job, replay_pending_reports
 from .settings import WorkerSettings
@@ -177,6 +182,8 @@ class Worker:
         self.executor = executor
         self.client_id = client_id or default_client_id()
         self.pool = SlotPool(settings.processes, settings.gpus, settings.labels)
+        self.metrics = WorkerMetrics()
+        self.metrics.add_slots(self.pool.slots)
         job_env = {"DEEPFORGE_GME_API_TOKEN": settings.token} if settings.token else {}
         self.ctx = JobContext(
             executor=executor,
@@ -188,6 +195,7 @@ class Worker:
             cancel_grace=settings.cancel_grace,
             max_bundle_bytes=settings.max_bundle_bytes,
             job_env=job_env,
+            metrics=self.metrics,
         )
         self.running: dict[str, JobExecution] = {}
         self.probed: set[str] = set()
@@ -202,6 +210,9 @@ class Worker:
         self.stopping = False
         self.stop_deadline: float | None = None
         self.polls = 0
+        self.started = now_iso()
+        #: The last poll: when, and its error if it failed (the status file shows it).
+        self.last_poll: dict[str, Any] | None = None
         self._claims_unknown = False
 
     # --- the loop ------------------------------------------------------------------------------------
@@ -226,12 +237,14 @@ class Worker:
                     self.start_jobs(answer.jobs_to_start)
                     self.adopt_lost_claims()
                     self.start_label_probes(answer.label_jobs)
+            self.write_status()
             if self.stopping and self._drained():
                 break
             if max_polls is not None and self.polls >= max_polls:
                 break
             self._sleep(self._next_wait())
         self._join_jobs()
+        self.write_status()
         log.info("worker %s stopped", self.client_id)
         return 0
 
@@ -242,19 +255,21 @@ class Worker:
         it, so lost claims are looked for); wrong-shaped fields are skipped (see :func:`parse_answer`).
         """
         self.polls += 1
+        self.metrics.polls.inc()
         with self._lock:
             running = list(self.running)
         try:
             response = self.executor.poll_worker(self.client_id, self.pool.available, self.pool.labels, running)
         except Exception as exc:
             self.connection.failed(exc)
-            self._claims_unknown = True
+            self._poll_failed(f"{type(exc).__name__}: {exc}")
             return None
         answer = parse_answer(response, self.malformed, self.settings.max_refresh)
         if answer is None:
-            self._claims_unknown = True
+            self._poll_failed("the answer is not a JSON object")
             return None
         self.connection.ok()
+        self.last_poll = {"time": now_iso(), "ok": True}
         if answer.refresh is not None:
             self.refresh = answer.refresh
         return answer
@@ -365,6 +380,33 @@ class Worker:
                     job.cancel()
         return False
 
+    def _poll_failed(self, error: str) -> None:
+        self._claims_unknown = True
+        self.metrics.poll_errors.inc()
+        self.last_poll = {"time": now_iso(), "ok": False, "error": error}
+
+    # --- what an operator sees ------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """What ``deepforge-worker status`` prints (see :mod:`.metrics`)."""
+        return {
+            "clientId": self.client_id,
+            "pid": os.getpid(),
+            "host": self.settings.host,
+            "started": self.started,
+            "stopping": self.stopping,
+            "labels": self.pool.labels,
+            "polls": self.polls,
+            "lastPoll": self.last_poll,
+            "slots": self.pool.snapshot(),
+            "jobsEnded": self.metrics.counts(),
+        }
+
+    def write_status(self) -> None:
+        try:
+            write_status(self.settings.work_dir, self.status())
+        except OSError as exc:  # a full disk must not stop the daemon; the metrics still tell
+            log.debug("cannot write the status file: %s", exc)
+
     # --- helpers -------------------------------------------------------------------------------------
     def _spawn(self, job: JobExecution, slot: Slot, label: str | None = None) -> None:
         if label is None:
@@ -376,8 +418,12 @@ class Worker:
         thread.start()
 
     def _run_job(self, job: JobExecution, slot: Slot, label: str | None) -> None:
+        self.metrics.slot_busy(slot, True)
+        began = time.monotonic()
         try:
             status = job.run()
+            if label is None:
+                self.metrics.job_ended(str(status), time.monotonic() - began)
             if label is not None:
                 if status != ExecutorStatus.FAILED_TO_EXECUTE:
                     self.pool.add_labels([label])
@@ -389,6 +435,7 @@ class Worker:
                 if label is None:
                     self.running.pop(job.hash, None)
             self.pool.release(slot)
+            self.metrics.slot_busy(slot, False)
             self._wake.set()  # report the freed slot on the next poll without waiting a full period
             with self._lock:
                 self.job_threads.discard(threading.current_thread())

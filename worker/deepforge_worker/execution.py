@@ -180,7 +180,7 @@ class JobExecution:
         """Stream ``/rest/blob/view/<hash>/`` to disk (open() reads the metadata first, as the Node worker did)."""
         try:
             with self.ctx.blob.open(self.hash, view=True) as src, open(zip_path, "wb") as dst:
-                copy_stream(src, dst)
+                self.ctx.metrics.bytes_down.inc(copy_stream(src, dst))
         except NotFoundError as exc:
             raise JobFailed(f"job bundle {self.hash}: {exc}", ExecutorStatus.FAILED_TO_GET_SOURCE_METADATA) from None
         except WebGMEError as exc:
@@ -380,6 +380,7 @@ class JobExecution:
                 sizes[relpath] = path.stat().st_size
                 with open(path, "rb") as fh:
                     hashes[relpath], _ = self.ctx.blob.create_file(relpath, fh, size=sizes[relpath])
+                self.ctx.metrics.bytes_up.inc(sizes[relpath])
             except Exception as exc:
                 raise JobFailed(f"archiving {relpath}: {exc}", ExecutorStatus.FAILED_TO_ARCHIVE_FILE) from None
         result: dict[str, str] = {}

@@ -76,6 +76,11 @@ class SlotPool:
                     return slot
         return None
 
+    def snapshot(self) -> list[dict[str, object]]:
+        """Each slot's index, GPUs and job (None when idle), read under the lock."""
+        with self._lock:
+            return [{"index": s.index, "gpus": list(s.gpus), "job": s.job} for s in self.slots]
+
     def release(self, slot: Slot) -> None:
         with self._lock:
             slot.job = None
