@@ -109,9 +109,8 @@ def test_failed_job_exits_1_with_the_reason(
     result = deepforge_run(str(bundle), "--config", compute_config, env=job_env)
     assert result.returncode == 1
     assert last_line(result.stderr).startswith("deepforge: error: job ")
-    assert last_line(result.stderr).endswith(
-        "failed: deepforge: operation (python main.py) exited with code 1: no data today"
-    )
+    assert last_line(result.stderr).endswith("failed: operation (python main.py) exited with code 1: no data today")
+    assert last_line(result.stderr).count("deepforge:") == 1  # the runner's own prefix is not repeated
 
 
 @pytest.mark.parametrize(
@@ -146,9 +145,16 @@ def test_malformed_bundle_exits_2_naming_the_field(
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("sigint_at_start", [signal.SIG_DFL, signal.SIG_IGN], ids=["default", "ignored"])
 def test_ctrl_c_cancels_the_job(
-    job_env: dict[str, str], make_bundle: Callable[..., Path], compute_config: str, kill_leftovers: list[int]
+    job_env: dict[str, str],
+    make_bundle: Callable[..., Path],
+    compute_config: str,
+    kill_leftovers: list[int],
+    sigint_at_start: signal.Handlers,
 ) -> None:
+    """SIGINT cancels the job, also when the CLI starts with SIGINT ignored (``cmd &`` in a script); the
+    child's SIGINT is set here, not inherited from whatever started pytest (``setsid make test &``)."""
     bundle = make_bundle(
         "import os, time\nopen('pid', 'w').write(str(os.getpid()))\nprint('working', flush=True)\ntime.sleep(600)\n"
     )
@@ -158,6 +164,7 @@ def test_ctrl_c_cancels_the_job(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, sigint_at_start),
     )
     try:
         assert proc.stdout is not None

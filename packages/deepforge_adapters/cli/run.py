@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import threading
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -70,7 +72,13 @@ def run_command(
 
 
 def _run(client: compute.ComputeClient, bundle: Path, name: str) -> tuple[dict[str, Any], JobUpdate]:
-    """Start the job and stream its output until it ends; Ctrl-C cancels it and keeps waiting."""
+    """Start the job and stream its output until it ends; Ctrl-C cancels it and keeps waiting.
+
+    The SIGINT handler is installed explicitly: a shell starts a background command (``cmd &``) with SIGINT
+    ignored, and Python then leaves it ignored, so the job could not be canceled with SIGINT.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     info = client.start_job(ComputeJob(bundle=bundle, name=name))
     click.echo(f"deepforge: job {info['hash']} started on {client.id} compute", err=True)
     printed = 0  # characters of output shown; a watch restarted after Ctrl-C replays from the start
