@@ -107,7 +107,7 @@ def describe_response(response: requests.Response, limit: int = 300) -> str:
 
 def describe_connection_error(exc: BaseException) -> str:
     """Why a connection failed, in words: ``"[Errno 111] Connection refused"`` rather than requests'
-    ``HTTPConnectionPool(host=..., port=...): Max retries exceeded with url: ... (Caused by NewConnectionError(...))``."""
+    ``HTTPConnectionPool(host=..., port=...): Max retries exceeded with url: ... (Caused by ...)``."""
     reason: Any = exc
     while True:
         inner = getattr(reason, "reason", None)  # MaxRetryError -> NewConnectionError / ProtocolError ...

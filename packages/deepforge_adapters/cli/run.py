@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import threading
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
