@@ -182,3 +182,25 @@ def test_ctrl_c_cancels_the_job(
     assert "canceling job" in err
     assert last_line(err).endswith("canceled")
     wait_for(lambda: pid_gone(operation_pid), timeout=10, what="the operation to be gone")
+
+
+def test_run_on_gme_compute_uploads_the_bundle(
+    job_env: dict[str, str],
+    local_storage: StorageClient,
+    make_bundle: Callable[..., Path],
+    webgme_stack_factory: Any,
+    worker_factory: Any,
+) -> None:
+    """``--compute gme`` without a hash: the CLI's bundle is uploaded as the blob artifact the job runs from."""
+    stack = webgme_stack_factory(worker_refresh_ms=250)
+    worker_factory(stack)
+    value = put_pickle(local_storage, "data/value", 21)
+    bundle = zip_bundle(make_bundle(DOUBLE, inputs={"value": value}, outputs=["doubled"]))
+    config = json.dumps({"host": stack.url})
+
+    result = deepforge_run(str(bundle), "--compute", "gme", "--config", config, env=job_env)
+
+    assert result.returncode == 0, result.stderr
+    assert "doubling 21" in result.stdout
+    assert "started on gme compute" in result.stderr
+    assert read_pickle(local_storage, results_of(result.stdout)["doubled"]["dataInfo"]) == 42
