@@ -22,6 +22,7 @@ from .. import compute, secrets
 from ..compute.base import ComputeJob, JobStatus, JobUpdate
 from ..errors import BundleError, ConfigError, SecretsError, UnknownBackendError
 from ..jobs.bundle import read_bundle, retarget_storage
+from ..jobs.layout import without_runner_prefix
 from ..storage.registry import registry as storage_registry
 from .common import CliError, CliUsageError, json_object_arg
 
@@ -67,7 +68,9 @@ def run_command(
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     if end.status != JobStatus.SUCCESS:
-        raise CliError(f"job {info['hash']} {end.status}" + (f": {end.reason}" if end.reason else ""))
+        # The reason is often the runner's own last line ("deepforge: operation ... exited"): one prefix is enough.
+        reason = without_runner_prefix(end.reason) if end.reason else None
+        raise CliError(f"job {info['hash']} {end.status}" + (f": {reason}" if reason else ""))
     click.echo(json.dumps(client.get_results_info(info), indent=2))
 
 

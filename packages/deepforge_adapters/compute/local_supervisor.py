@@ -34,7 +34,7 @@ from typing import IO, Any
 from ..config import seconds_from_env
 from ..errors import BundleError, ConfigError
 from ..jobs.credentials import CredentialPipe, Credentials, job_environment
-from ..jobs.layout import read_executor_config, without_runner_prefix
+from ..jobs.layout import read_executor_config
 from ..process import JobProcess, make_non_dumpable
 from ..process import run as run_job_process
 from ..streams import atomic_write
@@ -195,8 +195,7 @@ class Supervisor:
         elif code == 0:
             self.finish(SUCCESS, code, None)
         else:
-            said = last_line(self.job.stdout_file)
-            self.finish(FAILED, code, without_runner_prefix(said) if said else f"exited with code {code}")
+            self.finish(FAILED, code, last_line(self.job.stdout_file) or f"exited with code {code}")
         return 0
 
     def finish(self, status: str, code: int | None, reason: str | None) -> None:

@@ -32,7 +32,7 @@ RUNNER_PREFIX = "deepforge: "
 
 
 def without_runner_prefix(line: str) -> str:
-    """A runner line as a failure reason: the CLI adds its own ``deepforge:`` prefix, so drop the runner's."""
+    """A runner line without the runner's prefix, for messages that carry their own ``deepforge:`` prefix."""
     return line[len(RUNNER_PREFIX) :] if line.startswith(RUNNER_PREFIX) else line
 
 
