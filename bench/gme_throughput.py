@@ -5,7 +5,7 @@ uploads/downloads it through the adapter (``GmeStorage.put_file`` / ``get_file``
 peak RSS is its own) and through ``curl`` (``-T`` streams the upload).  Prints throughputs, the adapter/curl
 ratio (target >= 0.9) and the adapter's peak RSS (target < 100 MiB).
 
-    .venv/bin/python bench/gme_throughput.py [--size-mib 1024] [--rounds 1]
+    .venv/bin/python bench/gme_throughput.py [--mib 1024] [--rounds 1]
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def write_file(path: Path, size: int) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--mib", type=int, default=1024, help="file size in MiB (default 1024)")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--child", nargs=4, metavar=("MODE", "HOST", "PATH", "REF"))
     args = parser.parse_args()
@@ -88,11 +88,11 @@ def main() -> int:
 
     from deepforge_dev.stack import running_stack
 
-    size = args.size_mib * MIB
+    size = args.mib * MIB
     with tempfile.TemporaryDirectory(prefix="gme-bench-") as tmp, running_stack() as stack:
         src, dst = Path(tmp) / "src.bin", Path(tmp) / "dst.bin"
         sha1 = write_file(src, size)
-        print(f"server {stack.url}, file {args.size_mib} MiB, sha1 {sha1}")
+        print(f"server {stack.url}, file {args.mib} MiB, sha1 {sha1}")
         results: dict[str, list[float]] = {"adapter upload": [], "curl upload": [], "adapter download": [],
                                            "curl download": [], "curl download+fsync": []}  # fmt: skip
         rss: list[float] = []
@@ -116,7 +116,7 @@ def main() -> int:
             dst.unlink()
         best = {k: min(v) for k, v in results.items()}
         for name, seconds in best.items():
-            print(f"{name:18s} {seconds:7.2f} s  {args.size_mib / seconds:8.1f} MiB/s")
+            print(f"{name:18s} {seconds:7.2f} s  {args.mib / seconds:8.1f} MiB/s")
         for op in ("upload", "download"):
             ratio = best[f"curl {op}"] / best[f"adapter {op}"]
             print(f"{op} throughput ratio adapter/curl: {ratio:.2f} (target >= 0.9)")

@@ -12,7 +12,7 @@ Each transfer runs in a fresh child process so its peak RSS (``ru_maxrss``) is o
 objects in memory, but that is the server's RSS, not the client's.  Prints MiB/s, the ratios
 adapter/boto3 (target >= 0.95) and adapter/single, and peak RSS (target < 150 MiB).
 
-    python bench/s3_throughput.py [--size-mib 1024] [--download-max-mib 256] [--repeat 1] [--ops upload,download]
+    python bench/s3_throughput.py [--mib 1024] [--download-max-mib 256] [--repeat 1] [--ops upload,download]
     (or S3_BENCH_SIZE_MIB / S3_BENCH_DOWNLOAD_MAX_MIB / S3_BENCH_REPEAT)
 """
 
@@ -116,7 +116,12 @@ def write_file(path: Path, size: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size-mib", type=int, default=int(os.environ.get("S3_BENCH_SIZE_MIB", "1024")))
+    parser.add_argument(
+        "--mib",
+        type=int,
+        default=int(os.environ.get("S3_BENCH_SIZE_MIB", "1024")),
+        help="object size in MiB (default 1024)",
+    )
     parser.add_argument(
         "--download-max-mib",
         type=int,
@@ -129,7 +134,7 @@ def main() -> None:
     parser.add_argument("--ops", default="upload,download")
     args = parser.parse_args()
     modes, ops = args.modes.split(","), args.ops.split(",")
-    sizes = {"upload": args.size_mib, "download": min(args.size_mib, args.download_max_mib)}
+    sizes = {"upload": args.mib, "download": min(args.mib, args.download_max_mib)}
 
     import boto3
 

@@ -9,6 +9,7 @@ forgot them on downloads).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -17,6 +18,22 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 log = logging.getLogger(__name__)
+
+
+class _RetryToDebug(logging.Filter):
+    """urllib3 warns on every retry ("Retrying (Retry(total=3...)) after connection broken by ..."), so a
+    down server printed a screen of warnings before the one error that matters: they go to our debug log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.WARNING and str(record.msg).startswith("Retrying"):
+            log.debug("urllib3: %s", record.getMessage())
+            return False
+        return True
+
+
+_RETRY_FILTER = _RetryToDebug()
+if _RETRY_FILTER not in logging.getLogger("urllib3.connectionpool").filters:
+    logging.getLogger("urllib3.connectionpool").addFilter(_RETRY_FILTER)
 
 DEFAULT_TIMEOUT = (10.0, 120.0)  # (connect, read) seconds
 DEFAULT_RETRIES = 4
@@ -86,3 +103,20 @@ def describe_response(response: requests.Response, limit: int = 300) -> str:
         body = "<undecodable body>"
     reason = response.reason or ""
     return f"HTTP {response.status_code} {reason}".rstrip() + (f": {body}" if body else "")
+
+
+def describe_connection_error(exc: BaseException) -> str:
+    """Why a connection failed, in words: ``"[Errno 111] Connection refused"`` rather than requests'
+    ``HTTPConnectionPool(host=..., port=...): Max retries exceeded with url: ... (Caused by ...)``."""
+    reason: Any = exc
+    while True:
+        inner = getattr(reason, "reason", None)  # MaxRetryError -> NewConnectionError / ProtocolError ...
+        if inner is None and reason.args and isinstance(reason.args[0], BaseException):
+            inner = reason.args[0]  # requests.ConnectionError(MaxRetryError(...))
+        if not isinstance(inner, BaseException) or inner is reason:
+            break
+        reason = inner
+    text = str(reason)
+    # "<urllib3.connection.HTTPConnection object at 0x..>: Failed ..." or "HTTPConnection(host=..): Failed ..."
+    text = re.sub(r"^(<[^>]*>|\w+\([^)]*\)): ", "", text)
+    return text or type(reason).__name__

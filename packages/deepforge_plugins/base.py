@@ -14,11 +14,10 @@ from typing import Any
 from deepforge_adapters.policy import Policy
 from deepforge_adapters.policy import load as load_policy
 from deepforge_adapters.secrets import install_redaction, redact, register_secret
-from deepforge_adapters.webgme import HOST_ENV
 from webgme_bindings import PluginBase, WebGME
 
 from .model import ModelSession
-from .targets import KINDS, available_backends
+from .targets import KINDS, Choice, available_backends, schema_for
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +39,33 @@ def _secret_values(plugin_config: Mapping[str, Any]) -> Iterable[str]:
             yield value
 
     return walk(plugin_config)
+
+
+#: The URL under which this server is reached by workers on other machines (a proxy, a public name); set it
+#: in the server's environment only.  Default: the server's own listening address.
+SERVER_URL_ENV = "DEEPFORGE_SERVER_URL"
+_WILDCARD_HOSTS = ("", "0.0.0.0", "::", "[::]")
+
+
+def server_url(gme_config: Mapping[str, Any], environ: Mapping[str, str]) -> str:
+    """The URL of the WebGME server whose config is ``gme_config``: ``$DEEPFORGE_SERVER_URL`` if the operator
+    set it, else the address the server listens on (``server.handle``, else ``server.port``; loopback for a
+    wildcard bind).
+
+    Never ``$DEEPFORGE_HOST``: that is the default server of the ``deepforge`` and ``deepforge-worker``
+    commands, which a shell may have exported for another server than the one this plugin runs in.
+    """
+    if environ.get(SERVER_URL_ENV):
+        return environ[SERVER_URL_ENV].rstrip("/")
+    server = gme_config.get("server") or {}
+    handle: Mapping[str, Any] = server["handle"] if isinstance(server.get("handle"), Mapping) else {}
+    port = handle.get("port") or server.get("port") or 8888
+    host = str(handle.get("host") or "")
+    if host in _WILDCARD_HOSTS:
+        host = "127.0.0.1"
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 address in a URL
+    return f"http://{host}:{int(port)}"
 
 
 class DeepForgePlugin(PluginBase):
@@ -78,11 +104,21 @@ class DeepForgePlugin(PluginBase):
         return token or None
 
     def server_url(self) -> str:
-        """Where this WebGME server answers REST: ``DEEPFORGE_HOST``, else loopback on the configured port."""
-        if os.environ.get(HOST_ENV):
-            return os.environ[HOST_ENV].rstrip("/")
-        port = (self.gme_config.get("server") or {}).get("port", 8888)
-        return f"http://127.0.0.1:{port}"
+        """The URL of the WebGME server this plugin runs in (see :func:`server_url`)."""
+        return server_url(self.gme_config, os.environ)
+
+    def with_server_fields(self, kind: str, choice: Choice) -> Choice:
+        """``choice`` with what only the server knows filled in for backends that declare it: ``host`` (this
+        server's URL) and ``webgmeToken`` (the invoking user's token)."""
+        names = set(schema_for(kind, choice.backend).field_names())
+        extra: dict[str, Any] = {}
+        if "host" in names and not choice.config.get("host"):
+            extra["host"] = self.server_url()
+        if "webgmeToken" in names:
+            token = self.webgme_token()
+            if token:
+                extra["webgmeToken"] = token
+        return Choice(choice.backend, {**choice.config, **extra}) if extra else choice
 
     def project_id(self) -> str:
         info = self.project.get_project_info() or {}

@@ -39,28 +39,13 @@ from .dag import JobState, Scheduler
 from .pipeline import Graph, PipelineJob
 from .run_config import RunConfig
 from .status import ModelStatus
-from .targets import Choice, Targets, resolve, schema_for
+from .targets import Targets, resolve
 
 log = logging.getLogger(__name__)
 
 CANCEL_POLL_SECONDS = 1.0
-#: Fields the server fills in for backends that talk to this WebGME server (gme storage/compute).
-SERVER_FIELDS = ("host", "webgmeToken")
 #: The backend of the placeholder config of an Input/Output job that has no target (it uses none).
 UNUSED = "(none)"
-
-
-def _server_fields(plugin: DeepForgePlugin, kind: str, choice: Choice) -> Choice:
-    """Fill what only the server knows (its URL, the user's token) for backends that ask for it."""
-    names = set(schema_for(kind, choice.backend).field_names())
-    extra: dict[str, Any] = {}
-    if "host" in names and not choice.config.get("host"):
-        extra["host"] = plugin.server_url()
-    if "webgmeToken" in names:
-        token = plugin.webgme_token()
-        if token:
-            extra["webgmeToken"] = token
-    return Choice(choice.backend, {**choice.config, **extra}) if extra else choice
 
 
 def resolve_targets(
@@ -81,7 +66,7 @@ def resolve_targets(
                 )
         try:
             plugin.policy().check_backend(kind, choice.backend)  # before the user's token is added for it
-            choice = _server_fields(plugin, kind, choice)
+            choice = plugin.with_server_fields(kind, choice)
             secrets = rc.secrets.get(kind, {}).get(choice.backend, {})
             resolved.append(resolve(kind, choice, secrets, policy=plugin.policy(), server_url=plugin.server_url()))
         except PolicyError as exc:

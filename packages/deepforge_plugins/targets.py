@@ -25,7 +25,7 @@ from typing import Any
 from deepforge_adapters import compute, storage
 from deepforge_adapters.config import Config, ConfigSchema
 from deepforge_adapters.errors import ConfigError
-from deepforge_adapters.policy import Policy
+from deepforge_adapters.policy import SERVER_URL, Policy
 from deepforge_adapters.policy import load as load_policy
 
 log = logging.getLogger(__name__)
@@ -166,6 +166,12 @@ def choice_from_plugin_config(kind: str, plugin_config: Mapping[str, Any]) -> tu
     return public_choice(kind, backend_id, public), secrets
 
 
+def _on_this_server(policy: Policy, kind: str, backend_id: str) -> str:
+    """``", this server"`` for a backend whose host is fixed to the server the plugin runs in (gme)."""
+    rule = policy.rule(kind, backend_id, "host")
+    return ", this server" if rule is not None and rule.fixed is SERVER_URL else ""
+
+
 def dialog_fields(
     kind: str, include_secrets: bool, policy: Policy | None = None, keep: bool = False
 ) -> list[dict[str, Any]]:
@@ -185,7 +191,7 @@ def dialog_fields(
             "name": kind,
             "displayName": f"{kind.capitalize()} backend",
             "description": f"Where the pipeline's {'artifacts are stored' if kind == 'storage' else 'jobs run'}: "
-            + ", ".join(f"{i} ({backends[i].name})" for i in ids)
+            + ", ".join(f"{i} ({backends[i].name}{_on_this_server(policy, kind, i)})" for i in ids)
             + ("; empty: keep this node's choice" if keep else ""),
             "value": default,
             "valueType": "string",

@@ -34,7 +34,7 @@ class UploadArtifact(DeepForgePlugin):
         # The operator policy first: a refused backend or root is reported before anything is read or written.
         storage_cfg = resolve(
             "storage",
-            choice,
+            self.with_server_fields("storage", choice),  # a gme store is this server's blob, with the user's token
             rc.secrets["storage"].get(choice.backend),
             policy=self.policy(),
             server_url=self.server_url(),

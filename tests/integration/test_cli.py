@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -25,8 +26,8 @@ def _ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[s
 def _one_line_error(proc: subprocess.CompletedProcess[str], code: int, fragment: str) -> None:
     assert proc.returncode == code, (proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert lines[-1].startswith(("deepforge: error: ", "Error: ")), proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr  # one line, click's usage errors included
+    assert proc.stderr.startswith("deepforge: error: "), proc.stderr
     assert fragment in proc.stderr
 
 
@@ -36,7 +37,7 @@ def test_put_stat_get_cp_rm_round_trip(run_cli: RunCli, tmp_path: Path) -> None:
     root = tmp_path / "root"
     config = json.dumps({"root": str(root)})
 
-    info = json.loads(_ok(run_cli("storage", "put", "--config", config, "proj/in", str(src))).stdout)
+    info = json.loads(_ok(run_cli("storage", "put", "--config", config, str(src), "proj/in")).stdout)
     assert info["backend"] == "local"
     assert info["data"]["filename"] == "proj/in"
     assert info["data"]["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
@@ -62,7 +63,7 @@ def test_put_stat_get_cp_rm_round_trip(run_cli: RunCli, tmp_path: Path) -> None:
 
 
 def test_put_from_stdin_and_get_to_stdout(run_cli: RunCli, tmp_path: Path) -> None:
-    info = _ok(run_cli("storage", "put", "piped", "-", input="hello from stdin\n")).stdout
+    info = _ok(run_cli("storage", "put", "-", "piped", input="hello from stdin\n")).stdout
     assert json.loads(info)["data"]["size"] == len("hello from stdin\n")
     assert (tmp_path / "cli-store" / "piped").exists()  # DEEPFORGE_STORAGE_ROOT from the environment
     out = _ok(run_cli("storage", "get", info.strip(), "-"))
@@ -72,7 +73,7 @@ def test_put_from_stdin_and_get_to_stdout(run_cli: RunCli, tmp_path: Path) -> No
 def test_config_from_file(run_cli: RunCli, tmp_path: Path) -> None:
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps({"root": str(tmp_path / "from-file")}))
-    _ok(run_cli("storage", "put", "--config", f"@{cfg}", "n", "-", input="x"))
+    _ok(run_cli("storage", "put", "--config", f"@{cfg}", "-", "n", input="x"))
     assert (tmp_path / "from-file" / "n").read_text() == "x"
 
 
@@ -82,19 +83,19 @@ def test_progress_bar_only_for_big_transfers_and_not_when_quiet(run_cli: RunCli,
         f.truncate(9 * 1024 * 1024)
     small = tmp_path / "small.bin"
     small.write_bytes(b"s")
-    assert "put big" in _ok(run_cli("storage", "put", "big", str(big))).stderr
-    assert _ok(run_cli("storage", "put", "--quiet", "big2", str(big))).stderr == ""
-    assert _ok(run_cli("storage", "put", "small", str(small))).stderr == ""
+    assert "put big" in _ok(run_cli("storage", "put", str(big), "big")).stderr
+    assert _ok(run_cli("storage", "put", "--quiet", str(big), "big2")).stderr == ""
+    assert _ok(run_cli("storage", "put", str(small), "small")).stderr == ""
 
 
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
-        (("storage", "put", "--config", "{not json", "n", "-"), "not valid JSON"),
-        (("storage", "put", "--config", "[1]", "n", "-"), "expected a JSON object"),
-        (("storage", "put", "--config", '{"rooot": "/x"}', "n", "-"), "local: config field 'rooot': unknown field"),
-        (("storage", "put", "--config", "@/nonexistent/cfg.json", "n", "-"), "cannot read /nonexistent/cfg.json"),
-        (("storage", "put", "-b", "nope", "n", "-"), "unknown storage backend 'nope'"),
+        (("storage", "put", "--config", "{not json", "-", "n"), "not valid JSON"),
+        (("storage", "put", "--config", "[1]", "-", "n"), "expected a JSON object"),
+        (("storage", "put", "--config", '{"rooot": "/x"}', "-", "n"), "local: config field 'rooot': unknown field"),
+        (("storage", "put", "--config", "@/nonexistent/cfg.json", "-", "n"), "cannot read /nonexistent/cfg.json"),
+        (("storage", "put", "-b", "nope", "-", "n"), "unknown storage backend 'nope'"),
         (("storage", "get", '{"backend": "local"}', "out"), "dataInfo is missing 'data'"),
         (("storage", "get", '{"backend": "local", "data": "abc"}', "out"), "local dataInfo 'data' must be an object"),
         (("storage", "get", "{oops", "out"), "not valid JSON"),
@@ -122,7 +123,7 @@ def test_usage_and_config_errors_exit_2(run_cli: RunCli, args: tuple[str, ...], 
 def test_runtime_failures_exit_1(run_cli: RunCli, tmp_path: Path) -> None:
     _one_line_error(run_cli("storage", "stat", "missing"), 1, "local storage, 'missing': no such file")
     _one_line_error(run_cli("storage", "stat", "../etc/passwd"), 1, "'..' is not allowed")
-    info = json.loads(_ok(run_cli("storage", "put", "f", "-", input="abcd")).stdout)
+    info = json.loads(_ok(run_cli("storage", "put", "-", "f", input="abcd")).stdout)
     (tmp_path / "cli-store" / "f").write_text("abce")
     proc = run_cli("storage", "get", json.dumps(info), str(tmp_path / "out"))
     _one_line_error(proc, 1, "sha256 is")
@@ -191,3 +192,41 @@ def test_secrets_keygen(run_cli: RunCli) -> None:
 def test_version_and_help(run_cli: RunCli) -> None:
     assert "deepforge, version" in _ok(run_cli("--version")).stdout
     assert "storage" in _ok(run_cli("--help")).stdout
+
+
+def test_put_is_source_first_and_swapped_arguments_get_a_hint(run_cli: RunCli, tmp_path: Path) -> None:
+    src = tmp_path / "data.csv"
+    src.write_text("a,b\n")
+    proc = run_cli("storage", "put", "proj/data", str(src))
+    _one_line_error(proc, 2, "proj/data is not a readable file")
+    assert f"did you mean `deepforge storage put {src} proj/data`" in proc.stderr
+    info = json.loads(_ok(run_cli("storage", "put", str(src), "proj/data")).stdout)
+    assert info["data"]["filename"] == "proj/data"
+
+
+def test_get_into_a_directory_writes_inside_it(run_cli: RunCli, tmp_path: Path) -> None:
+    src = tmp_path / "model.bin"
+    src.write_bytes(b"weights")
+    info = _ok(run_cli("storage", "put", str(src), "proj/run1/model")).stdout.strip()
+    out = tmp_path / "out"
+    out.mkdir()
+    _ok(run_cli("storage", "get", info, str(out)))
+    assert (out / "model").read_bytes() == b"weights"
+
+
+def test_click_usage_errors_are_one_line(run_cli: RunCli, tmp_path: Path) -> None:
+    _one_line_error(
+        run_cli("storage", "get", "@/nonexistent/info.json", "out"), 2, "cannot read /nonexistent/info.json"
+    )
+    _one_line_error(run_cli("run", str(tmp_path / "no-such-bundle")), 2, "does not exist")
+    _one_line_error(run_cli("storage", "put", "--nope", "-", "n"), 2, "No such option '--nope'")
+
+
+def test_a_down_server_prints_one_line_without_retry_warnings(run_cli: RunCli) -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = json.dumps({"host": f"http://127.0.0.1:{port}"})
+    proc = run_cli("storage", "put", "-q", "-b", "gme", "--config", config, "-", "x", input="x")
+    assert "Retrying" not in proc.stderr
+    _one_line_error(proc, 1, f"127.0.0.1:{port}")

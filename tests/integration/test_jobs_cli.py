@@ -109,9 +109,8 @@ def test_failed_job_exits_1_with_the_reason(
     result = deepforge_run(str(bundle), "--config", compute_config, env=job_env)
     assert result.returncode == 1
     assert last_line(result.stderr).startswith("deepforge: error: job ")
-    assert last_line(result.stderr).endswith(
-        "failed: deepforge: operation (python main.py) exited with code 1: no data today"
-    )
+    assert last_line(result.stderr).endswith("failed: operation (python main.py) exited with code 1: no data today")
+    assert last_line(result.stderr).count("deepforge:") == 1  # the runner's own prefix is not repeated
 
 
 @pytest.mark.parametrize(
@@ -146,9 +145,16 @@ def test_malformed_bundle_exits_2_naming_the_field(
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("sigint_at_start", [signal.SIG_DFL, signal.SIG_IGN], ids=["default", "ignored"])
 def test_ctrl_c_cancels_the_job(
-    job_env: dict[str, str], make_bundle: Callable[..., Path], compute_config: str, kill_leftovers: list[int]
+    job_env: dict[str, str],
+    make_bundle: Callable[..., Path],
+    compute_config: str,
+    kill_leftovers: list[int],
+    sigint_at_start: signal.Handlers,
 ) -> None:
+    """SIGINT cancels the job, also when the CLI starts with SIGINT ignored (``cmd &`` in a script); the
+    child's SIGINT is set here, not inherited from whatever started pytest (``setsid make test &``)."""
     bundle = make_bundle(
         "import os, time\nopen('pid', 'w').write(str(os.getpid()))\nprint('working', flush=True)\ntime.sleep(600)\n"
     )
@@ -158,6 +164,7 @@ def test_ctrl_c_cancels_the_job(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, sigint_at_start),
     )
     try:
         assert proc.stdout is not None
@@ -175,3 +182,25 @@ def test_ctrl_c_cancels_the_job(
     assert "canceling job" in err
     assert last_line(err).endswith("canceled")
     wait_for(lambda: pid_gone(operation_pid), timeout=10, what="the operation to be gone")
+
+
+def test_run_on_gme_compute_uploads_the_bundle(
+    job_env: dict[str, str],
+    local_storage: StorageClient,
+    make_bundle: Callable[..., Path],
+    webgme_stack_factory: Any,
+    worker_factory: Any,
+) -> None:
+    """``--compute gme`` without a hash: the CLI's bundle is uploaded as the blob artifact the job runs from."""
+    stack = webgme_stack_factory(worker_refresh_ms=250)
+    worker_factory(stack)
+    value = put_pickle(local_storage, "data/value", 21)
+    bundle = zip_bundle(make_bundle(DOUBLE, inputs={"value": value}, outputs=["doubled"]))
+    config = json.dumps({"host": stack.url})
+
+    result = deepforge_run(str(bundle), "--compute", "gme", "--config", config, env=job_env)
+
+    assert result.returncode == 0, result.stderr
+    assert "doubling 21" in result.stdout
+    assert "started on gme compute" in result.stderr
+    assert read_pickle(local_storage, results_of(result.stdout)["doubled"]["dataInfo"]) == 42

@@ -289,7 +289,7 @@ def test_cli_round_trip_with_password_from_environment(
     source = _write(tmp_path / "src.bin", b"via the cli")
     config = json.dumps({k: v for k, v in sciserver.config().items() if k != "password"})
     env = {"DEEPFORGE_SCISERVER_FILES_PASSWORD": sciserver.password}
-    put = run_cli("storage", "put", "-q", "-b", "sciserver-files", "--config", config, "cli/file", str(source), env=env)
+    put = run_cli("storage", "put", "-q", "-b", "sciserver-files", "--config", config, str(source), "cli/file", env=env)
     assert put.returncode == 0, put.stderr
     info = DataInfo.from_json(put.stdout)
     assert info.data["filename"] == "cli/file" and info.data["size"] == 11

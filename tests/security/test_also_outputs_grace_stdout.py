@@ -105,7 +105,7 @@ def test_local_compute_refuses_a_nan_grace_before_starting(monkeypatch: pytest.M
 
 def _gme_put(url: str, path: Path) -> dict[str, Any]:
     put = subprocess.run(
-        [*DEEPFORGE, "storage", "put", "-q", "-b", "gme", "--config", json.dumps({"host": url}), "x.bin", str(path)],
+        [*DEEPFORGE, "storage", "put", "-q", "-b", "gme", "--config", json.dumps({"host": url}), str(path), "x.bin"],
         capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip
     return dict(json.loads(put.stdout))

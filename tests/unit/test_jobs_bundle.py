@@ -222,7 +222,8 @@ def test_read_names_the_file_and_the_field(tmp_path: Path, edit: Any, field: str
     edit_job(bundle, edit)
     with pytest.raises(BundleError) as info:
         read_bundle(bundle)
-    assert str(bundle / JOB_FILE) in str(info.value)
+    assert str(info.value).count(str(bundle / JOB_FILE)) == 1  # named once, not once per wrapping
+    assert str(info.value).count("field ") == 1
     assert field in str(info.value)
 
 

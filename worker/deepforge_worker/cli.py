@@ -65,6 +65,10 @@ def _settings(options: dict[str, Any]) -> WorkerSettings:
     return settings
 
 
+#: Seconds ``check`` waits for the server to accept the connection.
+CHECK_CONNECT_TIMEOUT = 3.0
+
+
 def _clients(settings: WorkerSettings) -> tuple[Any, Any]:
     from deepforge_adapters.webgme.blob import BlobClient
     from deepforge_adapters.webgme.executor import ExecutorClient
@@ -74,7 +78,7 @@ def _clients(settings: WorkerSettings) -> tuple[Any, Any]:
     return executor, blob
 
 
-@click.group()
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @click.version_option(__version__, prog_name="deepforge-worker")
 def main(verbose: bool) -> None:
@@ -182,14 +186,23 @@ def status(as_json: bool, **options: Any) -> None:
 @_options
 def check(**options: Any) -> None:
     """Verify the connection and credentials; print the server's view of this machine's workers."""
+    import requests
+    from deepforge_adapters.http import describe_connection_error, make_session
+    from deepforge_adapters.webgme.executor import ExecutorClient
+
     settings = _settings(options)
-    executor, _ = _clients(settings)
+    # One short try: a check answers "is the server there" now, not after the daemon's retry chain.
+    session = make_session(retries=0, timeout=(CHECK_CONNECT_TIMEOUT, 30.0))
+    executor = ExecutorClient(settings.host, api_token=settings.token, nonce=settings.nonce, session=session)
     click.echo(f"server: {settings.host}")
     click.echo(f"settings: {json.dumps(settings.config.masked(), sort_keys=True)}")
     try:
         # GET /worker checks URL, token and nonce like a poll would, without registering a phantom worker
         # (which the gme compute backend would then count as connected).
         workers = executor.get_workers()
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        click.echo(f"FAILED: cannot reach {settings.host}: {describe_connection_error(exc)}", err=True)
+        sys.exit(1)
     except Exception as exc:
         click.echo(f"FAILED: {exc}", err=True)
         sys.exit(1)

@@ -2,24 +2,51 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 import traceback
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 import click
 
 from .. import __version__, secrets
 from ..errors import DeepForgeError
 from .backends import backends_command
-from .common import USAGE_ERRORS, CliError, CliUsageError
+from .common import FAILURE_EXIT, USAGE_ERRORS, CliError, CliUsageError
 from .run import run_command
 from .secrets import secrets_group
 from .storage import storage_group
 
 
 class DeepForgeGroup(click.Group):
-    """Turns library errors raised by any subcommand into :class:`CliError` (tracebacks only with --debug)."""
+    """Turns library errors raised by any subcommand into :class:`CliError` (tracebacks only with --debug),
+    and shows click's own usage errors (bad JSON, missing file, unknown option) as the same one line."""
+
+    def main(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, prog_name: str | None = None, **extra: Any
+    ) -> NoReturn:
+        try:
+            rv = super().main(args, prog_name, standalone_mode=False, **extra)
+        except CliError as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            message = exc.format_message()
+            ctx = getattr(exc, "ctx", None)
+            if isinstance(exc, click.UsageError) and ctx is not None:
+                message += f" (see '{ctx.command_path} --help')"
+            CliError(message).show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            CliError("aborted").show()
+            sys.exit(FAILURE_EXIT)
+        except OSError as exc:
+            if exc.errno == errno.EPIPE:  # the reader went away (`| head`): nothing left to tell it
+                sys.exit(FAILURE_EXIT)
+            raise
+        sys.exit(rv if isinstance(rv, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

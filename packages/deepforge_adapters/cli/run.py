@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from .. import compute, secrets
 from ..compute.base import ComputeJob, JobStatus, JobUpdate
 from ..errors import BundleError, ConfigError, SecretsError, UnknownBackendError
 from ..jobs.bundle import read_bundle, retarget_storage
+from ..jobs.layout import without_runner_prefix
 from ..storage.registry import registry as storage_registry
 from .common import CliError, CliUsageError, json_object_arg
 
@@ -65,12 +68,20 @@ def run_command(
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     if end.status != JobStatus.SUCCESS:
-        raise CliError(f"job {info['hash']} {end.status}" + (f": {end.reason}" if end.reason else ""))
+        # The reason is often the runner's own last line ("deepforge: operation ... exited"): one prefix is enough.
+        reason = without_runner_prefix(end.reason) if end.reason else None
+        raise CliError(f"job {info['hash']} {end.status}" + (f": {reason}" if reason else ""))
     click.echo(json.dumps(client.get_results_info(info), indent=2))
 
 
 def _run(client: compute.ComputeClient, bundle: Path, name: str) -> tuple[dict[str, Any], JobUpdate]:
-    """Start the job and stream its output until it ends; Ctrl-C cancels it and keeps waiting."""
+    """Start the job and stream its output until it ends; Ctrl-C cancels it and keeps waiting.
+
+    The SIGINT handler is installed explicitly: a shell starts a background command (``cmd &``) with SIGINT
+    ignored, and Python then leaves it ignored, so the job could not be canceled with SIGINT.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     info = client.start_job(ComputeJob(bundle=bundle, name=name))
     click.echo(f"deepforge: job {info['hash']} started on {client.id} compute", err=True)
     printed = 0  # characters of output shown; a watch restarted after Ctrl-C replays from the start

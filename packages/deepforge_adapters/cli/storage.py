@@ -54,17 +54,23 @@ def _backend_options(default_backend: str | None) -> Callable[[F], F]:
 
 @storage_group.command("put")
 @_backend_options("local")
-@click.argument("name")
 @click.argument("source", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
-def storage_put(backend_id: str, config_arg: str | None, quiet: bool, name: str, source: Path) -> None:
-    """Store SOURCE (a file, or - for stdin) under NAME; prints its dataInfo."""
+@click.argument("name")
+def storage_put(backend_id: str, config_arg: str | None, quiet: bool, source: Path, name: str) -> None:
+    """Store SOURCE (a file, or - for stdin) under NAME; prints its dataInfo.
+
+    Source first, as in ``cp``, ``aws s3 cp`` and ``deepforge storage get DATAINFO DEST``.
+    """
+    if str(source) != "-" and not source.is_file():
+        hint = ""
+        if Path(name).is_file():
+            hint = f" (the order is SOURCE NAME: did you mean `deepforge storage put {name} {source}`?)"
+        raise click.BadParameter(f"{source} is not a readable file{hint}", param_hint="SOURCE")
     client = _client(backend_id, config_arg)
     if str(source) == "-":
         with _progress(None, quiet, f"put {name}") as progress:
             info = client.put_file_stream(name, sys.stdin.buffer, progress=progress)
     else:
-        if not source.is_file():
-            raise click.BadParameter(f"{source} is not a readable file", param_hint="SOURCE")
         with _progress(source.stat().st_size, quiet, f"put {name}") as progress:
             info = client.put_file(name, source, progress=progress)
     click.echo(info.dumps())
@@ -73,9 +79,11 @@ def storage_put(backend_id: str, config_arg: str | None, quiet: bool, name: str,
 @storage_group.command("get")
 @_backend_options(None)
 @click.argument("data_info_arg", metavar="DATAINFO")
-@click.argument("dest", type=click.Path(dir_okay=False, writable=True, allow_dash=True, path_type=Path))
+@click.argument("dest", type=click.Path(writable=True, allow_dash=True, path_type=Path))
 def storage_get(backend_id: str | None, config_arg: str | None, quiet: bool, data_info_arg: str, dest: Path) -> None:
-    """Download the artifact of DATAINFO (JSON or @file) to DEST (a path, or - for stdout).
+    """Download the artifact of DATAINFO (JSON or @file) to DEST (a path, a directory, or - for stdout).
+
+    Into an existing directory, the file is written inside it under the artifact's base name, as ``cp`` does.
 
     To a path, the bytes land in a temporary file that is renamed to DEST only once their size and hash
     match the dataInfo; on any failure nothing is left at DEST.  To stdout (-), bytes are written as they
@@ -105,6 +113,8 @@ def storage_get(backend_id: str | None, config_arg: str | None, quiet: bool, dat
             unverified = f"{written} byte(s) already written to stdout are NOT verified: discard them"
             raise CliError(f"{reason}; {unverified}") from None
         return
+    if dest.is_dir():
+        dest = dest / _base_name(client, data_info)
     with _progress(total, quiet, f"get {dest.name}") as progress:
         client.get_file(data_info, dest, progress=progress)
 
@@ -158,6 +168,20 @@ def _client(backend_id: str, config_arg: str | None) -> StorageClient:
     client = storage.get_client(backend_id, config)
     log.debug("storage client %r", client)
     return client
+
+
+def _base_name(client: StorageClient, data_info: DataInfo) -> str:
+    """The last part of the artifact's name (``filename``, or the backend's ``name`` metadata), for ``get DIR``."""
+    data = data_info.data
+    name = data.get("filename") if isinstance(data, dict) else None
+    if not name:
+        name = client.get_metadata(data_info).get("name")
+    base = Path(str(name or "")).name
+    if not base or base in (".", ".."):
+        raise click.BadParameter(
+            "the dataInfo names no file to write inside a directory: give a file path", param_hint="DEST"
+        )
+    return base
 
 
 def _size_of(client: StorageClient, data_info: DataInfo) -> int | None:

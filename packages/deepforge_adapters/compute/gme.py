@@ -1,9 +1,10 @@
 """Compute backend ``gme``: jobs run by workers of a WebGME server's executor (``/rest/executor``).
 
-The bundle is already a blob artifact (its metadata hash is the job id), so ``start_job`` uploads nothing:
-it checks that a connected worker can take the job, creates the executor job and keeps the returned cancel
-``secret`` in ``job_info``.  Everything else works from ``job_info`` alone, so a plugin that died can be
-replaced by one that resumes watching from the model.
+The job id is the metadata hash of the bundle as a blob artifact: ``start_job`` takes that hash (the plugins
+upload the bundle themselves), or uploads ``ComputeJob.bundle`` (a directory or zip, as ``deepforge run``
+gives it) as that artifact first.  It checks that a connected worker can take the job, creates the executor
+job and keeps the returned cancel ``secret`` in ``job_info``.  Everything else works from ``job_info``
+alone, so a plugin that died can be replaced by one that resumes watching from the model.
 
 Differences from DeepForge's gme client, on purpose: ``poll`` (so ``watch``) streams output from chunk #0 (DeepForge
 skipped it), the executor nonce is sent when configured (DeepForge could not talk to a nonce-protected
@@ -14,13 +15,16 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from collections.abc import Mapping
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from ..config import ConfigSchema, Field
-from ..errors import ComputeError, InvalidHashError, NotFoundError, WebGMEError
+from ..errors import BundleError, ComputeError, InvalidHashError, NotFoundError, WebGMEError
 from ..hashing import check_sha1_hex
+from ..jobs.bundle import read_bundle
 from ..jobs.layout import RESULTS_ARTIFACT, RESULTS_FILE, STDOUT_ARTIFACT, STDOUT_FILE
 from ..webgme import DEFAULT_HOST, HOST_ENV
 from ..webgme.executor import ExecutorStatus
@@ -108,33 +112,64 @@ class GmeCompute(ComputeClient):
 
     # --- submit / cancel -----------------------------------------------------------------------------
     def start_job(self, job: ComputeJob) -> dict[str, Any]:
-        if not job.hash:
-            raise ComputeError(self.id, "ComputeJob.hash is required: upload the bundle as a blob artifact first")
-        self._job_hash(job.hash, "ComputeJob.hash")
-        try:
-            self.blob.metadata(job.hash)
-        except NotFoundError:
-            raise ComputeError(self.id, f"job bundle {job.hash} is not in the blob of {self.host}") from None
-        except WebGMEError as exc:
-            raise ComputeError(self.id, f"checking job bundle {job.hash} on {self.host}: {exc}") from None
         labels = _labels(self.config["labels"], job.labels)
-        self.check_workers(labels)
+        if job.hash:
+            job_hash = self._job_hash(job.hash, "ComputeJob.hash")
+            try:
+                self.blob.metadata(job_hash)
+            except NotFoundError:
+                raise ComputeError(self.id, f"job bundle {job_hash} is not in the blob of {self.host}") from None
+            except WebGMEError as exc:
+                raise ComputeError(self.id, f"checking job bundle {job_hash} on {self.host}: {exc}") from None
+            self.check_workers(labels)
+        elif job.bundle is not None:
+            self.check_workers(labels)  # before uploading: no worker, no upload
+            job_hash = self.upload_bundle(Path(job.bundle), job.name)
+        else:
+            raise ComputeError(
+                self.id, "ComputeJob.hash is required (a bundle already in the blob) when no ComputeJob.bundle is given"
+            )
         try:
-            info = self.executor.create_job(job.hash, labels=labels)
+            info = self.executor.create_job(job_hash, labels=labels)
         except WebGMEError as exc:
-            raise ComputeError(self.id, f"creating executor job {job.hash} on {self.host}: {exc}") from None
+            raise ComputeError(self.id, f"creating executor job {job_hash} on {self.host}: {exc}") from None
         if not info.get("secret"):
             log.info(
-                "job %s already exists on %s (%s); watching the existing job", job.hash, self.host, info.get("status")
+                "job %s already exists on %s (%s); watching the existing job", job_hash, self.host, info.get("status")
             )
         return {
-            "hash": job.hash,
+            "hash": job_hash,
             "host": self.host,
             "secret": info.get("secret"),
             "labels": labels,
             "createTime": info.get("createTime"),
             "name": job.name,
         }
+
+    def upload_bundle(self, bundle: Path, name: str) -> str:
+        """Upload a job bundle (a directory, or a zip: extracted first) as a blob artifact; its metadata hash.
+
+        The artifact holds the bundle's files at their relative paths, as the plugins upload it.
+        """
+        with tempfile.TemporaryDirectory(prefix="deepforge-gme-bundle-") as scratch:
+            root = bundle
+            if not bundle.is_dir():
+                root = Path(scratch) / "bundle"
+                read_bundle(bundle, dest=root)
+            else:
+                read_bundle(root)  # a malformed bundle fails here, not on the worker
+            files: dict[str, str] = {}
+            for path in sorted(root.rglob("*")):
+                if path.is_symlink():
+                    raise BundleError(f"{bundle}: bundles may not contain symbolic links ({path.relative_to(root)})")
+                if path.is_file():
+                    files[path.relative_to(root).as_posix()] = str(path)
+            try:
+                artifact = self.blob.upload_artifact(f"{name}-execution-files", files)
+            except WebGMEError as exc:
+                raise ComputeError(self.id, f"uploading job bundle {bundle} to {self.host}: {exc}") from None
+        log.info("uploaded job bundle %s to %s as %s", bundle, self.host, artifact)
+        return artifact
 
     def check_workers(self, labels: list[str]) -> None:
         """Refuse early, with the reason, when no connected worker could ever take the job."""

@@ -284,9 +284,10 @@ def parse_job(root: Path) -> JobSpec:
         if not isinstance(entry, dict):
             raise f.error(where, f"expected object, got {type(entry).__name__}")
         name = f.get(entry, "name", f"{where}.name", str)
+        raw_info = f.get(entry, "dataInfo", f"{where}.dataInfo", dict)  # its own error names the file once
         try:
             check_identifier("input", name)
-            data_info = DataInfo.from_json(f.get(entry, "dataInfo", f"{where}.dataInfo", dict))
+            data_info = DataInfo.from_json(raw_info)
         except (BundleError, DataInfoError) as exc:
             raise f.error(f"{where}", str(exc)) from None
         config = f.get(entry, "config", f"{where}.config", dict)

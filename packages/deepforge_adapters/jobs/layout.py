@@ -27,6 +27,15 @@ EXECUTOR_CONFIG_FILE = "executor_config.json"
 NONCE_FILE = "nonce"
 RESULTS_FILE = "results.json"
 STDOUT_FILE = "job_stdout.txt"
+#: What starts every line the runner itself writes into the job's output (not the operation's lines).
+RUNNER_PREFIX = "deepforge: "
+
+
+def without_runner_prefix(line: str) -> str:
+    """A runner line without the runner's prefix, for messages that carry their own ``deepforge:`` prefix."""
+    return line[len(RUNNER_PREFIX) :] if line.startswith(RUNNER_PREFIX) else line
+
+
 #: The result artifacts of the bundles we build (the executor archives ``STDOUT_FILE`` and ``RESULTS_FILE``).
 STDOUT_ARTIFACT = "stdout"
 RESULTS_ARTIFACT = "results"

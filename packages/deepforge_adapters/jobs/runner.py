@@ -45,7 +45,7 @@ from ..storage.cache import WorkerCache
 from ..streams import ProgressCallback, atomic_write
 from .bundle import JobSpec, open_config, read_bundle
 from .credentials import job_environment, receive_credentials
-from .layout import RESULTS_FILE
+from .layout import RESULTS_FILE, RUNNER_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ EXIT_CANCELED = 130
 PROGRESS_ENV = "DEEPFORGE_PROGRESS_INTERVAL"
 DEFAULT_PROGRESS_INTERVAL = 5.0
 MIB = 1024 * 1024
-PREFIX = "deepforge: "
+PREFIX = RUNNER_PREFIX
 
 
 class Canceled(Exception):

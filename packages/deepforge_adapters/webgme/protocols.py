@@ -7,6 +7,7 @@ same methods, and mypy checks both the callers and the real clients.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -47,6 +48,8 @@ class BlobAPI(Protocol):
     def create_file(self, name: str, readable: Readable, size: int | None = None) -> tuple[str, dict[str, Any]]: ...
 
     def create_artifact(self, name: str, entries: Mapping[str, str], sizes: Mapping[str, int] | None = None) -> str: ...
+
+    def upload_artifact(self, name: str, files: Mapping[str, str | os.PathLike[str]]) -> str: ...
 
     def metadata(self, metadata_hash: str) -> dict[str, Any]: ...
 

@@ -1,0 +1,40 @@
+"""The benchmark scripts' command lines: one size flag, and a verdict that follows the printed figures."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+MOVERS = ["local_memory.py", "runner_memory.py", "sciserver_memory.py", "s3_throughput.py", "gme_throughput.py"]
+
+
+@pytest.mark.parametrize("script", MOVERS)
+def test_every_transfer_benchmark_takes_mib(script: str) -> None:
+    proc = subprocess.run([sys.executable, str(BENCH / script), "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "--mib" in proc.stdout and "--size-mib" not in proc.stdout
+
+
+def _local_memory(*args: str) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, str(BENCH / "local_memory.py"), "--mib", "4", *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=300)
+
+
+def test_local_memory_fails_when_a_ratio_is_below_its_target() -> None:
+    proc = _local_memory("--min-speed", "1000000")  # no machine copies a million times faster than cp
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "BELOW TARGET" in proc.stdout
+    assert proc.stdout.strip().endswith("local_memory: FAIL")
+
+
+def test_local_memory_passes_when_every_figure_meets_its_target() -> None:
+    proc = _local_memory("--min-speed", "0")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "BELOW TARGET" not in proc.stdout
+    assert proc.stdout.strip().endswith("local_memory: PASS")
