@@ -13,7 +13,8 @@ body limit is 100 kB and the Node worker could exceed it with a chatty job), and
 with backoff (it is an upsert keyed by ``<hash>+<n>``, so a retry cannot duplicate), which is what lets a job
 keep streaming across a server restart.
 
-Bounded memory: the text waiting to be posted never exceeds ``max_buffer_chars`` (plus one short marker).
+Bounded memory: the text waiting to be posted never exceeds ``max_buffer_chars`` plus one short marker and the
+worker's own messages (which are few, short and always kept).
 When the job prints faster than the server accepts, chunks waiting in the queue are first coalesced (once
 more than :data:`COALESCE_AFTER` wait, new text joins the last one up to the chunk cap), and what still does
 not fit is left out of the *live* stream, replaced by one line
