@@ -131,6 +131,18 @@ class Process:
         self.pid_path.unlink(missing_ok=True)
 
 
+def interrupt_then_kill(proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    """Stop ``proc`` as a developer stops ``make dev`` (Ctrl-C: it stops its server and database itself);
+    if it is not gone within ``timeout`` seconds, kill its whole process group."""
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(proc.pid)
+        proc.wait(timeout=10)
+
+
 def kill_group(pid: int, grace: float = 10.0) -> None:
     """SIGTERM the process group led by ``pid``, SIGKILL it after ``grace`` seconds."""
     with contextlib.suppress(ProcessLookupError):

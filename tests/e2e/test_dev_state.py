@@ -10,9 +10,7 @@ are under the run dir.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +18,7 @@ from pathlib import Path
 import pytest
 from deepforge_adapters.secrets import generate_key
 from deepforge_adapters.webgme.executor import ExecutorClient
-from deepforge_dev.stack import free_port, kill_group, repo_root
+from deepforge_dev.stack import free_port, interrupt_then_kill, repo_root
 
 from tests.fixtures.plugins import TEST_PLUGINS, GmeProject
 from tests.fixtures.waiting import wait_for
@@ -74,13 +72,7 @@ def test_a_dev_stack_run_leaves_nothing_under_home(tmp_path: Path) -> None:
             result = project.run("ExecutePipeline", pipeline, {"name": name, "storage": "local", "compute": compute})
             assert result["success"], (result.get("error"), log_path.read_text()[-4000:])
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            kill_group(proc.pid)
-            proc.wait(timeout=10)
+        interrupt_then_kill(proc)  # Ctrl-C, as a developer stops `make dev`
 
     assert sorted(str(p.relative_to(home)) for p in home.rglob("*")) == []
     assert any(p.is_file() for p in (run_dir / "storage").rglob("*")), "local storage wrote under the run dir"

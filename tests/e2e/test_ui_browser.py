@@ -11,9 +11,7 @@ over REST to check that the new Execution and its jobs ended ``success``.  A scr
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 import urllib.parse
@@ -24,7 +22,7 @@ from typing import Any
 
 import pytest
 from deepforge_adapters.secrets import generate_key
-from deepforge_dev.stack import free_port, kill_group, repo_root
+from deepforge_dev.stack import free_port, interrupt_then_kill, repo_root
 
 from tests.fixtures.plugins import TEST_PLUGINS, GmeProject
 from tests.fixtures.waiting import wait_for
@@ -84,14 +82,7 @@ def dev_server(tmp_path: Path) -> Iterator[DevServer]:
         _wait_for_line(proc, log_path, "demo project:", STARTUP_TIMEOUT)
         yield DevServer(f"http://127.0.0.1:{port}", log_path)
     finally:
-        # Ctrl-C, as a developer stops `make dev`; it stops the server and database itself.
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            kill_group(proc.pid)
-            proc.wait(timeout=10)
+        interrupt_then_kill(proc)  # Ctrl-C, as a developer stops `make dev`
 
 
 def _wait_for_line(proc: subprocess.Popen[bytes], log_path: Path, text: str, timeout: float) -> None:
