@@ -362,6 +362,26 @@ def test_daemon_keeps_no_thread_of_a_finished_job(tmp_path: Path) -> None:
     assert seen == {"threads": set(), "running": {}}
 
 
+def test_a_job_claimed_in_the_poll_that_races_a_stop_is_still_run(tmp_path: Path) -> None:
+    """SIGTERM arriving while a poll is in flight: the server has already handed the job to us (RUNNING), so
+    the draining worker runs it to the end instead of dropping it (it would stay RUNNING on the server)."""
+    executor, blob = FakeExecutor(), FakeBlob()
+    h = blob.add_bundle(bundle("print('ran')"))
+    executor.to_start = [h]
+    worker = make_worker(tmp_path, executor, blob)
+    answer = executor.poll_worker
+
+    def poll_then_stop(*args: Any) -> dict[str, Any]:
+        result = answer(*args)
+        if h in result.get("jobsToStart", []):
+            worker.request_stop()  # the stop lands after the server claimed the job, before we start it
+        return result
+
+    executor.poll_worker = poll_then_stop  # type: ignore[method-assign]
+    assert worker.work() == 0
+    assert [(job, update["status"]) for job, update in executor.updates] == [(h, "SUCCESS")]
+
+
 def test_daemon_drain_timeout_cancels_and_exits_zero(tmp_path: Path) -> None:
     executor, blob = FakeExecutor(), FakeBlob()
     h = blob.add_bundle(bundle("import time; print('start', flush=True); time.sleep(600)"))

@@ -18,7 +18,8 @@ nor stop it polling.
 After every poll the daemon rewrites ``<work dir>/status.json`` (its slots and jobs, the last poll) for
 ``deepforge-worker status``; its Prometheus metrics (``--metrics-port``) are :mod:`.metrics`.
 
-SIGTERM drains: the worker stops claiming (``availableProcesses: 0``) but keeps polling, so the server
+SIGTERM drains: the worker stops claiming (``availableProcesses: 0``; a job handed to us by the poll the stop
+raced is still run) but keeps polling, so the server
 neither requeues its jobs nor loses their cancel requests; running jobs may finish for ``drain_timeout``
 seconds, then they are canceled and reported, and the daemon exits 0.  A second SIGTERM (or SIGINT) cancels
 at once.  Each final report is written to disk before it is posted, so a SIGKILL loses nothing that had
@@ -233,8 +234,8 @@ class Worker:
             answer = self.poll()
             if answer is not None:
                 self.cancel_jobs(answer.jobs_to_cancel)
+                self.start_jobs(answer.jobs_to_start)  # already ours on the server, even if a stop came meanwhile
                 if not self.stopping:
-                    self.start_jobs(answer.jobs_to_start)
                     self.adopt_lost_claims()
                     self.start_label_probes(answer.label_jobs)
             self.write_status()
@@ -289,7 +290,7 @@ class Worker:
             with self._lock:
                 if job_hash in self.running:
                     continue
-            slot = self.pool.acquire(job_hash)
+            slot = self.pool.acquire(job_hash, claimed=True)
             if slot is None:
                 # The server hands out at most what we reported free, so this only happens when a lost claim
                 # is adopted while the slots are busy: look for it again after the next poll.

@@ -65,10 +65,14 @@ class SlotPool:
         with self._lock:
             return sum(1 for s in self.slots if s.job is not None)
 
-    def acquire(self, job: str) -> Slot | None:
-        """A free slot now holding ``job``; None when all are busy or the pool is closed (draining)."""
+    def acquire(self, job: str, *, claimed: bool = False) -> Slot | None:
+        """A free slot now holding ``job``; None when all are busy or the pool is closed (draining).
+
+        ``claimed``: the server has already assigned ``job`` to us (it came in a poll answer), so it gets a
+        free slot even while draining: refusing it would leave it RUNNING on the server with nobody running it.
+        """
         with self._lock:
-            if self.closed:
+            if self.closed and not claimed:
                 return None
             for slot in self.slots:
                 if slot.job is None:
