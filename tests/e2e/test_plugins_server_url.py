@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from deepforge_adapters.webgme.blob import BlobClient
 
-from tests.fixtures.plugins import TEST_PLUGINS, GmeProject
+from tests.fixtures.plugins import TEST_PLUGINS, GmeProject, plugin_stack_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -27,9 +27,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(600)
 @pytest.fixture
 def elsewhere_stack(webgme_stack_factory: Any, secret_key: str, plugin_policy: Path) -> Any:
     """A plugin stack on a free port whose environment names another (dead) server in ``DEEPFORGE_HOST``."""
-    from deepforge_adapters.policy import POLICY_ENV
     from deepforge_adapters.webgme import HOST_ENV
-    from deepforge_dev.stack import free_port
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -37,12 +35,7 @@ def elsewhere_stack(webgme_stack_factory: Any, secret_key: str, plugin_policy: P
     stack = webgme_stack_factory(
         worker_refresh_ms=250,
         plugin_paths=(str(TEST_PLUGINS),),
-        env={
-            "DEEPFORGE_SECRET_KEY": secret_key,
-            "DEEPFORGE_PLUGIN_ZMQ_PORT": str(free_port()),
-            POLICY_ENV: str(plugin_policy),
-            HOST_ENV: dead,
-        },
+        env=plugin_stack_env(secret_key, plugin_policy, **{HOST_ENV: dead}),
     )
     assert not stack.url.endswith(":8888")
     return stack

@@ -28,10 +28,10 @@ from typing import Any
 import pytest
 from deepforge_adapters.policy import POLICY_ENV
 from deepforge_adapters.webgme.blob import BlobClient
-from deepforge_dev.stack import PLUGINS_DIR_ENV, free_port
+from deepforge_dev.stack import PLUGINS_DIR_ENV
 
 from tests.fixtures.attacker import AttackerServer
-from tests.fixtures.plugins import TEST_PLUGINS, GmeProject
+from tests.fixtures.plugins import TEST_PLUGINS, GmeProject, plugin_stack_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -61,7 +61,7 @@ class Leak:
 
 # ------------------------------------------------------------------------------------------- helpers
 def _stack(factory: Any, secret_key: str, policy: str, plugins_dir: Path | None = None) -> Any:
-    env = {"DEEPFORGE_SECRET_KEY": secret_key, "DEEPFORGE_PLUGIN_ZMQ_PORT": str(free_port()), POLICY_ENV: policy}
+    env = plugin_stack_env(secret_key, policy)
     if plugins_dir is not None:  # the plugins with dialogs generated for the policy, as `make dev` deploys them
         subprocess.run([sys.executable, "-m", "deepforge_plugins.metadata", "--deploy", str(plugins_dir)],
                        env={**os.environ, POLICY_ENV: policy}, check=True, capture_output=True)  # fmt: skip
