@@ -9,4 +9,5 @@ pytest_plugins = [
     "tests.fixtures.plugins",
     "tests.fixtures.worker",
     "tests.fixtures.attacker",
+    "tests.fixtures.deepforge",
 ]
