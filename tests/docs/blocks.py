@@ -63,7 +63,7 @@ def doc_files(root: Path = REPO_ROOT) -> list[Path]:
 def parse(path: Path, text: str | None = None) -> list[Block]:
     """Every fenced block of one Markdown file, in order; raises :class:`DocsError` for a broken convention."""
     lines = (path.read_text(encoding="utf-8") if text is None else text).splitlines()
-    where = path.as_posix()
+    where = Block(path, 0, "", "").rel
     blocks: list[Block] = []
     pending: tuple[int, str] | None = None  # (line, reason) of a skip marker waiting for its fence
     i = 0

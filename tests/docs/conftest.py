@@ -2,10 +2,11 @@
 
 * ``docs_dev_server``: ``make dev``'s own command (``python -m deepforge_dev.stack dev``, with the Makefile's
   ``DEV_WORKER_CMD``: one ``deepforge-worker``) on a free port, run dir in pytest's temp dir; the docs'
-  ``http://127.0.0.1:8888`` becomes its URL.
-* ``docs_sciserver``: the session's SciServer contract server with the user ``alice`` and her volume
+  ``http://127.0.0.1:8888`` becomes its URL and ``.run/dev`` its run dir.
+* ``docs_sciserver``: a SciServer contract server with the user ``alice`` and her volume
   ``alice/deepforge_data``, as the SciServer examples assume; its URLs and alice's password go into the
-  ``DEEPFORGE_SCISERVER_*`` variables the backends read.
+  ``DEEPFORGE_SCISERVER_*`` variables the backends read (its own, ``--export-urls``, for the jobs it runs:
+  code in a real SciServer job reaches SciServer by default).
 * The docs' S3 URLs become the session's moto server (``s3_server``).
 """
 
@@ -22,13 +23,15 @@ import pytest
 import requests
 from deepforge_dev.stack import free_port, interrupt_then_kill, repo_root
 
+from tests.fixtures.sciserver import SciServerProcess, running_sciserver
 from tests.fixtures.waiting import wait_for
 
 DEV_STARTUP_TIMEOUT = 240.0  # s: the database, the server, the demo project, on a loaded 2-core machine
 
 
 @pytest.fixture(scope="session")
-def docs_dev_server(tmp_path_factory: pytest.TempPathFactory, secret_key: str) -> Iterator[str]:
+def docs_dev_server(tmp_path_factory: pytest.TempPathFactory, secret_key: str) -> Iterator[tuple[str, str]]:
+    """(URL, run dir) of ``make dev``'s command, started once per session."""
     base = tmp_path_factory.mktemp("docs-dev")
     log_path = base / "dev.log"
     port = free_port()
@@ -60,18 +63,22 @@ def docs_dev_server(tmp_path_factory: pytest.TempPathFactory, secret_key: str) -
             return bool(requests.get(f"{url}/rest/executor/worker", timeout=10).json())
 
         wait_for(worker_polls, 60, f"the dev stack's worker to poll (log: {log_path})", interval=0.25)
-        yield url
+        yield url, str(base / "run")
     finally:
         interrupt_then_kill(proc)
 
 
 @pytest.fixture(scope="session")
-def docs_sciserver(sciserver_process: object) -> dict[str, str]:
+def docs_sciserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """The environment the SciServer examples run with (see the module docstring)."""
-    server = sciserver_process
-    url: str = server.url  # type: ignore[attr-defined]
+    with running_sciserver(tmp_path_factory.mktemp("docs-sciserver"), "--export-urls") as server:
+        yield _alice(server)
+
+
+def _alice(server: SciServerProcess) -> dict[str, str]:
+    url = server.url
     password = secrets.token_urlsafe(16)
-    server.admin("POST", "users", json={"username": "alice", "password": password})  # type: ignore[attr-defined]
+    server.admin("POST", "users", json={"username": "alice", "password": password})
     login = url + "login-portal/keystone/v3/tokens"
     body = {"auth": {"identity": {"password": {"user": {"name": "alice", "password": password}}}}}
     token = requests.post(login, json=body, timeout=10).headers["X-Subject-Token"]

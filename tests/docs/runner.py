@@ -45,7 +45,11 @@ URLS: dict[str, str] = {
     "https://deepforge.example.org": "dev",
     "http://127.0.0.1:9000": "s3",
     "http://minio:9000": "s3",
+    ".run/dev": "dev_run",  # make dev's state dir: the docs test's dev server's run dir
+    "/etc/deepforge": "etc",  # an operator's config dir: a directory in the doc's working dir
 }
+#: The server (fixture) each placeholder kind comes from.
+SERVER_OF: dict[str, str | None] = {"dev": "dev", "dev_run": "dev", "s3": "s3", "etc": None}
 #: A doc whose runnable blocks mention this word gets the SciServer contract server.
 SCISERVER_WORD = re.compile(r"sciserver", re.IGNORECASE)
 
@@ -66,7 +70,7 @@ def needs(blocks: list[Block]) -> set[str]:
     for block in blocks:
         if block.skip or block.lang not in SHELL | {"python"}:
             continue
-        wanted |= {server for url, server in URLS.items() if url in block.text}
+        wanted |= {SERVER_OF[kind] or "" for url, kind in URLS.items() if url in block.text} - {""}
         if SCISERVER_WORD.search(block.text):
             wanted.add("sciserver")
     return wanted
@@ -76,7 +80,7 @@ def substitute(text: str, servers: Mapping[str, str]) -> str:
     """The block with every documented URL replaced by the started server's (``servers``: kind -> URL)."""
     for url, kind in URLS.items():
         if kind in servers:
-            text = text.replace(url, servers[kind].rstrip("/"))
+            text = re.sub(rf"{re.escape(url)}(?![\w.-])", servers[kind].rstrip("/"), text)
     return text
 
 
@@ -111,7 +115,9 @@ class DocSession:
         }
         if "dev" in servers:
             env["DEEPFORGE_HOST"] = servers["dev"]
-        return cls(workdir, env, dict(servers))
+        etc = workdir / "etc" / "deepforge"
+        etc.mkdir(parents=True, exist_ok=True)
+        return cls(workdir, env, {**servers, "etc": str(etc)})
 
 
 def run_block(session: DocSession, block: Block) -> str:
@@ -158,7 +164,9 @@ def run_shell(block: Block, text: str, cwd: Path, env: Mapping[str, str], timeou
     except subprocess.TimeoutExpired:
         _stop_group(proc.pid)
         proc.wait()
-        raise BlockFailed(_report(block, script, f"did not finish within {timeout:.0f} s", log_path.read_bytes())) from None
+        raise BlockFailed(
+            _report(block, script, f"did not finish within {timeout:.0f} s", log_path.read_bytes())
+        ) from None
     finally:
         _stop_group(proc.pid)
     output = log_path.read_bytes()
@@ -271,7 +279,9 @@ def check_parsed(block: Block) -> None:
             try:
                 DataInfo.from_json(value)
             except ValueError as exc:
-                raise BlockFailed(_report(block, block.text, f"holds a dataInfo that does not read: {exc}", "")) from None
+                raise BlockFailed(
+                    _report(block, block.text, f"holds a dataInfo that does not read: {exc}", "")
+                ) from None
 
 
 def _load_policy(text: str) -> None:
@@ -332,6 +342,8 @@ def check_cli_usage(argv: list[str]) -> str | None:
     ctx: click.Context | None = None
     try:
         while True:
+            if isinstance(current, click.Group) and not args:
+                break  # `deepforge-worker --version`: nothing more to check
             ctx = current.make_context(name, args, parent=ctx)
             if not isinstance(current, click.Group):
                 break

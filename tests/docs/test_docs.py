@@ -38,7 +38,7 @@ def _session(request: pytest.FixtureRequest, path: Path) -> DocSession:
         servers, env = {}, {}
         wanted = needs(BLOCKS[path])
         if "dev" in wanted:
-            servers["dev"] = request.getfixturevalue("docs_dev_server")
+            servers["dev"], servers["dev_run"] = request.getfixturevalue("docs_dev_server")
         if "s3" in wanted:
             servers["s3"] = request.getfixturevalue("s3_server").url
         if "sciserver" in wanted:

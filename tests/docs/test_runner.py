@@ -182,7 +182,9 @@ def test_skipped_blocks_still_use_the_real_cli(tmp_path: Path) -> None:
     assert check_cli_usage(["deepforge", "storage", "put", "a", "b", "--backend", "local"]) is None
     assert "--no-such" in (check_cli_usage(["deepforge-worker", "start", "--no-such", "1"]) or "")
     assert "frobnicate" in (check_cli_usage(["deepforge", "storage", "frobnicate"]) or "")
-    block = _block("sh", "FOO=1 deepforge-worker start --bogus && deepforge storage put a b # --not-an-option\n", tmp_path)
+    block = _block(
+        "sh", "FOO=1 deepforge-worker start --bogus && deepforge storage put a b # --not-an-option\n", tmp_path
+    )
     (problem,) = check_skipped_shell(block)
     assert "--bogus" in problem
     assert check_skipped_shell(_block("sh", "if then fi\n", tmp_path))[0].startswith("not valid bash")
