@@ -226,7 +226,7 @@ def run_python(block: Block, text: str, session: DocSession) -> str:
     with _in_session(session), contextlib.redirect_stdout(printed):
         try:
             exec(code, session.namespace)
-        except BaseException as exc:  # noqa: BLE001 - any failure of a documented snippet fails its test
+        except BaseException as exc:  # any failure of a documented snippet fails its test
             if isinstance(exc, KeyboardInterrupt):
                 raise
             raise BlockFailed(_report(block, text, "raised", printed.getvalue() + traceback.format_exc())) from None
@@ -241,7 +241,8 @@ def json_values(text: str) -> list[Any]:
     """The JSON values of a ``jsonc`` block: ``//`` comments dropped (not inside strings), one value or more."""
     stripped = _JSONC_COMMENT.sub(lambda m: m.group(1) or "", text)
     decoder = json.JSONDecoder()
-    values, i = [], 0
+    values: list[Any] = []
+    i = 0
     while True:
         while i < len(stripped) and stripped[i].isspace():
             i += 1
@@ -331,10 +332,15 @@ def check_cli_usage(argv: list[str]) -> str | None:
     import click
 
     name = Path(argv[0]).name
+    command: click.Command
     if name == "deepforge":
-        from deepforge_adapters.cli.app import main as command
+        from deepforge_adapters.cli.app import main as deepforge_main
+
+        command = deepforge_main
     elif name == "deepforge-worker":
-        from deepforge_worker.cli import main as command
+        from deepforge_worker.cli import main as worker_main
+
+        command = worker_main
     else:
         return None
     args = [a for a in argv[1:] if a not in ("-h", "--help", "--version")]

@@ -7,6 +7,7 @@ without editing this file.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,8 +17,9 @@ from tests.docs.runner import BlockFailed, DocSession, check_skipped_shell, need
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 
-def _collect() -> tuple[list[pytest.param], dict[Path, list[Block]]]:
-    params, by_doc = [], {}
+def _collect() -> tuple[list[Any], dict[Path, list[Block]]]:
+    params: list[Any] = []
+    by_doc: dict[Path, list[Block]] = {}
     for path in doc_files():
         try:
             blocks = parse(path)
