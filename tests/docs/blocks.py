@@ -13,6 +13,7 @@ not right above a fence are errors (:class:`DocsError`), so every block says wha
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,8 +46,9 @@ class Block:
 
     @property
     def rel(self) -> str:
+        root = Path(os.environ.get(DOCS_ROOT_ENV) or REPO_ROOT)
         try:
-            return self.path.relative_to(REPO_ROOT).as_posix()
+            return self.path.relative_to(root).as_posix()
         except ValueError:
             return self.path.as_posix()
 
@@ -55,8 +57,13 @@ class Block:
         return f"{self.rel}:{self.line}"
 
 
-def doc_files(root: Path = REPO_ROOT) -> list[Path]:
+#: Another tree of docs to test instead of this checkout's (the runner's own tests use it).
+DOCS_ROOT_ENV = "DEEPFORGE_DOCS_ROOT"
+
+
+def doc_files(root: Path | None = None) -> list[Path]:
     """README.md and every docs/*.md, found anew each run: a new doc is picked up without editing the tests."""
+    root = root or Path(os.environ.get(DOCS_ROOT_ENV) or REPO_ROOT)
     return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
 
 
@@ -119,6 +126,6 @@ def parse(path: Path, text: str | None = None) -> list[Block]:
     return blocks
 
 
-def all_blocks(root: Path = REPO_ROOT) -> Iterator[Block]:
+def all_blocks(root: Path | None = None) -> Iterator[Block]:
     for path in doc_files(root):
         yield from parse(path)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.docs.blocks import Block, DocsError, parse
+from tests.docs.blocks import DOCS_ROOT_ENV, REPO_ROOT, Block, DocsError, parse
 from tests.docs.runner import (
     BlockFailed,
     DocSession,
@@ -196,3 +198,24 @@ def test_documented_urls_become_the_suites_servers(tmp_path: Path) -> None:
     assert needs([_block("json", '"http://127.0.0.1:8888"', tmp_path)]) == set()
     text = substitute(blocks[0].text, {"dev": "http://127.0.0.1:4321/", "s3": "http://127.0.0.1:5555"})
     assert text == "curl http://127.0.0.1:4321/api && aws --endpoint http://127.0.0.1:5555\n"
+
+
+def test_the_docs_test_fails_for_a_doc_whose_command_fails(tmp_path: Path) -> None:
+    """The whole docs test (tests/docs/test_docs.py) over a tree with one broken and one working block."""
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "README.md").write_text("# R\n\n```sh\ndeepforge storage get @no-such-info.json out\n```\n")
+    (tmp_path / "docs" / "new.md").write_text("# N\n\n```sh\ndeepforge backends --json > backends.json\n```\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/docs/test_docs.py"],
+        cwd=REPO_ROOT,
+        env={**os.environ, DOCS_ROOT_ENV: str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    assert "1 failed, 1 passed" in out, out
+    assert "FAILED tests/docs/test_docs.py::test_doc_block[README.md:3]" in out, out
+    assert "exited with status" in out, out
