@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import re
+import select
 import shlex
 import signal
 import subprocess
@@ -24,7 +25,6 @@ import sys
 import textwrap
 import time
 import tomllib
-import traceback
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -91,9 +91,21 @@ class DocSession:
     workdir: Path
     env: dict[str, str]
     servers: dict[str, str] = field(default_factory=dict)
-    namespace: dict[str, Any] = field(default_factory=lambda: {"__name__": "__docs__"})
+    python: subprocess.Popen[str] | None = None  #: the interpreter of its Python blocks, started on first use
     done: int = 0  #: how many of the doc's blocks have run
     failed: str | None = None  #: the id of an earlier block that failed
+
+    def close(self) -> None:
+        """Stop the doc's interpreter and whatever it left running."""
+        if self.python is not None:
+            if self.python.stdin is not None:
+                with contextlib.suppress(OSError):
+                    self.python.stdin.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.python.wait(timeout=10)
+            _stop_group(self.python.pid)
+            self.python.wait()
+            self.python = None
 
     @classmethod
     def create(cls, workdir: Path, servers: Mapping[str, str], extra_env: Mapping[str, str]) -> DocSession:
@@ -200,37 +212,71 @@ def _report(block: Block, script: str, what: str, output: bytes | str) -> str:
     )
 
 
-@contextlib.contextmanager
-def _in_session(session: DocSession) -> Iterator[None]:
-    """The process's cwd and environment as a shell block of the session has them, for a Python block."""
-    old_cwd, old_env = os.getcwd(), dict(os.environ)
-    os.chdir(session.workdir)
-    os.environ.clear()
-    os.environ.update(session.env)
+#: The interpreter a doc's Python blocks run in, one per doc: it execs each block into one namespace, with
+#: the doc's working directory and environment, its stdout and stderr (and its children's) in a log file;
+#: it answers each block on the pipe it was started with.
+_PYTHON_DRIVER = r"""
+import json, os, sys, traceback
+reply = os.fdopen(os.dup(1), "w")
+log = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+os.dup2(log, 1)
+os.dup2(log, 2)
+sys.stdout = os.fdopen(1, "w", buffering=1)
+sys.stderr = os.fdopen(2, "w", buffering=1)
+namespace = {"__name__": "__main__"}
+for line in sys.stdin:
+    request = json.loads(line)
     try:
-        yield
-    finally:
-        os.chdir(old_cwd)
-        os.environ.clear()
-        os.environ.update(old_env)
+        exec(compile(request["code"], request["id"], "exec"), namespace)
+        error = None
+    except BaseException:
+        error = traceback.format_exc()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    reply.write(json.dumps({"error": error}) + "\n")
+    reply.flush()
+"""
 
 
-def run_python(block: Block, text: str, session: DocSession) -> str:
-    import io
+def _python(session: DocSession) -> subprocess.Popen[str]:
+    if session.python is None or session.python.poll() is not None:
+        session.python = subprocess.Popen(
+            [sys.executable, "-c", _PYTHON_DRIVER, str(session.workdir / ".python.log")],
+            cwd=session.workdir,
+            env=session.env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+    return session.python
 
-    printed = io.StringIO()
+
+def run_python(block: Block, text: str, session: DocSession, timeout: float = BLOCK_TIMEOUT) -> str:
+    """Run a block in the doc's own interpreter (not the test's: a snippet cannot change the suite's process)."""
     try:
-        code = compile(text, block.id, "exec")
+        compile(text, block.id, "exec")
     except SyntaxError as exc:
         raise BlockFailed(_report(block, text, f"is not valid Python: {exc}", "")) from None
-    with _in_session(session), contextlib.redirect_stdout(printed):
-        try:
-            exec(code, session.namespace)
-        except BaseException as exc:  # any failure of a documented snippet fails its test
-            if isinstance(exc, KeyboardInterrupt):
-                raise
-            raise BlockFailed(_report(block, text, "raised", printed.getvalue() + traceback.format_exc())) from None
-    return printed.getvalue()
+    proc = _python(session)
+    log_path = session.workdir / ".python.log"
+    offset = log_path.stat().st_size if log_path.exists() else 0
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(json.dumps({"code": text, "id": block.id}) + "\n")
+    proc.stdin.flush()
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    answer = proc.stdout.readline() if ready else ""
+    with open(log_path, "rb") as log:
+        log.seek(offset)
+        printed = log.read().decode(errors="replace")
+    if not answer:
+        session.close()
+        what = f"did not finish within {timeout:.0f} s" if not ready else "ended its interpreter"
+        raise BlockFailed(_report(block, text, what, printed))
+    error = json.loads(answer)["error"]
+    if error is not None:
+        raise BlockFailed(_report(block, text, "raised", printed + error))
+    return printed
 
 
 # ------------------------------------------------------------------------------------------ parsed blocks

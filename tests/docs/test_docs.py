@@ -6,6 +6,7 @@ without editing this file.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,14 @@ def _collect() -> tuple[list[Any], dict[Path, list[Block]]]:
 
 PARAMS, BLOCKS = _collect()
 _sessions: dict[Path, DocSession] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_sessions() -> Iterator[None]:
+    yield
+    for session in _sessions.values():
+        session.close()
+    _sessions.clear()
 
 
 def _session(request: pytest.FixtureRequest, path: Path) -> DocSession:

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -50,8 +51,22 @@ output sample $(not run)
 """
 
 
-def _session(tmp_path: Path) -> DocSession:
-    return DocSession.create(tmp_path / "work", {}, {})
+@pytest.fixture
+def sessions() -> Iterator[list[DocSession]]:
+    made: list[DocSession] = []
+    yield made
+    for session in made:
+        session.close()
+
+
+@pytest.fixture
+def new_session(tmp_path: Path, sessions: list[DocSession]) -> Callable[[], DocSession]:
+    def make() -> DocSession:
+        session = DocSession.create(tmp_path / f"work{len(sessions)}", {}, {})
+        sessions.append(session)
+        return session
+
+    return make
 
 
 def _block(lang: str, text: str, tmp_path: Path) -> Block:
@@ -71,47 +86,62 @@ def test_blocks_are_found_with_their_line_language_and_skip_reason(tmp_path: Pat
     assert blocks[0].id.endswith("doc.md:3")
 
 
-def test_blocks_of_one_doc_share_files_and_the_python_namespace(tmp_path: Path) -> None:
-    session = _session(tmp_path)
+def test_blocks_of_one_doc_share_files_and_the_python_namespace(
+    tmp_path: Path, new_session: Callable[[], DocSession]
+) -> None:
+    session = new_session()
     for block in parse(tmp_path / "doc.md", DOC):
         if block.skip is None:
             run_block(session, block)
-    assert session.namespace["text"] == "hello\n"
+    out = run_block(session, _block("python", "import os\nprint(text.strip(), os.getcwd())\n", tmp_path))
+    assert out == f"hello {session.workdir}\n"
 
 
-def test_a_failing_command_fails_its_block(tmp_path: Path) -> None:
+def test_python_blocks_run_in_the_docs_own_interpreter(tmp_path: Path, new_session: Callable[[], DocSession]) -> None:
+    session = new_session()
+    run_block(session, _block("python", "import os\nos.environ['DOCS_X'] = '1'\n", tmp_path))
+    assert "DOCS_X" not in os.environ
+    out = run_block(
+        session, _block("python", "import subprocess\nsubprocess.run(['echo', 'from a child'])\n", tmp_path)
+    )
+    assert out == "from a child\n"
+
+
+def test_a_failing_command_fails_its_block(tmp_path: Path, new_session: Callable[[], DocSession]) -> None:
     broken = _block("sh", "echo before\nfalse\necho after\n", tmp_path)
     with pytest.raises(BlockFailed, match=r"doc.md:3: the documented sh block exited with status 1") as info:
-        run_block(_session(tmp_path), broken)
+        run_block(new_session(), broken)
     output = str(info.value).split("--- output (last 4000 characters) ---\n")[1]
     assert output == "before\n"
 
 
-def test_a_failing_command_inside_a_pipeline_fails_its_block(tmp_path: Path) -> None:
+def test_a_failing_command_inside_a_pipeline_fails_its_block(
+    tmp_path: Path, new_session: Callable[[], DocSession]
+) -> None:
     with pytest.raises(BlockFailed, match="exited with status"):
-        run_block(_session(tmp_path), _block("bash", "deepforge storage get @missing.json - | cat\n", tmp_path))
+        run_block(new_session(), _block("bash", "deepforge storage get @missing.json - | cat\n", tmp_path))
 
 
-def test_an_unknown_command_fails_its_block(tmp_path: Path) -> None:
+def test_an_unknown_command_fails_its_block(tmp_path: Path, new_session: Callable[[], DocSession]) -> None:
     with pytest.raises(BlockFailed, match="status 127"):
-        run_block(_session(tmp_path), _block("sh", "deepforge-no-such-command --flag\n", tmp_path))
+        run_block(new_session(), _block("sh", "deepforge-no-such-command --flag\n", tmp_path))
 
 
-def test_a_raising_python_block_fails_with_its_traceback(tmp_path: Path) -> None:
+def test_a_raising_python_block_fails_with_its_traceback(tmp_path: Path, new_session: Callable[[], DocSession]) -> None:
     with pytest.raises(BlockFailed, match=r"(?s)raised.*ZeroDivisionError"):
-        run_block(_session(tmp_path), _block("python", "x = 1\n1 / 0\n", tmp_path))
+        run_block(new_session(), _block("python", "x = 1\n1 / 0\n", tmp_path))
 
 
-def test_console_blocks_run_their_dollar_lines_only(tmp_path: Path) -> None:
-    session = _session(tmp_path)
+def test_console_blocks_run_their_dollar_lines_only(tmp_path: Path, new_session: Callable[[], DocSession]) -> None:
+    session = new_session()
     out = run_block(session, _block("console", "$ echo one\none\n$ echo two \\\n  three\ntwo three\n", tmp_path))
     assert out == "one\ntwo three\n"
     with pytest.raises(BlockFailed):
         run_block(session, _block("console", "$ false\n", tmp_path))
 
 
-def test_what_a_block_leaves_running_is_stopped(tmp_path: Path) -> None:
-    session = _session(tmp_path)
+def test_what_a_block_leaves_running_is_stopped(tmp_path: Path, new_session: Callable[[], DocSession]) -> None:
+    session = new_session()
     run_block(session, _block("sh", "sleep 600 &\necho $! > pid\n", tmp_path))
     pid = int((session.workdir / "pid").read_text())
 
@@ -129,8 +159,8 @@ def test_what_a_block_leaves_running_is_stopped(tmp_path: Path) -> None:
         time.sleep(0.1)
 
 
-def test_nothing_a_block_runs_writes_to_the_real_home(tmp_path: Path) -> None:
-    session = _session(tmp_path)
+def test_nothing_a_block_runs_writes_to_the_real_home(tmp_path: Path, new_session: Callable[[], DocSession]) -> None:
+    session = new_session()
     out = run_block(session, _block("sh", 'echo "$HOME"\n', tmp_path))
     assert Path(out.strip()).is_relative_to(session.workdir)
 
