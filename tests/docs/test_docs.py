@@ -25,7 +25,7 @@ def _collect() -> tuple[list[Any], dict[Path, list[Block]]]:
         try:
             blocks = parse(path)
         except DocsError as exc:
-            params.append(pytest.param(None, str(exc), id=path.name))
+            params.append(pytest.param(None, str(exc), id=Block(path, 0, "", "").rel))
             continue
         by_doc[path] = blocks
         params += [pytest.param(block, None, id=block.id) for block in blocks]
