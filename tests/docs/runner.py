@@ -3,7 +3,8 @@
 * A doc's blocks run in document order in one **session** per doc: one temp working directory (seeded with
   :data:`SAMPLE_FILES`), one environment, one Python interpreter (a subprocess, never the test's own).
   So a ``put`` in one block and a ``get`` of its output in a later one work, and a Python block sees the
-  names an earlier Python block of the same doc defined.  A block that is run alone (``-k``) first runs the earlier blocks of its doc.
+  names an earlier Python block of the same doc defined.  A block that is run alone (``-k``) first runs
+  the earlier blocks of its doc.
 * Shell blocks (``sh``/``bash``) run as ``bash -e -o pipefail`` scripts: the first failing command fails the
   block; ``console`` blocks run their ``$ `` lines.  Whatever a block leaves running (``cmd &``) is stopped
   when the block ends (SIGTERM to its process group, then SIGKILL).
