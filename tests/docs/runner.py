@@ -416,9 +416,22 @@ def check_cli_usage(argv: list[str]) -> str | None:
     return None
 
 
+def make_targets(makefile: Path = REPO_ROOT / "Makefile") -> set[str]:
+    """The targets the checkout's Makefile defines (rules and ``.PHONY`` names)."""
+    targets: set[str] = set()
+    for line in makefile.read_text().splitlines():
+        rule = re.match(r"^([A-Za-z0-9_.$()/ -]+?)\s*:(?!=)", line)
+        if rule and not line.startswith("\t"):
+            targets |= {t for t in rule.group(1).split() if "$" not in t}
+        if line.startswith(".PHONY:"):
+            targets |= set(line.split(":", 1)[1].split())
+    return targets
+
+
 def check_skipped_shell(block: Block) -> list[str]:
-    """What can be checked of a skipped shell block without running it: bash syntax, and that the
-    ``deepforge``/``deepforge-worker`` commands in it name subcommands and options that exist."""
+    """What can be checked of a skipped shell block without running it: bash syntax, that the
+    ``deepforge``/``deepforge-worker`` commands in it name subcommands and options that exist, and that its
+    ``make`` targets are the Makefile's."""
     script = console_commands(block.text) if block.lang == "console" else block.text
     problems = []
     syntax = subprocess.run(["bash", "-n"], input=script.encode(), capture_output=True, check=False)
@@ -431,4 +444,9 @@ def check_skipped_shell(block: Block) -> list[str]:
             problem = check_cli_usage(argv)
             if problem:
                 problems.append(problem)
+        elif argv and argv[0] == "make":
+            targets = make_targets()
+            for target in argv[1:]:
+                if not target.startswith("-") and "=" not in target and target not in targets:
+                    problems.append(f"{' '.join(argv)}: the Makefile has no target {target!r}")
     return problems

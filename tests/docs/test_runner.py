@@ -220,6 +220,9 @@ def test_skipped_blocks_still_use_the_real_cli(tmp_path: Path) -> None:
     (problem,) = check_skipped_shell(block)
     assert "--bogus" in problem
     assert check_skipped_shell(_block("sh", "if then fi\n", tmp_path))[0].startswith("not valid bash")
+    assert check_skipped_shell(_block("sh", "make browser install node DEEPFORGE_WEBGME_PORT=1 -j2\n", tmp_path)) == []
+    (problem,) = check_skipped_shell(_block("sh", "make tset\n", tmp_path))
+    assert "no target 'tset'" in problem
 
 
 def test_documented_urls_become_the_suites_servers(tmp_path: Path) -> None:
