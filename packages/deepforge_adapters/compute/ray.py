@@ -68,6 +68,8 @@ READ_LIMIT = 8 * 1024 * 1024
 RESULTS_LIMIT = 16 * 1024 * 1024
 #: How far into the job's output Ray's own "Running entrypoint" line is looked for.
 RAY_LINE_SEARCH = 1024 * 1024
+#: How many times one job is run again after failing or being stopped.
+MAX_ATTEMPTS = 100
 #: Seconds a client reuses what it read about the cluster's nodes (for the feasibility check).
 NODES_TTL = 5.0
 #: Not Ray's: what ``poll`` reports for a job no node of the cluster can ever run.
@@ -91,8 +93,10 @@ STATUS_TABLE = StatusTable(
 )
 
 
-def submission_id(job_hash: str) -> str:
-    return f"{SUBMISSION_PREFIX}{job_hash}"
+def submission_id(job_hash: str, attempt: int = 0) -> str:
+    """``deepforge-<hash>``, then ``deepforge-<hash>-<n>`` for the n-th run again of a failed or stopped job
+    (Ray cannot take a submission id again: a deleted job's supervisor actor may still hold its name)."""
+    return f"{SUBMISSION_PREFIX}{job_hash}" + (f"-{attempt}" if attempt else "")
 
 
 def entrypoint(argv: list[str], with_credentials: bool) -> str:
@@ -403,10 +407,19 @@ class RayCompute(ComputeClient):
 
     def _sid(self, job_info: Mapping[str, Any]) -> str:
         self.require(job_info, "hash")
-        return submission_id(self._job_hash(job_info["hash"]))
+        attempt = job_info.get("attempt", 0)
+        if isinstance(attempt, bool) or not isinstance(attempt, int) or not 0 <= attempt < MAX_ATTEMPTS:
+            raise ComputeError(self.id, f"job_info attempt {attempt!r:.40} is not a run number this backend made")
+        return submission_id(self._job_hash(job_info["hash"]), attempt)
 
-    def _info(self, job_hash: str, name: str) -> dict[str, Any]:
-        return {"hash": job_hash, "submissionId": submission_id(job_hash), "dashboardUrl": self.url, "name": name}
+    def _info(self, job_hash: str, name: str, attempt: int) -> dict[str, Any]:
+        return {
+            "hash": job_hash,
+            "attempt": attempt,
+            "submissionId": submission_id(job_hash, attempt),
+            "dashboardUrl": self.url,
+            "name": name,
+        }
 
     # ------------------------------------------------------------------------------------ submit
     def start_job(self, job: ComputeJob) -> dict[str, Any]:
@@ -422,15 +435,22 @@ class RayCompute(ComputeClient):
             job_hash = self._job_hash(job.hash or bundle_hash(bundle), "job hash")
         except BundleError as exc:
             raise ComputeError(self.id, f"cannot start bundle: {exc}") from None
-        sid = submission_id(job_hash)
-        info = self._info(job_hash, job.name)
         custom = {**self.resources, **resources_from_labels(self.id, job.labels)}
-        existing = self.api.job(sid)
-        if existing is not None:
+        for attempt in range(MAX_ATTEMPTS):
+            sid = submission_id(job_hash, attempt)
+            existing = self.api.job(sid)
+            if existing is None:
+                break
             if existing.get("status") in ("PENDING", "RUNNING", "SUCCEEDED"):
                 log.info("%s: job %s is already %s on %s", self.id, sid, existing.get("status"), self.url)
-                return info  # the same job again (a retried submit): never started twice
-            self.api.delete(sid)  # failed or stopped: run it again
+                return self._info(job_hash, job.name, attempt)  # the same job again: never started twice
+        else:  # failed or stopped every time
+            raise ComputeError(self.id, f"job {job_hash} was run {MAX_ATTEMPTS} times already; not again")
+        info = self._info(job_hash, job.name, attempt)
+        request = self._request(custom)
+        unmet = None if self.config["waitForResources"] else self.unmet(request)
+        if unmet is not None:
+            raise ComputeError(self.id, f"cannot start job {job.name!r}: {unmet}")
         with _staged(self.id, bundle) as root, tempfile.TemporaryDirectory(prefix="deepforge-ray-") as tmp:
             try:
                 config = read_executor_config(root)
@@ -446,7 +466,7 @@ class RayCompute(ComputeClient):
             name = f"_ray_pkg_{file_digest(package, 'sha1')}.zip"
             if not self.api.package_exists(name):
                 self.api.upload_package(name, package)
-            body = self._submission(sid, job, job_hash, config.argv, credentials is not None, name, custom)
+            body = self._submission(sid, job, job_hash, config.argv, credentials is not None, name, custom, request)
             try:
                 self.api.submit(body)
             except ComputeError:
@@ -465,15 +485,10 @@ class RayCompute(ComputeClient):
         with_credentials: bool,
         package: str,
         custom: Mapping[str, float],
+        request: Mapping[str, float],
     ) -> dict[str, Any]:
         cpus, gpus = float(self.config["numCpus"]), float(self.config["numGpus"])
         memory = int(self.config["memoryMb"]) * 1024 * 1024
-        request = {
-            **({"CPU": cpus} if cpus else {}),
-            **({"GPU": gpus} if gpus else {}),
-            **({"memory": float(memory)} if memory else {}),
-            **custom,
-        }
         body: dict[str, Any] = {
             "entrypoint": entrypoint(argv, with_credentials),
             "submission_id": sid,
@@ -500,13 +515,28 @@ class RayCompute(ComputeClient):
             self._nodes_cache = (now, self.api.nodes())
         return self._nodes_cache[1]
 
+    def _request(self, custom: Mapping[str, float]) -> dict[str, float]:
+        """What a job asks of a node: Ray's resource names and amounts."""
+        cpus, gpus = float(self.config["numCpus"]), float(self.config["numGpus"])
+        memory = float(int(self.config["memoryMb"]) * 1024 * 1024)
+        return {
+            **({"CPU": cpus} if cpus else {}),
+            **({"GPU": gpus} if gpus else {}),
+            **({"memory": memory} if memory else {}),
+            **custom,
+        }
+
     def unmet_request(self, job: Mapping[str, Any]) -> str | None:
-        """Why no node of the cluster can ever run ``job`` (its recorded request), or None if one can."""
+        """Why no node of the cluster can ever run ``job`` (the request recorded with it), or None."""
         try:
             request = json.loads((job.get("metadata") or {}).get("deepforge.resources") or "{}")
         except (ValueError, AttributeError):
             return None
-        if not isinstance(request, dict) or not request:
+        return self.unmet(request) if isinstance(request, dict) else None
+
+    def unmet(self, request: Mapping[str, Any]) -> str | None:
+        """Why no node of the cluster can ever meet ``request``, or None if one can."""
+        if not request:
             return None
         nodes = self._nodes()
         totals = [n.get("resources_total") or {} for n in nodes]
@@ -517,7 +547,7 @@ class RayCompute(ComputeClient):
             f"{k}={_fmt(max((float(t.get(k, 0)) for t in totals), default=0))}" for k in sorted(request)
         )
         return (
-            f"no node of the Ray cluster at {self.url} can run this job: it asks for {wanted}; the most any of its "
+            f"no node of the Ray cluster at {self.url} can run it: it asks for {wanted}; the most any of its "
             f"{len(nodes)} node(s) has is {largest} (Ray would keep it PENDING forever; set waitForResources for "
             "an autoscaling cluster)"
         )
@@ -529,12 +559,11 @@ class RayCompute(ComputeClient):
         if job is None:
             return JobStatus.NOT_FOUND, None, f"ray compute: the Ray cluster at {self.url} has no job {sid}"
         code = job.get("status")
-        if not self.config["waitForResources"] and (
-            code == "PENDING" or (code == "STOPPED" and not job.get("driver_node_id"))
-        ):
+        never_ran = code in ("STOPPED", "FAILED") and not job.get("driver_node_id")
+        if not self.config["waitForResources"] and (code == "PENDING" or never_ran):
             unmet = self.unmet_request(job)
             if unmet is not None:
-                if code == "PENDING":
+                if code == "PENDING":  # Ray queues the stop until the job could start: it never will
                     log.warning("%s: stopping %s: %s", self.id, sid, unmet)
                     self.api.stop(sid)
                 return INFEASIBLE, job, unmet
