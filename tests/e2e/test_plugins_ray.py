@@ -1,7 +1,8 @@
 """ExecutePipeline with ``ray`` compute through the real WebGME server: the plugins submit each operation as a
-Ray job to a real head node (tests/fixtures/ray.py), with ``gme`` and ``s3`` storage, and in a mixed pipeline
-where one operation runs on ``local`` compute.  The same produce -> transform -> consume pipeline as
-test_plugins_execute.py; the outputs are read back through their storage adapter.
+Ray job to a real head node (tests/fixtures/ray.py): with ``gme`` storage, and with ``s3`` storage in a
+mixed pipeline where one operation runs on ``local`` compute (one pipeline less: the Ray part of CI stays
+short).  The same produce -> transform -> consume pipeline as test_plugins_execute.py; the outputs are read
+back through their storage adapter.
 """
 
 from __future__ import annotations
@@ -57,9 +58,8 @@ def ray_outputs(url: str, text: str) -> int:
     return count
 
 
-@pytest.mark.parametrize("storage_id", ["gme", "s3"])
-def test_pipeline_runs_on_ray(request: Any, gme: Any, tmp_path: Path, ray_head: Any, storage_id: str) -> None:
-    dialog, storage_config = storage_choice(request, storage_id, tmp_path)
+def test_pipeline_runs_on_ray_with_gme_storage(request: Any, gme: Any, tmp_path: Path, ray_head: Any) -> None:
+    dialog, storage_config = storage_choice(request, "gme", tmp_path)
     pipe = import_pipeline(gme, pipeline_spec())
     result = gme.run("ExecutePipeline", pipe, {"name": "onray", **dialog, **ray_compute(ray_head)})
     assert result["success"], result.get("error")
@@ -67,8 +67,10 @@ def test_pipeline_runs_on_ray(request: Any, gme: Any, tmp_path: Path, ray_head: 
     assert "deepforge-ray" not in "".join(stdout.values())  # our marks never reach the user's console
 
 
-def test_mixed_pipeline_one_operation_on_local_compute(request: Any, gme: Any, tmp_path: Path, ray_head: Any) -> None:
-    dialog, storage_config = storage_choice(request, "gme", tmp_path)
+def test_mixed_pipeline_with_s3_storage_one_operation_on_local_compute(
+    request: Any, gme: Any, tmp_path: Path, ray_head: Any
+) -> None:
+    dialog, storage_config = storage_choice(request, "s3", tmp_path)  # sealed S3 secrets, opened for each job
     pipe = import_pipeline(gme, pipeline_spec(name="mixed"))
     transform = gme.tree(pipe).find(pipe, "Transform")
     assert gme.run("SetExecutionTargets", transform, local_compute(tmp_path))["success"]

@@ -388,6 +388,62 @@ def test_a_wrong_token_is_one_clear_error_and_the_right_one_runs_the_job(
     assert token_proxy.token not in caplog.text and "not-the-token" not in caplog.text
 
 
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 signed by its own key: ``(cert.pem, key.pem)``."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+def test_tls_is_verified_and_a_ca_bundle_makes_a_private_certificate_trusted(
+    token_proxy: TokenProxy, tmp_path: Path
+) -> None:
+    import ssl
+
+    cert, key = self_signed(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    token_proxy.socket = context.wrap_socket(token_proxy.socket, server_side=True)
+    url = token_proxy.url.replace("http://", "https://")
+    config = {"dashboardUrl": url, "token": token_proxy.token, "headers": json.dumps({"X-Team": "deepforge"})}
+
+    with pytest.raises(ComputeError) as raised:
+        get_client("ray", config).start_job(make_job(tmp_path / "a", "print(1)"))
+    assert f"TLS verification of the Ray dashboard at {url} failed" in str(raised.value), raised.value
+    assert "caBundle" in str(raised.value)
+
+    trusted = get_client("ray", {**config, "caBundle": str(cert)})
+    trusted.poll_interval = trusted.max_poll_interval = 0.05
+    updates, output = run_to_end(trusted, trusted.start_job(make_job(tmp_path / "b", "print('over tls')")))
+    assert updates[-1].status == JobStatus.SUCCESS and output == "over tls\n"
+
+
 @pytest.mark.parametrize(
     ("config", "field", "message"),
     [

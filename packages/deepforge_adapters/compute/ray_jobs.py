@@ -69,7 +69,8 @@ class RayJobsAPI:
         self.backend = backend
         self.url = url.rstrip("/")
         self.session = make_session(headers=headers, timeout=timeout, retries=RETRIES, retry_statuses=RETRY_STATUSES)
-        self.session.verify = verify
+        #: Passed with every request: requests lets $REQUESTS_CA_BUNDLE override a session's ``verify``.
+        self.verify = verify
 
     # ------------------------------------------------------------------------------------ plumbing
     def request(
@@ -77,7 +78,7 @@ class RayJobsAPI:
     ) -> requests.Response:
         """One call; a status outside ``ok`` (and not 404 when 404 is in ``ok``) is a :class:`ComputeError`."""
         try:
-            response = self.session.request(method, self.url + path, **kwargs)
+            response = self.session.request(method, self.url + path, verify=self.verify, **kwargs)
         except requests.exceptions.SSLError as exc:
             raise ComputeError(
                 self.backend,
