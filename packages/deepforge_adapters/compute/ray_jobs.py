@@ -78,7 +78,10 @@ class RayJobsAPI:
     ) -> requests.Response:
         """One call; a status outside ``ok`` (and not 404 when 404 is in ``ok``) is a :class:`ComputeError`."""
         try:
-            response = self.session.request(method, self.url + path, verify=self.verify, **kwargs)
+            # no redirects: requests keeps custom headers (an API key) when a redirect goes to another host
+            response = self.session.request(
+                method, self.url + path, verify=self.verify, allow_redirects=False, **kwargs
+            )
         except requests.exceptions.SSLError as exc:
             raise ComputeError(
                 self.backend,
