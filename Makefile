@@ -19,7 +19,7 @@ $(STAMPS)/python: pyproject.toml
 	@touch $@
 
 # README's test command: the whole suite, servers started by the suite's own fixtures.
-test: install node browser
+test: install node browser ray
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # The layers of the suite, fastest first, by marker (pyproject.toml), wherever the tests live.  `unit`:
@@ -44,7 +44,7 @@ lint: install
 	$(BIN)/mypy packages/deepforge_adapters packages/deepforge_plugins packages/deepforge_dev worker/deepforge_worker
 	$(BIN)/lint-imports
 
-bench: install node
+bench: install node ray
 	$(BIN)/python bench/run_all.py
 
 demo: install
@@ -131,4 +131,16 @@ $(STAMPS)/browser:
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }
 	$(CHROMIUM) --version
+	@touch $@
+
+# ------------------------------------------------------------------------------------------------ Ray
+# A real Ray head node for the ray compute tests (tests/fixtures/ray.py) and bench/ray_overhead.py: the
+# test-only `ray` extra (ray[default] from PyPI, about 240 MB).  The ray backend itself needs only requests.
+.PHONY: ray
+ray: $(STAMPS)/ray
+
+$(STAMPS)/ray: pyproject.toml | $(STAMPS)/python
+	@mkdir -p $(STAMPS)
+	$(BIN)/python -m pip install -q -e '.[ray]'
+	$(BIN)/ray --version
 	@touch $@

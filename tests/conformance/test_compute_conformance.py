@@ -26,7 +26,12 @@ from tests.fixtures.worker import upload_bundle
 pytestmark = pytest.mark.integration
 
 #: Compute backend id -> the fixture below that makes its ComputeBackend.
-FIXTURES = {"local": "local_backend", "gme": "gme_backend", "sciserver-compute": "sciserver_backend"}
+FIXTURES = {
+    "local": "local_backend",
+    "gme": "gme_backend",
+    "sciserver-compute": "sciserver_backend",
+    "ray": "ray_backend",
+}
 
 
 def bundle_dir(root: Path, files: Mapping[str, bytes], argv: Sequence[str]) -> Path:
@@ -91,6 +96,16 @@ def sciserver_backend(
 
     config = sciserver.config(racmUrl=sciserver.racm_url)
     return ComputeBackend("sciserver-compute", config, make_job, local_storage, shared_dir)
+
+
+@pytest.fixture
+def ray_backend(ray_head: Any, tmp_path: Path, local_storage: StorageClient, shared_dir: Path) -> ComputeBackend:
+    counter = iter(range(1000))
+
+    def make_job(files: Mapping[str, bytes], argv: Sequence[str]) -> ComputeJob:
+        return ComputeJob(bundle=bundle_dir(tmp_path / f"bundle{next(counter)}", files, argv), name="conformance")
+
+    return ComputeBackend("ray", {"dashboardUrl": ray_head.url}, make_job, local_storage, shared_dir)
 
 
 def test_every_registered_compute_backend_has_a_conformance_fixture() -> None:
