@@ -78,9 +78,12 @@ def test_seed_has_the_execution_metamodel(which: str, request: pytest.FixtureReq
     assert meta["pipeline.Output"]["attributes"]["saveName"]["default"] == "myData"
     assert meta["pipeline.Operation"]["attributes"]["lineOffset"]["default"] == "0"
     containers = {c["name"]: c["meta"] for c in dump["rootChildren"]}
-    assert containers == {"FCO": "FCO", "MyPipelines": "MyPipelines", "MyExecutions": "MyExecutions",
-                          "MyArtifacts": "MyArtifacts", "MyOperations": "MyOperations", "MyResources": "MyResources",
-                          "MyUtilities": "MyUtilities", "InitCode": "pipeline.Code", "LibraryCode": "LibraryCode"}  # fmt: skip
+    assert containers == {
+        "FCO": "FCO",
+        **{name: name for name in ("MyPipelines", "MyExecutions", "MyArtifacts", "MyOperations")},
+        **{name: name for name in ("MyResources", "MyUtilities", "LibraryCode")},
+        "InitCode": "pipeline.Code",
+    }
     assert meta["MyPipelines"]["children"]["items"] == {"pipeline.Pipeline": [-1, -1]}
     assert meta["MyArtifacts"]["children"]["items"] == {"pipeline.Data": [-1, -1]}
     for name in ("Inputs", "Outputs", "Input", "ExecutedJob", "Graph", "Metadata"):
