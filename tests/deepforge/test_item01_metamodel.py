@@ -125,9 +125,10 @@ def test_the_language_is_deepforges_pipeline_library(ours: dict[str, Any], deepf
     # what the issue names, and the rules the plugins rely on, are there
     assert {"Complex", "Primitive", "Language", "Graph", "ExecutedJob", "WithProvenance", "Metadata"} <= set(mine)
     assert mine["Data"]["attributes"]["data"]["type"] == "userAsset"
-    assert mine["Operation"]["attributes"]["displayColor"]["default"] == theirs["Operation"]["attributes"][
-        "displayColor"
-    ]["default"]
+    assert (
+        mine["Operation"]["attributes"]["displayColor"]["default"]
+        == theirs["Operation"]["attributes"]["displayColor"]["default"]
+    )
     assert mine["Data"]["mixins"] == ["WithProvenance"]
 
 
