@@ -96,8 +96,9 @@ webgme-down:
 plugins-metadata: install
 	$(BIN)/python -m deepforge_plugins.metadata plugins
 
-# Regenerate webgme-config/seeds/pipeline.webgmex from the META table in build_pipeline_seed.js (committed;
-# installs never need this).
+# Regenerate webgme-config/seeds/pipeline.webgmex from DeepForge's own pipeline.webgmex (shared/deepforge/seeds/
+# beside the repository, or $DEEPFORGE_SEEDS_DIR; build_pipeline_seed.js attaches it as library "pipeline").
+# Committed; installs never need this.
 seed: node
 	$(BIN)/python -m deepforge_dev.stack with-db -- node $(WEBGME_DIR)/seeds/build_pipeline_seed.js $(WEBGME_DIR)/seeds/pipeline.webgmex
 

@@ -1,8 +1,9 @@
 """CancelExecution: stop a running Execution from any session, not only the browser that started it.
 
-It writes ``status = canceling`` on the Execution (the runner polls the model and cancels its jobs), and
-cancels every running job through its compute adapter itself, so a run whose runner died stops too.  If no
-runner finishes the Execution within a grace period, the plugin marks it canceled.
+It writes ``status = canceled`` on the running Execution (DeepForge's enum value; the runner polls the model,
+cancels its jobs and finishes the run with an ``endTime``), and cancels every running job through its compute
+adapter itself, so a run whose runner died stops too.  If no runner finishes the Execution within a grace
+period, the plugin marks its unfinished jobs canceled and writes the ``endTime`` itself.
 """
 
 from __future__ import annotations
@@ -37,12 +38,10 @@ class CancelExecution(DeepForgePlugin):
             self.fail("CancelExecution runs on an Execution or one of its Jobs")
             return
         execution = model.path(node)
-        if model.attr(node, "status") in FINISHED:
+        if pipeline.run_over(model, execution):
             self.create_message(node, f"Execution is already {model.attr(node, 'status')}", "info")
             return
-        model.change(
-            "Cancel requested", lambda: pipeline.set_attributes(model, execution, status=ModelStatus.CANCELING)
-        )
+        model.change("Cancel requested", lambda: pipeline.set_attributes(model, execution, status=ModelStatus.CANCELED))
         run = ExecutionRun(self, execution, plugin_run_config(self))
         run.resolve_configs(check_data=False)  # canceling reads no artifact
         for job in run.graph.jobs.values():
@@ -56,7 +55,7 @@ class CancelExecution(DeepForgePlugin):
         deadline = time.monotonic() + GRACE_SECONDS
         while time.monotonic() < deadline:
             model.refresh()
-            if model.attr(model.node(execution), "status") in FINISHED:
+            if pipeline.run_over(model, execution):
                 self.result_set_success(True)
                 return
             time.sleep(0.5)

@@ -7,8 +7,8 @@ Every model access happens on this (the main) thread: the bindings talk over one
 running job has a watcher thread that only iterates ``compute.watch(job_info)`` and puts its updates on a
 queue.  Live output stays out of the model (it is sent as notifications); the final console output goes
 into ``Job.stdout``.  Between events the loop re-reads the branch head: an Execution whose ``status`` a user
-set to ``canceling`` (from any session, or with CancelExecution) gets all its running jobs canceled through
-their compute adapters, as does an abort of the plugin.
+set to ``canceled`` while it runs (from any session, or with CancelExecution) gets all its running jobs
+canceled through their compute adapters, as does an abort of the plugin.
 """
 
 from __future__ import annotations
@@ -176,8 +176,10 @@ class ExecutionRun:
                 self.scheduler.finish(job.path, JobState.SUCCESS)
             elif job.status in (ModelStatus.QUEUED, ModelStatus.RUNNING) and job.job_info:
                 self.resume_job(job.path)
-            elif job.status in (ModelStatus.FAILED, ModelStatus.CANCELED):
-                self.scheduler.finish(job.path, JobState(job.status))
+            elif job.status in (ModelStatus.FAIL, ModelStatus.FAILED):
+                self.scheduler.finish(job.path, JobState.FAILED)
+            elif job.status == ModelStatus.CANCELED:
+                self.scheduler.finish(job.path, JobState.CANCELED)
 
     def resume_job(self, job_path: str) -> None:
         """Follow a job started by an earlier run, from the ``jobInfo`` stored on it."""
@@ -397,7 +399,7 @@ class ExecutionRun:
             def edit() -> None:
                 for port in job.outputs:
                     result = results[port.name]
-                    self._write_output(port.path, result["dataInfo"], str(result.get("type") or ""))
+                    self._write_output(port.path, result["dataInfo"], str(result.get("type") or ""), job.operation)
                 pipeline.set_attributes(self.model, job.path, status=ModelStatus.SUCCESS, stdout=stdout, jobInfo=None)
 
             self.model.change(f"{job.name} operation in {self._name()} succeeded", edit)
@@ -417,11 +419,15 @@ class ExecutionRun:
         except Exception as exc:
             log.warning("could not purge job %s: %s", job.name, exc)
 
-    def _write_output(self, port_path: str, data_info: Any, type_name: str) -> None:
-        """Write an output port and forward it to every input port connected to it."""
+    def _write_output(self, port_path: str, data_info: Any, type_name: str, operation: str | None = None) -> None:
+        """Write an output port (with its provenance when ``operation`` made it) and forward both to every input
+        port connected to it."""
         pipeline.write_port(self.model, port_path, data_info, type_name)
+        if operation is not None:
+            pipeline.record_provenance(self.model, port_path, operation)
         for dst in self.graph.consumers(port_path):
             pipeline.write_port(self.model, dst, data_info, type_name)
+            pipeline.copy_provenance(self.model, port_path, dst)
 
     def _job_failed(self, job: PipelineJob, reason: str, stdout: str) -> None:
         reason = redact(reason)
@@ -430,7 +436,7 @@ class ExecutionRun:
         text = stdout + ("" if not stdout or stdout.endswith("\n") else "\n") + message + "\n"
         self.model.change(
             f"{job.name} operation in {self._name()} failed",
-            lambda: pipeline.set_attributes(self.model, job.path, status=ModelStatus.FAILED, stdout=text, jobInfo=None),
+            lambda: pipeline.set_attributes(self.model, job.path, status=ModelStatus.FAIL, stdout=text, jobInfo=None),
         )
         self.scheduler.finish(job.path, JobState.FAILED)
 
@@ -441,7 +447,8 @@ class ExecutionRun:
         self._last_cancel_check = time.monotonic()
         self.model.refresh()
         status = self.model.attr(self.model.node(self.execution), "status")
-        if status == ModelStatus.CANCELING or self.plugin.aborted():
+        # the run wrote `running` when it started: `canceled` now is someone's cancel request
+        if status == ModelStatus.CANCELED or self.plugin.aborted():
             self.cancel()
 
     def cancel(self) -> None:

@@ -1,8 +1,9 @@
 """ExecutePipeline and ExecuteJob: the plugins users run to execute a pipeline or re-run one job.
 
 ExecutePipeline on a Pipeline creates an Execution and runs it; on an Execution that is ``running`` (its
-previous runner died) it re-attaches to the jobs from their stored ``jobInfo``; on any other Execution it
-runs it again from the start.  Every storage and compute config is validated, and checked against the operator
+previous runner died), or ``canceled`` without an ``endTime`` (a cancel request no runner answered), it
+re-attaches to the jobs from their stored ``jobInfo`` (and then cancels them); on any other Execution it runs it
+again from the start.  Every storage and compute config is validated, and checked against the operator
 policy (:mod:`deepforge_adapters.policy`) with every artifact the run would read, before the Execution is even
 created, so a misconfigured or forbidden backend never leaves a half-started run behind.
 """
@@ -61,7 +62,7 @@ class ExecutePipeline(DeepForgePlugin):
         elif model.is_a(self.active_node, "Execution"):
             run = ExecutionRun(self, active, rc)
             run.resolve_configs()
-            if model.attr(self.active_node, "status") in (ModelStatus.RUNNING, ModelStatus.CANCELING):
+            if pipeline.cancel_pending(model, active) or model.attr(self.active_node, "status") == ModelStatus.RUNNING:
                 log.info("execution %s is running without a runner: resuming", active)
                 run.resume()
             else:

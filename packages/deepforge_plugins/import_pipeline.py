@@ -39,6 +39,11 @@ def _box(model: ModelSession, op: Node, kind: str) -> Node:
 
 
 def _port(model: ModelSession, box: Node, name: str) -> Node:
+    """The port ``name`` of the box: the one inherited from the meta node (DeepForge's Input has ``data``, its
+    Output ``saveData``), else a new one."""
+    existing = model.child_named(box, name)
+    if existing is not None:
+        return existing
     port = model.core.create_node({"parent": box, "base": model.META["Data"]})
     model.core.set_attribute(port, "name", name)
     return port

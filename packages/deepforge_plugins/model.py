@@ -31,6 +31,37 @@ class CommitStatus(StrEnum):
     MERGED = "MERGED"  # forked at first, then merged into the branch
 
 
+#: Meta nodes that mark the pipeline language (DeepForge's ``pipeline`` library, or a project of its own).
+LANGUAGE_MARKERS = ("Pipeline", "Operation", "Inputs", "Outputs", "Data", "Transporter", "Execution", "Job")
+#: The name DeepForge attaches its library under (its UI runs plugins with ``namespace: "pipeline"``).
+LANGUAGE_LIBRARY = "pipeline"
+
+
+def language_meta(meta: dict[str, Node], namespace: str = "") -> dict[str, Node]:
+    """``meta`` (fully qualified names, as ``util.META(root, "")`` gives them) plus the pipeline language's
+    nodes under their short names.
+
+    The language is found whatever the namespace the plugin runs under: webgme-engine's REST plugin route
+    drops ``namespace`` (names are then ``pipeline.Pipeline``), DeepForge's UI sends ``"pipeline"``, and a
+    project may define the language at its root.  The namespace the plugin runs under wins, then the project's
+    own nodes, then the ``pipeline`` library, then any other library that holds the language.
+    """
+
+    def qualified(ns: str, name: str) -> str:
+        return f"{ns}.{name}" if ns else name
+
+    namespaces = sorted({name.rpartition(".")[0] for name in meta})
+    for ns in dict.fromkeys([namespace, "", LANGUAGE_LIBRARY, *namespaces]):
+        if all(qualified(ns, marker) in meta for marker in LANGUAGE_MARKERS):
+            prefix = qualified(ns, "")
+            short = {n[len(prefix) :]: node for n, node in meta.items() if n.startswith(prefix)}
+            return {**meta, **{n: node for n, node in short.items() if "." not in n}}
+    raise LookupError(
+        f"this project has no pipeline language: no namespace holds the meta nodes {', '.join(LANGUAGE_MARKERS)} "
+        f"(namespaces: {', '.join(repr(n) for n in namespaces)})"
+    )
+
+
 #: A commit that moved the branch: onto its head, or merged into it.
 SYNCED_STATUSES = (CommitStatus.SYNCED, CommitStatus.MERGED)
 MAX_FORK_RETRIES = 5
@@ -53,8 +84,10 @@ class ModelSession:
     # ---------------------------------------------------------------------------------------- reading
     @property
     def META(self) -> dict[str, Node]:
+        """Meta nodes by name: the pipeline language's by their short names (``Pipeline``), whatever the
+        namespace the plugin runs under, plus every meta node by its fully qualified name."""
         if self._meta is None:
-            self._meta = self.util.META(self.root, self.plugin.namespace)
+            self._meta = language_meta(self.util.META(self.root, ""), self.plugin.namespace or "")
         return self._meta
 
     def node(self, path: str) -> Node:

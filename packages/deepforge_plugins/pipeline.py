@@ -242,3 +242,84 @@ def write_port(model: ModelSession, port_path: str, data_info: dict[str, Any] | 
 
 def execution_targets(model: ModelSession, path: str) -> str:
     return str(model.core.get_registry(model.node(path), "executionTargets") or "")
+
+
+def run_over(model: ModelSession, execution_path: str) -> bool:
+    """The Execution's last run has finished: a final status and an ``endTime`` (a runner writes both at the
+    end, as DeepForge's ExecutePipeline does, and clears ``endTime`` when it starts)."""
+    node = model.node(execution_path)
+    status = str(model.attr(node, "status") or "")
+    return status in {s.value for s in ModelStatus if s.finished} and bool(model.attr(node, "endTime"))
+
+
+def cancel_pending(model: ModelSession, execution_path: str) -> bool:
+    """Someone asked to cancel the Execution (``status = canceled``) and no runner has finished it yet."""
+    node = model.node(execution_path)
+    return model.attr(node, "status") == ModelStatus.CANCELED and not model.attr(node, "endTime")
+
+
+# ------------------------------------------------------------------------------------------------ provenance
+# As DeepForge's ExecuteJob.recordProvenance / ExecutionHelpers write it: an output port of a job that ran gets
+# ``provOutput`` (its own name), an ``ExecutedJob`` child holding a snapshot of the operation (a plain Operation
+# with the operation's attribute values, copies of its input ports, shallow copies of its output ports) that
+# the ExecutedJob's ``operation`` points at, and a ``provenance`` pointer to that ExecutedJob.  A port the data
+# is passed to (and so the artifact an Output saves, a copy of its input port) gets a copy of it.
+
+
+def _delete_provenance(model: ModelSession, port: Node) -> None:
+    old = model.core.get_pointer_path(port, "provenance")
+    if old:
+        model.core.delete_node(model.node(old))
+
+
+def _io_box(model: ModelSession, op: Node, kind: str) -> Node:
+    existing = model.children(op, kind)
+    if existing:
+        return existing[0]
+    box = model.core.create_node({"parent": op, "base": model.META[kind]})
+    model.core.set_attribute(box, "name", kind)
+    return box
+
+
+def _snapshot_operation(model: ModelSession, op: Node, parent: Node) -> Node:
+    core = model.core
+    snapshot = core.create_node({"parent": parent, "base": model.META["Operation"]})
+    for name in core.get_attribute_names(op) or []:
+        core.set_attribute(snapshot, name, core.get_attribute(op, name))
+    for name in core.get_valid_pointer_names(op) or []:
+        target = core.get_pointer_path(op, name) if name != "base" else None
+        if target:
+            core.set_pointer(snapshot, name, core.copy_node(model.node(target), snapshot))
+    inputs, outputs = _io_box(model, snapshot, "Inputs"), _io_box(model, snapshot, "Outputs")
+    for port in model.children(_io_box(model, op, "Inputs")):
+        copy = core.copy_node(port, inputs)
+        core.set_base(copy, model.META["Data"])
+        core.set_attribute(copy, "name", core.get_attribute(port, "name"))
+    for port in model.children(_io_box(model, op, "Outputs")):
+        copy = core.create_node({"parent": outputs, "base": core.get_meta_type(port)})
+        for name in core.get_attribute_names(port) or []:
+            core.set_attribute(copy, name, core.get_attribute(port, name))
+    return snapshot
+
+
+def record_provenance(model: ModelSession, port_path: str, operation_path: str) -> None:
+    """Edit (inside a change): the output port at ``port_path`` was made by the operation at ``operation_path``."""
+    port = model.node(port_path)
+    _delete_provenance(model, port)
+    executed = model.core.create_node({"parent": port, "base": model.META["ExecutedJob"]})
+    snapshot = _snapshot_operation(model, model.node(operation_path), executed)
+    model.core.set_pointer(executed, "operation", snapshot)
+    model.core.set_pointer(port, "provenance", executed)
+    model.core.set_attribute(port, "provOutput", model.attr(port, "name"))
+
+
+def copy_provenance(model: ModelSession, src_path: str, dst_path: str) -> None:
+    """Edit (inside a change): the port at ``dst_path`` received the data of ``src_path``: its provenance too."""
+    src, dst = model.node(src_path), model.node(dst_path)
+    prov_output = model.attr(src, "provOutput")
+    if prov_output:
+        model.core.set_attribute(dst, "provOutput", prov_output)
+    _delete_provenance(model, dst)
+    origin = model.core.get_pointer_path(src, "provenance")
+    if origin:
+        model.core.set_pointer(dst, "provenance", model.core.copy_node(model.node(origin), dst))

@@ -1,17 +1,19 @@
-"""The pipeline seed: DeepForge's execution metamodel (docs/protocols.md), and the server uses it."""
+"""The pipeline seed: DeepForge's ``pipeline`` library (attached as library ``pipeline``), the root containers of a
+DeepForge project and an example pipeline (docs/protocols.md), and the server uses it.  The full diff against
+DeepForge's own seeds is tests/deepforge/test_item01_metamodel.py."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 from deepforge_dev.stack import WebGMEStack, webgme_dir
+
+from tests.fixtures.deepforge import dump_seed_meta
 
 pytestmark = pytest.mark.integration
 
@@ -22,8 +24,8 @@ ATTRIBUTES = {
     "Pipeline": {"thumbnail"},
     "Operation": {"code", "lineOffset", "displayColor", "condaEnv"},
     "Output": {"saveName"},
-    "Data": {"data", "type", "createdAt"},
-    "Execution": {"status", "snapshot", "tagname", "createdAt", "startTime", "endTime", "executionId", "runId"},
+    "Data": {"data", "type", "createdAt", "provOutput"},
+    "Execution": {"status", "snapshot", "tagname", "createdAt", "startTime", "endTime", "executionId"},
     "Job": {"status", "stdout", "execFiles", "executionId", "jobInfo", "debug"},
     "WithProvenance": {"provOutput"},
     "Code": {"code"},
@@ -34,55 +36,67 @@ POINTERS = {
     "Input": {"artifact"},
     "Pipeline": {"executions"},
     "WithProvenance": {"provenance"},
+    "Data": {"provenance"},
     "ImplicitOperation": {"operation"},
 }
 
 
-def seed_objects(seed: Path = SEED) -> dict[str, dict[str, Any]]:
-    with zipfile.ZipFile(seed) as z:
-        project = json.loads(z.read("project.json"))
-    assert project["rootHash"] and project["objects"]
-    named: dict[str, dict[str, Any]] = {}
-    for obj in project["objects"]:
-        named.setdefault(obj.get("atr", {}).get("name", ""), obj)
-    return named
-
-
 @pytest.fixture(scope="module")
-def rebuilt_seed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def rebuilt_seed(tmp_path_factory: pytest.TempPathFactory, deepforge_seeds: Path) -> Path:
     """``make seed``'s command, into a temp file: the builder must keep working."""
     out = tmp_path_factory.mktemp("seed") / "pipeline.webgmex"
     builder = webgme_dir() / "seeds" / "build_pipeline_seed.js"
     done = subprocess.run(
-        [sys.executable, "-m", "deepforge_dev.stack", "with-db", "--", "node", str(builder), str(out)],
-        capture_output=True, text=True, timeout=180, check=False,
+        [sys.executable, "-m", "deepforge_dev.stack", "with-db", "--",
+         "node", str(builder), str(out), str(deepforge_seeds / "pipeline.webgmex")],
+        capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     return out
 
 
+@pytest.fixture(scope="module")
+def committed() -> dict[str, Any]:
+    return dump_seed_meta(SEED)
+
+
 @pytest.mark.parametrize("which", ["committed", "rebuilt"])
 def test_seed_has_the_execution_metamodel(which: str, request: pytest.FixtureRequest) -> None:
-    named = seed_objects(SEED if which == "committed" else request.getfixturevalue("rebuilt_seed"))
-    for meta, attributes in ATTRIBUTES.items():
-        assert attributes <= set(named[meta]["_meta"]["atr"]), meta
-    for meta, pointers in POINTERS.items():
-        assert {f"_p_{p}" for p in pointers} <= set(named[meta]["_meta"]), meta
-    assert named["Job"]["_meta"]["atr"]["status"]["enum"] == ["pending", "queued", "running", "canceled",
-                                                                "success", "failed"]  # fmt: skip
-    # 'canceling' is how any session asks a running ExecutePipeline to cancel (the UI's dropdown offers it)
-    assert named["Execution"]["_meta"]["atr"]["status"]["enum"] == ["pending", "running", "canceling", "success",
-                                                                      "failed", "canceled"]  # fmt: skip
-    assert named["Output"]["atr"]["saveName"] == "myData" and named["Operation"]["atr"]["lineOffset"] == "0"
-    for name in ("MyPipelines", "MyExecutions", "MyArtifacts", "MyOperations", "MyUtilities", "InitCode",
-                 "LibraryCode", "Inputs", "Outputs", "Input", "ExecutedJob", "Graph", "Metadata"):  # fmt: skip
-        assert name in named, name
+    dump = request.getfixturevalue("committed") if which == "committed" else dump_seed_meta(
+        request.getfixturevalue("rebuilt_seed"))  # fmt: skip
+    meta = dump["meta"]
+    assert dump["libraries"] == ["pipeline"]
+    for name, attributes in ATTRIBUTES.items():
+        assert attributes <= set(meta[f"pipeline.{name}"]["attributes"]), name
+    for name, pointers in POINTERS.items():
+        assert pointers <= set(meta[f"pipeline.{name}"]["pointers"]), name
+    # DeepForge's enums (what its plugins write besides: a failed Job is 'fail', see deepforge_plugins.status)
+    job_status = meta["pipeline.Job"]["attributes"]["status"]
+    assert job_status["enum"] == ["pending", "queued", "running", "canceled", "success", "failed"]
+    assert meta["pipeline.Execution"]["attributes"]["status"]["enum"] == ["pending", "running", "success",
+                                                                          "failed", "canceled"]  # fmt: skip
+    assert meta["pipeline.Output"]["attributes"]["saveName"]["default"] == "myData"
+    assert meta["pipeline.Operation"]["attributes"]["lineOffset"]["default"] == "0"
+    containers = {c["name"]: c["meta"] for c in dump["rootChildren"]}
+    assert containers == {
+        "FCO": "FCO",
+        **{name: name for name in ("MyPipelines", "MyExecutions", "MyArtifacts", "MyOperations")},
+        **{name: name for name in ("MyResources", "MyUtilities", "LibraryCode")},
+        "InitCode": "pipeline.Code",
+    }
+    assert meta["MyPipelines"]["children"]["items"] == {"pipeline.Pipeline": [-1, -1]}
+    assert meta["MyArtifacts"]["children"]["items"] == {"pipeline.Data": [-1, -1]}
+    for name in ("Inputs", "Outputs", "Input", "ExecutedJob", "Graph", "Metadata"):
+        assert f"pipeline.{name}" in meta, name
 
 
-def test_seed_has_the_example_pipeline() -> None:
-    named = seed_objects()
-    assert {"Example", "GenerateNumbers", "SumNumbers"} <= set(named)
-    assert "def execute(self, numbers)" in named["SumNumbers"]["atr"]["code"]
+def test_seed_has_the_example_pipeline(committed: dict[str, Any]) -> None:
+    nodes = committed["nodes"]
+    assert nodes["MyPipelines/Example"]["base"] == "pipeline.Pipeline"
+    assert "def execute(self, numbers)" in nodes["MyOperations/SumNumbers"]["attributes"]["code"]
+    # DeepForge's Operation holds its Inputs/Outputs: the example's ports are in those
+    assert nodes["MyOperations/SumNumbers/Inputs/numbers"]["base"] == "pipeline.Data"
+    assert nodes["MyOperations/GenerateNumbers/Outputs/numbers"]["base"] == "pipeline.Data"
 
 
 def test_server_creates_a_project_from_the_seed(webgme_server: WebGMEStack) -> None:
@@ -94,13 +108,13 @@ def test_server_creates_a_project_from_the_seed(webgme_server: WebGMEStack) -> N
     assert root.status_code == 200 and root.json()["atr"]["name"] == "ROOT"
 
 
-def test_seed_offers_the_plugins_in_the_ui_menu() -> None:
-    """The UI's plugin menu lists only a node's (inherited) validPlugins; each id must name one of plugins/."""
-    named = seed_objects()
-    offered = {name: obj["reg"]["validPlugins"].split() for name, obj in named.items()
-               if obj.get("reg", {}).get("validPlugins")}  # fmt: skip
-    assert "ExecutePipeline" in offered["Pipeline"] and "ExecuteJob" in offered["Job"]
-    assert "SetExecutionTargets" in offered["Operation"] and "CancelExecution" in offered["Execution"]
+def test_seed_offers_the_plugins_in_the_ui_menu(committed: dict[str, Any]) -> None:
+    """The UI's plugin menu lists only a node's (inherited) validPlugins; each id must name one of plugins/
+    (or one of DeepForge's, which a DeepForge deployment has)."""
+    offered = {name: node["validPlugins"] for name, node in committed["meta"].items() if node["validPlugins"]}
+    assert "ExecutePipeline" in offered["pipeline.Pipeline"] and "ExecuteJob" in offered["pipeline.Job"]
+    assert "SetExecutionTargets" in offered["pipeline.Operation"] and "CancelExecution" in offered["pipeline.Execution"]
+    assert "ImportPipeline" in offered["MyPipelines"] and "UploadArtifact" in offered["MyArtifacts"]
     plugins = webgme_dir().parent / "plugins"
     known = {p.name for p in plugins.iterdir() if (p / "metadata.json").is_file()}
     assert set().union(*offered.values()) <= known

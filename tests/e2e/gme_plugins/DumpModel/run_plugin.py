@@ -1,4 +1,4 @@
-"""Test-only plugin: the active node's subtree as ``{path: {attrs, pointers, registry, children}}``.
+"""Test-only plugin: the active node's subtree as ``{path: {meta, attrs, pointers, registry, children}}``.
 
 The REST tree API shows a node's own data only; inherited values (an Operation's Inputs/Outputs names)
 need the Core, so the e2e tests read the model through this plugin.
@@ -18,7 +18,9 @@ class DumpModel(DeepForgePlugin):
             path = core.get_path(node)
             if path in nodes:
                 continue
+            meta = core.get_meta_type(node)
             nodes[path] = {
+                "meta": core.get_fully_qualified_name(meta) if meta else None,
                 "attrs": {n: core.get_attribute(node, n) for n in core.get_attribute_names(node)},
                 "pointers": {n: core.get_pointer_path(node, n) for n in core.get_pointer_names(node) if n != "base"},
                 "registry": {n: core.get_registry(node, n) for n in ("executionTargets",)},
