@@ -32,7 +32,7 @@ from deepforge_adapters.secrets import redact
 from deepforge_adapters.storage import DataInfo
 from deepforge_adapters.timestamps import now_ms
 
-from . import pipeline
+from . import job_metadata, pipeline
 from .base import DeepForgePlugin
 from .bundles import job_slug, uploaded_bundle
 from .dag import JobState, Scheduler
@@ -383,7 +383,7 @@ class ExecutionRun:
             return "".join(entry.output)
 
     def _ended(self, job: PipelineJob, entry: Running, update: JobUpdate) -> None:
-        stdout = redact(self._console(entry))
+        stdout, metadata = job_metadata.parse(redact(self._console(entry)))  # plots -> Graph nodes of the Job
         if update.status == JobStatus.SUCCESS:
             try:
                 results = entry.client.get_results_info(entry.job_info)
@@ -391,27 +391,28 @@ class ExecutionRun:
                 if missing:
                     raise LookupError(f"the job reported no result for output(s) {', '.join(missing)}")
             except Exception as exc:
-                self._job_failed(job, f"{type(exc).__name__}: {exc}", stdout)
+                self._job_failed(job, f"{type(exc).__name__}: {exc}", stdout, metadata)
                 return
 
             def edit() -> None:
                 for port in job.outputs:
                     result = results[port.name]
                     self._write_output(port.path, result["dataInfo"], str(result.get("type") or ""))
+                job_metadata.apply(self.model, job.path, metadata)
                 pipeline.set_attributes(self.model, job.path, status=ModelStatus.SUCCESS, stdout=stdout, jobInfo=None)
 
             self.model.change(f"{job.name} operation in {self._name()} succeeded", edit)
             self.scheduler.finish(job.path, JobState.SUCCESS)
         elif update.status == JobStatus.CANCELED:
-            self.model.change(
-                f"{job.name} operation in {self._name()} was canceled",
-                lambda: pipeline.set_attributes(
-                    self.model, job.path, status=ModelStatus.CANCELED, stdout=stdout, jobInfo=None
-                ),
-            )
+
+            def canceled() -> None:
+                job_metadata.apply(self.model, job.path, metadata)
+                pipeline.set_attributes(self.model, job.path, status=ModelStatus.CANCELED, stdout=stdout, jobInfo=None)
+
+            self.model.change(f"{job.name} operation in {self._name()} was canceled", canceled)
             self.scheduler.finish(job.path, JobState.CANCELED)
         else:
-            self._job_failed(job, update.reason or f"finished as {update.status}", stdout)
+            self._job_failed(job, update.reason or f"finished as {update.status}", stdout, metadata)
         try:
             entry.client.purge_job(entry.job_info)
         except Exception as exc:
@@ -423,15 +424,19 @@ class ExecutionRun:
         for dst in self.graph.consumers(port_path):
             pipeline.write_port(self.model, dst, data_info, type_name)
 
-    def _job_failed(self, job: PipelineJob, reason: str, stdout: str) -> None:
+    def _job_failed(
+        self, job: PipelineJob, reason: str, stdout: str, metadata: list[job_metadata.MetadataCommand] | None = None
+    ) -> None:
         reason = redact(reason)
         message = f'Operation "{job.name}" failed: {reason}'
         self.failure = self.failure or message
         text = stdout + ("" if not stdout or stdout.endswith("\n") else "\n") + message + "\n"
-        self.model.change(
-            f"{job.name} operation in {self._name()} failed",
-            lambda: pipeline.set_attributes(self.model, job.path, status=ModelStatus.FAILED, stdout=text, jobInfo=None),
-        )
+
+        def failed() -> None:
+            job_metadata.apply(self.model, job.path, metadata or [])
+            pipeline.set_attributes(self.model, job.path, status=ModelStatus.FAILED, stdout=text, jobInfo=None)
+
+        self.model.change(f"{job.name} operation in {self._name()} failed", failed)
         self.scheduler.finish(job.path, JobState.FAILED)
 
     # ------------------------------------------------------------------------------------ cancel
