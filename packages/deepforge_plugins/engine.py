@@ -68,7 +68,8 @@ def resolve_targets(
             plugin.policy().check_backend(kind, choice.backend)  # before the user's token is added for it
             choice = plugin.with_server_fields(kind, choice)
             secrets = rc.secrets.get(kind, {}).get(choice.backend, {})
-            resolved.append(resolve(kind, choice, secrets, policy=plugin.policy(), server_url=plugin.server_url()))
+            config = resolve(kind, choice, secrets, policy=plugin.policy(), server_url=plugin.server_url())
+            resolved.append(plugin.with_linked_account(config))  # a SciServer account linked once: its token
         except PolicyError as exc:
             raise PolicyError(f"job {job.name}: {exc}") from None
         except ConfigError as exc:
