@@ -146,7 +146,7 @@ def _as(project: GmeProject, user: str) -> GmeProject:
 
 
 def test_execute_pipeline_uses_the_linked_account_and_stores_no_username_or_token(
-    linked_stack: Users, sciserver: SciServerHandle, tmp_path: Path
+    linked_stack: Users, sciserver: SciServerHandle
 ) -> None:
     alice = linked_stack.session("alice")
     r = alice.post(f"{linked_stack.url}/login", json={"username": sciserver.username, "password": sciserver.password})
@@ -167,8 +167,12 @@ def test_execute_pipeline_uses_the_linked_account_and_stores_no_username_or_toke
         "storage.sciserver-files.username": sciserver.username,  # no password, no token: the link's
         "storage.sciserver-files.loginUrl": sciserver.login_url,
         "storage.sciserver-files.fileServiceUrl": sciserver.files_url,
-        "compute": "local",
-        "compute.local.workDir": str(tmp_path / "work"),
+        # Both SciServer backends take the linked account: the job runs as a SciServer Compute job.
+        "compute": "sciserver-compute",
+        "compute.sciserver-compute.username": sciserver.username,
+        "compute.sciserver-compute.loginUrl": sciserver.login_url,
+        "compute.sciserver-compute.fileServiceUrl": sciserver.files_url,
+        "compute.sciserver-compute.racmUrl": sciserver.racm_url,
     }
     # SetExecutionTargets stores the choice without the account (an auth field).
     stored = project.run("SetExecutionTargets", pipe, {k: v for k, v in dialog.items() if k.startswith("storage")})
@@ -184,8 +188,9 @@ def test_execute_pipeline_uses_the_linked_account_and_stores_no_username_or_toke
     assert info["backend"] == "sciserver-files"
     assert info["data"]["volume"] == f"{sciserver.username}/deepforge_data"  # DeepForge's default volume
     assert (sciserver.volume_path(name="deepforge_data") / info["data"]["filename"]).is_file()
+    assert "produced" in model.attrs(job)["stdout"]
     dump = project.dump("")
-    assert token not in dump
+    assert token not in dump and token not in _server_log(linked_stack.stack)
     assert f'"username": "{sciserver.username}"' not in dump and f'\\"username\\": \\"{sciserver.username}' not in dump
 
     # bob has linked nothing: the same dialog fails before any job starts, saying what to do.
