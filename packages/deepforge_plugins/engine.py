@@ -384,7 +384,12 @@ class ExecutionRun:
             return "".join(entry.output)
 
     def _ended(self, job: PipelineJob, entry: Running, update: JobUpdate) -> None:
-        stdout, metadata = job_metadata.parse(redact(self._console(entry)))  # plots -> Graph nodes of the Job
+        stdout, plots = job_metadata.parse(redact(self._console(entry)))  # DeepForge's metadata lines (plots)
+        if plots:  # -> Graph nodes of the Job, whatever the outcome (a job that plotted, then failed, keeps them)
+            self.model.change(
+                f"{job.name} operation in {self._name()} plotted",
+                lambda: job_metadata.apply(self.model, job.path, plots),
+            )
         if update.status == JobStatus.SUCCESS:
             try:
                 results = entry.client.get_results_info(entry.job_info)
@@ -392,28 +397,27 @@ class ExecutionRun:
                 if missing:
                     raise LookupError(f"the job reported no result for output(s) {', '.join(missing)}")
             except Exception as exc:
-                self._job_failed(job, f"{type(exc).__name__}: {exc}", stdout, metadata)
+                self._job_failed(job, f"{type(exc).__name__}: {exc}", stdout)
                 return
 
             def edit() -> None:
                 for port in job.outputs:
                     result = results[port.name]
                     self._write_output(port.path, result["dataInfo"], str(result.get("type") or ""))
-                job_metadata.apply(self.model, job.path, metadata)
                 pipeline.set_attributes(self.model, job.path, status=ModelStatus.SUCCESS, stdout=stdout, jobInfo=None)
 
             self.model.change(f"{job.name} operation in {self._name()} succeeded", edit)
             self.scheduler.finish(job.path, JobState.SUCCESS)
         elif update.status == JobStatus.CANCELED:
-
-            def canceled() -> None:
-                job_metadata.apply(self.model, job.path, metadata)
-                pipeline.set_attributes(self.model, job.path, status=ModelStatus.CANCELED, stdout=stdout, jobInfo=None)
-
-            self.model.change(f"{job.name} operation in {self._name()} was canceled", canceled)
+            self.model.change(
+                f"{job.name} operation in {self._name()} was canceled",
+                lambda: pipeline.set_attributes(
+                    self.model, job.path, status=ModelStatus.CANCELED, stdout=stdout, jobInfo=None
+                ),
+            )
             self.scheduler.finish(job.path, JobState.CANCELED)
         else:
-            self._job_failed(job, update.reason or f"finished as {update.status}", stdout, metadata)
+            self._job_failed(job, update.reason or f"finished as {update.status}", stdout)
         try:
             entry.client.purge_job(entry.job_info)
         except Exception as exc:
@@ -425,19 +429,15 @@ class ExecutionRun:
         for dst in self.graph.consumers(port_path):
             pipeline.write_port(self.model, dst, data_info, type_name)
 
-    def _job_failed(
-        self, job: PipelineJob, reason: str, stdout: str, metadata: list[job_metadata.MetadataCommand] | None = None
-    ) -> None:
+    def _job_failed(self, job: PipelineJob, reason: str, stdout: str) -> None:
         reason = redact(reason)
         message = f'Operation "{job.name}" failed: {reason}'
         self.failure = self.failure or message
         text = stdout + ("" if not stdout or stdout.endswith("\n") else "\n") + message + "\n"
-
-        def failed() -> None:
-            job_metadata.apply(self.model, job.path, metadata or [])
-            pipeline.set_attributes(self.model, job.path, status=ModelStatus.FAILED, stdout=text, jobInfo=None)
-
-        self.model.change(f"{job.name} operation in {self._name()} failed", failed)
+        self.model.change(
+            f"{job.name} operation in {self._name()} failed",
+            lambda: pipeline.set_attributes(self.model, job.path, status=ModelStatus.FAILED, stdout=text, jobInfo=None),
+        )
         self.scheduler.finish(job.path, JobState.FAILED)
 
     # ------------------------------------------------------------------------------------ cancel
