@@ -96,3 +96,33 @@ def test_a_line_plot_and_an_image_reach_the_execution(
     assert list(base64.b64decode(image_attrs["rgbaMatrix"])) == [0] * 3 + [255] * 3 + [127] * 3 + [63] * 3
     (scatter,) = _named(model, plot, "ScatterPoints")
     assert model.attrs(scatter)["points"] == "0.0,1.0;1.0,0.0"
+
+
+PLOT_THEN_FAIL = """
+import matplotlib.pyplot as plt
+
+
+class PlotThenFail:
+    def execute(self):
+        plt.plot([0, 1], [1, 0])
+        plt.show()
+        raise RuntimeError("after the plot")
+"""
+
+
+def test_a_job_that_plotted_then_failed_keeps_its_plot(deepforge_project: Any, tmp_path: Path) -> None:
+    op = {"name": "PlotThenFail", "code": PLOT_THEN_FAIL, "outputs": ["done"]}
+    imported = deepforge_project.run(
+        "ImportPipeline", "", {"pipeline": json.dumps({"name": "bad", "operations": [op]})}
+    )
+    assert imported["success"], imported.get("error")
+    dialog = {"storage": "local", "storage.local.root": str(tmp_path / "store"), **_compute(None, "local", tmp_path)}
+    result = deepforge_project.run("ExecutePipeline", str(imported["messages"][0]["message"]), {"name": "r", **dialog})
+    assert not result["success"]
+    model = deepforge_project.tree("")
+    job = model.find("", "MyExecutions", "r", "PlotThenFail")
+    assert "after the plot" in model.attrs(job)["stdout"] and "deepforge-cmd" not in model.attrs(job)["stdout"]
+    (graph,) = _named(model, job, "Graph")
+    (plot,) = _named(model, graph, "Plot2D")
+    (line,) = _named(model, plot, "Line")
+    assert model.attrs(line)["points"] == "0.0,1.0;1.0,0.0"
