@@ -49,6 +49,9 @@ class Field:
     #: ``DEEPFORGE_<BACKEND>_<FIELD>`` one.  Only consulted by :meth:`ConfigSchema.resolve`.
     env: tuple[str, ...] = ()
     choices: tuple[Any, ...] = ()
+    #: Values a dialog offers (its ``valueItems``) without restricting the field to them, e.g. SciServer's
+    #: compute domains; ``choices`` both offers and enforces.
+    suggestions: tuple[Any, ...] = ()
     minimum: float | None = None
     read_only: bool = False
     #: The value decides where the backend's secrets are sent (an endpoint, host, login or service URL):
@@ -72,8 +75,8 @@ class Field:
             item["isAuth"] = True
         if self.required:
             item["required"] = True
-        if self.choices:
-            item["valueItems"] = list(self.choices)
+        if self.choices or self.suggestions:
+            item["valueItems"] = list(self.choices or self.suggestions)
         if self.minimum is not None:
             item["minValue"] = self.minimum
         return item

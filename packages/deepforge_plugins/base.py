@@ -11,8 +11,11 @@ import traceback
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from deepforge_adapters.config import Config
+from deepforge_adapters.errors import ConfigError
 from deepforge_adapters.policy import Policy
 from deepforge_adapters.policy import load as load_policy
+from deepforge_adapters.sciserver.session import CREDENTIAL_FIELDS, SciServerAuthError, linked_token
 from deepforge_adapters.secrets import install_redaction, redact, register_secret
 from webgme_bindings import PluginBase, WebGME
 
@@ -119,6 +122,25 @@ class DeepForgePlugin(PluginBase):
             if token:
                 extra["webgmeToken"] = token
         return Choice(choice.backend, {**choice.config, **extra}) if extra else choice
+
+    def with_linked_account(self, config: Config) -> Config:
+        """A SciServer config that names an account (``username``) but gives neither password nor token, with
+        the token of that account as the invoking user linked it (webgme-config/routers/SciServerAuth, DeepForge's
+        one-time link); any other config as it is.  :class:`ConfigError` naming ``username`` when there is none."""
+        names = {f.name for f in CREDENTIAL_FIELDS}
+        if not names <= set(config) or not config["username"] or config["password"] or config["token"]:
+            return config
+        try:
+            token = linked_token(
+                config.backend,
+                self.server_url(),
+                str(config["username"]),
+                login_url=str(config["loginUrl"]),
+                webgme_token=self.webgme_token(),
+            )
+        except SciServerAuthError as exc:
+            raise ConfigError(config.backend, "username", str(exc)) from None
+        return Config(config.backend, {**config.to_dict(), "token": token}, config.secret_names)
 
     def project_id(self) -> str:
         info = self.project.get_project_info() or {}

@@ -32,7 +32,7 @@ from deepforge_adapters.secrets import redact
 from deepforge_adapters.storage import DataInfo
 from deepforge_adapters.timestamps import now_ms
 
-from . import pipeline
+from . import job_metadata, pipeline
 from .base import DeepForgePlugin
 from .bundles import job_slug, uploaded_bundle
 from .dag import JobState, Scheduler
@@ -68,7 +68,8 @@ def resolve_targets(
             plugin.policy().check_backend(kind, choice.backend)  # before the user's token is added for it
             choice = plugin.with_server_fields(kind, choice)
             secrets = rc.secrets.get(kind, {}).get(choice.backend, {})
-            resolved.append(resolve(kind, choice, secrets, policy=plugin.policy(), server_url=plugin.server_url()))
+            config = resolve(kind, choice, secrets, policy=plugin.policy(), server_url=plugin.server_url())
+            resolved.append(plugin.with_linked_account(config))  # a SciServer account linked once: its token
         except PolicyError as exc:
             raise PolicyError(f"job {job.name}: {exc}") from None
         except ConfigError as exc:
@@ -385,7 +386,12 @@ class ExecutionRun:
             return "".join(entry.output)
 
     def _ended(self, job: PipelineJob, entry: Running, update: JobUpdate) -> None:
-        stdout = redact(self._console(entry))
+        stdout, plots = job_metadata.parse(redact(self._console(entry)))  # DeepForge's metadata lines (plots)
+        if plots:  # -> Graph nodes of the Job, whatever the outcome (a job that plotted, then failed, keeps them)
+            self.model.change(
+                f"{job.name} operation in {self._name()} plotted",
+                lambda: job_metadata.apply(self.model, job.path, plots),
+            )
         if update.status == JobStatus.SUCCESS:
             try:
                 results = entry.client.get_results_info(entry.job_info)

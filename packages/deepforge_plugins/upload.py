@@ -32,12 +32,14 @@ class UploadArtifact(DeepForgePlugin):
             self.fail("UploadArtifact needs a storage backend")
             return
         # The operator policy first: a refused backend or root is reported before anything is read or written.
-        storage_cfg = resolve(
-            "storage",
-            self.with_server_fields("storage", choice),  # a gme store is this server's blob, with the user's token
-            rc.secrets["storage"].get(choice.backend),
-            policy=self.policy(),
-            server_url=self.server_url(),
+        storage_cfg = self.with_linked_account(
+            resolve(
+                "storage",
+                self.with_server_fields("storage", choice),  # a gme store is this server's blob, with the user's token
+                rc.secrets["storage"].get(choice.backend),
+                policy=self.policy(),
+                server_url=self.server_url(),
+            )
         )
         blob = BlobClient(self.server_url(), webgme_token=self.webgme_token())
         name = str(config.get("name") or blob.metadata(blob_hash).get("name") or "artifact")

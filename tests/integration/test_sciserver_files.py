@@ -22,7 +22,9 @@ pytestmark = pytest.mark.integration
 
 
 def client(sciserver: SciServerHandle, **overrides: object) -> SciServerFilesStorage:
-    made = storage.get_client("sciserver-files", sciserver.config(**overrides))
+    """A client on the user's ``persistent`` volume (one every SciServer user has) unless told otherwise; the
+    default volume, DeepForge's ``USERNAME/deepforge_data``, has its own test."""
+    made = storage.get_client("sciserver-files", sciserver.config(**{"volume": "USERNAME/persistent", **overrides}))
     assert isinstance(made, SciServerFilesStorage)
     return made
 
@@ -138,12 +140,27 @@ def test_copy_is_server_side(sciserver: SciServerHandle, tmp_path: Path) -> None
 
 
 def test_temporary_pool_and_user_volume(sciserver: SciServerHandle) -> None:
-    scratch = client(sciserver, volumePool="Temporary")
+    scratch = client(sciserver, volumePool="Temporary", volume="USERNAME/scratch")
     info = scratch.put_file_stream("t.txt", io.BytesIO(b"t"))
     assert info.data["volume"] == f"{sciserver.username}/scratch" and info.data["volumePool"] == "Temporary"
     unknown = client(sciserver, volume=f"{sciserver.username}/nope")
     with pytest.raises(StorageError, match="Volume does not exist"):
         unknown.put_file_stream("x", io.BytesIO(b"x"))
+
+
+def test_default_volume_is_deepforges_and_is_created_on_the_first_upload(sciserver: SciServerHandle) -> None:
+    files = client(sciserver, volume=None)  # no volume given: DeepForge's USERNAME/deepforge_data
+    assert files.config["volume"] == "USERNAME/deepforge_data"
+    info = files.put_file_stream("a/b.txt", io.BytesIO(b"b"))
+    assert info.data["volume"] == f"{sciserver.username}/deepforge_data" and info.data["volumePool"] == "Storage"
+    assert (sciserver.volume_path(name="deepforge_data") / "a" / "b.txt").read_bytes() == b"b"
+    again = client(sciserver, volume=None)  # the volume exists now: creating it again is quiet
+    again.put_file_stream("c.txt", io.BytesIO(b"c"))
+    assert again.stat("c.txt").data["size"] == 1
+    # A volume the user named is never created behind their back.
+    named = client(sciserver, volume=f"{sciserver.username}/elsewhere")
+    with pytest.raises(StorageError, match="Volume does not exist"):
+        named.put_file_stream("x", io.BytesIO(b"x"))
 
 
 def test_server_errors_carry_the_server_message(sciserver: SciServerHandle) -> None:

@@ -20,7 +20,8 @@ BASE = "http://sciserver.test/"
 LOGIN = BASE + "login-portal/keystone/v3/tokens"
 FILES = BASE + "fileservice/api/"
 RACM = BASE + "racm"
-CONFIG = {"username": "alice", "token": "tok-secret-1234", "loginUrl": LOGIN, "fileServiceUrl": FILES}
+CREDENTIALS = {"username": "alice", "token": "tok-secret-1234", "loginUrl": LOGIN, "fileServiceUrl": FILES}
+CONFIG = {**CREDENTIALS, "volume": "alice/persistent"}  # sciserver-files on a volume every user has
 
 
 def response(status: int, body: object) -> requests.Response:
@@ -100,7 +101,7 @@ def test_unreachable_login_portal_names_no_secret() -> None:
 @responses.activate
 def test_whoami_failure_does_not_leak_the_token() -> None:
     responses.get(LOGIN + "/tok-secret-1234", body=requests.ConnectionError("no route to tok-secret-1234"))
-    files = SciServerFilesStorage({**CONFIG, "username": None})
+    files = SciServerFilesStorage({**CONFIG, "username": None, "volume": None})  # USERNAME/deepforge_data
     with pytest.raises(StorageError) as exc:
         _ = files.volume
     assert "tok-secret-1234" not in str(exc.value)
@@ -117,7 +118,7 @@ def test_submission_500_carries_the_server_message(tmp_path: Path) -> None:
     responses.get(RACM + "/jobm/rest/computedomains", json=[domain])
     message = "Error in job submission for user alice\n\tError creating DockerJob\nNo valid Docker image"
     responses.post(RACM + "/jobm/rest/jobs/docker", status=500, json={"status": "error", "error": message})
-    compute = SciServerCompute({**CONFIG, "racmUrl": RACM})
+    compute = SciServerCompute({**CREDENTIALS, "racmUrl": RACM})
     uploads: list[str] = []
     deleted: list[str] = []
 

@@ -18,12 +18,17 @@
  *   DEEPFORGE_PLUGINS_DIR          the DeepForge plugins (default: the repo's plugins/); a dir written by
  *                                  `python -m deepforge_plugins.metadata --deploy DIR`, whose dialogs follow
  *                                  the operator policy in force ($DEEPFORGE_POLICY, docs/security.md)
+ *   DEEPFORGE_SCISERVER_LOGIN_URL  the SciServer login portal the account-link router logs in to (default
+ *                                  SciServer's); routers/SciServerAuth, docs/sciserver.md "Linking an account"
+ *   DEEPFORGE_SCISERVER_LINK_KEY   the key that router's token route demands; made at random when unset (set in
+ *                                  this process's environment, so the plugins it starts inherit it)
  * WebGME's own WEBGME_<a>_<b>=v overrides (config.a.b = v) are applied after this file (config/index.js).
  */
 'use strict';
 
 var path = require('path'),
     fs = require('fs'),
+    crypto = require('crypto'),
     config = require('webgme/config/config.default'),
     env = process.env,
     repoRoot = path.join(__dirname, '..', '..'),
@@ -72,6 +77,19 @@ config.plugin.basePaths = config.plugin.basePaths.concat(
             return fs.existsSync(dir);
         })
 );
+
+// One-time SciServer account link (DeepForge's /routers/SciServerAuth): tokens kept server-side per user.
+if (!env.DEEPFORGE_SCISERVER_LINK_KEY) {
+    env.DEEPFORGE_SCISERVER_LINK_KEY = crypto.randomBytes(32).toString('hex');
+}
+config.rest.components.SciServerAuth = {
+    src: path.join(__dirname, '..', 'routers', 'SciServerAuth', 'SciServerAuth.js'),
+    mount: 'routers/SciServerAuth',
+    options: {
+        loginUrl: env.DEEPFORGE_SCISERVER_LOGIN_URL || 'https://apps.sciserver.org/login-portal/keystone/v3/tokens',
+        storeFile: path.join(dataDir, 'sciserver-links.json'),
+    },
+};
 
 config.seedProjects.enable = true;
 config.seedProjects.basePaths = [path.join(__dirname, '..', 'seeds')].concat(config.seedProjects.basePaths);

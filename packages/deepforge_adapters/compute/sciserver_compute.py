@@ -57,6 +57,8 @@ STARTED = 8
 #: Not SciServer's: what ``poll`` reports for a job SciServer calls a SUCCESS that left no results.json.
 NO_RESULTS = "no-results"
 
+#: The batch domains SciServer offers everyone (DeepForge's list); the dialog offers them, any name is accepted.
+COMPUTE_DOMAINS = ("Small Jobs Domain", "Large Jobs Domain")
 #: SciServer JOBM status bit flags (sciserver-api.md 4.7) -> DeepForge statuses.
 STATUS_TABLE = StatusTable(
     "sciserver-compute",
@@ -81,7 +83,14 @@ class SciServerCompute(ComputeClient):
         "sciserver-compute",
         (
             *CREDENTIAL_FIELDS,
-            Field("computeDomain", "Compute Domain", "Batch compute domain, by name", default="Small Jobs Domain"),
+            Field(
+                "computeDomain",
+                "Compute Domain",
+                "Batch compute domain, by name: a small job shares its machine with up to 4 others (about 32 GB of "
+                "RAM); a large one runs alone (about 240 GB) but may wait longer to start",
+                default="Small Jobs Domain",
+                suggestions=COMPUTE_DOMAINS,
+            ),
             Field(
                 "image",
                 "Image",
@@ -198,7 +207,6 @@ class SciServerCompute(ComputeClient):
             "hash": job.hash or scratch_dir,
             "id": submitted["id"],
             "scratchDir": scratch_dir,
-            "username": username,
             "computeDomain": domain["name"],
         }
 

@@ -32,6 +32,7 @@ from typing import Any
 
 from .. import secrets
 from ..errors import SecretsError
+from ..sciserver.session import LINK_KEY_ENV
 from ..storage.registry import registry as storage_registry
 from .bundle import executor_config, open_config, parse_job
 from .layout import JOB_FILE
@@ -39,8 +40,9 @@ from .layout import JOB_FILE
 log = logging.getLogger(__name__)
 
 CREDENTIALS_FD_ENV = "DEEPFORGE_CREDENTIALS_FD"
-#: Variables that never reach a runner or an operation started by the worker or local compute.
-KEY_VARIABLES = (secrets.KEY_ENV, secrets.KEY_FILE_ENV, CREDENTIALS_FD_ENV)
+#: Variables that never reach a runner or an operation started by the worker or local compute (the SciServer
+#: account link's key: a job started by a plugin must not ask the WebGME server for linked tokens).
+KEY_VARIABLES = (secrets.KEY_ENV, secrets.KEY_FILE_ENV, CREDENTIALS_FD_ENV, LINK_KEY_ENV)
 
 Credentials = dict[str, Any]
 
@@ -184,5 +186,5 @@ def receive_credentials(environ: dict[str, str]) -> Credentials | None:
 
 
 def job_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    """``environ`` without the key, the key file path and the credentials fd."""
+    """``environ`` without the key, the key file path, the credentials fd and the SciServer link key."""
     return {k: v for k, v in environ.items() if k not in KEY_VARIABLES}

@@ -31,6 +31,14 @@ STDOUT_FILE = "job_stdout.txt"
 RUNNER_PREFIX = "deepforge: "
 
 
+#: What starts a metadata line of an operation's output (DeepForge's ``CONSTANTS.START_CMD``): the line is
+#: ``deepforge-cmd <COMMAND> <id> <json>``, e.g. ``PLOT`` for a figure (:mod:`.plotting`); the plugins turn it
+#: into model nodes (``deepforge_plugins.job_metadata``) and keep it out of ``Job.stdout``.
+METADATA_PREFIX = "deepforge-cmd"
+#: The matplotlib backend the runner gives an operation (``MPLBACKEND``), unless the job's environment names one.
+PLOT_BACKEND = "module://deepforge_adapters.jobs.plotting"
+
+
 def without_runner_prefix(line: str) -> str:
     """A runner line without the runner's prefix, for messages that carry their own ``deepforge:`` prefix."""
     return line[len(RUNNER_PREFIX) :] if line.startswith(RUNNER_PREFIX) else line

@@ -11,7 +11,8 @@
 3. run the job's command with :func:`deepforge_adapters.process.run`, stdout and stderr merged in order into
    our stdout; SIGINT/SIGTERM are forwarded as SIGINT, then every process of the operation is SIGKILLed
    after ``DEEPFORGE_CANCEL_GRACE`` seconds (default 10); a canceled job exits 130; whatever the operation
-   started is killed when it ends;
+   started is killed when it ends; matplotlib's backend is :mod:`.plotting` (``MPLBACKEND``, unless set), so
+   a figure the operation shows reaches the model;
 4. upload each declared ``outputs/<name>/data`` with ``put_file_stream`` to ``<storage dir>/<name>``;
 5. write ``results.json`` ``{name: {"type": ..., "dataInfo": ...}}`` atomically.
 
@@ -45,7 +46,7 @@ from ..storage.cache import WorkerCache
 from ..streams import ProgressCallback, atomic_write
 from .bundle import JobSpec, open_config, read_bundle
 from .credentials import job_environment, receive_credentials
-from .layout import RESULTS_FILE, RUNNER_PREFIX
+from .layout import PLOT_BACKEND, RESULTS_FILE, RUNNER_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -234,6 +235,7 @@ class Runner:
         (self.job_dir / "outputs").mkdir(exist_ok=True)
         env = job_environment(self.environ)  # no key, key file path or credentials fd for the job
         env.setdefault("PYTHONUNBUFFERED", "1")
+        env.setdefault("MPLBACKEND", PLOT_BACKEND)  # plt.show() sends the figure to the model (jobs/plotting.py)
         command = self._command(spec)
         self.say(f"running {' '.join(spec.command)}")
         self._tail = b""

@@ -16,6 +16,9 @@ a client handle:
   errors are retried.
 * Inside a SciServer Compute container the user's token is in ``/home/idies/keystone.token``; a config
   with neither token nor password uses it (``SCISERVER_KEYSTONE_TOKEN_PATH`` overrides the path).
+* On a WebGME server, a user links a SciServer account once (``webgme-config/routers/SciServerAuth``, as
+  DeepForge's ``/routers/SciServerAuth``); the plugins then fetch that user's token with
+  :func:`linked_token` for a config that names the account (``username``) without password or token.
 
 The token is bound to the configured service URLs (:mod:`deepforge_adapters.endpoints`): :meth:`request`
 sends it only to URLs under ``loginUrl``, ``fileServiceUrl`` or ``racmUrl`` (no ``..`` segments, which
@@ -57,9 +60,21 @@ TASK_NAME = "DeepForge.Adapters"
 SERVICE_URL_FIELDS = ("fileServiceUrl", "racmUrl")
 
 
-#: The config fields both SciServer backends share (DeepForge's names where it had them).
+#: The WebGME route of the one-time account link, under the server URL (webgme-config/routers/SciServerAuth).
+LINK_ROUTE = "routers/SciServerAuth"
+#: The key the link's token route demands; the WebGME server sets it, its plugin processes inherit it.
+LINK_KEY_ENV = "DEEPFORGE_SCISERVER_LINK_KEY"
+LINK_KEY_HEADER = "X-DeepForge-Link-Key"
+
+#: The config fields both SciServer backends share (DeepForge's names where it had them).  ``username`` is an
+#: auth field as in DeepForge: a dialog's choice of account is never stored in the model.
 CREDENTIAL_FIELDS = (
-    Field("username", "Username", "SciServer username (needed to log in with a password)"),
+    Field(
+        "username",
+        "Username",
+        "SciServer account: one linked to your WebGME account (routers/SciServerAuth), or give its password",
+        is_auth=True,
+    ),
     Field("password", "Password", "SciServer password; used to get a token when none is given", is_auth=True),
     Field("token", "Token", "SciServer token (X-Auth-Token); valid for 24 h", is_auth=True),
     Field(
@@ -320,6 +335,62 @@ class SciServerSession:
                 kwargs["data"] = rewind()
             kwargs["headers"] = headers
         raise SciServerAuthError(f"{what}: SciServer rejected the token (HTTP 401) even after logging in again")
+
+
+def linked_token(
+    backend: str,
+    server_url: str,
+    username: str,
+    *,
+    login_url: str,
+    webgme_token: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> str:
+    """The token of the SciServer account ``username`` linked to the WebGME user of ``webgme_token`` (the
+    guest account without one) on the WebGME server at ``server_url``.
+
+    Only the server's own processes can ask (they hold ``$DEEPFORGE_SCISERVER_LINK_KEY``).  The token is
+    registered for redaction at once.  :class:`SciServerAuthError` when no such account is linked (or the
+    link expired), when it was linked on another SciServer than ``login_url``, or when the server refuses.
+    """
+    environ = os.environ if environ is None else environ
+    key = environ.get(LINK_KEY_ENV)
+    if not key:
+        raise SciServerAuthError(
+            f"SciServer account {username!r}: no password or token given, and no account link to ask "
+            f"(${LINK_KEY_ENV} is not set: this does not run inside a WebGME server with routers/SciServerAuth)"
+        )
+    headers = {LINK_KEY_HEADER: key}
+    if webgme_token:
+        headers["Authorization"] = f"Bearer {webgme_token}"
+    url = f"{server_url.rstrip('/')}/{LINK_ROUTE}/{quote(username, safe='')}/token"
+    try:
+        response = make_session(retries=2).get(url, headers=headers, allow_redirects=False)
+    except requests.RequestException as exc:
+        raise SciServerAuthError(
+            f"cannot reach the SciServer account link at {_origin(url)}: {type(exc).__name__}"
+        ) from None
+    if response.status_code != 200:
+        reason = server_message(response)
+        if response.status_code == 404:
+            raise SciServerAuthError(
+                f"no SciServer account {username!r} is linked to your WebGME account (or its 24 h link expired): "
+                f"link it once (POST {server_url.rstrip('/')}/{LINK_ROUTE}/login, docs/sciserver.md), "
+                "or give its password"
+            )
+        raise SciServerAuthError(f"the SciServer account link refused to hand over {username!r}'s token: {reason}")
+    try:
+        body = response.json()
+        token, linked_at = str(body["token"]), str(body["loginUrl"])
+    except (ValueError, KeyError, TypeError):
+        raise SciServerAuthError(f"unexpected answer from the SciServer account link at {_origin(url)}") from None
+    register_secret(token)
+    if linked_at.rstrip("/") != login_url.rstrip("/"):
+        raise SciServerAuthError(
+            f"SciServer account {username!r} was linked on {linked_at}, but {backend} logs in at {login_url}: "
+            "its token is not sent elsewhere"
+        )
+    return token
 
 
 def _bound(backend: str, field: str, url: str) -> Endpoint:

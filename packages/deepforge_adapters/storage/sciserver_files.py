@@ -51,7 +51,9 @@ from .base import DataInfo, ObjectInfo, StorageClient
 log = logging.getLogger(__name__)
 
 POOLS = ("Storage", "Temporary")
-DEFAULT_VOLUMES = {"Storage": "persistent", "Temporary": "scratch"}
+#: Stands for the user's own name in ``volume`` (DeepForge's default ``USERNAME/deepforge_data``).
+USERNAME_PLACEHOLDER = "USERNAME"
+DEFAULT_VOLUME = f"{USERNAME_PLACEHOLDER}/deepforge_data"
 
 
 class SciServerFilesStorage(StorageClient):
@@ -71,7 +73,9 @@ class SciServerFilesStorage(StorageClient):
             Field(
                 "volume",
                 "Volume",
-                "User volume as <owner>/<name>, e.g. alice/deepforge_data (default: your persistent or scratch volume)",
+                "User volume as <owner>/<name>; USERNAME stands for your SciServer user name (the default, "
+                "USERNAME/deepforge_data, is created on the first upload)",
+                default=DEFAULT_VOLUME,
             ),
         ),
     )
@@ -84,15 +88,32 @@ class SciServerFilesStorage(StorageClient):
             raise StorageError(self.id, str(exc)) from None
         self.base_url = self.config["fileServiceUrl"].rstrip("/") + "/"
         self.pool: str = self.config["volumePool"]
-        self._volume: str | None = normalize_volume(self.config["volume"], self.pool) or None
+        self._volume_spec = normalize_volume(self.config["volume"], self.pool) or DEFAULT_VOLUME
+        self._volume: str | None = None
+        #: The volume is the user's own, named with the placeholder: created (quietly) before the first upload.
+        self._create_volume = self._volume_spec.split("/")[0] == USERNAME_PLACEHOLDER
 
     # ------------------------------------------------------------------------------------ locations
     @property
     def volume(self) -> str:
-        """``<owner>/<volume>``; defaults to the user's ``persistent`` (Storage) or ``scratch`` volume."""
+        """``<owner>/<volume>``, ``USERNAME`` replaced by the user's name (default ``<you>/deepforge_data``)."""
         if self._volume is None:
-            self._volume = f"{self._auth(self.session.whoami)}/{DEFAULT_VOLUMES[self.pool]}"
+            owner, _, rest = self._volume_spec.partition("/")
+            if owner == USERNAME_PLACEHOLDER:
+                owner = self._auth(self.session.whoami)
+            self._volume = f"{owner}/{rest}"
         return self._volume
+
+    def _ensure_volume(self) -> None:
+        """Create the user's ``USERNAME/...`` volume if it does not exist yet (``quiet=true``: no error if it does)."""
+        if not self._create_volume:
+            return
+        owner, name = self.volume.split("/", 1)
+        url = self.base_url + "volume/" + "/".join(quote(s, safe="") for s in (self.pool, owner, name))
+        response = self._request("PUT", url, f"create volume {self.pool}/{self.volume}", None, params={"quiet": "true"})
+        if response.status_code != 200:
+            self._fail(f"create volume {self.pool}/{self.volume}", None, response)
+        self._create_volume = False
 
     def url(self, api: str, pool: str, volume: str, path: str = "") -> str:
         segments = [pool, *volume.split("/"), *[p for p in path.split("/") if p]]
@@ -152,6 +173,7 @@ class SciServerFilesStorage(StorageClient):
     ) -> DataInfo:
         """Upload to a temporary name beside ``name``, then move it into place (overwriting)."""
         name = check_name(self.id, name)
+        self._ensure_volume()
         pool, volume = self.pool, self.volume
         parent, base = posixpath.split(name)
         temp = posixpath.join(parent, f".{base}.upload-{uuid.uuid4().hex[:12]}")
