@@ -10,4 +10,5 @@ pytest_plugins = [
     "tests.fixtures.worker",
     "tests.fixtures.attacker",
     "tests.fixtures.deepforge",
+    "tests.fixtures.slurm",
 ]

@@ -21,12 +21,18 @@ from deepforge_adapters.testing.compute import ComputeBackend, ComputeConformanc
 from deepforge_adapters.webgme.blob import BlobClient
 
 from tests.fixtures.sciserver import SciServerHandle
+from tests.fixtures.slurm import SlurmCluster
 from tests.fixtures.worker import upload_bundle
 
 pytestmark = pytest.mark.integration
 
 #: Compute backend id -> the fixture below that makes its ComputeBackend.
-FIXTURES = {"local": "local_backend", "gme": "gme_backend", "sciserver-compute": "sciserver_backend"}
+FIXTURES = {
+    "local": "local_backend",
+    "gme": "gme_backend",
+    "sciserver-compute": "sciserver_backend",
+    "slurm": "slurm_backend",
+}
 
 
 def bundle_dir(root: Path, files: Mapping[str, bytes], argv: Sequence[str]) -> Path:
@@ -91,6 +97,21 @@ def sciserver_backend(
 
     config = sciserver.config(racmUrl=sciserver.racm_url)
     return ComputeBackend("sciserver-compute", config, make_job, local_storage, shared_dir)
+
+
+@pytest.fixture
+def slurm_backend(
+    slurm_cluster: SlurmCluster, tmp_path: Path, job_env: dict[str, str], local_storage: StorageClient
+) -> ComputeBackend:
+    """A real Slurm (tests/fixtures/slurm.py), CLI transport; output through its shared directory."""
+    counter = iter(range(1000))
+    signals = slurm_cluster.shared / f"signals-{tmp_path.name}"
+    signals.mkdir()
+
+    def make_job(files: Mapping[str, bytes], argv: Sequence[str]) -> ComputeJob:
+        return ComputeJob(bundle=bundle_dir(tmp_path / f"bundle{next(counter)}", files, argv), name="conformance")
+
+    return ComputeBackend("slurm", slurm_cluster.config(), make_job, local_storage, signals)
 
 
 def test_every_registered_compute_backend_has_a_conformance_fixture() -> None:

@@ -12,6 +12,7 @@ BUILTIN: dict[str, str] = {
     "local": "deepforge_adapters.compute.local:LocalCompute",
     "gme": "deepforge_adapters.compute.gme:GmeCompute",
     "sciserver-compute": "deepforge_adapters.compute.sciserver_compute:SciServerCompute",
+    "slurm": "deepforge_adapters.compute.slurm:SlurmCompute",
 }
 
 registry: BackendRegistry[ComputeClient] = BackendRegistry("compute", "deepforge.compute", BUILTIN, ComputeClient)
