@@ -323,7 +323,7 @@ class RestTransport:
             "time_limit": _minutes(options.time_limit),
             "memory_per_node": _memory_mb(options.memory) if options.memory else None,
             "cpus_per_task": options.cpus or None,
-            "tres_per_node": f"gres:gpu:{options.gpus}" if options.gpus else None,
+            "gres": f"gpu:{options.gpus}" if options.gpus else None,
             "constraints": options.constraint,
         }
         job.update({k: v for k, v in optional.items() if v})
