@@ -27,7 +27,8 @@ It is a TOML file named by ``$DEEPFORGE_POLICY`` (see docs/security.md, "The ope
 Without a policy file (:meth:`Policy.default`) every installed backend except ``local`` storage and ``local``
 compute is offered.  Whether or not there is a file, fields the policy says nothing about keep these built-in
 rules (:data:`BUILTIN_RULES`): the ``gme`` ``host`` is the server's own URL, and the ``local`` ``root`` and
-``workDir`` come from the server (its environment or default), never from a user.
+``workDir`` and the ``slurm`` ``extraDirectives`` (extra ``#SBATCH`` lines) come from the server (its environment
+or default), never from a user.
 
 A request outside the policy raises :class:`PolicyError`, whose message names the backend or field and the
 policy file; the plugins check before they create anything.
@@ -109,6 +110,9 @@ BUILTIN_RULES: tuple[tuple[str, str, str, _Marker], ...] = (
     ("compute", "gme", "host", SERVER_URL),
     ("storage", "local", "root", SERVER_DEFAULT),
     ("compute", "local", "workDir", SERVER_DEFAULT),
+    # extra #SBATCH lines reach past every resource field: only an operator's rule (or the server's own
+    # environment, DEEPFORGE_SLURM_EXTRA_DIRECTIVES) sets them
+    ("compute", "slurm", "extraDirectives", SERVER_DEFAULT),
 )
 
 

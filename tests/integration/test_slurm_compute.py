@@ -17,6 +17,7 @@ import pytest
 from deepforge_adapters.compute import ComputeJob, JobStatus, JobUpdate, get_client
 from deepforge_adapters.compute.slurm import SlurmCompute
 from deepforge_adapters.errors import ComputeError
+from deepforge_adapters.policy import Policy, PolicyError
 
 from tests.fixtures.slurm import SlurmCluster, SlurmRest, SshLogin
 from tests.fixtures.waiting import wait_for
@@ -158,7 +159,9 @@ def test_cancel_while_pending_and_while_running_ends_canceled(
     assert "CVD=0,1" in seen
 
 
-def test_timeout_says_which_limit(transport: str, slurm_cluster: SlurmCluster, slurm_config: dict[str, Any], jobs: Jobs) -> None:
+def test_timeout_says_which_limit(
+    transport: str, slurm_cluster: SlurmCluster, slurm_config: dict[str, Any], jobs: Jobs
+) -> None:
     if transport == "ssh":
         pytest.skip("the same CLI code as the cli transport; one TIMEOUT per transport kind (CLI, REST) is enough")
     compute = client({**slurm_config, "timeLimit": "1"})  # Slurm's smallest limit: one minute
@@ -253,20 +256,23 @@ def test_an_unreachable_login_node_is_one_clear_error_and_nothing_is_submitted(
     assert slurm_cluster.jobs() == before
 
 
-def test_extra_directives_need_the_operator_policy(
-    slurm_cluster: SlurmCluster, jobs: Jobs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    with pytest.raises(ComputeError, match="only where the operator policy permits"):
-        client(slurm_cluster.config(extraDirectives="--comment=hello"))
+def test_extra_directives_need_the_operator_policy(slurm_cluster: SlurmCluster, jobs: Jobs, tmp_path: Path) -> None:
+    asked = {"extraDirectives": "--comment=hello"}
+    with pytest.raises(PolicyError, match=r"compute\.slurm\.extraDirectives = '--comment=hello' is not allowed"):
+        Policy.default().apply("compute", "slurm", asked)  # what the plugins check before anything starts
     policy = tmp_path / "policy.toml"
-    policy.write_text('[compute]\nallow = ["slurm"]\n[compute.slurm]\nextraDirectives = { allowed = ["--comment=hello"] }\n')
-    monkeypatch.setenv("DEEPFORGE_POLICY", str(policy))
-    with pytest.raises(ComputeError, match="not allowed by the operator policy"):
-        client(slurm_cluster.config(extraDirectives="--exclusive"))
-    compute = client(slurm_cluster.config(extraDirectives="--comment=hello"))
+    policy.write_text(
+        '[compute]\nallow = ["slurm"]\n[compute.slurm]\nextraDirectives = { allowed = ["--comment=hello"] }\n'
+    )
+    with pytest.raises(PolicyError, match="not allowed by the operator policy"):
+        Policy.from_file(policy).apply("compute", "slurm", {"extraDirectives": "--exclusive"})
+    permitted = Policy.from_file(policy).apply("compute", "slurm", slurm_cluster.config(**asked))
+    compute = client(permitted)
     info = compute.start_job(jobs.job("ok"))
     assert "Comment=hello" in slurm_cluster.run("scontrol", "show", "job", "-o", info["jobId"]).stdout
     assert follow(compute, info)[-1].status == JobStatus.SUCCESS
+    with pytest.raises(ComputeError, match="not an sbatch option"):
+        client(slurm_cluster.config(extraDirectives="hello\n#SBATCH --exclusive"))
 
 
 @pytest.fixture(autouse=True)

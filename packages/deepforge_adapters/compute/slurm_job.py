@@ -78,7 +78,9 @@ def channel_client(channel: Mapping[str, Any], credentials: Mapping[str, Any] | 
         bind = (credentials.get("bind") or {}).get("storage") or {}
         opened = {**config, **{name: handed[name] for name in sealed if name in handed}, **bind}
     else:
-        opened = open_config(backend, config, secrets.load_keyring() if sealed else None, str(channel.get("project", "")))
+        opened = open_config(
+            backend, config, secrets.load_keyring() if sealed else None, str(channel.get("project", ""))
+        )
     return get_client(backend, opened)
 
 

@@ -26,8 +26,8 @@ from typing import Any, Protocol
 
 import requests
 
-from ..jobs.credentials import job_environment
 from ..http import describe_connection_error, make_session
+from ..jobs.credentials import job_environment
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,9 @@ class CliTransport:
                 env=job_environment(os.environ),  # sbatch exports our environment to the job: never the key
             )
         except FileNotFoundError:
-            raise SlurmError(f"{what}: {command[0]!r} is not installed on {'this host' if self.ssh else self.where}") from None
+            raise SlurmError(
+                f"{what}: {command[0]!r} is not installed on {'this host' if self.ssh else self.where}"
+            ) from None
         except subprocess.TimeoutExpired:
             raise SlurmError(f"{what}: no answer from {self.where} within {COMMAND_TIMEOUT:.0f} s") from None
         if self.ssh and done.returncode == 255:  # ssh's own failure: the command never ran
@@ -273,8 +275,10 @@ def _format_minutes(value: Any) -> str:
         value = value.get("number") if value.get("set", True) else None
     if not isinstance(value, int) or value <= 0 or value >= 0xFFFFFFFE:
         return "UNLIMITED"
-    return f"{value // 1440}-{value % 1440 // 60:02d}:{value % 60:02d}:00" if value >= 1440 else (
-        f"{value // 60:02d}:{value % 60:02d}:00"
+    return (
+        f"{value // 1440}-{value % 1440 // 60:02d}:{value % 60:02d}:00"
+        if value >= 1440
+        else (f"{value // 60:02d}:{value % 60:02d}:00")
     )
 
 
@@ -295,14 +299,18 @@ class RestTransport:
         try:
             response = self.session.request(method, f"{self.url}/slurm/{REST_VERSION}{path}", **kwargs)
         except requests.RequestException as exc:
-            raise SlurmError(f"{what}: cannot reach slurmrestd at {self.url}: {describe_connection_error(exc)}") from None
+            raise SlurmError(
+                f"{what}: cannot reach slurmrestd at {self.url}: {describe_connection_error(exc)}"
+            ) from None
         try:
             body = response.json()
         except ValueError:
             body = None
         errors = _rest_errors(body)
         if response.status_code >= 400 or (errors and method != "GET"):
-            hint = " (is the token valid and unexpired?)" if response.status_code in (401, 403, 500) and not errors else ""
+            hint = (
+                " (is the token valid and unexpired?)" if response.status_code in (401, 403, 500) and not errors else ""
+            )
             shown = "; ".join(errors) or response.text[:300].strip() or response.reason
             raise SlurmError(f"{what}: slurmrestd answered HTTP {response.status_code}: {shown}{hint}")
         return body if isinstance(body, dict) else {}
