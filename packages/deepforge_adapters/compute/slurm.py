@@ -57,7 +57,8 @@ MAX_SCRIPT_BYTES = 4_000_000
 #: Output segments one poll reads at most (a watcher that fell behind catches up over several polls).
 SEGMENTS_PER_POLL = 8
 CHANNEL_DIR = "deepforge-slurm"
-_PREFIX_RE = re.compile(rf"(?:[A-Za-z0-9_.@/-]+/)?{CHANNEL_DIR}/[0-9a-f]{{32}}")
+#: What ``start_job`` makes: the job's storage dir (any relative path; ``..`` is refused apart), then our part.
+_PREFIX_RE = re.compile(rf"(?:[^/\x00]+/)*{CHANNEL_DIR}/[0-9a-f]{{32}}")
 CANCEL_FILE = "cancel"
 
 _S = StatusMapping
