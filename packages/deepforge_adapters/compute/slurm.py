@@ -39,12 +39,12 @@ from typing import Any
 
 from ..config import ConfigSchema, Field
 from ..errors import BundleError, ComputeError, DeepForgeError, NotFoundError, SecretsError
+from ..jobs import slurm_job
 from ..jobs.archive import bundle_files, bundle_hash, staged_bundle
 from ..jobs.bundle import parse_job
 from ..jobs.credentials import is_runner_command, open_job_credentials
 from ..jobs.layout import JOB_FILE, RESULTS_FILE, read_executor_config
 from ..storage import StorageClient
-from . import slurm_job
 from .base import ComputeClient, ComputeJob, JobStatus, Poll, StatusMapping, StatusTable
 from .slurm_transport import CliTransport, JobOptions, RestTransport, SlurmError, SlurmJob, Transport, ssh_command
 
@@ -317,7 +317,7 @@ class SlurmCompute(ComputeClient):
         lines = [
             "#!/bin/bash",
             *options.directives(),
-            "# deepforge job: python -m deepforge_adapters.compute.slurm_job (payload below)",
+            "# deepforge job: python -m deepforge_adapters.jobs.slurm_job (payload below)",
             *([f"export {slurm_job.GRACE_ENV}={shlex.quote(grace)}"] if grace else []),
             f"exec {shlex.quote(self.config['python'])} -m {slurm_job.__name__} --payload-fd 3 3<<'{marker}'",
             json.dumps(payload, separators=(",", ":")),

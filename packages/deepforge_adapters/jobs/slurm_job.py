@@ -1,4 +1,4 @@
-"""The job side of ``slurm`` compute: ``python -m deepforge_adapters.compute.slurm_job --payload-fd 3``.
+"""The job side of ``slurm`` compute: ``python -m deepforge_adapters.jobs.slurm_job --payload-fd 3``.
 
 The batch script :class:`~deepforge_adapters.compute.slurm.SlurmCompute` submits ``exec``\\ s this module with
 its payload (one JSON line: the bundle as a base64 tar.gz, the output channel, the job's credentials) on a
@@ -41,12 +41,12 @@ from typing import Any
 from .. import secrets
 from ..config import seconds_from_env
 from ..errors import ConfigError, DeepForgeError, NotFoundError
-from ..jobs.bundle import open_config
-from ..jobs.credentials import CredentialPipe, is_runner_command, job_environment
-from ..jobs.layout import RESULTS_FILE, RUNNER_PREFIX, read_executor_config
 from ..process import JobProcess, make_non_dumpable
 from ..process import run as run_job_process
 from ..storage import StorageClient, get_client
+from .bundle import open_config
+from .credentials import CredentialPipe, is_runner_command, job_environment
+from .layout import RESULTS_FILE, RUNNER_PREFIX, read_executor_config
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +238,7 @@ def read_end(client: StorageClient, prefix: str) -> dict[str, Any] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deepforge_adapters.compute.slurm_job")
+    parser = argparse.ArgumentParser(prog="python -m deepforge_adapters.jobs.slurm_job")
     parser.add_argument("--payload-fd", type=int, required=True)
     args = parser.parse_args(argv)
     make_non_dumpable()  # we hold the job's credentials
