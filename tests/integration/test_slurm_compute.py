@@ -8,6 +8,7 @@ depends on timing); nothing here asserts a duration.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -281,3 +282,43 @@ def _no_leftover_jobs(slurm_cluster: SlurmCluster) -> Iterator[None]:
     active = slurm_cluster.run("squeue", "-h", "-o", "%i").stdout.split()
     if active:
         slurm_cluster.run("scancel", *active, check=False)
+
+
+# ---------------------------------------------------------------------------------------------- deepforge run
+DOUBLE = """
+import os, pickle
+value = pickle.load(open("artifacts/value", "rb"))
+print("doubling", value)
+os.makedirs("outputs/doubled")
+pickle.dump(value * 2, open("outputs/doubled/data", "wb"))
+open("outputs/doubled/metadata.json", "w").write('{"type": "int"}')
+"""
+
+
+@pytest.mark.parametrize("via", ["cli", "rest"])
+def test_deepforge_run_on_slurm_through_the_jobs_storage(
+    request: pytest.FixtureRequest,
+    via: str,
+    slurm_cluster: SlurmCluster,
+    job_env: dict[str, str],
+    local_storage: Any,
+    make_bundle: Any,
+) -> None:
+    """The runner fetches the input and uploads the output through the job's storage, and the output stream
+    comes back through that storage too: no sharedDir."""
+    from tests.fixtures.jobs import put_pickle, read_pickle
+
+    value = put_pickle(local_storage, "data/value", 21)
+    bundle = make_bundle(DOUBLE, inputs={"value": value}, outputs=["doubled"])
+    config = slurm_cluster.config() if via == "cli" else request.getfixturevalue("slurm_rest").config(slurm_cluster)
+    config.pop("sharedDir")
+    argv = [sys.executable, "-m", "deepforge_adapters.cli", "run", str(bundle), "--compute", "slurm"]
+    done = subprocess.run(
+        [*argv, "--config", json.dumps(config)], env=job_env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "doubling 21" in done.stdout
+    results = json.loads(done.stdout[done.stdout.rindex("\n{\n") + 1 :])
+    assert read_pickle(local_storage, results["doubled"]["dataInfo"]) == 42
+    channel = Path(local_storage.config["root"]) / "proj/executions/op/deepforge-slurm"
+    assert any(channel.glob("*/out/*")) and any(channel.glob("*/end.json"))  # the stream went through storage

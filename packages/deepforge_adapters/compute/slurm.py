@@ -296,7 +296,8 @@ class SlurmCompute(ComputeClient):
         """Where the job's output and results go (see the module docstring)."""
         if self.config["sharedDir"]:
             root_dir = str(Path(self.config["sharedDir"]).expanduser().resolve())
-            return {"backend": "local", "config": {"root": root_dir}, "project": "", "prefix": f"{CHANNEL_DIR}/{nonce}"}
+            prefix = f"{CHANNEL_DIR}/{nonce}"
+            return {"kind": "shared", "backend": "local", "config": {"root": root_dir}, "project": "", "prefix": prefix}
         if not (root / JOB_FILE).is_file():
             raise self._error("this bundle has no job.json (no storage of its own): set sharedDir for its output")
         try:
@@ -308,7 +309,13 @@ class SlurmCompute(ComputeClient):
                 "gme storage has no file names for the job's output stream; set sharedDir, or use another storage"
             )
         prefix = "/".join(p for p in (spec.storage_dir.strip("/"), CHANNEL_DIR, nonce) if p)
-        return {"backend": spec.storage_id, "config": spec.storage_config, "project": spec.project, "prefix": prefix}
+        return {
+            "kind": "storage",
+            "backend": spec.storage_id,
+            "config": spec.storage_config,  # its secrets still sealed: job_info is stored in the model
+            "project": spec.project,
+            "prefix": prefix,
+        }
 
     def batch_script(self, options: JobOptions, payload: Mapping[str, Any]) -> str:
         """The batch script: ``#SBATCH`` lines, then ``exec`` of the job side with the payload on fd 3."""
@@ -344,10 +351,12 @@ class SlurmCompute(ComputeClient):
         prefix = channel["prefix"]
         if not _PREFIX_RE.fullmatch(prefix) or ".." in prefix.split("/"):
             raise self._error(f"job_info channel prefix {prefix!r:.120} is not one this backend makes")
-        if channel.get("backend") == "local":
+        if channel.get("kind") not in ("shared", "storage"):
+            raise self._error(f"job_info channel kind {channel.get('kind')!r:.40} is not one this backend makes")
+        if channel["kind"] == "shared":
             shared = self.config["sharedDir"]
             root = (channel.get("config") or {}).get("root")
-            if not shared or str(Path(shared).expanduser().resolve()) != root:
+            if channel.get("backend") != "local" or not shared or str(Path(shared).expanduser().resolve()) != root:
                 raise self._error(f"job_info channel root {root!r:.120} is not this backend's sharedDir")
         try:
             return slurm_job.channel_client(channel), prefix
