@@ -260,7 +260,8 @@ def test_an_unreachable_login_node_is_one_clear_error_and_nothing_is_submitted(
 def test_extra_directives_need_the_operator_policy(slurm_cluster: SlurmCluster, jobs: Jobs, tmp_path: Path) -> None:
     asked = {"extraDirectives": "--comment=hello"}
     with pytest.raises(PolicyError, match=r"compute\.slurm\.extraDirectives = '--comment=hello' is not allowed"):
-        Policy.default().apply("compute", "slurm", asked)  # what the plugins check before anything starts
+        # what the plugins check before anything starts: allowing slurm does not allow extra lines
+        Policy.from_mapping({"compute": {"allow": ["slurm"]}}, "test").apply("compute", "slurm", asked)
     policy = tmp_path / "policy.toml"
     policy.write_text(
         '[compute]\nallow = ["slurm"]\n[compute.slurm]\nextraDirectives = { allowed = ["--comment=hello"] }\n'
