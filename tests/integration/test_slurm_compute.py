@@ -265,6 +265,7 @@ def test_extra_directives_need_the_operator_policy(slurm_cluster: SlurmCluster, 
     policy = tmp_path / "policy.toml"
     policy.write_text(
         '[compute]\nallow = ["slurm"]\n[compute.slurm]\nextraDirectives = { allowed = ["--comment=hello"] }\n'
+        f"sharedDir = {{ under = [{json.dumps(str(slurm_cluster.shared))}] }}\n"
     )
     with pytest.raises(PolicyError, match="not allowed by the operator policy"):
         Policy.from_file(policy).apply("compute", "slurm", {"extraDirectives": "--exclusive"})
