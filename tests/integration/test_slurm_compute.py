@@ -324,3 +324,18 @@ def test_deepforge_run_on_slurm_through_the_jobs_storage(
     assert read_pickle(local_storage, results["doubled"]["dataInfo"]) == 42
     channel = Path(local_storage.config["root"]) / "proj/executions/op/deepforge-slurm"
     assert any(channel.glob("*/out/*")) and any(channel.glob("*/end.json"))  # the stream went through storage
+
+
+def test_jobs_the_controller_forgot_are_read_from_the_job_completion_log(
+    slurm_cluster: SlurmCluster, jobs: Jobs
+) -> None:
+    """``scontrol`` forgets a job after MinJobAge; then ``sacct`` (here ``sacct -c``: no slurmdbd) answers."""
+    from deepforge_adapters.compute.slurm_transport import CliTransport
+
+    compute = client(slurm_cluster.config())
+    info = compute.start_job(jobs.job("fail"))
+    assert follow(compute, info)[-1].status == JobStatus.FAILED
+    transport = CliTransport(slurm_cluster.cluster)
+    record = wait_for(lambda: transport._sacct(info["jobId"]), timeout=60, what="the job in the completion log")
+    assert (record.state, record.exit_code) == ("FAILED", 3)
+    assert transport._sacct("999999") is None
