@@ -337,5 +337,5 @@ def test_jobs_the_controller_forgot_are_read_from_the_job_completion_log(
     assert follow(compute, info)[-1].status == JobStatus.FAILED
     transport = CliTransport(slurm_cluster.cluster)
     record = wait_for(lambda: transport._sacct(info["jobId"]), timeout=60, what="the job in the completion log")
-    assert (record.state, record.exit_code) == ("FAILED", 3)
+    assert record is not None and (record.state, record.exit_code) == ("FAILED", 3)
     assert transport._sacct("999999") is None
