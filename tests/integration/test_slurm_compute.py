@@ -26,8 +26,10 @@ from tests.fixtures.waiting import wait_for
 pytestmark = pytest.mark.integration
 
 PROGRAM = """\
-import os, sys, time
+import os, signal, sys, time
 mode, shared = sys.argv[1], sys.argv[2]
+if mode == "stubborn":
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 print("started", flush=True)
 print("CVD=" + os.environ.get("CUDA_VISIBLE_DEVICES", "none"), flush=True)
 deadline = time.monotonic() + 240
@@ -38,7 +40,7 @@ while mode in ("wait", "cancel", "hold") and not os.path.exists(os.path.join(sha
 if mode == "fail":
     print("Error: out of cheese", flush=True)
     sys.exit(3)
-if mode == "sleep":
+if mode in ("sleep", "stubborn"):
     time.sleep(600)
 open("results.json", "w").write('{"answer": {"type": "int", "dataInfo": {"backend": "local", "data": {}}}}')
 print("done", flush=True)
@@ -158,6 +160,22 @@ def test_cancel_while_pending_and_while_running_ends_canceled(
     assert rest[-1] == JobUpdate("end", status=JobStatus.CANCELED), rest[-1]
     assert compute.get_status(running) == JobStatus.CANCELED
     assert "CVD=0,1" in seen
+
+
+def test_a_job_that_ignores_the_interrupt_is_killed_after_the_grace_and_ends_canceled(
+    slurm_config: dict[str, Any], slurm_cluster: SlurmCluster, jobs: Jobs
+) -> None:
+    compute = client(slurm_config)  # job_env sets DEEPFORGE_CANCEL_GRACE=1; the batch script passes it on
+    info = compute.start_job(jobs.job("stubborn"))
+    watch = compute.watch(info)
+    seen = ""
+    for update in watch:
+        seen += update.output
+        if "CVD=" in seen:
+            break
+    compute.cancel_job(info)
+    assert list(watch)[-1] == JobUpdate("end", status=JobStatus.CANCELED)
+    assert slurm_cluster.state(info["jobId"]) in ("FAILED", "COMPLETED")  # Slurm's view: the batch step exited
 
 
 def test_timeout_says_which_limit(
