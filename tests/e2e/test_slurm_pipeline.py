@@ -3,7 +3,8 @@
 The server runs with its own operator policy, which allows ``slurm`` (it is never offered without one: it
 runs commands on the server host) with ``sharedDir`` under the cluster's shared directory.  Storage ``gme``
 needs that shared directory for the output stream (the blob has no file names); ``s3`` (moto) carries the
-output stream itself, so nothing is shared.  A mixed pipeline runs Consume on ``local``, the rest on Slurm.
+output stream itself, so nothing is shared.  A mixed pipeline, its targets set with SetExecutionTargets, runs
+Consume on ``local`` and the rest on Slurm.
 """
 
 from __future__ import annotations
@@ -123,9 +124,11 @@ def test_mixed_pipeline_slurm_and_local(
     local = {"compute": "local", "compute.local.workDir": str(tmp_path / "work")}
     result = project.run("SetExecutionTargets", consume, local)
     assert result["success"], result.get("error")
-    dialog = {"storage": "gme", **slurm_dialog(slurm_cluster, shared=True)}
+    targets = {"storage": "gme", **slurm_dialog(slurm_cluster, shared=True)}
+    result = project.run("SetExecutionTargets", pipe, targets)  # SetExecutionTargets offers slurm
+    assert result["success"], result.get("error")
     before = set(slurm_cluster.jobs())
-    result = project.run("ExecutePipeline", pipe, {"name": "mixed", **dialog})
+    result = project.run("ExecutePipeline", pipe, {"name": "mixed"})  # the targets stored on the nodes
     assert result["success"], result.get("error")
 
     m, ex = execution(project, "mixed")
