@@ -160,15 +160,17 @@ class SlurmJobShim:
         work = Path(tempfile.mkdtemp(prefix=f"deepforge-slurm-{os.environ.get('SLURM_JOB_ID', 'job')}-", dir=base))
         out.start()
         try:
-            code = self._run(work, out, credentials)
-        finally:
-            out.close()
-        results = work / RESULTS_FILE
-        if results.is_file():
-            out.put(f"{channel['prefix']}/{RESULTS_FILE}", results.read_bytes())
-        end = {"exitCode": code, "canceled": self.canceled, "segments": out.segments}
-        out.put(f"{channel['prefix']}/{END_FILE}", json.dumps(end).encode())
-        shutil.rmtree(work, ignore_errors=True)
+            try:
+                code = self._run(work, out, credentials)
+            finally:
+                out.close()
+            results = work / RESULTS_FILE
+            if results.is_file():
+                out.put(f"{channel['prefix']}/{RESULTS_FILE}", results.read_bytes())
+            end = {"exitCode": code, "canceled": self.canceled, "segments": out.segments}
+            out.put(f"{channel['prefix']}/{END_FILE}", json.dumps(end).encode())
+        finally:  # the node's disk is shared with other jobs (a SIGKILL after Slurm's KillWait still leaves it)
+            shutil.rmtree(work, ignore_errors=True)
         return code
 
     def _say(self, out: OutputChannel, line: str) -> None:
