@@ -19,7 +19,7 @@ $(STAMPS)/python: pyproject.toml
 	@touch $@
 
 # README's test command: the whole suite, servers started by the suite's own fixtures.
-test: install node browser ray
+test: install node browser ray slurm
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # The layers of the suite, fastest first, by marker (pyproject.toml), wherever the tests live.  `unit`:
@@ -30,7 +30,7 @@ test: install node browser ray
 unit: install
 	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
 
-integration: install node
+integration: install node ray slurm
 	$(BIN)/python -m pytest -q -m "integration and not e2e" $(PYTEST_ARGS)
 
 e2e: install node browser
@@ -44,7 +44,7 @@ lint: install
 	$(BIN)/mypy packages/deepforge_adapters packages/deepforge_plugins packages/deepforge_dev worker/deepforge_worker
 	$(BIN)/lint-imports
 
-bench: install node ray
+bench: install node ray slurm
 	$(BIN)/python bench/run_all.py
 
 demo: install
@@ -144,4 +144,21 @@ $(STAMPS)/ray: pyproject.toml | $(STAMPS)/python
 	@mkdir -p $(STAMPS)
 	$(BIN)/python -m pip install -q -e '.[ray]'
 	$(BIN)/ray --version
+
+# ------------------------------------------------------------------------------------------------ Slurm
+# Debian's Slurm 22.05 (controller, node daemon, client commands, slurmrestd with its JWT plugin) and an OpenSSH
+# server, for the slurm compute tests (tests/fixtures/slurm.py starts a single-node cluster and an sshd on
+# loopback, each stopped by pid; none of the daemons is started by apt: policy-rc.d / no systemd).  With the
+# stamp present, tests that need Slurm fail instead of skipping.
+SLURM_PACKAGES := slurmctld slurmd slurm-client slurmrestd slurm-wlm-jwt-plugin openssh-server openssh-client
+.PHONY: slurm
+slurm: $(STAMPS)/slurm
+
+$(STAMPS)/slurm:
+	@mkdir -p $(STAMPS)
+	@command -v slurmctld >/dev/null && command -v slurmrestd >/dev/null && command -v sshd >/dev/null || { \
+	  echo "installing Debian's Slurm and OpenSSH server (for the slurm compute tests)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q --no-install-recommends $(SLURM_PACKAGES); }
+	slurmctld -V
 	@touch $@

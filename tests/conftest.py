@@ -11,4 +11,5 @@ pytest_plugins = [
     "tests.fixtures.attacker",
     "tests.fixtures.deepforge",
     "tests.fixtures.ray",
+    "tests.fixtures.slurm",
 ]

@@ -12,7 +12,6 @@ import importlib
 import logging
 import re
 from collections.abc import Mapping
-from importlib.metadata import PackageNotFoundError, entry_points, requires
 from typing import Any, Generic, TypeVar
 
 from .errors import MissingDependencyError, UnknownBackendError
@@ -37,6 +36,8 @@ class BackendRegistry(Generic[T]):
         self._loaded.pop(backend_id, None)
 
     def _entry_points(self) -> dict[str, Any]:
+        from importlib.metadata import entry_points  # only when asked: it costs every job's start ~0.2 s
+
         return {ep.name: ep for ep in entry_points(group=self.group)}
 
     def ids(self) -> list[str]:
@@ -102,6 +103,8 @@ def _schema_json(cls: type) -> list[dict[str, Any]]:
 
 def extra_providing(package: str, distribution: str = "deepforge-adapters") -> str | None:
     """The extra of ``distribution`` whose requirements name ``package`` (an import name), e.g. ``s3`` for boto3."""
+    from importlib.metadata import PackageNotFoundError, requires
+
     wanted = _normalize(package)
     try:
         requirements = requires(distribution) or []

@@ -25,9 +25,11 @@ It is a TOML file named by ``$DEEPFORGE_POLICY`` (see docs/security.md, "The ope
     workDir = { under = ["/srv/deepforge/compute"] }   # any directory inside one of these
 
 Without a policy file (:meth:`Policy.default`) every installed backend except ``local`` storage and ``local``
-compute is offered.  Whether or not there is a file, fields the policy says nothing about keep these built-in
-rules (:data:`BUILTIN_RULES`): the ``gme`` ``host`` is the server's own URL, and the ``local`` ``root`` and
-``workDir`` come from the server (its environment or default), never from a user.
+and ``slurm`` compute (which run commands on the server host with its account) is offered.  Whether or not
+there is a file, fields the policy says nothing about keep these built-in rules (:data:`BUILTIN_RULES`): the
+``gme`` ``host`` is the server's own URL, and the ``local`` ``root`` and ``workDir`` and the ``slurm``
+``extraDirectives`` (extra ``#SBATCH`` lines), ``sharedDir`` and SSH key files come from the server (its
+environment or default), never from a user.
 
 A request outside the policy raises :class:`PolicyError`, whose message names the backend or field and the
 policy file; the plugins check before they create anything.
@@ -52,10 +54,19 @@ log = logging.getLogger(__name__)
 POLICY_ENV = "DEEPFORGE_POLICY"
 KINDS = ("storage", "compute")
 #: Backends never offered without a policy file: they act on the server host with the server's account.
-HOST_BACKENDS = {"storage": frozenset({"local"}), "compute": frozenset({"local"})}
+HOST_BACKENDS = {"storage": frozenset({"local"}), "compute": frozenset({"local", "slurm"})}
 #: Fields whose values are paths on the server host: relative paths in the policy file are relative to the
 #: file's directory, and values are compared as resolved real paths.
-PATH_FIELDS = frozenset({("storage", "local", "root"), ("compute", "local", "workDir"), ("storage", "s3", "caBundle")})
+PATH_FIELDS = frozenset(
+    {
+        ("storage", "local", "root"),
+        ("compute", "local", "workDir"),
+        ("storage", "s3", "caBundle"),
+        ("compute", "slurm", "sharedDir"),
+        ("compute", "slurm", "sshIdentityFile"),
+        ("compute", "slurm", "sshKnownHosts"),
+    }
+)
 #: Fields compared as URLs (scheme and host lower-cased, default port and trailing slash dropped).
 URL_FIELDS = frozenset(
     {"endpoint", "host", "loginUrl", "fileServiceUrl", "racmUrl", "casJobsUrl", "keystoneUrl", "dashboardUrl"}
@@ -109,6 +120,13 @@ BUILTIN_RULES: tuple[tuple[str, str, str, _Marker], ...] = (
     ("compute", "gme", "host", SERVER_URL),
     ("storage", "local", "root", SERVER_DEFAULT),
     ("compute", "local", "workDir", SERVER_DEFAULT),
+    # extra #SBATCH lines reach past every resource field: only an operator's rule (or the server's own
+    # environment, DEEPFORGE_SLURM_EXTRA_DIRECTIVES) sets them
+    ("compute", "slurm", "extraDirectives", SERVER_DEFAULT),
+    # paths on the server host: the server writes under sharedDir and hands the key files to ssh
+    ("compute", "slurm", "sharedDir", SERVER_DEFAULT),
+    ("compute", "slurm", "sshIdentityFile", SERVER_DEFAULT),
+    ("compute", "slurm", "sshKnownHosts", SERVER_DEFAULT),
 )
 
 
@@ -230,7 +248,8 @@ class Policy:
     def check_backend(self, kind: str, backend: str) -> None:
         if not self.allows(kind, backend):
             ids = self.allow.get(kind)
-            shown = "every installed one but local" if ids is None else (", ".join(sorted(ids)) or "none")
+            everything = "every installed one but " + " and ".join(sorted(HOST_BACKENDS[kind]))
+            shown = everything if ids is None else (", ".join(sorted(ids)) or "none")
             raise PolicyError(
                 f"{kind} backend {backend!r} is not allowed by the operator policy ({self.source}); "
                 f"allowed {kind} backends: {shown}"

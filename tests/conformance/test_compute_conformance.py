@@ -21,6 +21,7 @@ from deepforge_adapters.testing.compute import ComputeBackend, ComputeConformanc
 from deepforge_adapters.webgme.blob import BlobClient
 
 from tests.fixtures.sciserver import SciServerHandle
+from tests.fixtures.slurm import SlurmCluster
 from tests.fixtures.worker import upload_bundle
 
 pytestmark = pytest.mark.integration
@@ -31,6 +32,7 @@ FIXTURES = {
     "gme": "gme_backend",
     "sciserver-compute": "sciserver_backend",
     "ray": "ray_backend",
+    "slurm": "slurm_backend",
 }
 
 
@@ -106,6 +108,21 @@ def ray_backend(ray_head: Any, tmp_path: Path, local_storage: StorageClient, sha
         return ComputeJob(bundle=bundle_dir(tmp_path / f"bundle{next(counter)}", files, argv), name="conformance")
 
     return ComputeBackend("ray", {"dashboardUrl": ray_head.url}, make_job, local_storage, shared_dir)
+
+
+@pytest.fixture
+def slurm_backend(
+    slurm_cluster: SlurmCluster, tmp_path: Path, job_env: dict[str, str], local_storage: StorageClient
+) -> ComputeBackend:
+    """A real Slurm (tests/fixtures/slurm.py), CLI transport; output through its shared directory."""
+    counter = iter(range(1000))
+    signals = slurm_cluster.shared / f"signals-{tmp_path.name}"
+    signals.mkdir()
+
+    def make_job(files: Mapping[str, bytes], argv: Sequence[str]) -> ComputeJob:
+        return ComputeJob(bundle=bundle_dir(tmp_path / f"bundle{next(counter)}", files, argv), name="conformance")
+
+    return ComputeBackend("slurm", slurm_cluster.config(), make_job, local_storage, signals)
 
 
 def test_every_registered_compute_backend_has_a_conformance_fixture() -> None:

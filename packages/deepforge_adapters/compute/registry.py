@@ -13,6 +13,7 @@ BUILTIN: dict[str, str] = {
     "gme": "deepforge_adapters.compute.gme:GmeCompute",
     "sciserver-compute": "deepforge_adapters.compute.sciserver_compute:SciServerCompute",
     "ray": "deepforge_adapters.compute.ray:RayCompute",
+    "slurm": "deepforge_adapters.compute.slurm:SlurmCompute",
 }
 
 registry: BackendRegistry[ComputeClient] = BackendRegistry("compute", "deepforge.compute", BUILTIN, ComputeClient)

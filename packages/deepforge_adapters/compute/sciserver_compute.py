@@ -17,15 +17,13 @@ The flow, readable top to bottom:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import re
 import shlex
-import tempfile
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -33,7 +31,7 @@ import requests
 
 from ..config import ConfigSchema, Field
 from ..errors import BundleError, ComputeError, DeepForgeError, NotFoundError, StorageError
-from ..jobs.archive import DEFAULT_MAX_BYTES, bundle_files, safe_extract
+from ..jobs.archive import bundle_files, staged_bundle
 from ..jobs.layout import RESULTS_FILE, read_executor_config
 from ..sciserver.session import (
     CREDENTIAL_FIELDS,
@@ -390,22 +388,6 @@ class SciServerCompute(ComputeClient):
 
 
 # ---------------------------------------------------------------------------------------------- bundles
-@contextlib.contextmanager
-def staged_bundle(backend: str, bundle: Path) -> Iterator[Path]:
-    """The bundle as a directory: itself, or a zip safely extracted into a temp dir removed afterwards."""
-    if bundle.is_dir():
-        yield bundle
-        return
-    if not bundle.is_file():
-        raise ComputeError(backend, f"cannot start bundle: {bundle} does not exist")
-    with tempfile.TemporaryDirectory(prefix="deepforge-sciserver-bundle-") as tmp:
-        try:
-            safe_extract(bundle, tmp, DEFAULT_MAX_BYTES)
-        except BundleError as exc:
-            raise ComputeError(backend, f"cannot start bundle: {exc}") from None
-        yield Path(tmp)
-
-
 def executor_argv(backend: str, root: Path) -> list[str]:
     """``cmd`` + ``args`` of the bundle's ``executor_config.json`` (the runner, for bundles we build)."""
     try:

@@ -10,14 +10,17 @@ builder and reader (:mod:`.bundle`), the compute backends and the ``deepforge-wo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import stat
+import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
-from ..errors import BundleError
+from ..errors import BundleError, ComputeError
 from ..hashing import CHUNK_SIZE, file_digest
 
 #: Default cap on the uncompressed size of a bundle zip (bundles hold code, not data).
@@ -140,3 +143,20 @@ def bundle_hash(path: str | os.PathLike[str]) -> str:
     for rel, file in bundle_files(path):
         h.update(f"{rel}\0{file_digest(file, 'sha1')}\n".encode())
     return h.hexdigest()
+
+
+@contextlib.contextmanager
+def staged_bundle(backend: str, bundle: Path) -> Iterator[Path]:
+    """The bundle as a directory: itself, or a zip safely extracted into a temp dir removed afterwards (for the
+    compute backends that ship a bundle's files elsewhere); errors are ``backend``'s :class:`ComputeError`."""
+    if bundle.is_dir():
+        yield bundle
+        return
+    if not bundle.is_file():
+        raise ComputeError(backend, f"cannot start bundle: {bundle} does not exist")
+    with tempfile.TemporaryDirectory(prefix="deepforge-bundle-") as tmp:
+        try:
+            safe_extract(bundle, tmp, DEFAULT_MAX_BYTES)
+        except BundleError as exc:
+            raise ComputeError(backend, f"cannot start bundle: {exc}") from None
+        yield Path(tmp)
