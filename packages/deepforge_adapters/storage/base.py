@@ -29,10 +29,14 @@ from typing import Any, BinaryIO, ClassVar
 
 from ..config import Config, ConfigSchema
 from ..errors import DataInfoError, StorageError
+from ..hashing import is_sha1_hex
 from ..secrets import register_secret
 from ..streams import ProgressCallback, Readable, atomic_write, copy_stream
 
 log = logging.getLogger(__name__)
+
+#: The backend a bare blob hash (a dataInfo of DeepForge's pipeline library before 0.13) belongs to.
+GME_BACKEND = "gme"
 
 
 @dataclass(frozen=True)
@@ -44,14 +48,25 @@ class DataInfo:
 
     @classmethod
     def from_json(cls, value: str | bytes | Mapping[str, Any] | DataInfo) -> DataInfo:
-        """Parse a dataInfo from its JSON text or dict; a malformed one raises :class:`DataInfoError`."""
+        """Parse a dataInfo from its JSON text or dict; a malformed one raises :class:`DataInfoError`.
+
+        A bare WebGME blob hash (40 hex digits, no JSON around it) is what a Data node's ``data`` held before
+        DeepForge's pipeline library 0.13; it reads as the gme dataInfo DeepForge's own update turns it into
+        (``UpdateDataNodesToUserAssets``: ``{"backend": "gme", "data": <hash>}``).
+        """
         if isinstance(value, DataInfo):
             return value
         if isinstance(value, str | bytes):
+            text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+            if is_sha1_hex(text.strip()):
+                return cls(backend=GME_BACKEND, data=text.strip())
             try:
                 value = json.loads(value)
             except ValueError as exc:
-                raise DataInfoError(f"dataInfo is not valid JSON: {exc}") from None
+                raise DataInfoError(
+                    f"dataInfo is not valid JSON ({exc}), nor a bare WebGME blob hash (40 lowercase hex digits, "
+                    f"the format before DeepForge's pipeline library 0.13): {text[:80]!r}"
+                ) from None
         if not isinstance(value, Mapping):
             raise DataInfoError(f"dataInfo must be a JSON object, got {type(value).__name__}")
         missing = [k for k in ("backend", "data") if k not in value]
