@@ -180,7 +180,7 @@ def test_pipeline_runs_end_to_end(request: Any, gme: Any, tmp_path: Path, storag
     assert "total 33" in m.attrs(jobs["Consume"])["stdout"]
 
     total = port(m, jobs["Consume"], "Outputs", "total")
-    assert total["type"] == "int"  # DeepForge get_full_class_name: builtins unqualified
+    assert total["type"] == "builtins.int"  # DeepForge get_full_class_name: <module>.<class>, builtins too
     assert read_output(total["data"], storage_config) == 33
     # The fan-out: Produce's x reached both consumers, as the same dataInfo.
     x = port(m, jobs["Produce"], "Outputs", "x")["data"]
