@@ -27,6 +27,8 @@ EXECUTOR_CONFIG_FILE = "executor_config.json"
 NONCE_FILE = "nonce"
 RESULTS_FILE = "results.json"
 STDOUT_FILE = "job_stdout.txt"
+#: Where a worker keeps a job's stderr (the Node worker's name; it is never posted as live output).
+STDERR_FILE = "job_stderr.txt"
 #: What starts every line the runner itself writes into the job's output (not the operation's lines).
 RUNNER_PREFIX = "deepforge: "
 
