@@ -12,6 +12,7 @@ import io
 import json
 import os
 import pickle
+import re
 import signal
 from pathlib import Path
 from typing import Any
@@ -431,7 +432,8 @@ def test_uploaded_artifact_feeds_a_pipeline_input_and_outputs_are_saved(
     m, ex = execution(gme, "fed")
     assert port(m, m.find(ex, "Transform"), "Inputs", "x")["data"] == artifact["data"]
     saved = m.attrs(m.find("", "MyArtifacts", "tens"))
-    assert json.loads(saved["data"])["data"]["filename"].endswith("/artifacts/tens")  # a copy, out of the execution
+    # a copy, out of the execution, under a fresh segment (never overwriting an earlier artifact's key)
+    assert re.search(r"/artifacts/\d{8}T\d{6}Z-[0-9a-f]{8}/tens$", json.loads(saved["data"])["data"]["filename"])
     assert read_output(saved["data"], {"root": str(tmp_path / "store")}) == [40, 50]
 
 

@@ -12,7 +12,9 @@
    our stdout; SIGINT/SIGTERM are forwarded as SIGINT, then every process of the operation is SIGKILLed
    after ``DEEPFORGE_CANCEL_GRACE`` seconds (default 10); a canceled job exits 130; whatever the operation
    started is killed when it ends;
-4. upload each declared ``outputs/<name>/data`` with ``put_file_stream`` to ``<storage dir>/<name>``;
+4. upload each declared ``outputs/<name>/data`` with ``put_file_stream`` to ``<storage dir>/<run>/<name>``,
+   ``<run>`` a fresh segment per run (:func:`~deepforge_adapters.storage.base.fresh_segment`: UTC time and
+   random hex), so a re-run never overwrites a key an earlier run's dataInfo points at;
 5. write ``results.json`` ``{name: {"type": ..., "dataInfo": ...}}`` atomically.
 
 Any failure ends the run with a non-zero exit and ONE line, the last line of output, that says what failed:
@@ -40,7 +42,7 @@ from ..errors import ConfigError, DeepForgeError, JobFailed, StorageError
 from ..process import JobProcess, make_non_dumpable
 from ..process import run as run_job_process
 from ..storage import get_client
-from ..storage.base import DataInfo, StorageClient
+from ..storage.base import DataInfo, StorageClient, fresh_segment
 from ..storage.cache import WorkerCache
 from ..streams import ProgressCallback, atomic_write
 from .bundle import JobSpec, open_config, read_bundle
@@ -301,10 +303,11 @@ class Runner:
         handed, bind = creds.get("storage"), creds.get("bind", {}).get("storage")
         client = self._client(spec.storage_id, spec.storage_config, "job storage", spec.project, handed, bind)
         results: dict[str, Any] = {}
+        run = fresh_segment()  # never a key an earlier run wrote (and a dataInfo may point at)
         for name in spec.outputs:
             out_dir = self.job_dir / "outputs" / name
             type_name = self._output_type(out_dir, name)
-            target = f"{spec.storage_dir}/{name}" if spec.storage_dir else name
+            target = f"{spec.storage_dir}/{run}/{name}" if spec.storage_dir else f"{run}/{name}"
             data = out_dir / "data"
             self.say(f"uploading output {name!r} ({data.stat().st_size} bytes) to {spec.storage_id} storage")
             try:

@@ -21,6 +21,8 @@ import hashlib
 import json
 import logging
 import os
+import secrets
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -88,6 +90,24 @@ class DataInfo:
     def dumps(self) -> str:
         """The JSON string stored in a Data node's ``data`` attribute."""
         return json.dumps(self.to_json(), separators=(",", ":"), sort_keys=False)
+
+
+def fresh_segment(now: float | None = None) -> str:
+    """A key segment no earlier write used: ``<UTC time, to the second>-<8 random hex digits>``.
+
+    Our writers (the runner's outputs, the Output operation, UploadArtifact) put every artifact under a fresh
+    segment, ``<dir>/<segment>/<name>``, so they never overwrite a key a recorded dataInfo points at (reads are
+    pinned to what was recorded: an overwritten key would make the older artifact unreadable).  The time
+    says when the artifact was written; the name stays the last part of the key.
+    """
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
+    return f"{stamp}-{secrets.token_hex(4)}"
+
+
+def fresh_key(directory: str, name: str) -> str:
+    """``<directory>/<fresh segment>/<name>`` (``<fresh segment>/<name>`` without a directory)."""
+    directory = directory.strip("/")
+    return f"{directory}/{fresh_segment()}/{name}" if directory else f"{fresh_segment()}/{name}"
 
 
 @dataclass(frozen=True)
