@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import ast
 import json
+import pickle
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from deepforge_adapters import storage
 from deepforge_adapters.errors import BundleError
 from deepforge_adapters.jobs.codegen import OperationSource, attribute_literal, generate_main_py, operation_files
+from deepforge_adapters.storage import DataInfo
 
 TABLE: list[tuple[Any, Any]] = [
     # text that DeepForge passes unquoted: numbers
@@ -128,3 +131,48 @@ def test_a_generated_main_passes_text_attributes_as_numbers_and_booleans(tmp_pat
         "note": "True",
         "types": ["int", "float", "bool", "str", "str"],
     }
+
+
+# ------------------------------------------------------------------------------ on DeepForge's own project
+# A parameterised operation as a DeepForge user has it, on a project made from DeepForge's project.webgmex
+# (the plugins find its language with fidmodel's item 2), attribute values stored as text.
+
+
+@pytest.mark.integration
+@pytest.mark.e2e
+def test_text_attributes_on_a_deepforge_project_reach_the_operation_typed(
+    deepforge_project: Any, tmp_path: Path
+) -> None:
+    spec = {
+        "name": "train",
+        "operations": [
+            {
+                "name": "Train",
+                "code": TRAIN,
+                "outputs": ["summary"],
+                "attributes": {"epochs": "20", "lr": "1e-2", "shuffle": "true", "note": "True"},
+            },
+        ],
+        "connections": [],
+    }
+    imported = deepforge_project.run("ImportPipeline", "", {"pipeline": json.dumps(spec)})
+    assert imported["success"], imported.get("error")
+    pipe = imported["messages"][0]["message"]
+    dialog = {
+        "storage": "local",
+        "storage.local.root": str(tmp_path / "store"),
+        "compute": "local",
+        "compute.local.workDir": str(tmp_path / "work"),
+    }
+    result = deepforge_project.run("ExecutePipeline", pipe, {"name": "typed", **dialog})
+    assert result["success"], result.get("error")
+    m = deepforge_project.tree("")
+    job = m.find("", "MyExecutions", "typed", "Train")
+    (op,) = m.children(job)
+    port = m.attrs(m.find(op, "Outputs", "summary"))
+    assert port["type"] == "builtins.dict"  # item 4: DeepForge's type names
+    info = DataInfo.from_json(port["data"])
+    with storage.get_client("local", {"root": str(tmp_path / "store")}).get_file_stream(info) as f:
+        summary = pickle.load(f)
+    assert summary["steps"] == 40 and summary["shuffle"] is True and summary["note"] == "True"
+    assert summary["types"] == ["int", "float", "bool", "str", "str"]
