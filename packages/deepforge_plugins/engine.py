@@ -244,9 +244,8 @@ class ExecutionRun:
         self.scheduler.finish(job.path, JobState.SUCCESS)
 
     def _run_output(self, job: PipelineJob) -> None:
-        """Save every arrived input into MyArtifacts: copied to ``<project>/artifacts/<fresh>/<name>`` in the
-        storage that holds it (out of the execution's files; a fresh segment, so no earlier artifact's key is
-        ever overwritten: :func:`~deepforge_adapters.storage.base.fresh_key`), as a new Data node."""
+        """Save every arrived input into MyArtifacts: copied to ``<project>/artifacts/<name>`` in the storage
+        that holds it (an execution's own files are overwritten when it runs again), as a new Data node."""
         current = pipeline.read_graph(self.model, self.execution).jobs[job.path]
         op = self.model.node(job.operation)
         save_name = str(self.model.attr(op, "saveName") or "")
@@ -259,6 +258,7 @@ class ExecutionRun:
             writer = self._writer_config(port)
             if writer is not None and writer.backend == info.backend:
                 client = storage.get_client(writer.backend, writer.to_dict())
+                # <project>/artifacts/<fresh>/<name>: an earlier artifact of this name keeps its key (and bytes)
                 info = client.copy(info, storage.fresh_key(f"{self.plugin.project_id()}/artifacts", name))
             saved[port.path] = json.dumps(info.to_json(), sort_keys=True)
 

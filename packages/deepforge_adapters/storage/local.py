@@ -184,7 +184,7 @@ class LocalStorage(StorageClient):
             raise IntegrityError(
                 self.id, f"file is {size} bytes but the dataInfo records {data['size']}; it changed{when}", name
             )
-        raw = _VerifyingFile(f, self.id, name, data["size"], data["sha256"], data.get("mtime"))
+        raw = _VerifyingFile(f, self.id, name, data["size"], data["sha256"])
         return io.BufferedReader(raw, buffer_size=CHUNK_SIZE)
 
     def stat(self, name: str) -> DataInfo:
@@ -247,11 +247,8 @@ class LocalStorage(StorageClient):
 class _VerifyingFile(io.RawIOBase):
     """Raw reader over a local file that hashes what passes and checks size and sha256 at end of file."""
 
-    def __init__(
-        self, f: io.BufferedReader, backend: str, name: str, size: int, sha256: str, mtime: Any = None
-    ) -> None:
+    def __init__(self, f: io.BufferedReader, backend: str, name: str, size: int, sha256: str) -> None:
         super().__init__()
-        self._mtime = mtime
         self._f = f
         self._backend = backend
         self._name = name
@@ -282,11 +279,8 @@ class _VerifyingFile(io.RawIOBase):
             )
         digest = self._hash.hexdigest()
         if digest != self._sha256:
-            when = changed_when(os.fstat(self._f.fileno()).st_mtime, self._mtime)
             raise IntegrityError(
-                self._backend,
-                f"sha256 is {digest} but the dataInfo records {self._sha256}; it changed{when}",
-                self._name,
+                self._backend, f"sha256 is {digest} but the dataInfo records {self._sha256}; it changed", self._name
             )
         self._verified = True
 

@@ -555,11 +555,16 @@ class S3Storage(StorageClient):
         raise StorageError(self.id, redact(f"{op} failed: {type(exc).__name__}: {exc}; {where}"), name) from exc
 
     def _raise_read(self, exc: BaseException, op: str, loc: Location) -> NoReturn:
-        """:meth:`_raise` for a read pinned to ``loc``'s ETag/VersionId; a refused pin (HTTP 412) says which
-        object changed, when, and what its key holds now (one ``HeadObject``)."""
+        """:meth:`_raise` for a read pinned to ``loc``'s ETag/VersionId (see :meth:`_check_changed`)."""
+        self._check_changed(exc, op, loc)
+        self._raise(exc, op, loc.bucket, loc.key, loc.endpoint)
+
+    def _check_changed(self, exc: BaseException, op: str, loc: Location) -> None:
+        """A read pinned to ``loc``'s ETag/VersionId that the server refused (HTTP 412) raises an
+        :class:`IntegrityError` saying which object changed, when, and what its key holds now (one
+        ``HeadObject``); any other error returns."""
         if (loc.etag or loc.version_id) and _precondition_failed(exc):
             raise IntegrityError(self.id, self._changed_message(op, loc), f"{loc.bucket}/{loc.key}") from None
-        self._raise(exc, op, loc.bucket, loc.key, loc.endpoint)
 
     def _changed_message(self, op: str, loc: Location) -> str:
         recorded = f"ETag {loc.etag}" if loc.etag else f"VersionId {loc.version_id}"
@@ -657,10 +662,10 @@ class S3Storage(StorageClient):
         try:
             return cast("dict[str, Any]", client.head_object(ChecksumMode="ENABLED", **args))
         except ClientError as exc:
+            if conditional:
+                self._check_changed(exc, "HeadObject", loc)
             if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
                 self._raise_missing(exc, loc, client)
-            if conditional:
-                self._raise_read(exc, "HeadObject", loc)
             self._raise(exc, "HeadObject", loc.bucket, loc.key, loc.endpoint)
         except BotoCoreError as exc:
             self._raise(exc, "HeadObject", loc.bucket, loc.key, loc.endpoint)
