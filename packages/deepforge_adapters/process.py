@@ -2,8 +2,9 @@
 
 The in-job runner (:mod:`.jobs.runner`), local compute's supervisor (:mod:`.compute.local_supervisor`) and
 the worker (``deepforge_worker.execution``) all run a command through :func:`run` (or :func:`spawn` and a
-loop of their own): stdin closed, stderr merged into stdout in write order (DeepForge lost stderr), the
-merged output streamed to a *sink* as it arrives.
+loop of their own): stdin closed, stderr merged into stdout in write order, the merged output streamed to a
+*sink* as it arrives.  With ``stderr_sink`` stderr is a pipe of its own streamed to that sink instead (the
+worker keeps a bundle's stderr in ``job_stderr.txt``, as the Node worker does).
 
 Design: a per-job shim.  :func:`spawn` does not start the command itself; it starts this file as a tiny
 stdlib-only program (``python -I -S process.py --shim ... -- argv``) in a new session, and the shim:
@@ -76,12 +77,14 @@ def terminate_job(pid: int) -> None:
 
 
 class JobProcess:
-    """A running job (its shim); ``stdout`` is the merged output pipe, ``pid`` the shim's pid and session id."""
+    """A running job (its shim); ``stdout`` is the output pipe (stderr merged into it unless ``stderr`` is a
+    pipe of its own: :func:`spawn` with ``separate_stderr``), ``pid`` the shim's pid and session id."""
 
     def __init__(self, popen: subprocess.Popen[bytes]) -> None:
         self.popen = popen
         self.pid = popen.pid
         self.stdout = popen.stdout
+        self.stderr = popen.stderr
         self._killed_at: float | None = None
 
     @property
@@ -121,8 +124,10 @@ def spawn(
     user: str | int | None = None,
     group: str | int | None = None,
     extra_groups: Sequence[str | int] | None = None,
+    separate_stderr: bool = False,
 ) -> JobProcess:
-    """Start ``argv`` under a per-job shim (see the module docstring); read the merged output from ``.stdout``.
+    """Start ``argv`` under a per-job shim (see the module docstring); read the merged output from ``.stdout``
+    (with ``separate_stderr``, stdout from ``.stdout`` and stderr from ``.stderr``).
 
     Raises :class:`OSError` (with the errno and strerror of the failed exec) if the command cannot start.
     ``pass_fds`` are kept open in the command; ``user``/``group``/``extra_groups`` as in :class:`subprocess.Popen`,
@@ -147,7 +152,7 @@ def spawn(
             env=dict(env),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            stderr=subprocess.PIPE if separate_stderr else subprocess.STDOUT,
             start_new_session=True,
             pass_fds=(status_w, *pass_fds),
         )
@@ -162,8 +167,9 @@ def spawn(
     except OSError:
         line = ""
     if line != "ok":
-        if popen.stdout is not None:
-            popen.stdout.close()
+        for pipe in (popen.stdout, popen.stderr):
+            if pipe is not None:
+                pipe.close()
         popen.wait()
         code, _, message = line.partition(" ")
         number = int(code) if code.isdigit() else errno.EIO
@@ -199,18 +205,34 @@ def run(
     user: str | int | None = None,
     group: str | int | None = None,
     extra_groups: Sequence[str | int] | None = None,
+    stderr_sink: Sink | None = None,
 ) -> RunResult:
     """Run ``argv`` (:func:`spawn`), stream its output to ``sink`` and return when nothing of it is left.
 
-    ``should_cancel`` is polled every ``poll`` seconds: once true the job gets SIGINT, and ``grace`` seconds
-    later (or as soon as ``should_kill`` is true) every process of it is killed.  ``on_start`` receives the
-    :class:`JobProcess` right after the spawn.  :class:`OSError` if the command cannot start.
+    stderr is merged into the output in write order, unless ``stderr_sink`` is given: then stderr goes to that
+    sink, stdout to ``sink``.  ``should_cancel`` is polled every ``poll`` seconds: once true the job gets
+    SIGINT, and ``grace`` seconds later (or as soon as ``should_kill`` is true) every process of it is killed.
+    ``on_start`` receives the :class:`JobProcess` right after the spawn.  :class:`OSError` if the command
+    cannot start.
     """
-    proc = spawn(argv, cwd, env, pass_fds=pass_fds, user=user, group=group, extra_groups=extra_groups)
+    proc = spawn(
+        argv,
+        cwd,
+        env,
+        pass_fds=pass_fds,
+        user=user,
+        group=group,
+        extra_groups=extra_groups,
+        separate_stderr=stderr_sink is not None,
+    )
     if on_start is not None:
         on_start(proc)
     assert proc.stdout is not None
-    fd = proc.stdout.fileno()
+    sinks: dict[int, Sink] = {proc.stdout.fileno(): sink}
+    if stderr_sink is not None:
+        assert proc.stderr is not None
+        sinks[proc.stderr.fileno()] = stderr_sink
+    open_fds = list(sinks)
     canceled = False
     kill_at: float | None = None
     killed = False
@@ -233,22 +255,26 @@ def run(
             if ended_at is not None and now - ended_at >= drain_timeout:
                 drain_timed_out = True
                 break
-            ready, _, _ = select.select([fd], [], [], poll)
-            if not ready:
-                continue
-            chunk = os.read(fd, 65536)
-            if not chunk:
+            ready, _, _ = select.select(open_fds, [], [], poll)
+            for fd in ready:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    open_fds.remove(fd)
+                    continue
+                if sink_error is None:
+                    try:
+                        sinks[fd](chunk)
+                    except Exception as exc:  # e.g. ENOSPC writing the stdout file: the job cannot go on
+                        sink_error = exc
+                        if not killed:
+                            killed = True
+                            proc.kill()
+            if not open_fds:
                 break
-            if sink_error is None:
-                try:
-                    sink(chunk)
-                except Exception as exc:  # e.g. ENOSPC writing the stdout file: the job cannot go on
-                    sink_error = exc
-                    if not killed:
-                        killed = True
-                        proc.kill()
     finally:
         proc.stdout.close()
+        if proc.stderr is not None:
+            proc.stderr.close()
         if proc.poll() is None:
             proc.kill()
         code = proc.wait()

@@ -261,7 +261,8 @@ class ExecutionRun:
             writer = self._writer_config(port)
             if writer is not None and writer.backend == info.backend:
                 client = storage.get_client(writer.backend, writer.to_dict())
-                info = client.copy(info, f"{self.plugin.project_id()}/artifacts/{name}")
+                # <project>/artifacts/<fresh>/<name>: an earlier artifact of this name keeps its key (and bytes)
+                info = client.copy(info, storage.fresh_key(f"{self.plugin.project_id()}/artifacts", name))
             saved[port.path] = json.dumps(info.to_json(), sort_keys=True)
 
         def edit() -> None:

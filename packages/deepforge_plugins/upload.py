@@ -45,7 +45,8 @@ class UploadArtifact(DeepForgePlugin):
         name = str(config.get("name") or blob.metadata(blob_hash).get("name") or "artifact")
         client = storage.get_client(storage_cfg.backend, storage_cfg.to_dict())
         with blob.open(blob_hash) as reader:
-            info = client.put_file_stream(f"{self.project_id()}/artifacts/{name}", reader)
+            # A fresh key: an artifact uploaded earlier under the same name keeps its bytes (and stays readable).
+            info = client.put_file_stream(storage.fresh_key(f"{self.project_id()}/artifacts", name), reader)
         type_name = str(config.get("type") or "")
         model = self.model
 

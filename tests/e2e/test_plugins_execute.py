@@ -12,6 +12,7 @@ import io
 import json
 import os
 import pickle
+import re
 import signal
 from pathlib import Path
 from typing import Any
@@ -180,7 +181,7 @@ def test_pipeline_runs_end_to_end(request: Any, gme: Any, tmp_path: Path, storag
     assert "total 33" in m.attrs(jobs["Consume"])["stdout"]
 
     total = port(m, jobs["Consume"], "Outputs", "total")
-    assert total["type"] == "int"  # DeepForge get_full_class_name: builtins unqualified
+    assert total["type"] == "builtins.int"  # DeepForge get_full_class_name: <module>.<class>, builtins too
     assert read_output(total["data"], storage_config) == 33
     # The fan-out: Produce's x reached both consumers, as the same dataInfo.
     x = port(m, jobs["Produce"], "Outputs", "x")["data"]
@@ -431,7 +432,8 @@ def test_uploaded_artifact_feeds_a_pipeline_input_and_outputs_are_saved(
     m, ex = execution(gme, "fed")
     assert port(m, m.find(ex, "Transform"), "Inputs", "x")["data"] == artifact["data"]
     saved = m.attrs(m.find("", "MyArtifacts", "tens"))
-    assert json.loads(saved["data"])["data"]["filename"].endswith("/artifacts/tens")  # a copy, out of the execution
+    # a copy, out of the execution, under a fresh segment (never overwriting an earlier artifact's key)
+    assert re.search(r"/artifacts/\d{8}T\d{6}Z-[0-9a-f]{8}/tens$", json.loads(saved["data"])["data"]["filename"])
     assert read_output(saved["data"], {"root": str(tmp_path / "store")}) == [40, 50]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -96,7 +97,7 @@ def _check_reversed(
     results = compute.get_results_info(info)
     result = DataInfo.from_json(results["reversed"]["dataInfo"])
     assert result.backend == "s3"
-    assert result.data["filename"] == "guest+proj/executions/_K_a_b/reversed"
+    assert re.fullmatch(r"guest\+proj/executions/_K_a_b/\d{8}T\d{6}Z-[0-9a-f]{8}/reversed", result.data["filename"])
     assert result.data["bucketName"] == s3.bucket and result.data["endpoint"] == s3.endpoint
     with s3.get_file_stream(result) as f:
         assert f.read() == (b"0123456789" * 1000)[::-1]

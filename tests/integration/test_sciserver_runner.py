@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import re
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,7 @@ def test_runner_bundle_through_sciserver_compute(sciserver: SciServerHandle, tmp
     assert results["squares"]["type"] == "list"
     info = DataInfo.from_json(results["squares"]["dataInfo"])
     assert info.backend == "sciserver-files"
-    assert info.data["filename"] == "proj/executions/op/squares"
+    assert re.fullmatch(r"proj/executions/op/\d{8}T\d{6}Z-[0-9a-f]{8}/squares", info.data["filename"])
     assert info.data["volume"] == f"{sciserver.username}/persistent"
     with files.get_file_stream(info) as f:
         assert pickle.load(f) == [1, 4, 9]

@@ -69,14 +69,14 @@ def test_same_bundle_same_results_under_both_workers(
     stack = webgme_stack_factory(worker_refresh_ms=250)
     node = run_on(stack, node_worker_factory)
     ours = run_on(stack, worker_factory)
-    # The one deliberate difference: the Node worker keeps stderr apart in job_stderr.txt (and never posts
-    # it); ours merges it into job_stdout.txt in order.  This bundle writes nothing to stderr.
-    assert node["top"].pop("job_stderr.txt") == b""
+    # Both keep stderr apart in job_stderr.txt (never posted live); this bundle writes nothing to stderr.
+    assert node["top"]["job_stderr.txt"] == ours["top"]["job_stderr.txt"] == b""
     assert node == ours
     assert ours["model"] == {"outputs/model/data": b"weights", "outputs/model/metadata.json": b'{"type": "str"}'}
     assert ours["top"] == {
         "results.json": b'{"model": 1}',
         "job_stdout.txt": b"trained\n",
+        "job_stderr.txt": b"",
         "executor_config.json": ours["top"]["executor_config.json"],
     }
     assert ours["none"] == {}

@@ -55,8 +55,8 @@ def test_generated_main_runs_the_operation_on_pickled_inputs(tmp_path: Path) -> 
     summary = pickle.loads((tmp_path / "outputs/summary/data").read_bytes())
     assert scaled == [13, 16, 19]
     assert summary == {"label": 'it\'s "quoted"\n', "total": 48}
-    assert json.loads((tmp_path / "outputs/scaled/metadata.json").read_text()) == {"type": "list"}
-    assert json.loads((tmp_path / "outputs/summary/metadata.json").read_text()) == {"type": "dict"}
+    assert json.loads((tmp_path / "outputs/scaled/metadata.json").read_text()) == {"type": "builtins.list"}
+    assert json.loads((tmp_path / "outputs/summary/metadata.json").read_text()) == {"type": "builtins.dict"}
 
 
 def test_input_without_data_is_none_and_single_output_is_not_unpacked(tmp_path: Path) -> None:
@@ -68,7 +68,7 @@ def test_input_without_data_is_none_and_single_output_is_not_unpacked(tmp_path: 
 
     assert result.returncode == 0, result.stderr
     assert pickle.loads((tmp_path / "outputs/out/data").read_bytes()) == (None, "tuple kept")
-    assert json.loads((tmp_path / "outputs/out/metadata.json").read_text()) == {"type": "tuple"}
+    assert json.loads((tmp_path / "outputs/out/metadata.json").read_text()) == {"type": "builtins.tuple"}
 
 
 def test_registered_serializer_is_used_for_dump_and_typed_load(tmp_path: Path) -> None:

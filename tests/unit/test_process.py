@@ -25,6 +25,21 @@ def test_output_is_merged_and_the_exit_code_kept(tmp_path: Path) -> None:
     assert b"".join(chunks) == b"out\nerr\n"
 
 
+def test_with_a_stderr_sink_stderr_is_kept_apart(tmp_path: Path) -> None:
+    out, out_sink = collect()
+    err, err_sink = collect()
+    code = (
+        "import sys\n"
+        "for i in range(200):\n"
+        "    print('out', i, flush=True)\n"
+        "    print('err', i, file=sys.stderr, flush=True)\n"
+    )
+    result = process.run([sys.executable, "-c", code], tmp_path, os.environ, out_sink, stderr_sink=err_sink)
+    assert result.returncode == 0 and result.sink_error is None
+    assert b"".join(out) == b"".join(b"out %d\n" % i for i in range(200))
+    assert b"".join(err) == b"".join(b"err %d\n" % i for i in range(200))
+
+
 def test_a_command_killed_by_a_signal_reads_as_killed_by_it(tmp_path: Path) -> None:
     result = process.run(["sh", "-c", "kill -9 $$"], tmp_path, os.environ, collect()[1])
     assert result.returncode == -signal.SIGKILL

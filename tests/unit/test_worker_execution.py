@@ -185,12 +185,22 @@ def test_generic_bundle_to_success(ctx: JobContext) -> None:
     assert update["worker"] == "me_1" and update["startTime"] and update["finishTime"]
     assert set(update["resultHashes"]) == {"stdout", "txt", "everything"}
     stdout = ctx.blob.artifact_files(update["resultHashes"]["stdout"])["job_stdout.txt"].decode()
-    assert f"out 3 {ctx.cache_dir} http://server:1" in stdout and "err line" in stdout
+    assert f"out 3 {ctx.cache_dir} http://server:1" in stdout
+    # stderr as the Node worker keeps it: in job_stderr.txt only, never in job_stdout.txt or the live output
+    assert "err line" not in stdout
     assert live_output(ctx, job.hash) == stdout
     assert update["outputNumber"] == len([o for o in ctx.executor.outputs if o[0] == job.hash]) - 1
-    assert sorted(ctx.blob.artifact_files(update["resultHashes"]["txt"])) == ["job_stdout.txt", "result.txt"]
+    txt = ctx.blob.artifact_files(update["resultHashes"]["txt"])
+    assert sorted(txt) == ["job_stderr.txt", "job_stdout.txt", "result.txt"]
+    assert txt["job_stderr.txt"] == b"err line\n"
     everything = ctx.blob.artifact_files(update["resultHashes"]["everything"])
-    assert sorted(everything) == ["data/in.txt", "executor_config.json", "job_stdout.txt", "result.txt"]
+    assert sorted(everything) == [
+        "data/in.txt",
+        "executor_config.json",
+        "job_stderr.txt",
+        "job_stdout.txt",
+        "result.txt",
+    ]
     assert not job.job_dir.exists(), "job dir removed after reporting"
 
 

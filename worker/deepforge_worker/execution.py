@@ -6,15 +6,18 @@ Steps, each with the executor status it ends in when it fails:
 2. ``/rest/blob/view/<hash>/`` streamed to ``source.zip`` . ``FAILED_CREATING_SOURCE_ZIP``
 3. safe unzip (no absolute paths, ``..``, escaping links, bombs) ``FAILED_UNZIP``
 4. ``executor_config.json`` validated ...................... ``FAILED_EXECUTOR_CONFIG``
-5. ``cmd args`` in its own process group, cwd = job dir, stdout and stderr merged into ``job_stdout.txt``
-   and the live output queue ............................... ``FAILED_TO_EXECUTE`` / ``CANCELED``
+5. ``cmd args`` in its own process group, cwd = job dir; stdout to ``job_stdout.txt`` and the live output
+   queue, stderr to ``job_stderr.txt`` only, as the Node worker does ... ``FAILED_TO_EXECUTE`` / ``CANCELED``
 6. result files archived per ``resultArtifacts`` ......... ``FAILED_TO_ARCHIVE_FILE`` / ``FAILED_TO_SAVE_ARTIFACT``
 7. output flushed, then one final ``POST /update`` with status, times, ``resultHashes``, ``outputNumber``.
 
 Every failure also writes its reason into ``job_stdout.txt`` (and the live output), so a user sees *why*
-instead of a bare status code.  What the Node worker got wrong and this fixes: stderr is kept, the whole
-process group is canceled (SIGINT, then SIGKILL), live output starts at #0 and is capped per chunk, and a
-late report for a job the server gave to another worker is not posted (see :meth:`JobExecution.report`).
+instead of a bare status code.  What the Node worker got wrong and this fixes: the whole process group is
+canceled (SIGINT, then SIGKILL), live output starts at #0 and is capped per chunk, and a late report for a
+job the server gave to another worker is not posted (see :meth:`JobExecution.report`).  stderr is kept as the
+Node worker keeps it, in ``job_stderr.txt`` (archived when a result pattern matches it, never live): a
+DeepForge bundle's ``start.js`` logs its debug lines there on purpose, and merges its operation's stderr into
+its stdout itself, as our runner does.
 
 An I/O error (a full disk, EIO) anywhere in a job fails that job with a readable reason and frees its slot:
 when ``job_stdout.txt`` cannot be written the job's process group is killed and the job ends
@@ -50,6 +53,7 @@ from deepforge_adapters.jobs.credentials import (
 )
 from deepforge_adapters.jobs.layout import EXECUTOR_CONFIG_FILE as EXECUTOR_CONFIG
 from deepforge_adapters.jobs.layout import (
+    STDERR_FILE,
     STDOUT_ARTIFACT,
     STDOUT_FILE,
     ExecutorConfig,
@@ -77,6 +81,8 @@ SOURCE_ZIP = "source.zip"
 WORKER_SECRET_VARIABLES = ("DEEPFORGE_WORKER_TOKEN", "DEEPFORGE_WORKER_NONCE")
 #: Exit code of a process ended by SIGINT in a shell; the Node worker treats it as canceled too.
 SIGINT_EXIT = 130
+#: Bytes of a job's stderr kept in memory to quote its last line when the job fails.
+STDERR_TAIL_BYTES = 4096
 
 
 class JobExecution:
@@ -103,6 +109,9 @@ class JobExecution:
         self._lock = threading.Lock()
         self._queue: OutputQueue | None = None
         self._stdout: IO[bytes] | None = None
+        self._stderr: IO[bytes] | None = None
+        #: The end of the job's stderr, for the failure reason (the live output never carries stderr).
+        self._stderr_tail = b""
         #: Set by the pump when job_stdout.txt cannot be written (ENOSPC...): the job then fails with it.
         self._io_error: str | None = None
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -238,6 +247,7 @@ class JobExecution:
         argv = [config.cmd, *config.args]
         if self._canceled.is_set():
             raise JobFailed("canceled before it started", ExecutorStatus.CANCELED)
+        self._open_stderr()
         with CredentialPipe(creds) as pipe:
             try:
                 # Every process of the job, double-forked ones included, is killed on cancel and at its end.
@@ -246,6 +256,7 @@ class JobExecution:
                     self.job_dir,
                     {**env, **pipe.env},
                     self._sink,
+                    stderr_sink=self._stderr_sink,
                     should_cancel=self._canceled.is_set,
                     grace=self.ctx.cancel_grace,
                     on_start=lambda proc: self._started(proc, pipe),
@@ -270,7 +281,9 @@ class JobExecution:
             raise JobFailed("canceled on request", ExecutorStatus.CANCELED)
         if code != 0:
             how = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-            raise JobFailed(f"{config.cmd} ended with {how}", ExecutorStatus.FAILED_TO_EXECUTE)
+            raise JobFailed(
+                f"{config.cmd} ended with {how}{self._stderr_last_line()}", ExecutorStatus.FAILED_TO_EXECUTE
+            )
         self.status = ExecutorStatus.SUCCESS
 
     def _credentials(self, config: ExecutorConfig) -> Credentials | None:
@@ -313,6 +326,32 @@ class JobExecution:
         if self._queue is not None:
             self._queue.add(self._decoder.decode(data))
 
+    def _open_stderr(self) -> None:
+        """``job_stderr.txt`` in the job dir, created when the command is started (as the Node worker does)."""
+        try:
+            self._stderr = open(self.job_dir / STDERR_FILE, "ab")  # noqa: SIM115 - closed in _close_output
+        except OSError as exc:
+            reason = f"cannot create {STDERR_FILE}: {exc.strerror or exc}"
+            raise JobFailed(reason, ExecutorStatus.FAILED_TO_EXECUTE) from None
+
+    def _stderr_sink(self, data: bytes) -> None:
+        """One read of the job's stderr: appended to ``job_stderr.txt`` only (never live); I/O errors as
+        :meth:`_sink`'s."""
+        assert self._stderr is not None, "job_stderr.txt is opened before the job starts"
+        self._stderr_tail = (self._stderr_tail + data)[-STDERR_TAIL_BYTES:]
+        try:
+            self._stderr.write(data)
+            self._stderr.flush()
+        except OSError as exc:
+            self._io_error = f"writing {STDERR_FILE} failed: {exc.strerror or exc}"
+            log.error("job %s: %s; stopping the job", self.hash, self._io_error)
+            raise
+
+    def _stderr_last_line(self) -> str:
+        """``; its last line on stderr: ...`` for a failure reason, or "" when the job wrote nothing there."""
+        lines = [line.strip() for line in self._stderr_tail.decode("utf-8", "replace").splitlines() if line.strip()]
+        return f"; its last line in {STDERR_FILE}: {lines[-1][:300]}" if lines else ""
+
     def _emit(self, text: str) -> None:
         """A worker message in the job's console: into ``job_stdout.txt`` (if writable) and the live output."""
         try:
@@ -346,11 +385,12 @@ class JobExecution:
                     self._queue.peak_buffered,
                     self._queue.max_buffer_chars,
                 )
-        if self._stdout is not None:
-            try:
-                self._stdout.close()
-            except OSError as exc:  # its buffer could not be flushed (a full disk): already reported
-                log.debug("job %s: closing %s: %s", self.hash, STDOUT_FILE, exc)
+        for name, stream in ((STDOUT_FILE, self._stdout), (STDERR_FILE, self._stderr)):
+            if stream is not None:
+                try:
+                    stream.close()
+                except OSError as exc:  # its buffer could not be flushed (a full disk): already reported
+                    log.debug("job %s: closing %s: %s", self.hash, name, exc)
 
     # --- results -------------------------------------------------------------------------------------
     def _archive_results_safely(self) -> None:

@@ -1,4 +1,4 @@
-"""Operation code generation: what DeepForge's GenerateJob ``main.ejs``/``deepforge.ejs`` templates produce.
+r"""Operation code generation: what DeepForge's GenerateJob ``main.ejs``/``deepforge.ejs`` templates produce.
 
 An Operation in a DeepForge model is a Python class with ``execute(self, *inputs)`` returning its outputs.
 A job runs it through a generated ``main.py`` that
@@ -10,8 +10,16 @@ A job runs it through a generated ``main.py`` that
    ``outputs/<name>/metadata.json`` ``{"type": <full class name>}``, which the runner reads for
    ``results.json``.
 
-Literal values are emitted with ``repr`` and checked to round-trip through :func:`ast.literal_eval`, so an
-attribute value can never inject code into ``main.py``.
+Attribute values reach the operation typed as DeepForge's ``GenerateJob.getAttributeString`` types them
+(:func:`attribute_literal`): a value stored as text becomes a Python number when the *whole* text matches
+``-?\d+\.?\d*((e|e-)\d+)?`` (ASCII digits), ``True``/``False`` when it is exactly ``true``/``false``, and
+stays a string otherwise; values the model already types (numbers, booleans) keep their type.  Every
+literal is checked with :func:`ast.literal_eval`, so an attribute value can never inject code into
+``main.py``.
+
+Type names are DeepForge's: ``get_full_class_name`` is ``<module>.<class>`` for every class, builtins
+included (``builtins.int``), and deserializers are looked up by that name; a short name an earlier model of
+ours recorded (``int``) still finds the ``builtins.`` one.
 """
 
 from __future__ import annotations
@@ -27,36 +35,56 @@ from ..errors import BundleError
 
 #: ``deepforge/serialization.py``: DeepForge's ``deepforge.ejs``, same names and behaviour.
 SERIALIZATION_PY = '''\
-"""Serialization of operation inputs and outputs (DeepForge compatible): pickle unless registered."""
+"""Serialization of operation inputs and outputs (DeepForge compatible): pickle unless registered.
+
+Types are named as DeepForge names them, ``<module>.<class>`` (``builtins.int``); a short name recorded by
+an earlier deepforge-adapters model (``int``) finds the ``builtins.`` entry.
+"""
 import pickle
 
 SERIALIZERS = {}
 DESERIALIZERS = {}
+# DeepForge's names for the two registries.
+serializers = SERIALIZERS
+deserializers = DESERIALIZERS
+
+
+def get_full_name(cls):
+    return cls.__module__ + "." + cls.__name__
 
 
 def get_full_class_name(obj):
-    module = obj.__class__.__module__
-    if module is None or module == str.__class__.__module__:
-        return obj.__class__.__name__
-    return module + "." + obj.__class__.__name__
+    return get_full_name(obj.__class__)
+
+
+def _lookup(table, name):
+    if name in table:
+        return table[name]
+    if isinstance(name, str) and name and "." not in name:
+        return table.get("builtins." + name)
+    return None
+
+
+def get_serializer(obj):
+    return _lookup(SERIALIZERS, get_full_class_name(obj)) or pickle.dump
+
+
+def get_deserializer(full_name):
+    return _lookup(DESERIALIZERS, full_name) or pickle.load
 
 
 def register(cls, serialize, deserialize):
-    name = cls if isinstance(cls, str) else cls.__module__ + "." + cls.__name__
-    if not isinstance(cls, str) and cls.__module__ == str.__class__.__module__:
-        name = cls.__name__
+    name = cls if isinstance(cls, str) else get_full_name(cls)
     SERIALIZERS[name] = serialize
     DESERIALIZERS[name] = deserialize
 
 
 def dump(obj, outfile):
-    serialize = SERIALIZERS.get(get_full_class_name(obj), pickle.dump)
-    serialize(obj, outfile)
+    get_serializer(obj)(obj, outfile)
 
 
 def load(cls_name, infile):
-    deserialize = DESERIALIZERS.get(cls_name, pickle.load)
-    return deserialize(infile)
+    return get_deserializer(cls_name)(infile)
 '''
 
 DEEPFORGE_INIT_PY = "from . import serialization  # noqa: F401\n"
@@ -110,6 +138,39 @@ class OperationSource:
             raise BundleError(f"operation {self.name}: code does not parse: {exc}") from None
         if not any(isinstance(node, ast.ClassDef) and node.name == self.name for node in tree.body):
             raise BundleError(f"operation {self.name}: code defines no class named {self.name!r}")
+
+
+#: ``GenerateJob.getAttributeString``'s test for text that becomes a number or a boolean (JavaScript's ``\d``
+#: is ASCII only and its ``$`` matches only at the very end: hence ``re.ASCII`` and ``fullmatch``).
+_NUM_OR_BOOL = re.compile(r"-?\d+\.?\d*((e|e-)\d+)?|(true|false)", re.ASCII)
+_INTEGER = re.compile(r"-?\d+", re.ASCII)
+
+
+def attribute_literal(what: str, value: Any) -> str:
+    """The Python literal an Operation attribute value is passed to the operation as (DeepForge's rules).
+
+    Text is typed as ``GenerateJob.getAttributeString`` types it: ``'20'`` -> ``20``, ``'-1.5e-3'`` ->
+    ``-1.5e-3``, ``'true'`` -> ``True``, anything else (``'True'``, ``'1e+5'``, ``'.5'``, ``' 5'``,
+    ``'20\\n'``) a string.  Where DeepForge's output would not be valid Python, ours gives the value it meant:
+    an integer with leading zeros (``'007'``) is ``7`` (DeepForge emitted ``007``, a SyntaxError), and a
+    string is an exact literal of its text (DeepForge wrapped it in ``"..."`` unescaped, so a quote broke
+    ``main.py`` and a backslash was read as an escape).  ``None`` (no value) is ``None`` (DeepForge passed the
+    text ``"undefined"``).  Numbers and booleans the model already types keep their type, as do lists and
+    dicts (an extension: DeepForge's metamodel has no such attribute types).
+    """
+    if isinstance(value, str) and _NUM_OR_BOOL.fullmatch(value):
+        if value in ("true", "false"):
+            return "True" if value == "true" else "False"
+        try:
+            number = ast.literal_eval(value)
+        except (ValueError, SyntaxError):  # '007': no leading zeros in a Python 3 integer literal
+            number = None
+        if isinstance(number, int | float) and not isinstance(number, bool):
+            return value
+        if _INTEGER.fullmatch(value):
+            return str(int(value))
+        raise BundleError(f"{what}: value {value[:80]!r} looks like a number but is not one Python can read")
+    return _literal(what, value)
 
 
 def _literal(what: str, value: Any) -> str:
@@ -172,7 +233,7 @@ def generate_main_py(op: OperationSource) -> str:
     for name in op.inputs:
         type_name = _literal(f"input {name} type", op.input_types.get(name, ""))
         lines.append(f"{name} = _load({name!r}, {type_name})")
-    kwargs = ", ".join(f"{k}={_literal(f'attribute {k}', v)}" for k, v in op.attributes.items())
+    kwargs = ", ".join(f"{k}={attribute_literal(f'attribute {k}', v)}" for k, v in op.attributes.items())
     lines.append(f"operation = {op.name}({kwargs})")
     call = f"operation.execute({', '.join(op.inputs)})"
     if not op.outputs:

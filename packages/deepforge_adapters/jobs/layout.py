@@ -7,7 +7,9 @@ backends, the ``deepforge-worker``) imports the names below, so a bundle means t
     executor_config.json  WebGME executor format: the command to run and the result artifacts to archive
     nonce                 only when job caching is off
     results.json          written by the job: ``{output: {"type", "dataInfo"}}``
-    job_stdout.txt        the job's console output (stdout and stderr merged), archived as ``stdout``
+    job_stdout.txt        the job's stdout, archived as ``stdout`` (our runner merges its operation's stderr
+                          into it)
+    job_stderr.txt        the job's stderr, kept apart by the worker as the Node worker keeps it
 
 This module depends on :mod:`deepforge_adapters.errors` only, so the worker and the compute backends can use
 it without the storage layer.
@@ -27,6 +29,8 @@ EXECUTOR_CONFIG_FILE = "executor_config.json"
 NONCE_FILE = "nonce"
 RESULTS_FILE = "results.json"
 STDOUT_FILE = "job_stdout.txt"
+#: Where a worker keeps a job's stderr (the Node worker's name; it is never posted as live output).
+STDERR_FILE = "job_stderr.txt"
 #: What starts every line the runner itself writes into the job's output (not the operation's lines).
 RUNNER_PREFIX = "deepforge: "
 

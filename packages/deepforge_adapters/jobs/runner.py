@@ -18,6 +18,10 @@
 
 Any failure ends the run with a non-zero exit and ONE line, the last line of output, that says what failed:
 ``deepforge: input 'x' from s3 storage, 'a/b': NoSuchKey ...``.  No line ever carries a secret value.
+
+Output keys: ``<storage dir>/<name>`` of step 4 is ``<storage dir>/<run>/<name>``, ``<run>`` a fresh segment
+per run (:func:`~deepforge_adapters.storage.base.fresh_segment`: UTC time and random hex), so a re-run never
+overwrites a key an earlier run's dataInfo points at.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from ..errors import ConfigError, DeepForgeError, JobFailed, StorageError
 from ..process import JobProcess, make_non_dumpable
 from ..process import run as run_job_process
 from ..storage import get_client
-from ..storage.base import DataInfo, StorageClient
+from ..storage.base import DataInfo, StorageClient, fresh_segment
 from ..storage.cache import WorkerCache
 from ..streams import ProgressCallback, atomic_write
 from .bundle import JobSpec, open_config, read_bundle
@@ -303,10 +307,11 @@ class Runner:
         handed, bind = creds.get("storage"), creds.get("bind", {}).get("storage")
         client = self._client(spec.storage_id, spec.storage_config, "job storage", spec.project, handed, bind)
         results: dict[str, Any] = {}
+        run = fresh_segment()  # never a key an earlier run wrote (and a dataInfo may point at)
         for name in spec.outputs:
             out_dir = self.job_dir / "outputs" / name
             type_name = self._output_type(out_dir, name)
-            target = f"{spec.storage_dir}/{name}" if spec.storage_dir else name
+            target = f"{spec.storage_dir}/{run}/{name}" if spec.storage_dir else f"{run}/{name}"
             data = out_dir / "data"
             self.say(f"uploading output {name!r} ({data.stat().st_size} bytes) to {spec.storage_id} storage")
             try:

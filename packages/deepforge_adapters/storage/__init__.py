@@ -7,7 +7,16 @@
 True
 """
 
-from .base import DataInfo, ObjectInfo, StorageClient
+from .base import DataInfo, ObjectInfo, StorageClient, fresh_key, fresh_segment
 from .registry import backends, get_client, registry
 
-__all__ = ["DataInfo", "ObjectInfo", "StorageClient", "backends", "get_client", "registry"]
+__all__ = [
+    "DataInfo",
+    "ObjectInfo",
+    "StorageClient",
+    "backends",
+    "fresh_key",
+    "fresh_segment",
+    "get_client",
+    "registry",
+]

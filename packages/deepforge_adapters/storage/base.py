@@ -21,6 +21,8 @@ import hashlib
 import json
 import logging
 import os
+import secrets
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,10 +31,14 @@ from typing import Any, BinaryIO, ClassVar
 
 from ..config import Config, ConfigSchema
 from ..errors import DataInfoError, StorageError
+from ..hashing import is_sha1_hex
 from ..secrets import register_secret
 from ..streams import ProgressCallback, Readable, atomic_write, copy_stream
 
 log = logging.getLogger(__name__)
+
+#: The backend a bare blob hash (a dataInfo of DeepForge's pipeline library before 0.13) belongs to.
+GME_BACKEND = "gme"
 
 
 @dataclass(frozen=True)
@@ -44,14 +50,25 @@ class DataInfo:
 
     @classmethod
     def from_json(cls, value: str | bytes | Mapping[str, Any] | DataInfo) -> DataInfo:
-        """Parse a dataInfo from its JSON text or dict; a malformed one raises :class:`DataInfoError`."""
+        """Parse a dataInfo from its JSON text or dict; a malformed one raises :class:`DataInfoError`.
+
+        A bare WebGME blob hash (40 hex digits, no JSON around it) is what a Data node's ``data`` held before
+        DeepForge's pipeline library 0.13; it reads as the gme dataInfo DeepForge's own update turns it into
+        (``UpdateDataNodesToUserAssets``: ``{"backend": "gme", "data": <hash>}``).
+        """
         if isinstance(value, DataInfo):
             return value
         if isinstance(value, str | bytes):
+            text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+            if is_sha1_hex(text.strip()):
+                return cls(backend=GME_BACKEND, data=text.strip())
             try:
                 value = json.loads(value)
             except ValueError as exc:
-                raise DataInfoError(f"dataInfo is not valid JSON: {exc}") from None
+                raise DataInfoError(
+                    f"dataInfo is not valid JSON ({exc}), nor a bare WebGME blob hash (40 lowercase hex digits, "
+                    f"the format before DeepForge's pipeline library 0.13): {text[:80]!r}"
+                ) from None
         if not isinstance(value, Mapping):
             raise DataInfoError(f"dataInfo must be a JSON object, got {type(value).__name__}")
         missing = [k for k in ("backend", "data") if k not in value]
@@ -73,6 +90,24 @@ class DataInfo:
     def dumps(self) -> str:
         """The JSON string stored in a Data node's ``data`` attribute."""
         return json.dumps(self.to_json(), separators=(",", ":"), sort_keys=False)
+
+
+def fresh_segment(now: float | None = None) -> str:
+    """A key segment no earlier write used: ``<UTC time, to the second>-<8 random hex digits>``.
+
+    Our writers (the runner's outputs, the Output operation, UploadArtifact) put every artifact under a fresh
+    segment, ``<dir>/<segment>/<name>``, so they never overwrite a key a recorded dataInfo points at (reads are
+    pinned to what was recorded: an overwritten key would make the older artifact unreadable).  The time
+    says when the artifact was written; the name stays the last part of the key.
+    """
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
+    return f"{stamp}-{secrets.token_hex(4)}"
+
+
+def fresh_key(directory: str, name: str) -> str:
+    """``<directory>/<fresh segment>/<name>`` (``<fresh segment>/<name>`` without a directory)."""
+    directory = directory.strip("/")
+    return f"{directory}/{fresh_segment()}/{name}" if directory else f"{fresh_segment()}/{name}"
 
 
 @dataclass(frozen=True)

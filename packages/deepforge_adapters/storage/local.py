@@ -29,6 +29,7 @@ import os
 import re
 import shutil
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, cast
 
@@ -36,12 +37,21 @@ from ..config import ConfigSchema, Field
 from ..errors import DataInfoError, IntegrityError, NotFoundError, StorageError
 from ..hashing import CHUNK_SIZE, HashingReader, file_digest, new_hash
 from ..streams import ProgressCallback, Readable, atomic_write, copy_stream
+from ..timestamps import iso_ms
 from .base import DataInfo, ObjectInfo, StorageClient
 
 log = logging.getLogger(__name__)
 
 ROOT_ENV = "DEEPFORGE_STORAGE_ROOT"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def changed_when(mtime: float, recorded: Any) -> str:
+    """`` (modified at <UTC>, after the dataInfo recorded <UTC>)``: when a file changed under its dataInfo."""
+    now = iso_ms(datetime.fromtimestamp(mtime, UTC))
+    if isinstance(recorded, int | float) and not isinstance(recorded, bool):
+        return f" (modified at {now}, after the dataInfo recorded {iso_ms(datetime.fromtimestamp(recorded, UTC))})"
+    return f" (modified at {now})"
 
 
 def default_root(environ: Mapping[str, str] | None = None) -> Path:
@@ -169,9 +179,10 @@ class LocalStorage(StorageClient):
         f = open(path, "rb")  # noqa: SIM115 - handed to the caller, who closes it
         size = os.fstat(f.fileno()).st_size  # of the file we actually opened, not of a path that may change
         if size != data["size"]:
+            when = changed_when(os.fstat(f.fileno()).st_mtime, data.get("mtime"))
             f.close()
             raise IntegrityError(
-                self.id, f"file is {size} bytes but the dataInfo records {data['size']}; it changed", name
+                self.id, f"file is {size} bytes but the dataInfo records {data['size']}; it changed{when}", name
             )
         raw = _VerifyingFile(f, self.id, name, data["size"], data["sha256"])
         return io.BufferedReader(raw, buffer_size=CHUNK_SIZE)
@@ -208,8 +219,11 @@ class LocalStorage(StorageClient):
         data = self._data(data_info)
         _, st = self._open_existing(data["filename"])
         if st.st_size != data["size"]:
+            when = changed_when(st.st_mtime, data.get("mtime"))
             raise IntegrityError(
-                self.id, f"file is {st.st_size} bytes but the dataInfo records {data['size']}", data["filename"]
+                self.id,
+                f"file is {st.st_size} bytes but the dataInfo records {data['size']}; it changed{when}",
+                data["filename"],
             )
         sha = data["sha256"]
         return ObjectInfo(data["size"], ("sha256", sha), sha, {"sha256": sha, "mtime": data.get("mtime", st.st_mtime)})

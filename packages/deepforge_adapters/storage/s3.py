@@ -28,7 +28,9 @@ its bytes into the real bucket.
 
 A read names the ``ETag`` it expects (``If-Match``; the ``VersionId`` when present), so an object
 overwritten after its dataInfo was recorded fails loudly (:class:`IntegrityError`) instead of feeding a job
-different bytes than its provenance says.
+different bytes than its provenance says; the error names the bucket and key and says when the key was
+overwritten and what it holds now.  A dataInfo that records no ``ETag`` (DeepForge's reads are never pinned)
+reads as DeepForge reads it: whatever the key holds now, described by one ``HeadObject``.
 
 **Memory budget**: an upload from a stream buffers at most ``maxConcurrency`` parts of ``chunkSize`` bytes
 (s3transfer reads each part into memory before sending it), and a download keeps at most the same number of
@@ -206,6 +208,8 @@ class Location:
     key: str
     etag: str | None
     version_id: str | None
+    #: ``LastModified`` as the dataInfo recorded it (for the message when the object changed since).
+    modified: str | None = None
 
     def object_args(self) -> dict[str, Any]:
         """``Bucket``/``Key`` plus ``VersionId`` when the dataInfo pins one."""
@@ -498,6 +502,7 @@ class S3Storage(StorageClient):
             key=key,
             etag=data.get("ETag") or None,
             version_id=str(version) if version and version != "null" else None,
+            modified=str(data["LastModified"]) if data.get("LastModified") else None,
         )
 
     def _data_info(self, key: str, head: Mapping[str, Any], bucket: str | None = None) -> DataInfo:
@@ -548,6 +553,52 @@ class S3Storage(StorageClient):
         if isinstance(exc, BotoCoreError | RetriesExceededError):
             raise StorageError(self.id, redact(f"{op} failed: {exc}; {where}"), name) from None
         raise StorageError(self.id, redact(f"{op} failed: {type(exc).__name__}: {exc}; {where}"), name) from exc
+
+    def _raise_read(self, exc: BaseException, op: str, loc: Location) -> NoReturn:
+        """:meth:`_raise` for a read pinned to ``loc``'s ETag/VersionId (see :meth:`_check_changed`)."""
+        self._check_changed(exc, op, loc)
+        self._raise(exc, op, loc.bucket, loc.key, loc.endpoint)
+
+    def _check_changed(self, exc: BaseException, op: str, loc: Location) -> None:
+        """A read pinned to ``loc``'s ETag/VersionId that the server refused (HTTP 412) raises an
+        :class:`IntegrityError` saying which object changed, when, and what its key holds now (one
+        ``HeadObject``); any other error returns."""
+        if (loc.etag or loc.version_id) and _precondition_failed(exc):
+            raise IntegrityError(self.id, self._changed_message(op, loc), f"{loc.bucket}/{loc.key}") from None
+
+    def _changed_message(self, op: str, loc: Location) -> str:
+        recorded = f"ETag {loc.etag}" if loc.etag else f"VersionId {loc.version_id}"
+        recorded += f", last modified {loc.modified}" if loc.modified else ""
+        try:
+            head = self.client.head_object(Bucket=loc.bucket, Key=loc.key)
+            modified = head.get("LastModified")
+            when = iso_timestamp(modified) if isinstance(modified, datetime) else str(modified or "at an unknown time")
+            now = f"was overwritten at {when}; it now holds ETag {head.get('ETag')}, {head.get('ContentLength')} bytes"
+        except ClientError as exc:
+            gone = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404
+            now = "was deleted" if gone else f"changed (HeadObject: {exc.response.get('Error', {}).get('Code')})"
+        except BotoCoreError as exc:
+            now = f"changed (HeadObject: {exc})"
+        return redact(
+            f"{op}: the artifact at bucket {loc.bucket!r}, key {loc.key!r} ({loc.endpoint}) changed after this "
+            f"dataInfo was recorded: the key {now}, the dataInfo names {recorded}.  The bytes it names are no "
+            "longer stored there (PreconditionFailed, HTTP 412); re-run the job that produced them"
+        )
+
+    def _describe_current(self, loc: Location, data: Mapping[str, Any]) -> dict[str, Any]:
+        """``data`` completed with what the key holds now: a dataInfo without an ETag reads as DeepForge reads it."""
+        head = self._head(loc, self.client, conditional=False)
+        current = self._data_info(loc.key, head, loc.bucket).data
+        log.info(
+            "s3 dataInfo for %s/%s records no ETag: reading what the key holds now (ETag %s, last modified %s), "
+            "as DeepForge does",
+            loc.bucket,
+            loc.key,
+            current.get("ETag"),
+            current.get("LastModified"),
+        )
+        fields = ("ETag", "VersionId", "LastModified", "ContentLength", "size")
+        return {**data, **{k: current[k] for k in fields if k in current}}
 
     # ------------------------------------------------------------------------------------ buckets
     def ensure_bucket(self) -> None:
@@ -611,6 +662,8 @@ class S3Storage(StorageClient):
         try:
             return cast("dict[str, Any]", client.head_object(ChecksumMode="ENABLED", **args))
         except ClientError as exc:
+            if conditional:
+                self._check_changed(exc, "HeadObject", loc)
             if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
                 self._raise_missing(exc, loc, client)
             self._raise(exc, "HeadObject", loc.bucket, loc.key, loc.endpoint)
@@ -644,7 +697,7 @@ class S3Storage(StorageClient):
         client = self.client
 
         def fail(exc: Exception) -> NoReturn:
-            self._raise(exc, "GetObject", loc.bucket, loc.key, loc.endpoint)
+            self._raise_read(exc, "GetObject", loc)
 
         try:
             response = client.get_object(ChecksumMode="ENABLED", **loc.conditional_args())
@@ -671,7 +724,7 @@ class S3Storage(StorageClient):
                     KnownObject(size, head.get("ETag")),  # ranged GETs carry If-Match: a mid-download overwrite fails
                 )
             except Exception as exc:
-                self._raise(exc, "download", loc.bucket, loc.key, loc.endpoint)
+                self._raise_read(exc, "download", loc)
             f.flush()
             written = os.fstat(f.fileno()).st_size
             if written != size:
@@ -801,7 +854,10 @@ class S3Storage(StorageClient):
         """
         loc = self.locate(data_info)
         data = data_info.data
-        size = self._size_hint(data_info)
+        if not loc.etag:  # nothing pins the read (DeepForge's are never pinned): describe what the key holds now
+            data = self._describe_current(loc, data)
+            loc = Location(loc.endpoint, loc.bucket, loc.key, data.get("ETag") or None, loc.version_id, loc.modified)
+        size = self._size_hint(DataInfo(self.id, data))
         if size is None:
             raise DataInfoError(f"s3 dataInfo for {loc.bucket}/{loc.key} records no size/ContentLength")
         meta: dict[str, Any] = {"bucketName": loc.bucket, "filename": loc.key, "endpoint": loc.endpoint}
@@ -835,7 +891,7 @@ class S3Storage(StorageClient):
                 self._size_hint(data_info),
             )
         except Exception as exc:
-            self._raise(exc, "copy", loc.bucket, loc.key, loc.endpoint)
+            self._raise_read(exc, "copy", loc)
         return self.stat(name)
 
     def get_download_url(self, data_info: DataInfo) -> str | None:
@@ -854,6 +910,18 @@ class S3Storage(StorageClient):
             return check_key(name, "artifact name (object key)")
         except DataInfoError as exc:
             raise StorageError(self.id, str(exc), name) from None
+
+
+def _precondition_failed(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what it wraps: s3transfer re-raises) is an HTTP 412 / ``PreconditionFailed``."""
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, ClientError):
+            error = exc.response.get("Error", {})
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            return status == 412 or str(error.get("Code")) in ("412", "PreconditionFailed")
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 def _regular_file_path(readable: Readable) -> str | None:

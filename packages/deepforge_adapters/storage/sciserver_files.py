@@ -303,7 +303,10 @@ class SciServerFilesStorage(StorageClient):
                 raise IntegrityError(
                     self.id,
                     f"the file changed since this dataInfo was recorded ({field} {current.get(field)!r}, "
-                    f"recorded {recorded[field]!r}); refusing to read it as the recorded one",
+                    f"recorded {recorded[field]!r}): it was modified at {current.get('lastModified')} and now "
+                    f"holds {current.get('size')} bytes, the dataInfo names the version of "
+                    f"{recorded.get('lastModified') or 'an unknown time'} ({recorded.get('size')} bytes); "
+                    "refusing to read it as the recorded one",
                     filename,
                 )
         return current
