@@ -13,14 +13,13 @@
    after ``DEEPFORGE_CANCEL_GRACE`` seconds (default 10); a canceled job exits 130; whatever the operation
    started is killed when it ends; matplotlib's backend is :mod:`.plotting` (``MPLBACKEND``, unless set), so
    a figure the operation shows reaches the model;
-4. upload each declared ``outputs/<name>/data`` with ``put_file_stream`` to ``<storage dir>/<name>``;
+4. upload each declared ``outputs/<name>/data`` with ``put_file_stream`` to ``<storage dir>/<run>/<name>``;
 5. write ``results.json`` ``{name: {"type": ..., "dataInfo": ...}}`` atomically.
 
 Any failure ends the run with a non-zero exit and ONE line, the last line of output, that says what failed:
 ``deepforge: input 'x' from s3 storage, 'a/b': NoSuchKey ...``.  No line ever carries a secret value.
 
-Output keys: ``<storage dir>/<name>`` of step 4 is ``<storage dir>/<run>/<name>``, ``<run>`` a fresh segment
-per run (:func:`~deepforge_adapters.storage.base.fresh_segment`: UTC time and random hex), so a re-run never
+Output keys: ``<run>`` of step 4 is a fresh segment per run (:func:`~deepforge_adapters.storage.base.fresh_segment`: UTC time and random hex), so a re-run never
 overwrites a key an earlier run's dataInfo points at.
 """
 
