@@ -19,8 +19,8 @@
 Any failure ends the run with a non-zero exit and ONE line, the last line of output, that says what failed:
 ``deepforge: input 'x' from s3 storage, 'a/b': NoSuchKey ...``.  No line ever carries a secret value.
 
-Output keys: ``<run>`` of step 4 is a fresh segment per run (:func:`~deepforge_adapters.storage.base.fresh_segment`: UTC time and random hex), so a re-run never
-overwrites a key an earlier run's dataInfo points at.
+Output keys: ``<run>`` of step 4 is a fresh segment per run (:func:`~deepforge_adapters.storage.base.fresh_segment`:
+UTC time and random hex), so a re-run never overwrites a key an earlier run's dataInfo points at.
 """
 
 from __future__ import annotations
