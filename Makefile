@@ -144,6 +144,7 @@ $(STAMPS)/ray: pyproject.toml | $(STAMPS)/python
 	@mkdir -p $(STAMPS)
 	$(BIN)/python -m pip install -q -e '.[ray]'
 	$(BIN)/ray --version
+	@touch $@
 
 # ------------------------------------------------------------------------------------------------ Slurm
 # Debian's Slurm 22.05 (controller, node daemon, client commands, slurmrestd with its JWT plugin) and an OpenSSH
