@@ -34,7 +34,7 @@ from typing import Any, BinaryIO, cast
 
 from ..config import ConfigSchema, Field
 from ..errors import DataInfoError, IntegrityError, NotFoundError, StorageError
-from ..hashing import CHUNK_SIZE, HashingReader, file_digest, new_hash
+from ..hashing import CHUNK_SIZE, BackgroundHasher, HashingReader, file_digest
 from ..streams import ProgressCallback, Readable, atomic_write, copy_stream
 from .base import DataInfo, ObjectInfo, StorageClient
 
@@ -161,6 +161,9 @@ class LocalStorage(StorageClient):
         log.debug("local: stored %s (%d bytes) under %s", canonical, reader.bytes_read, self.root)
         return self._data_info(canonical, reader.bytes_read, reader.hexdigest("sha256"), mtime)
 
+    #: get_file_stream checks the recorded sha256 (what :meth:`info` gives as the digest) at end of file.
+    verifies_digest = True
+
     def get_file_stream(self, data_info: DataInfo) -> BinaryIO:
         """A reader that checks the recorded size now and the recorded sha256 when read to the end."""
         data = self._data(data_info)
@@ -173,8 +176,7 @@ class LocalStorage(StorageClient):
             raise IntegrityError(
                 self.id, f"file is {size} bytes but the dataInfo records {data['size']}; it changed", name
             )
-        raw = _VerifyingFile(f, self.id, name, data["size"], data["sha256"])
-        return io.BufferedReader(raw, buffer_size=CHUNK_SIZE)
+        return cast(BinaryIO, _VerifyingFile(f, self.id, name, data["size"], data["sha256"]))
 
     def stat(self, name: str) -> DataInfo:
         """The dataInfo of the file at ``name``; hashes the file (one streaming read) to fill ``sha256``."""
@@ -231,39 +233,56 @@ class LocalStorage(StorageClient):
 
 
 class _VerifyingFile(io.RawIOBase):
-    """Raw reader over a local file that hashes what passes and checks size and sha256 at end of file."""
+    """Reader over a local file that hashes what passes and checks size and sha256 at end of file.
 
-    def __init__(self, f: io.BufferedReader, backend: str, name: str, size: int, sha256: str) -> None:
+    The sha256 runs in a :class:`BackgroundHasher` beside the reads (and the caller's writes): ``read``
+    hands the same immutable ``bytes`` to the caller and to the hasher, so a verified copy costs one pass.
+    """
+
+    def __init__(self, f: BinaryIO, backend: str, name: str, size: int, sha256: str) -> None:
         super().__init__()
         self._f = f
         self._backend = backend
         self._name = name
         self._size = size
         self._sha256 = sha256
-        self._hash = new_hash("sha256")
+        self._hasher = BackgroundHasher(("sha256",))
         self._done = 0
         self._verified = False
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: Any) -> int:
-        n = self._f.readinto(buffer)
-        if n:
-            self._done += n
-            self._hash.update(memoryview(buffer)[:n])
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            return self.readall()
+        data = self._f.read(size)
+        if data:
+            self._done += len(data)
             if self._done > self._size:
                 raise IntegrityError(self._backend, f"file grew past the recorded {self._size} bytes", self._name)
-        elif not self._verified:
+            self._hasher.update(data)
+        elif size and not self._verified:
             self._verify()
-        return int(n or 0)
+        return data
+
+    def readall(self) -> bytes:
+        chunks = []
+        while chunk := self.read(CHUNK_SIZE):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        memoryview(buffer).cast("B")[: len(data)] = data
+        return len(data)
 
     def _verify(self) -> None:
         if self._done != self._size:
             raise IntegrityError(
                 self._backend, f"read {self._done} bytes but the dataInfo records {self._size}", self._name
             )
-        digest = self._hash.hexdigest()
+        digest = self._hasher.hexdigest("sha256")
         if digest != self._sha256:
             raise IntegrityError(
                 self._backend, f"sha256 is {digest} but the dataInfo records {self._sha256}; it changed", self._name
@@ -271,6 +290,7 @@ class _VerifyingFile(io.RawIOBase):
         self._verified = True
 
     def close(self) -> None:
+        self._hasher.close()
         with contextlib.suppress(Exception):
             self._f.close()
         super().close()

@@ -135,7 +135,15 @@ HINTS = {
     "AccessDenied": "the credentials are valid but lack permission for this operation",
     "SlowDown": "the server is throttling requests; retries were exhausted",
     "PreconditionFailed": "the object changed since this dataInfo was recorded (ETag differs)",
+    "ExpiredToken": "the session token has expired; get new temporary credentials",
+    "InvalidToken": "the session token is not valid; get new temporary credentials",
 }
+#: With a sessionToken, these codes mean the temporary credentials are no longer (or never were) valid.
+SESSION_CODES = frozenset({"InvalidAccessKeyId", "ExpiredToken", "InvalidToken", "TokenRefreshRequired"})
+SESSION_HINT = (
+    "temporary credentials (sessionToken): expired or not issued by this server; get new ones "
+    "(accessKeyId, secretAccessKey and sessionToken together)"
+)
 
 
 def iso_timestamp(value: datetime) -> str:
@@ -527,7 +535,7 @@ class S3Storage(StorageClient):
             if code in ("412", "PreconditionFailed"):
                 code = "PreconditionFailed"
             text = f"{op} failed: {code} (HTTP {status}){': ' + detail if detail else ''}; {where}"
-            hint = HINTS.get(code)
+            hint = SESSION_HINT if code in SESSION_CODES and self.config["sessionToken"] else HINTS.get(code)
             text = redact(f"{text} ({hint})" if hint else text)
             if code in NOT_FOUND_CODES:
                 raise NotFoundError(self.id, text, name) from None
@@ -612,26 +620,27 @@ class S3Storage(StorageClient):
             return cast("dict[str, Any]", client.head_object(ChecksumMode="ENABLED", **args))
         except ClientError as exc:
             if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
-                self._raise_missing(exc, loc, client)
+                self._raise_missing(exc, loc, client, "HeadObject")
             self._raise(exc, "HeadObject", loc.bucket, loc.key, loc.endpoint)
         except BotoCoreError as exc:
             self._raise(exc, "HeadObject", loc.bucket, loc.key, loc.endpoint)
 
-    def _raise_missing(self, exc: ClientError, loc: Location, client: S3Client) -> NoReturn:
-        """A HEAD 404 has no error code: ask the bucket, so the message says which of the two is missing."""
+    def _raise_missing(self, exc: ClientError, loc: Location, client: S3Client, op: str) -> NoReturn:
+        """A HEAD 404 has no error code (and SeaweedFS answers a GET in a missing bucket with NoSuchKey): ask
+        the bucket, so the message says which of the two is missing."""
         try:
             client.head_bucket(Bucket=loc.bucket)
         except ClientError as bucket_exc:
             if bucket_exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
                 raise NotFoundError(
                     self.id,
-                    f"HeadObject failed: NoSuchBucket: bucket {loc.bucket!r} does not exist at "
+                    f"{op} failed: NoSuchBucket: bucket {loc.bucket!r} does not exist at "
                     f"{loc.endpoint} (key {loc.key!r})",
                     f"{loc.bucket}/{loc.key}",
                 ) from None
         except BotoCoreError:
             pass
-        self._raise(exc, "HeadObject", loc.bucket, loc.key, loc.endpoint)
+        self._raise(exc, op, loc.bucket, loc.key, loc.endpoint)
 
     # ------------------------------------------------------------------------------------ primitives
     def stat(self, name: str) -> DataInfo:
@@ -648,7 +657,11 @@ class S3Storage(StorageClient):
 
         try:
             response = client.get_object(ChecksumMode="ENABLED", **loc.conditional_args())
-        except (ClientError, BotoCoreError) as exc:
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "NoSuchKey":
+                self._raise_missing(exc, loc, client, "GetObject")
+            fail(exc)
+        except BotoCoreError as exc:
             fail(exc)
         return cast(BinaryIO, S3ObjectReader(response["Body"], response.get("ContentLength"), fail))
 
