@@ -1,8 +1,9 @@
 """The one hashing helper: digests computed while bytes stream past, never by re-reading a whole file.
 
-WebGME's blob is content-addressed with sha1, our local store and cache use sha256, S3 gives MD5-ish ETags;
-every place that hashes goes through :class:`HashingReader` or :func:`file_digest` so the chunk size and the
-algorithm names live in one module.
+WebGME's blob is content-addressed with sha1, our local store uses blake3 (older local dataInfos: sha256),
+S3 gives MD5-ish ETags; every place that hashes goes through :class:`HashingReader`,
+:class:`BackgroundHasher` or :func:`file_digest` so the chunk size and the algorithm names live in one module.
+``blake3`` (PyPI ``blake3``) is known to :func:`new_hash` beside every :mod:`hashlib` name.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import queue
 import re
 import threading
 from collections.abc import Iterable
-from typing import IO, BinaryIO
+from typing import IO, BinaryIO, Protocol
+
+import blake3
 
 from .errors import InvalidHashError
 
@@ -42,24 +45,49 @@ def check_sha1_hex(value: object, what: str = "hash") -> str:
     return str(value)
 
 
-def new_hash(algorithm: str) -> hashlib._Hash:
+#: The local store's content hash: BLAKE3 runs at about twice sha256's speed even with SHA-NI (SIMD within one
+#: thread), so hashing no longer bounds a verified copy (docs/benchmarks.md).
+LOCAL_HASH = "blake3"
+
+
+class Hasher(Protocol):
+    """What :func:`new_hash` returns: a :mod:`hashlib` object or a ``blake3.blake3``."""
+
+    def update(self, data: bytes | bytearray | memoryview, /) -> object: ...
+
+    def hexdigest(self) -> str: ...
+
+
+def new_hash(algorithm: str) -> Hasher:
+    """A hash object for a :mod:`hashlib` algorithm name or ``"blake3"``."""
+    if algorithm == "blake3":
+        return blake3.blake3()
     return hashlib.new(algorithm)
 
 
 def file_digest(path: str | os.PathLike[str], algorithm: str = "sha256") -> str:
-    """Hex digest of a file, read in chunks into one reused buffer (:func:`hashlib.file_digest`)."""
+    """Hex digest of a file, read in chunks into one reused buffer (:func:`hashlib.file_digest` for hashlib's)."""
     with open(path, "rb", buffering=0) as f:
-        return hashlib.file_digest(f, algorithm).hexdigest()
+        if algorithm != "blake3":
+            return hashlib.file_digest(f, algorithm).hexdigest()
+        h = new_hash(algorithm)
+        buffer = bytearray(CHUNK_SIZE)
+        view = memoryview(buffer)
+        while n := f.readinto(buffer):
+            h.update(view[:n])
+        return h.hexdigest()
 
 
 def bytes_digest(data: bytes, algorithm: str = "sha256") -> str:
-    return hashlib.new(algorithm, data).hexdigest()
+    h = new_hash(algorithm)
+    h.update(data)
+    return h.hexdigest()
 
 
 class BackgroundHasher:
     """Digests computed in a thread beside the caller's I/O: ``update`` queues a chunk and returns at once.
 
-    hashlib releases the GIL while it hashes, so a copy loop that reads and writes in one thread and hashes in
+    hashlib and blake3 release the GIL while they hash, so a copy loop that reads and writes in one thread and hashes in
     this one takes about ``max(I/O, hashing)`` instead of their sum (what makes a verified 1 GiB transfer
     run at the speed of ``cp`` + fsync).  At most ``depth`` chunks wait in the queue, so memory stays at
     ``depth`` chunks.  Chunks must not change after ``update`` (``bytes`` are copied from anything else).
@@ -103,7 +131,7 @@ class BackgroundHasher:
             self._queue.put(None)  # a transfer abandoned mid-way (an exception): let the thread end
 
 
-def _hash_queued(chunks: queue.Queue[bytes | None], hashes: tuple[hashlib._Hash, ...]) -> None:
+def _hash_queued(chunks: queue.Queue[bytes | None], hashes: tuple[Hasher, ...]) -> None:
     while (data := chunks.get()) is not None:
         for h in hashes:
             h.update(data)

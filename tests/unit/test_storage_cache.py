@@ -88,7 +88,7 @@ def test_changed_artifact_is_a_new_entry(store: CountingStore, cache: WorkerCach
 def test_hash_mismatch_raises_and_leaves_nothing(store: CountingStore, cache: WorkerCache) -> None:
     info = store.put_file_stream("x", io.BytesIO(b"genuine"))
     store.corrupt_with = b"forgery"  # same size, different bytes
-    with pytest.raises(IntegrityError, match=r"sha256 of the download is .*, expected .*; not cached"):
+    with pytest.raises(IntegrityError, match=r"blake3 of the download is .*, expected .*; not cached"):
         cache.fetch(store, info)
     assert not cache.path_for(store, info).exists()
     assert [f for f in _files(cache.root) if not f.startswith("locks/")] == []
@@ -324,6 +324,6 @@ def test_a_verifying_backend_still_keeps_a_corrupt_download_out(store: CountingS
     info = store.put_file_stream("x", io.BytesIO(b"genuine"))
     path = store.path_for("x")
     path.write_bytes(b"forgery")
-    with pytest.raises(IntegrityError, match=r"sha256 is .* but the dataInfo records"):
+    with pytest.raises(IntegrityError, match=r"blake3 is .* but the dataInfo records"):
         cache.fetch(LocalStorage({"root": str(store.root)}), info)
     assert [f for f in _files(cache.root) if not f.startswith("locks/")] == []
