@@ -13,8 +13,12 @@ on the same machine: a number that means the same on any hardware.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import subprocess
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 PREFIX = "TARGET"
 
@@ -67,3 +71,27 @@ class Targets:
         verdict = "PASS" if not self.failed else f"FAIL ({len(self.failed)} below target)"
         print(f"{self.bench}: {verdict}; {load_note()}", flush=True)
         return 0 if not self.failed else 1
+
+
+# ------------------------------------------------------------------------------------------------ baselines
+def cp_fsync_seconds(src: Path, dest: Path) -> float:
+    """``cp`` then ``sync FILE`` (an fsync of the copy), from no dirty pages: a durable copy, nothing more."""
+    os.sync()
+    t0 = time.perf_counter()
+    subprocess.run(["cp", str(src), str(dest)], check=True)
+    subprocess.run(["sync", str(dest)], check=True)
+    elapsed = time.perf_counter() - t0
+    dest.unlink()
+    return elapsed
+
+
+def sha256_seconds(src: Path) -> float:
+    """sha256 of ``src`` alone: the faster of ``sha256sum`` and ``hashlib.file_digest`` (SHA-NI where present)."""
+    os.sync()
+    t0 = time.perf_counter()
+    subprocess.run(["sha256sum", str(src)], check=True, stdout=subprocess.DEVNULL)
+    shell = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with open(src, "rb", buffering=0) as f:
+        hashlib.file_digest(f, "sha256")
+    return min(shell, time.perf_counter() - t0)

@@ -15,20 +15,22 @@ peak RSS (``ru_maxrss``) is the adapter path alone, interpreter and imports incl
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import blake3
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _targets import Targets  # bench/ is not a package: imported from beside this script
+from _targets import (
+    Targets,
+    cp_fsync_seconds,
+    sha256_seconds,
+)  # bench/ is not a package: imported from beside this script
 
 CHUNK = 1024 * 1024
 
@@ -62,34 +64,6 @@ def make_file(path: Path, mib: int) -> str:
     return h.hexdigest()
 
 
-def timed(argv: list[str]) -> float:
-    os.sync()
-    t0 = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - t0
-
-
-def cp_fsync(src: Path, dest: Path) -> float:
-    """``cp`` then ``sync FILE`` (an fsync of the copy): the durable copy a verified transfer also makes."""
-    os.sync()
-    t0 = time.perf_counter()
-    subprocess.run(["cp", str(src), str(dest)], check=True)
-    subprocess.run(["sync", str(dest)], check=True)
-    elapsed = time.perf_counter() - t0
-    dest.unlink()
-    return elapsed
-
-
-def sha256_alone(src: Path) -> float:
-    """The faster of ``sha256sum`` and ``hashlib.file_digest`` (SHA-NI where the CPU has it)."""
-    shell = timed(["sha256sum", str(src)])
-    os.sync()
-    t0 = time.perf_counter()
-    with open(src, "rb", buffering=0) as f:
-        hashlib.file_digest(f, "sha256")
-    return min(shell, time.perf_counter() - t0)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, default=1024, help="file size in MiB (default 1024)")
@@ -106,8 +80,8 @@ def main() -> int:
         src = work / "src.bin"
         digest = make_file(src, args.mib)
         for _ in range(args.rounds):  # interleaved: the baselines see the same machine as the transfers
-            baselines["cp+fsync"].append(cp_fsync(src, work / "cp.bin"))
-            baselines["sha256"].append(sha256_alone(src))
+            baselines["cp+fsync"].append(cp_fsync_seconds(src, work / "cp.bin"))
+            baselines["sha256"].append(sha256_seconds(src))
             shutil.rmtree(work / "root", ignore_errors=True)
             (work / "got.bin").unlink(missing_ok=True)
             proc = subprocess.run(
