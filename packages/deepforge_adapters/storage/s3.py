@@ -30,11 +30,13 @@ A read names the ``ETag`` it expects (``If-Match``; the ``VersionId`` when prese
 overwritten after its dataInfo was recorded fails loudly (:class:`IntegrityError`) instead of feeding a job
 different bytes than its provenance says.
 
-**Memory budget**: an upload from a stream buffers at most ``maxConcurrency`` parts of ``chunkSize`` bytes
-(s3transfer reads each part into memory before sending it), and a download keeps at most the same number of
-bytes queued for the disk.  Defaults 10 x 8 MiB = 80 MiB, the same as ``boto3.upload_file``; lower either
-field on small machines.  Files (``put_file``, or ``put_file_stream`` of a regular file at offset 0) are
-uploaded by path and read lazily, part by part, in the sending threads: nothing is buffered.
+**Memory budget**: an upload from a stream (a pipe) buffers at most ``min(maxConcurrency, 4)`` parts of
+``chunkSize`` bytes (s3transfer reads each part into memory before sending it, and botocore holds about one
+more copy of each part in flight), and a download keeps at most ``min(maxConcurrency, 4)`` parts' worth of
+bytes queued for the disk: with the defaults (10 x 8 MiB) 32 MiB each, which keeps the peak RSS of a 1 GiB
+transfer under 128 MiB (``bench/s3_throughput.py``).  Files (``put_file``, or ``put_file_stream`` of a
+regular file at offset 0) are uploaded by path and read lazily, part by part, in the sending threads:
+nothing is buffered, so all ``maxConcurrency`` parts are in flight.
 
 **Cache key**: the base's format, ``s3/<h[:2]>/<h[2:]>`` with ``h`` the sha256 of (endpoint, bucket, key,
 ETag, VersionId): a new upload to the same key gets a new key in the worker cache (DeepForge keyed by path
@@ -99,6 +101,8 @@ MIN_PART_SIZE = 5 * MiB  # S3 rejects smaller parts (except the last)
 MAX_PART_SIZE = 5 * 1024 * MiB
 DELETE_BATCH = 1000  # the most keys one DeleteObjects request accepts
 IO_CHUNK = 256 * 1024  # s3transfer's io_chunksize: the unit of queued download writes
+#: Parts buffered in memory by a stream upload, and parts' worth of bytes queued by a download (see above).
+BUFFERED_PARTS = 4
 #: Hosts of AWS S3 itself that botocore signs for when no endpoint is configured: ``s3.amazonaws.com``,
 #: ``s3.<region>.amazonaws.com`` (after a region redirect too), dual-stack/FIPS/access-point forms, each
 #: optionally behind a bucket label (virtual-host addressing).  Only used by the before-sign guard.
@@ -408,6 +412,8 @@ class S3Storage(StorageClient):
         )
         self._ready_buckets: set[str] = set()
         self.transfer_config = self._transfer_config()
+        #: For non-seekable sources: s3transfer buffers each part, so fewer of them (BUFFERED_PARTS).
+        self.stream_transfer_config = self._transfer_config(buffered_uploads=True)
         #: AWS S3 itself: boto3 resolves the host from the region (an AWS endpoint URL in the config too).
         self._aws = is_aws(endpoint)
         region = cfg["region"] or self._session.region_name or "us-east-1"
@@ -421,8 +427,9 @@ class S3Storage(StorageClient):
         self.client.meta.events.register("before-sign.s3", self._guard_request)
 
     # ------------------------------------------------------------------------------------ clients
-    def _transfer_config(self) -> TransferConfig:
+    def _transfer_config(self, buffered_uploads: bool = False) -> TransferConfig:
         concurrency, chunk = self.config["maxConcurrency"], self.config["chunkSize"]
+        buffered = min(concurrency, BUFFERED_PARTS)
         tc = TransferConfig(
             multipart_threshold=chunk,
             multipart_chunksize=chunk,
@@ -431,8 +438,8 @@ class S3Storage(StorageClient):
             preferred_transfer_client="classic",  # CRT ignores the memory budget below
         )
         # The explicit budget: s3transfer holds this many parts (uploads) / io chunks (downloads) in memory.
-        tc.max_in_memory_upload_chunks = concurrency
-        tc.max_in_memory_download_chunks = max(1, concurrency * chunk // IO_CHUNK)
+        tc.max_in_memory_upload_chunks = buffered if buffered_uploads else concurrency
+        tc.max_in_memory_download_chunks = max(1, buffered * chunk // IO_CHUNK)
         return tc
 
     def _guard_request(self, request: Any, **kwargs: Any) -> None:
@@ -600,8 +607,9 @@ class S3Storage(StorageClient):
         progress: ProgressCallback | None,
         total: int | None,
         known: KnownObject | None = None,
+        config: TransferConfig | None = None,
     ) -> None:
-        """Run one s3transfer transfer to completion.
+        """Run one s3transfer transfer to completion (with ``config``, default :attr:`transfer_config`).
 
         The progress subscriber is attached only when someone listens: with one, s3transfer calls back for
         every few KiB sent from every thread, which costs ~30% throughput on a fast link.
@@ -609,7 +617,7 @@ class S3Storage(StorageClient):
         reporter = TransferProgress(progress, total) if progress is not None else None
         subscribers: list[BaseSubscriber] = [s for s in (reporter, known) if s is not None]
         # A failed transfer runs s3transfer's cleanups (AbortMultipartUpload) before result() raises.
-        with create_transfer_manager(client, self.transfer_config) as manager:
+        with create_transfer_manager(client, config or self.transfer_config) as manager:
             submit(manager, subscribers).result()
         if reporter is not None:
             reporter.finish()
@@ -730,6 +738,7 @@ class S3Storage(StorageClient):
                 lambda m, subs: m.upload(cast("IO[bytes] | str", body), self.bucket, key, subscribers=subs),
                 progress,
                 size,
+                config=self.transfer_config if isinstance(source, str) else self.stream_transfer_config,
             )
         except Exception as exc:
             self._raise(exc, "upload", self.bucket, key, self.endpoint)
