@@ -443,3 +443,15 @@ def test_tls_is_verified_by_default(tmp_path: Path, s3_config: dict[str, Any]) -
         info = insecure.put_file_stream("tls/obj", io.BytesIO(b"over tls"))
         with insecure.get_file_stream(info) as f:
             assert f.read() == b"over tls"
+
+
+def test_seaweedfs_restart_keeps_objects_and_credentials(seaweedfs_server: SeaweedFSServer) -> None:
+    """The fixture's restart() (soak tests kill the server mid-run): same port, same data, same keys."""
+    bucket = f"restart-{uuid.uuid4().hex[:12]}"
+    client = get_client("s3", auth_config(seaweedfs_server, bucket, **creds_of(seaweedfs_server, "deepforge")))
+    info = client.put_file_stream("r/obj", io.BytesIO(b"survives a restart"))
+    url = seaweedfs_server.url
+    seaweedfs_server.restart()
+    assert seaweedfs_server.url == url
+    with client.get_file_stream(info) as f:  # the same client: its endpoint and keys still work
+        assert f.read() == b"survives a restart"
