@@ -89,8 +89,15 @@ def curl_transfers(config: dict[str, str], src: Path, dest: Path) -> tuple[float
     header = ["-H", f"@{header_file}"]
     os.sync()
     t0 = time.perf_counter()
-    subprocess.run(["curl", "-sS", "-f", "-o", "/dev/null", "-T", str(src), *header, url], check=True)
+    put = subprocess.run(  # quiet=true: overwrite, as the adapter's upload does
+        ["curl", "-sS", "-T", str(src), *header, "-w", "\n%{http_code}", url + "?quiet=true"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     put_s = time.perf_counter() - t0
+    if put.returncode != 0 or not put.stdout.endswith("200"):
+        raise RuntimeError(f"curl upload failed: {put.stdout[-500:]} {put.stderr[-500:]}")
     os.sync()
     t0 = time.perf_counter()
     subprocess.run(["curl", "-sS", "-f", "-o", str(dest), *header, url], check=True)
