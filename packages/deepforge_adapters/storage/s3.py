@@ -32,9 +32,9 @@ different bytes than its provenance says.
 
 **Memory budget**: an upload from a stream (a pipe) buffers at most ``min(maxConcurrency, 4)`` parts of
 ``chunkSize`` bytes (s3transfer reads each part into memory before sending it, and botocore holds about one
-more copy of each part in flight), and a download keeps at most ``min(maxConcurrency, 4)`` parts' worth of
-bytes queued for the disk: with the defaults (10 x 8 MiB) 32 MiB each, which keeps the peak RSS of a 1 GiB
-transfer under 128 MiB (``bench/s3_throughput.py``).  Files (``put_file``, or ``put_file_stream`` of a
+more copy of each part in flight), and a download keeps at most ``min(maxConcurrency, 2)`` parts' worth of
+bytes queued for the disk: with the defaults (10 x 8 MiB) 32 and 16 MiB, which keeps the peak RSS of a
+1 GiB transfer under 128 MiB (``bench/s3_throughput.py``; botocore's models are ~90 MiB of it).  Files (``put_file``, or ``put_file_stream`` of a
 regular file at offset 0) are uploaded by path and read lazily, part by part, in the sending threads:
 nothing is buffered, so all ``maxConcurrency`` parts are in flight.
 
@@ -103,6 +103,7 @@ DELETE_BATCH = 1000  # the most keys one DeleteObjects request accepts
 IO_CHUNK = 256 * 1024  # s3transfer's io_chunksize: the unit of queued download writes
 #: Parts buffered in memory by a stream upload, and parts' worth of bytes queued by a download (see above).
 BUFFERED_PARTS = 4
+QUEUED_DOWNLOAD_PARTS = 2
 #: Hosts of AWS S3 itself that botocore signs for when no endpoint is configured: ``s3.amazonaws.com``,
 #: ``s3.<region>.amazonaws.com`` (after a region redirect too), dual-stack/FIPS/access-point forms, each
 #: optionally behind a bucket label (virtual-host addressing).  Only used by the before-sign guard.
@@ -429,7 +430,7 @@ class S3Storage(StorageClient):
     # ------------------------------------------------------------------------------------ clients
     def _transfer_config(self, buffered_uploads: bool = False) -> TransferConfig:
         concurrency, chunk = self.config["maxConcurrency"], self.config["chunkSize"]
-        buffered = min(concurrency, BUFFERED_PARTS)
+        buffered, queued = min(concurrency, BUFFERED_PARTS), min(concurrency, QUEUED_DOWNLOAD_PARTS)
         tc = TransferConfig(
             multipart_threshold=chunk,
             multipart_chunksize=chunk,
@@ -439,7 +440,7 @@ class S3Storage(StorageClient):
         )
         # The explicit budget: s3transfer holds this many parts (uploads) / io chunks (downloads) in memory.
         tc.max_in_memory_upload_chunks = buffered if buffered_uploads else concurrency
-        tc.max_in_memory_download_chunks = max(1, buffered * chunk // IO_CHUNK)
+        tc.max_in_memory_download_chunks = max(1, queued * chunk // IO_CHUNK)
         return tc
 
     def _guard_request(self, request: Any, **kwargs: Any) -> None:
