@@ -34,9 +34,9 @@ different bytes than its provenance says.
 ``chunkSize`` bytes (s3transfer reads each part into memory before sending it, and botocore holds about one
 more copy of each part in flight), and a download keeps at most ``min(maxConcurrency, 2)`` parts' worth of
 bytes queued for the disk: with the defaults (10 x 8 MiB) 32 and 16 MiB, which keeps the peak RSS of a
-1 GiB transfer under 128 MiB (``bench/s3_throughput.py``; botocore's models are ~90 MiB of it).  Files (``put_file``, or ``put_file_stream`` of a
-regular file at offset 0) are uploaded by path and read lazily, part by part, in the sending threads:
-nothing is buffered, so all ``maxConcurrency`` parts are in flight.
+1 GiB transfer under 128 MiB (``bench/s3_throughput.py``; botocore's models are ~90 MiB of it).  Files
+(``put_file``, or ``put_file_stream`` of a regular file at offset 0) are uploaded by path and read lazily,
+part by part, in the sending threads: nothing is buffered, so all ``maxConcurrency`` parts are in flight.
 
 **Cache key**: the base's format, ``s3/<h[:2]>/<h[2:]>`` with ``h`` the sha256 of (endpoint, bucket, key,
 ETag, VersionId): a new upload to the same key gets a new key in the worker cache (DeepForge keyed by path
