@@ -32,11 +32,12 @@ different bytes than its provenance says.
 
 **Memory budget**: an upload from a stream (a pipe) buffers at most ``min(maxConcurrency, 4)`` parts of
 ``chunkSize`` bytes (s3transfer reads each part into memory before sending it, and botocore holds about one
-more copy of each part in flight), and a download keeps at most ``min(maxConcurrency, 2)`` parts' worth of
-bytes queued for the disk: with the defaults (10 x 8 MiB) 32 and 16 MiB, which keeps the peak RSS of a
-1 GiB transfer under 128 MiB (``bench/s3_throughput.py``; botocore's models are ~90 MiB of it).  Files
-(``put_file``, or ``put_file_stream`` of a regular file at offset 0) are uploaded by path and read lazily,
-part by part, in the sending threads: nothing is buffered, so all ``maxConcurrency`` parts are in flight.
+more copy of each part in flight), and a download runs at most ``min(maxConcurrency, 8)`` ranged GETs at once
+and keeps at most ``min(maxConcurrency, 2)`` parts' worth of bytes queued for the disk: with the defaults (10
+x 8 MiB) 32 and 16 MiB, which keeps the peak RSS of a 1 GiB transfer under 128 MiB
+(``bench/s3_throughput.py``; botocore's models are ~90 MiB of it). Files (``put_file``, or ``put_file_stream``
+of a regular file at offset 0) are uploaded by path and read lazily, part by part, in the sending threads:
+nothing is buffered, so all ``maxConcurrency`` parts are in flight.
 
 **Cache key**: the base's format, ``s3/<h[:2]>/<h[2:]>`` with ``h`` the sha256 of (endpoint, bucket, key,
 ETag, VersionId): a new upload to the same key gets a new key in the worker cache (DeepForge keyed by path
@@ -104,6 +105,9 @@ IO_CHUNK = 256 * 1024  # s3transfer's io_chunksize: the unit of queued download 
 #: Parts buffered in memory by a stream upload, and parts' worth of bytes queued by a download (see above).
 BUFFERED_PARTS = 4
 QUEUED_DOWNLOAD_PARTS = 2
+#: Parallel ranged GETs of one download, at most: each thread holds ~5 MiB (buffers, its malloc arena), and 10
+#: of them took a 1 GiB download to 134-139 MiB RSS where 8 stay near 120 at the same speed (docs/benchmarks.md).
+DOWNLOAD_THREADS = 8
 #: Hosts of AWS S3 itself that botocore signs for when no endpoint is configured: ``s3.amazonaws.com``,
 #: ``s3.<region>.amazonaws.com`` (after a region redirect too), dual-stack/FIPS/access-point forms, each
 #: optionally behind a bucket label (virtual-host addressing).  Only used by the before-sign guard.
@@ -415,6 +419,8 @@ class S3Storage(StorageClient):
         self.transfer_config = self._transfer_config()
         #: For non-seekable sources: s3transfer buffers each part, so fewer of them (BUFFERED_PARTS).
         self.stream_transfer_config = self._transfer_config(buffered_uploads=True)
+        #: For downloads: at most DOWNLOAD_THREADS ranged GETs at once.
+        self.download_transfer_config = self._transfer_config(threads=DOWNLOAD_THREADS)
         #: AWS S3 itself: boto3 resolves the host from the region (an AWS endpoint URL in the config too).
         self._aws = is_aws(endpoint)
         region = cfg["region"] or self._session.region_name or "us-east-1"
@@ -428,8 +434,10 @@ class S3Storage(StorageClient):
         self.client.meta.events.register("before-sign.s3", self._guard_request)
 
     # ------------------------------------------------------------------------------------ clients
-    def _transfer_config(self, buffered_uploads: bool = False) -> TransferConfig:
+    def _transfer_config(self, buffered_uploads: bool = False, threads: int | None = None) -> TransferConfig:
         concurrency, chunk = self.config["maxConcurrency"], self.config["chunkSize"]
+        if threads is not None:
+            concurrency = min(concurrency, threads)
         buffered, queued = min(concurrency, BUFFERED_PARTS), min(concurrency, QUEUED_DOWNLOAD_PARTS)
         tc = TransferConfig(
             multipart_threshold=chunk,
@@ -691,6 +699,7 @@ class S3Storage(StorageClient):
                     progress,
                     size,
                     KnownObject(size, head.get("ETag")),  # ranged GETs carry If-Match: a mid-download overwrite fails
+                    config=self.download_transfer_config,
                 )
             except Exception as exc:
                 self._raise(exc, "download", loc.bucket, loc.key, loc.endpoint)
