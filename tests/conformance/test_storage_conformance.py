@@ -3,7 +3,7 @@
 Parametrised over the storage registry: a backend that is registered (built in or by entry point) but has no
 fixture here FAILS every test, so a new backend cannot ship without running the suite.  Each fixture gives a
 fresh store or namespace on a real server: local (a temp root), gme (the WebGME server fixture), s3 (the
-moto server fixture, a fresh bucket), sciserver-files (the SciServer contract server, a fresh user).
+SeaweedFS server fixture, a fresh bucket), sciserver-files (the SciServer contract server, a fresh user).
 """
 
 from __future__ import annotations
@@ -62,7 +62,8 @@ def gme_backend(webgme_server: WebGMEStack) -> StorageBackend:
 
 
 @pytest.fixture
-def s3_backend(s3_config: dict[str, Any]) -> StorageBackend:
+def s3_backend(real_s3_config: dict[str, Any]) -> StorageBackend:
+    s3_config = real_s3_config  # SeaweedFS: a server that checks signatures and serves real ranged GETs
     client = S3Storage(s3_config)
     raw = boto3.client(
         "s3",

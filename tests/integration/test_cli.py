@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -10,6 +9,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import blake3
 import pytest
 
 pytestmark = pytest.mark.integration
@@ -40,7 +40,7 @@ def test_put_stat_get_cp_rm_round_trip(run_cli: RunCli, tmp_path: Path) -> None:
     info = json.loads(_ok(run_cli("storage", "put", "--config", config, str(src), "proj/in")).stdout)
     assert info["backend"] == "local"
     assert info["data"]["filename"] == "proj/in"
-    assert info["data"]["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
+    assert info["data"]["blake3"] == blake3.blake3(src.read_bytes()).hexdigest()
     assert (root / "proj" / "in").read_bytes() == src.read_bytes()
 
     stat = json.loads(_ok(run_cli("storage", "stat", "-b", "local", "--config", config, "proj/in")).stdout)
@@ -54,7 +54,7 @@ def test_put_stat_get_cp_rm_round_trip(run_cli: RunCli, tmp_path: Path) -> None:
 
     copied = json.loads(_ok(run_cli("storage", "cp", "--config", config, json.dumps(info), "proj/copy")).stdout)
     assert copied["data"]["filename"] == "proj/copy"
-    assert copied["data"]["sha256"] == info["data"]["sha256"]
+    assert copied["data"]["blake3"] == info["data"]["blake3"]
 
     _ok(run_cli("storage", "rm", "--config", config, json.dumps(copied)))
     assert not (root / "proj" / "copy").exists()
@@ -126,7 +126,7 @@ def test_runtime_failures_exit_1(run_cli: RunCli, tmp_path: Path) -> None:
     info = json.loads(_ok(run_cli("storage", "put", "-", "f", input="abcd")).stdout)
     (tmp_path / "cli-store" / "f").write_text("abce")
     proc = run_cli("storage", "get", json.dumps(info), str(tmp_path / "out"))
-    _one_line_error(proc, 1, "sha256 is")
+    _one_line_error(proc, 1, "blake3 is")
     assert not (tmp_path / "out").exists()
 
 

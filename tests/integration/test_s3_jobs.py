@@ -1,4 +1,8 @@
-"""s3 with the rest of the system: the worker cache, and a job bundle run through local compute and the worker."""
+"""s3 with the rest of the system: the worker cache, and a job bundle run through local compute and the worker.
+
+Against the real S3 server (SeaweedFS, ``real_s3_config``): the job's runner signs with the credentials its
+bundle carries, so a bundle that lost or garbled them fails here (moto would accept any secret).
+"""
 
 from __future__ import annotations
 
@@ -21,6 +25,11 @@ from deepforge_adapters.storage.s3 import S3Storage
 from deepforge_adapters.webgme.blob import BlobClient
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def s3_config(real_s3_config: dict[str, Any]) -> dict[str, Any]:
+    return real_s3_config
 
 
 @pytest.fixture

@@ -1,4 +1,8 @@
-"""The s3 adapter against a real S3-protocol server (moto in server mode, SigV4 over loopback HTTP)."""
+"""The s3 adapter against a real S3 server: SeaweedFS on loopback, which checks every SigV4 signature.
+
+``s3_config`` here is a fresh bucket on the session's SeaweedFS (``real_s3_config``); moto appears only
+where any server will do (a second endpoint, a TLS endpoint with a self-signed certificate).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import io
 import json
 import logging
 import os
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -23,7 +28,8 @@ from deepforge_adapters.http import make_session
 from deepforge_adapters.storage import DataInfo, get_client
 from deepforge_adapters.storage.s3 import S3Storage, iso_timestamp
 
-from tests.fixtures.s3 import DEEPFORGE_EXAMPLE_DATAINFO, MotoServer, moto_server
+from tests.fixtures.s3 import DEEPFORGE_EXAMPLE_DATAINFO, MotoServer, SeaweedFSServer, moto_server
+from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -55,6 +61,12 @@ def count_calls(client: Any) -> Counter[str]:
 
     client.meta.events.register("before-call.s3", on_call)
     return calls
+
+
+@pytest.fixture
+def s3_config(real_s3_config: dict[str, Any]) -> dict[str, Any]:
+    """This module's S3 server is the real one (SeaweedFS), not the suite's moto."""
+    return real_s3_config
 
 
 @pytest.fixture
@@ -322,72 +334,87 @@ def test_missing_bucket_is_named(s3_config: dict[str, Any], tmp_path: Path) -> N
         s3.stat("anything")  # own bucket not created yet: reads never create it
 
 
-@pytest.fixture(scope="module")
-def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """A moto server with IAM enforcement on: one user allowed s3:*, one with no policy."""
-    with moto_server(tmp_path_factory.mktemp("moto-auth")) as server:
-        iam = boto3.client(
-            "iam",
-            endpoint_url=server.url,
-            region_name="us-east-1",
-            aws_access_key_id="bootstrap",
-            aws_secret_access_key="bootstrap",
-        )
-        users = {}
-        for user, allowed in (("writer", True), ("nobody", False)):
-            iam.create_user(UserName=user)
-            key = iam.create_access_key(UserName=user)["AccessKey"]
-            if allowed:
-                statement = {"Effect": "Allow", "Action": "s3:*", "Resource": "*"}
-                policy = {"Version": "2012-10-17", "Statement": [statement]}
-                iam.put_user_policy(UserName=user, PolicyName="all-s3", PolicyDocument=json.dumps(policy))
-            users[user] = {"accessKeyId": key["AccessKeyId"], "secretAccessKey": key["SecretAccessKey"]}
-        server.reset_auth(0)  # from now on every request is authenticated and authorised
-        yield {"server": server, **users}
+def auth_config(server: SeaweedFSServer, bucket: str, **creds: str) -> dict[str, Any]:
+    return {"endpoint": server.url, "region": server.region, "bucketName": bucket, "maxAttempts": 2, **creds}
 
 
-def auth_config(auth: dict[str, Any], **creds: str) -> dict[str, Any]:
-    return {
-        "endpoint": auth["server"].url,
-        "region": "us-east-1",
-        "bucketName": "auth-bucket",
-        "maxAttempts": 2,
-        **creds,
-    }
+def creds_of(server: SeaweedFSServer, identity: str) -> dict[str, str]:
+    ident = server.identities[identity]
+    return {"accessKeyId": ident.access_key_id, "secretAccessKey": ident.secret_access_key}
 
 
 def test_wrong_credentials_fail_with_the_server_code(
-    auth_server: dict[str, Any], caplog: pytest.LogCaptureFixture
+    seaweedfs_server: SeaweedFSServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    good = get_client("s3", auth_config(auth_server, **auth_server["writer"]))
+    """SeaweedFS checks signatures (moto accepts any secret): a wrong secret, an unknown key id and a key
+    without write permission each fail with the server's own code, naming bucket and key, and no secret
+    appears in an error, a repr or a log line (botocore's debug logs included)."""
+    bucket = f"auth-{uuid.uuid4().hex[:12]}"
+    good = get_client("s3", auth_config(seaweedfs_server, bucket, **creds_of(seaweedfs_server, "deepforge")))
     info = good.put_file_stream("k/obj", io.BytesIO(b"secret data"))  # real auth succeeds
     with good.get_file_stream(info) as f:
         assert f.read() == b"secret data"
 
     caplog.set_level(logging.DEBUG)  # botocore's debug logs too: they must not carry a secret either
     wrong_secret = f"wrong-{uuid.uuid4().hex}"
+    admin = creds_of(seaweedfs_server, "deepforge")
+    readonly = creds_of(seaweedfs_server, "readonly")
     cases = {
-        "InvalidAccessKeyId": {"accessKeyId": "AKIAUNKNOWN000000000", "secretAccessKey": wrong_secret},
-        "SignatureDoesNotMatch": {
-            "accessKeyId": auth_server["writer"]["accessKeyId"],
-            "secretAccessKey": wrong_secret,
-        },
-        "AccessDenied": auth_server["nobody"],
+        "InvalidAccessKeyId": ({"accessKeyId": "AKIAUNKNOWN000000000", "secretAccessKey": wrong_secret}, True),
+        "SignatureDoesNotMatch": ({"accessKeyId": admin["accessKeyId"], "secretAccessKey": wrong_secret}, True),
+        "AccessDenied": (readonly, False),  # a valid key that may read and list but not write
     }
-    for code, creds in cases.items():
-        client = get_client("s3", auth_config(auth_server, **creds))
+    for code, (creds, reads_fail) in cases.items():
+        client = get_client("s3", auth_config(seaweedfs_server, bucket, **creds))
+        if reads_fail:
+            with pytest.raises(StorageError) as excinfo:
+                client.get_file_stream(info)
+            text = str(excinfo.value)
+            assert code in text and f"{bucket!r}" in text and "'k/obj'" in text, text
+        else:
+            with client.get_file_stream(info) as f:
+                assert f.read() == b"secret data"
         with pytest.raises(StorageError) as excinfo:
-            client.get_file_stream(info)
+            client.put_file_stream("k/other", io.BytesIO(b"x"))
         text = str(excinfo.value)
-        assert code in text and "'auth-bucket'" in text and "'k/obj'" in text, text
-        for secret in (creds["secretAccessKey"], auth_server["writer"]["secretAccessKey"]):
+        assert code in text and "'k/other'" in text, text
+        for secret in (creds["secretAccessKey"], admin["secretAccessKey"]):
             assert secret not in text
             assert secret not in repr(client)
-        with pytest.raises(StorageError, match=code):
-            client.put_file_stream("k/other", io.BytesIO(b"x"))
     assert "botocore" in caplog.text  # debug logging really was on
-    for secret in (wrong_secret, auth_server["writer"]["secretAccessKey"], auth_server["nobody"]["secretAccessKey"]):
+    for secret in (wrong_secret, admin["secretAccessKey"], readonly["secretAccessKey"]):
         assert secret not in caplog.text
+    assert [o["Key"] for o in seaweedfs_server.client().list_objects_v2(Bucket=bucket)["Contents"]] == ["k/obj"]
+
+
+def test_expired_session_token_is_refused(seaweedfs_server: SeaweedFSServer) -> None:
+    """Temporary credentials from SeaweedFS's STS work until they expire, then every request is refused
+    with an error that says the session token is the problem; a token the server never issued is refused."""
+    bucket = f"sts-{uuid.uuid4().hex[:12]}"
+    seaweedfs_server.client().create_bucket(Bucket=bucket)
+    temp = seaweedfs_server.assume_role()
+    config = auth_config(
+        seaweedfs_server,
+        bucket,
+        accessKeyId=temp["AccessKeyId"],
+        secretAccessKey=temp["SecretAccessKey"],
+        sessionToken=temp["SessionToken"],
+    )
+    client = get_client("s3", config)
+    info = client.put_file_stream("sts/obj", io.BytesIO(b"temporary"))  # valid while the token lives
+    with client.get_file_stream(info) as f:
+        assert f.read() == b"temporary"
+
+    expires = temp["Expiration"].timestamp()
+    wait_for(lambda: time.time() > expires + 1, SeaweedFSServer.STS_TOKEN_SECONDS + 30, "the session token to expire")
+    for attempt in (lambda: client.get_file_stream(info), lambda: client.put_file_stream("sts/x", io.BytesIO(b"x"))):
+        with pytest.raises(StorageError, match=r"temporary credentials \(sessionToken\): expired") as excinfo:
+            attempt()
+        assert temp["SecretAccessKey"] not in str(excinfo.value) and temp["SessionToken"] not in str(excinfo.value)
+
+    forged = get_client("s3", {**config, **creds_of(seaweedfs_server, "deepforge"), "sessionToken": "forged-token"})
+    with pytest.raises(StorageError, match="sessionToken"):
+        forged.get_file_stream(info)
 
 
 def test_secret_never_in_logs_or_errors(s3_config: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
@@ -416,3 +443,15 @@ def test_tls_is_verified_by_default(tmp_path: Path, s3_config: dict[str, Any]) -
         info = insecure.put_file_stream("tls/obj", io.BytesIO(b"over tls"))
         with insecure.get_file_stream(info) as f:
             assert f.read() == b"over tls"
+
+
+def test_seaweedfs_restart_keeps_objects_and_credentials(seaweedfs_server: SeaweedFSServer) -> None:
+    """The fixture's restart() (soak tests kill the server mid-run): same port, same data, same keys."""
+    bucket = f"restart-{uuid.uuid4().hex[:12]}"
+    client = get_client("s3", auth_config(seaweedfs_server, bucket, **creds_of(seaweedfs_server, "deepforge")))
+    info = client.put_file_stream("r/obj", io.BytesIO(b"survives a restart"))
+    url = seaweedfs_server.url
+    seaweedfs_server.restart()
+    assert seaweedfs_server.url == url
+    with client.get_file_stream(info) as f:  # the same client: its endpoint and keys still work
+        assert f.read() == b"survives a restart"

@@ -86,3 +86,22 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path: Path) -> None:
         raise KeyboardInterrupt
     assert dest.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["out.bin"]
+
+
+def test_background_hasher_matches_hashlib_and_ends_its_thread() -> None:
+    import threading
+
+    from deepforge_adapters.hashing import BackgroundHasher
+
+    before = threading.active_count()
+    hasher = BackgroundHasher(("sha256", "sha1"), depth=2)
+    for i in range(0, len(DATA), 1000):
+        hasher.update(bytearray(DATA[i : i + 1000]))  # not bytes: copied, so a reused buffer cannot corrupt it
+    assert hasher.hexdigest("sha256") == hashlib.sha256(DATA).hexdigest()
+    assert hasher.hexdigest("sha1") == hashlib.sha1(DATA).hexdigest()
+    hasher.close()  # idempotent
+    assert threading.active_count() == before
+    with pytest.raises(ValueError, match="after the hasher was finished"):
+        hasher.update(b"late")
+    idle = BackgroundHasher(("md5",))
+    assert idle.hexdigest("md5") == hashlib.md5(b"").hexdigest()

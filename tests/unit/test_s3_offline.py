@@ -98,6 +98,11 @@ def test_client_settings_follow_config() -> None:
     assert tc.multipart_chunksize == tc.multipart_threshold == 16 * 1024 * 1024
     assert tc.max_request_concurrency == 16 and tc.max_in_memory_upload_chunks == 16
     assert tc.max_in_memory_download_chunks * tc.io_chunksize <= 16 * 16 * 1024 * 1024  # the same budget
+    # A download queues 2 parts' worth, a stream upload buffers 4 parts (peak RSS < 128 MiB)
+    assert tc.max_in_memory_download_chunks * tc.io_chunksize == 2 * 16 * 1024 * 1024
+    stream = s3.stream_transfer_config
+    assert stream.max_request_concurrency == 16 and stream.max_in_memory_upload_chunks == 4
+    assert s3.download_transfer_config.max_request_concurrency == 8  # DOWNLOAD_THREADS
 
     aws = make({"region": "eu-west-1"})
     assert aws.endpoint == AWS_ENDPOINT

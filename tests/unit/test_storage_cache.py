@@ -19,6 +19,8 @@ from deepforge_adapters.storage.local import LocalStorage
 class CountingStore(LocalStorage):
     """Local storage that counts downloads and can be told to lie about the content (a broken backend)."""
 
+    verifies_digest = False  # its corrupted stream checks nothing: the cache must hash it itself
+
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
         self.downloads = 0
@@ -86,7 +88,7 @@ def test_changed_artifact_is_a_new_entry(store: CountingStore, cache: WorkerCach
 def test_hash_mismatch_raises_and_leaves_nothing(store: CountingStore, cache: WorkerCache) -> None:
     info = store.put_file_stream("x", io.BytesIO(b"genuine"))
     store.corrupt_with = b"forgery"  # same size, different bytes
-    with pytest.raises(IntegrityError, match=r"sha256 of the download is .*, expected .*; not cached"):
+    with pytest.raises(IntegrityError, match=r"blake3 of the download is .*, expected .*; not cached"):
         cache.fetch(store, info)
     assert not cache.path_for(store, info).exists()
     assert [f for f in _files(cache.root) if not f.startswith("locks/")] == []
@@ -280,3 +282,48 @@ def test_an_error_inside_hold_releases_the_entry(store: CountingStore, cache: Wo
     with pytest.raises(RuntimeError), cache.hold(store, info):
         raise RuntimeError("job failed")
     assert cache.evict_to(0) == 3
+
+
+class CountingHash:
+    """A hashlib object that counts the bytes it is fed."""
+
+    fed: list[int] = []
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+
+    def update(self, data: bytes) -> None:
+        CountingHash.fed.append(len(data))
+        self._real.update(data)
+
+    def hexdigest(self) -> str:
+        return str(self._real.hexdigest())
+
+
+def test_every_byte_is_hashed_once_per_fetch(
+    tmp_path: Path, cache: WorkerCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fetch from local storage hashes each byte once (local's stream verifies the sha256 the cache would
+    check; the cache used to hash it a second time), and the upload hashed each byte once too."""
+    import deepforge_adapters.hashing as hashing
+
+    real = hashing.new_hash
+    monkeypatch.setattr(hashing, "new_hash", lambda name: CountingHash(real(name)))
+    monkeypatch.setattr(CountingHash, "fed", [])
+    store = LocalStorage({"root": str(tmp_path / "store")})
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    info = store.put_file_stream("in/big", io.BytesIO(data))
+    assert sum(CountingHash.fed) == len(data)
+    CountingHash.fed.clear()
+    assert cache.fetch(store, info).read_bytes() == data
+    assert sum(CountingHash.fed) == len(data)
+
+
+def test_a_verifying_backend_still_keeps_a_corrupt_download_out(store: CountingStore, cache: WorkerCache) -> None:
+    """The cache trusts local's own check: a file changed on disk (same size) fails the fetch, leaves nothing."""
+    info = store.put_file_stream("x", io.BytesIO(b"genuine"))
+    path = store.path_for("x")
+    path.write_bytes(b"forgery")
+    with pytest.raises(IntegrityError, match=r"blake3 is .* but the dataInfo records"):
+        cache.fetch(LocalStorage({"root": str(store.root)}), info)
+    assert [f for f in _files(cache.root) if not f.startswith("locks/")] == []

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import uuid
 from pathlib import Path
 
+import blake3
 import pytest
 from deepforge_adapters.config import ConfigSchema, Field
 from deepforge_adapters.errors import DataInfoError, IntegrityError, NotFoundError, StorageError
@@ -24,9 +26,9 @@ def test_put_stream_then_get_round_trips(local_store: LocalStorage, tmp_path: Pa
     assert info.backend == "local"
     assert info.data["filename"] == "guest+proj/executions/_K_a_b/model"
     assert info.data["size"] == len(DATA)
-    assert info.data["sha256"] == hashlib.sha256(DATA).hexdigest()
+    assert info.data["blake3"] == blake3.blake3(DATA).hexdigest()
     assert isinstance(info.data["mtime"], float)
-    assert set(info.data) == {"filename", "size", "sha256", "mtime"}
+    assert set(info.data) == {"filename", "size", "blake3", "mtime"}
     assert DataInfo.from_json(info.dumps()) == info
 
     dest = local_store.get_file(info, tmp_path / "out" / "model")
@@ -142,7 +144,7 @@ def test_symlink_out_of_the_root_is_rejected(local_store: LocalStorage, tmp_path
 def test_symlink_inside_the_root_is_followed(local_store: LocalStorage) -> None:
     info = local_store.put_file_stream("real/file", io.BytesIO(b"data"))
     (local_store.root / "alias").symlink_to(local_store.root / "real")
-    assert local_store.stat("alias/file").data["sha256"] == info.data["sha256"]
+    assert local_store.stat("alias/file").data["blake3"] == info.data["blake3"]
 
 
 def test_root_that_is_a_symlink_works(tmp_path: Path) -> None:
@@ -192,7 +194,7 @@ def test_copy_is_a_new_verified_file(local_store: LocalStorage) -> None:
     calls: list[int] = []
     copied = local_store.copy(info, "dst/copy", progress=lambda d, t: calls.append(d))
     assert copied.data["filename"] == "dst/copy"
-    assert copied.data["sha256"] == info.data["sha256"]
+    assert copied.data["blake3"] == info.data["blake3"]
     assert (local_store.root / "dst" / "copy").read_bytes() == DATA
     assert calls[-1] == len(DATA)
     local_store.delete_file(info)
@@ -224,7 +226,7 @@ def test_content_change_is_detected_when_read_to_the_end(local_store: LocalStora
     tampered = bytearray(DATA)
     tampered[-1] ^= 0xFF
     (local_store.root / "f").write_bytes(bytes(tampered))
-    with pytest.raises(IntegrityError, match=r"sha256 is .* but the dataInfo records"):
+    with pytest.raises(IntegrityError, match=r"blake3 is .* but the dataInfo records"):
         local_store.get_file(info, tmp_path / "out")
     assert not (tmp_path / "out").exists()  # nothing half-written
     assert os.listdir(tmp_path) == ["store"]
@@ -254,6 +256,8 @@ def test_missing_file(local_store: LocalStorage) -> None:
         ({"filename": "f", "sha256": "0" * 64}, "'size'"),
         ({"filename": "f", "size": True, "sha256": "0" * 64}, "'size'"),
         ({"filename": "f", "size": 1, "sha256": "XYZ"}, "'sha256'"),
+        ({"filename": "f", "size": 1, "blake3": "XYZ"}, "'blake3'"),
+        ({"filename": "f", "size": 1}, "'blake3'"),
     ],
 )
 def test_malformed_local_datainfo(local_store: LocalStorage, data: object, fragment: str) -> None:
@@ -272,11 +276,61 @@ def test_datainfo_of_another_backend_is_refused(local_store: LocalStorage) -> No
 
 def test_metadata_cache_key_digest_and_url(local_store: LocalStorage) -> None:
     info = local_store.put_file_stream("m", io.BytesIO(b"content"))
-    sha = hashlib.sha256(b"content").hexdigest()
-    assert local_store.get_metadata(info) == {"size": 7, "sha256": sha, "mtime": info.data["mtime"]}
-    assert local_store.get_cache_key(info) == f"local/{sha[:2]}/{sha[2:]}"
-    assert local_store.get_content_digest(info) == ("sha256", sha)
+    h = blake3.blake3(b"content").hexdigest()
+    assert local_store.get_metadata(info) == {"size": 7, "blake3": h, "mtime": info.data["mtime"]}
+    assert local_store.get_cache_key(info) == f"local/{h[:2]}/{h[2:]}"
+    assert local_store.get_content_digest(info) == ("blake3", h)
     assert local_store.get_download_url(info) is None
+
+
+# ---------------------------------------------------------------------------------------------- older dataInfos
+
+
+def sha256_datainfo(local_store: LocalStorage, name: str, data: bytes) -> DataInfo:
+    """A dataInfo as this backend wrote it before BLAKE3: ``sha256`` where ``blake3`` is now (verbatim JSON)."""
+    path = local_store.root / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    text = json.dumps(
+        {
+            "backend": "local",
+            "data": {"filename": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "mtime": 1.5},
+        }
+    )
+    return DataInfo.from_json(text)
+
+
+def test_a_sha256_datainfo_written_before_blake3_is_read_and_verified(
+    local_store: LocalStorage, tmp_path: Path
+) -> None:
+    info = sha256_datainfo(local_store, "old/model", DATA)
+    assert local_store.get_file(info, tmp_path / "out").read_bytes() == DATA
+    with local_store.get_file_stream(info) as f:
+        assert f.read() == DATA
+    sha = hashlib.sha256(DATA).hexdigest()
+    assert local_store.get_content_digest(info) == ("sha256", sha)
+    assert local_store.get_cache_key(info) == f"local/{sha[:2]}/{sha[2:]}"
+    assert local_store.get_metadata(info) == {"size": len(DATA), "sha256": sha, "mtime": 1.5}
+    copied = local_store.copy(info, "new/model")  # a copy is a new artifact: written with blake3
+    assert copied.data["blake3"] == blake3.blake3(DATA).hexdigest() and "sha256" not in copied.data
+
+    tampered = bytearray(DATA)
+    tampered[0] ^= 1
+    (local_store.root / "old" / "model").write_bytes(bytes(tampered))
+    with pytest.raises(IntegrityError, match=r"sha256 is .* but the dataInfo records"):
+        local_store.get_file(info, tmp_path / "out2")
+    assert not (tmp_path / "out2").exists()
+
+
+def test_a_sha256_datainfo_is_fetched_into_the_cache_verified(local_store: LocalStorage, tmp_path: Path) -> None:
+    from deepforge_adapters.storage.cache import WorkerCache
+
+    cache = WorkerCache(tmp_path / "cache")
+    info = sha256_datainfo(local_store, "old/input", b"old bytes")
+    path = cache.fetch(local_store, info)
+    assert path.read_bytes() == b"old bytes"
+    os.utime(path, ns=(1, 1))  # mtime moved: the hit re-hashes with the entry's own algorithm (sha256)
+    assert cache.fetch(local_store, info) == path
 
 
 # ---------------------------------------------------------------------------------------------- config

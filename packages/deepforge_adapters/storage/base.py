@@ -143,6 +143,9 @@ class StorageClient(ABC):
     id: ClassVar[str]
     name: ClassVar[str]
     schema: ClassVar[ConfigSchema]
+    #: ``True`` when :meth:`get_file_stream`, read to its end, raises :class:`IntegrityError` unless the bytes
+    #: match :meth:`info`'s digest: the worker cache then does not hash them a second time.
+    verifies_digest: ClassVar[bool] = False
 
     def __init__(self, config: Mapping[str, Any] | None = None) -> None:
         self.config: Config = self.schema.resolve(config)

@@ -106,6 +106,9 @@ class GmeStorage(StorageClient):
         """No-op, as :meth:`delete_file`: the blob has no directories to delete."""
         log.info("gme storage: %r not deleted (WebGME's blob is immutable and has no directories)", prefix)
 
+    #: A file blob's stream checks its content sha1 (the digest :meth:`info` gives) when read to the end.
+    verifies_digest = True
+
     def info(self, data_info: DataInfo) -> ObjectInfo:
         """From the blob metadata (one GET, remembered): a file is content-addressed by its sha1; a complex
         artifact or soft link is pinned by its metadata hash (its zip is built on the fly: no digest).

@@ -32,11 +32,14 @@ different bytes than its provenance says; the error names the bucket and key and
 overwritten and what it holds now.  A dataInfo that records no ``ETag`` (DeepForge's reads are never pinned)
 reads as DeepForge reads it: whatever the key holds now, described by one ``HeadObject``.
 
-**Memory budget**: an upload from a stream buffers at most ``maxConcurrency`` parts of ``chunkSize`` bytes
-(s3transfer reads each part into memory before sending it), and a download keeps at most the same number of
-bytes queued for the disk.  Defaults 10 x 8 MiB = 80 MiB, the same as ``boto3.upload_file``; lower either
-field on small machines.  Files (``put_file``, or ``put_file_stream`` of a regular file at offset 0) are
-uploaded by path and read lazily, part by part, in the sending threads: nothing is buffered.
+**Memory budget**: an upload from a stream (a pipe) buffers at most ``min(maxConcurrency, 4)`` parts of
+``chunkSize`` bytes (s3transfer reads each part into memory before sending it, and botocore holds about one
+more copy of each part in flight), and a download runs at most ``min(maxConcurrency, 8)`` ranged GETs at once
+and keeps at most ``min(maxConcurrency, 2)`` parts' worth of bytes queued for the disk: with the defaults (10
+x 8 MiB) 32 and 16 MiB, which keeps the peak RSS of a 1 GiB transfer under 128 MiB
+(``bench/s3_throughput.py``; botocore's models are ~90 MiB of it). Files (``put_file``, or ``put_file_stream``
+of a regular file at offset 0) are uploaded by path and read lazily, part by part, in the sending threads:
+nothing is buffered, so all ``maxConcurrency`` parts are in flight.
 
 **Cache key**: the base's format, ``s3/<h[:2]>/<h[2:]>`` with ``h`` the sha256 of (endpoint, bucket, key,
 ETag, VersionId): a new upload to the same key gets a new key in the worker cache (DeepForge keyed by path
@@ -101,6 +104,12 @@ MIN_PART_SIZE = 5 * MiB  # S3 rejects smaller parts (except the last)
 MAX_PART_SIZE = 5 * 1024 * MiB
 DELETE_BATCH = 1000  # the most keys one DeleteObjects request accepts
 IO_CHUNK = 256 * 1024  # s3transfer's io_chunksize: the unit of queued download writes
+#: Parts buffered in memory by a stream upload, and parts' worth of bytes queued by a download (see above).
+BUFFERED_PARTS = 4
+QUEUED_DOWNLOAD_PARTS = 2
+#: Parallel ranged GETs of one download, at most: each thread holds ~5 MiB (buffers, its malloc arena), and 10
+#: of them took a 1 GiB download to 134-139 MiB RSS where 8 stay near 120 at the same speed (docs/benchmarks.md).
+DOWNLOAD_THREADS = 8
 #: Hosts of AWS S3 itself that botocore signs for when no endpoint is configured: ``s3.amazonaws.com``,
 #: ``s3.<region>.amazonaws.com`` (after a region redirect too), dual-stack/FIPS/access-point forms, each
 #: optionally behind a bucket label (virtual-host addressing).  Only used by the before-sign guard.
@@ -137,7 +146,15 @@ HINTS = {
     "AccessDenied": "the credentials are valid but lack permission for this operation",
     "SlowDown": "the server is throttling requests; retries were exhausted",
     "PreconditionFailed": "the object changed since this dataInfo was recorded (ETag differs)",
+    "ExpiredToken": "the session token has expired; get new temporary credentials",
+    "InvalidToken": "the session token is not valid; get new temporary credentials",
 }
+#: With a sessionToken, these codes mean the temporary credentials are no longer (or never were) valid.
+SESSION_CODES = frozenset({"InvalidAccessKeyId", "ExpiredToken", "InvalidToken", "TokenRefreshRequired"})
+SESSION_HINT = (
+    "temporary credentials (sessionToken): expired or not issued by this server; get new ones "
+    "(accessKeyId, secretAccessKey and sessionToken together)"
+)
 
 
 def iso_timestamp(value: datetime) -> str:
@@ -404,6 +421,10 @@ class S3Storage(StorageClient):
         )
         self._ready_buckets: set[str] = set()
         self.transfer_config = self._transfer_config()
+        #: For non-seekable sources: s3transfer buffers each part, so fewer of them (BUFFERED_PARTS).
+        self.stream_transfer_config = self._transfer_config(buffered_uploads=True)
+        #: For downloads: at most DOWNLOAD_THREADS ranged GETs at once.
+        self.download_transfer_config = self._transfer_config(threads=DOWNLOAD_THREADS)
         #: AWS S3 itself: boto3 resolves the host from the region (an AWS endpoint URL in the config too).
         self._aws = is_aws(endpoint)
         region = cfg["region"] or self._session.region_name or "us-east-1"
@@ -417,8 +438,11 @@ class S3Storage(StorageClient):
         self.client.meta.events.register("before-sign.s3", self._guard_request)
 
     # ------------------------------------------------------------------------------------ clients
-    def _transfer_config(self) -> TransferConfig:
+    def _transfer_config(self, buffered_uploads: bool = False, threads: int | None = None) -> TransferConfig:
         concurrency, chunk = self.config["maxConcurrency"], self.config["chunkSize"]
+        if threads is not None:
+            concurrency = min(concurrency, threads)
+        buffered, queued = min(concurrency, BUFFERED_PARTS), min(concurrency, QUEUED_DOWNLOAD_PARTS)
         tc = TransferConfig(
             multipart_threshold=chunk,
             multipart_chunksize=chunk,
@@ -427,8 +451,8 @@ class S3Storage(StorageClient):
             preferred_transfer_client="classic",  # CRT ignores the memory budget below
         )
         # The explicit budget: s3transfer holds this many parts (uploads) / io chunks (downloads) in memory.
-        tc.max_in_memory_upload_chunks = concurrency
-        tc.max_in_memory_download_chunks = max(1, concurrency * chunk // IO_CHUNK)
+        tc.max_in_memory_upload_chunks = buffered if buffered_uploads else concurrency
+        tc.max_in_memory_download_chunks = max(1, queued * chunk // IO_CHUNK)
         return tc
 
     def _guard_request(self, request: Any, **kwargs: Any) -> None:
@@ -532,7 +556,7 @@ class S3Storage(StorageClient):
             if code in ("412", "PreconditionFailed"):
                 code = "PreconditionFailed"
             text = f"{op} failed: {code} (HTTP {status}){': ' + detail if detail else ''}; {where}"
-            hint = HINTS.get(code)
+            hint = SESSION_HINT if code in SESSION_CODES and self.config["sessionToken"] else HINTS.get(code)
             text = redact(f"{text} ({hint})" if hint else text)
             if code in NOT_FOUND_CODES:
                 raise NotFoundError(self.id, text, name) from None
@@ -643,8 +667,9 @@ class S3Storage(StorageClient):
         progress: ProgressCallback | None,
         total: int | None,
         known: KnownObject | None = None,
+        config: TransferConfig | None = None,
     ) -> None:
-        """Run one s3transfer transfer to completion.
+        """Run one s3transfer transfer to completion (with ``config``, default :attr:`transfer_config`).
 
         The progress subscriber is attached only when someone listens: with one, s3transfer calls back for
         every few KiB sent from every thread, which costs ~30% throughput on a fast link.
@@ -652,7 +677,7 @@ class S3Storage(StorageClient):
         reporter = TransferProgress(progress, total) if progress is not None else None
         subscribers: list[BaseSubscriber] = [s for s in (reporter, known) if s is not None]
         # A failed transfer runs s3transfer's cleanups (AbortMultipartUpload) before result() raises.
-        with create_transfer_manager(client, self.transfer_config) as manager:
+        with create_transfer_manager(client, config or self.transfer_config) as manager:
             submit(manager, subscribers).result()
         if reporter is not None:
             reporter.finish()
@@ -665,26 +690,27 @@ class S3Storage(StorageClient):
             if conditional:
                 self._check_changed(exc, "HeadObject", loc)
             if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
-                self._raise_missing(exc, loc, client)
+                self._raise_missing(exc, loc, client, "HeadObject")
             self._raise(exc, "HeadObject", loc.bucket, loc.key, loc.endpoint)
         except BotoCoreError as exc:
             self._raise(exc, "HeadObject", loc.bucket, loc.key, loc.endpoint)
 
-    def _raise_missing(self, exc: ClientError, loc: Location, client: S3Client) -> NoReturn:
-        """A HEAD 404 has no error code: ask the bucket, so the message says which of the two is missing."""
+    def _raise_missing(self, exc: ClientError, loc: Location, client: S3Client, op: str) -> NoReturn:
+        """A HEAD 404 has no error code (and SeaweedFS answers a GET in a missing bucket with NoSuchKey): ask
+        the bucket, so the message says which of the two is missing."""
         try:
             client.head_bucket(Bucket=loc.bucket)
         except ClientError as bucket_exc:
             if bucket_exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
                 raise NotFoundError(
                     self.id,
-                    f"HeadObject failed: NoSuchBucket: bucket {loc.bucket!r} does not exist at "
+                    f"{op} failed: NoSuchBucket: bucket {loc.bucket!r} does not exist at "
                     f"{loc.endpoint} (key {loc.key!r})",
                     f"{loc.bucket}/{loc.key}",
                 ) from None
         except BotoCoreError:
             pass
-        self._raise(exc, "HeadObject", loc.bucket, loc.key, loc.endpoint)
+        self._raise(exc, op, loc.bucket, loc.key, loc.endpoint)
 
     # ------------------------------------------------------------------------------------ primitives
     def stat(self, name: str) -> DataInfo:
@@ -701,7 +727,11 @@ class S3Storage(StorageClient):
 
         try:
             response = client.get_object(ChecksumMode="ENABLED", **loc.conditional_args())
-        except (ClientError, BotoCoreError) as exc:
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "NoSuchKey":
+                self._raise_missing(exc, loc, client, "GetObject")
+            fail(exc)
+        except BotoCoreError as exc:
             fail(exc)
         return cast(BinaryIO, S3ObjectReader(response["Body"], response.get("ContentLength"), fail))
 
@@ -722,6 +752,7 @@ class S3Storage(StorageClient):
                     progress,
                     size,
                     KnownObject(size, head.get("ETag")),  # ranged GETs carry If-Match: a mid-download overwrite fails
+                    config=self.download_transfer_config,
                 )
             except Exception as exc:
                 self._raise_read(exc, "download", loc)
@@ -770,6 +801,7 @@ class S3Storage(StorageClient):
                 lambda m, subs: m.upload(cast("IO[bytes] | str", body), self.bucket, key, subscribers=subs),
                 progress,
                 size,
+                config=self.transfer_config if isinstance(source, str) else self.stream_transfer_config,
             )
         except Exception as exc:
             self._raise(exc, "upload", self.bucket, key, self.endpoint)

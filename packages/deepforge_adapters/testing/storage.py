@@ -38,6 +38,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from ..errors import IntegrityError, NotFoundError, StorageError
+from ..hashing import bytes_digest
 from ..storage.base import DataInfo, StorageClient
 from ..storage.cache import WorkerCache
 
@@ -119,7 +120,7 @@ class StorageConformance:
         described = client.info(info)
         assert described.size == 0
         if described.digest is not None:
-            assert hashlib.new(described.digest[0], b"").hexdigest() == described.digest[1]
+            assert bytes_digest(b"", described.digest[0]) == described.digest[1]
         assert backend.stat_of(info, name) == info
         assert client.get_file(info, tmp_path / "out" / "empty").read_bytes() == b""
         assert read_all(client, info) == b""
@@ -168,7 +169,7 @@ class StorageConformance:
         assert info.size == len(data)
         if info.digest is not None:
             algorithm, hexdigest = info.digest
-            assert hashlib.new(algorithm, data).hexdigest() == hexdigest
+            assert bytes_digest(data, algorithm) == hexdigest  # hashlib's names and blake3
         assert client.get_metadata(written)["size"] == len(data)
         assert client.get_content_digest(written) == info.digest
         assert client.get_cache_key(written) == client.cache_key(info)

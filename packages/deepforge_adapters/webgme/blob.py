@@ -29,7 +29,7 @@ import requests
 import urllib3
 
 from ..errors import IntegrityError, InvalidHashError, NotFoundError, WebGMEError
-from ..hashing import CHUNK_SIZE, HashingReader, check_sha1_hex
+from ..hashing import CHUNK_SIZE, BackgroundHasher, HashingReader, check_sha1_hex
 from ..http import describe_response
 from ..streams import ProgressCallback, ProgressReader, Readable, atomic_write, copy_stream, iter_chunks
 from ._rest import DEFAULT_HOST, auth_headers, check, json_body, quote_segment, request_with_replay, session_with
@@ -307,7 +307,7 @@ class BlobReader:
         self.metadata_hash = metadata_hash
         self.content_hash = content_hash
         self.size = size
-        self._sha1 = hashlib.sha1()
+        self._sha1 = BackgroundHasher(("sha1",))  # beside the socket reads and the caller's writes
         self.bytes_read = 0
         self._resumes = 0
         self._buffer = b""
@@ -395,7 +395,7 @@ class BlobReader:
         if self.size is not None and got != self.size:
             raise IntegrityError(BACKEND, f"{what}: got {got} bytes, metadata says {self.size}")
         if self.content_hash is not None:
-            digest = self._sha1.hexdigest()
+            digest = self._sha1.hexdigest("sha1")
             if digest != self.content_hash:
                 raise IntegrityError(BACKEND, f"{what}: content sha1 {digest}, expected {self.content_hash}")
 
@@ -403,6 +403,7 @@ class BlobReader:
         return True
 
     def close(self) -> None:
+        self._sha1.close()
         if self._response is not None:
             self._response.close()
 

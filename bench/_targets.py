@@ -1,0 +1,97 @@
+"""The one way a benchmark states a figure against its target (issue 14's "Targets" table).
+
+Each script builds a :class:`Targets`, records every figure with :meth:`Targets.at_least` (a ratio) or
+:meth:`Targets.below` (a bound, e.g. peak RSS), then calls :meth:`Targets.finish`, which prints the table and
+returns the exit code.  Every figure line starts with ``TARGET`` so ``bench/run_all.py`` (``make bench``) can
+repeat them all in one summary at the end::
+
+    TARGET s3 download 1024 MiB, adapter / best raw client (boto3) = 1.04 (target >= 1.00) PASS
+
+A ratio is always ours ÷ the baseline as a speed (baseline seconds / our seconds), measured in the same run
+on the same machine: a number that means the same on any hardware.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PREFIX = "TARGET"
+
+
+def load_note() -> str:
+    """The 1-minute load average per core, so a reader can judge how busy the machine was."""
+    try:
+        one, _, _ = os.getloadavg()
+    except OSError:
+        return "load unknown"
+    cores = os.cpu_count() or 1
+    busy = " (busy machine: figures are pessimistic)" if one > cores else ""
+    return f"load average {one:.2f} on {cores} cores{busy}"
+
+
+@dataclass
+class Targets:
+    """The figures of one benchmark script and whether each meets its target."""
+
+    bench: str
+    lines: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+    def at_least(self, what: str, value: float, target: float, unit: str = "") -> bool:
+        return self._record(what, value, target, value >= target, ">=", unit)
+
+    def below(self, what: str, value: float, bound: float, unit: str = "MiB") -> bool:
+        return self._record(what, value, bound, value < bound, "<", unit)
+
+    def check(self, what: str, ok: bool) -> bool:
+        """A condition without a number (the bytes came back identical, a job succeeded)."""
+        line = f"{PREFIX} {self.bench}: {what} {'PASS' if ok else 'FAIL'}"
+        self.lines.append(line)
+        if not ok:
+            self.failed.append(what)
+        return ok
+
+    def _record(self, what: str, value: float, target: float, ok: bool, op: str, unit: str) -> bool:
+        suffix = f" {unit}" if unit else ""
+        line = f"{PREFIX} {self.bench}: {what} = {value:.2f}{suffix} (target {op} {target:g}{suffix}) "
+        self.lines.append(line + ("PASS" if ok else "FAIL"))
+        if not ok:
+            self.failed.append(what)
+        return ok
+
+    def finish(self) -> int:
+        """Print every figure and the verdict; 0 when all met their targets."""
+        for line in self.lines:
+            print(line)
+        verdict = "PASS" if not self.failed else f"FAIL ({len(self.failed)} below target)"
+        print(f"{self.bench}: {verdict}; {load_note()}", flush=True)
+        return 0 if not self.failed else 1
+
+
+# ------------------------------------------------------------------------------------------------ baselines
+def cp_fsync_seconds(src: Path, dest: Path) -> float:
+    """``cp`` then ``sync FILE`` (an fsync of the copy), from no dirty pages: a durable copy, nothing more."""
+    os.sync()
+    t0 = time.perf_counter()
+    subprocess.run(["cp", str(src), str(dest)], check=True)
+    subprocess.run(["sync", str(dest)], check=True)
+    elapsed = time.perf_counter() - t0
+    dest.unlink()
+    return elapsed
+
+
+def sha256_seconds(src: Path) -> float:
+    """sha256 of ``src`` alone: the faster of ``sha256sum`` and ``hashlib.file_digest`` (SHA-NI where present)."""
+    os.sync()
+    t0 = time.perf_counter()
+    subprocess.run(["sha256sum", str(src)], check=True, stdout=subprocess.DEVNULL)
+    shell = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with open(src, "rb", buffering=0) as f:
+        hashlib.file_digest(f, "sha256")
+    return min(shell, time.perf_counter() - t0)
