@@ -5,6 +5,10 @@ that shows a line plot and an image (with a scatter); ExecutePipeline runs it on
 real deepforge-worker).  Afterwards its Job holds one ``Graph`` per figure (``id`` = the figure number), each
 with a ``Plot2D`` holding ``Line`` / ``Image`` / ``ScatterPoints`` nodes with DeepForge's attribute values,
 and the ``deepforge-cmd PLOT`` lines are not in ``Job.stdout``.
+
+On a project from our seed (``gme``: DeepForge's ``pipeline.webgmex``, library 0.20.1, no Plot2D meta) the same
+figures reach ``Graph.data`` as the plotly JSON DeepForge 2.5.0 writes there; a plot that cannot be written is a
+warning and never fails its job.
 """
 
 from __future__ import annotations
