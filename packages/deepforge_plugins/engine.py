@@ -389,10 +389,20 @@ class ExecutionRun:
     def _ended(self, job: PipelineJob, entry: Running, update: JobUpdate) -> None:
         stdout, plots = job_metadata.parse(redact(self._console(entry)))  # DeepForge's metadata lines (plots)
         if plots:  # -> Graph nodes of the Job, whatever the outcome (a job that plotted, then failed, keeps them)
-            self.model.change(
-                f"{job.name} operation in {self._name()} plotted",
-                lambda: job_metadata.apply(self.model, job.path, plots),
-            )
+            try:
+                self.model.change(
+                    f"{job.name} operation in {self._name()} plotted",
+                    lambda: job_metadata.apply(self.model, job.path, plots),
+                )
+            except Exception as exc:  # a plot never fails its job: warn, drop the half-written Graphs, go on
+                self.model.discard()
+                log.warning(
+                    "%s operation in %s: its plots were not recorded (%s: %s)",
+                    job.name,
+                    self._name(),
+                    type(exc).__name__,
+                    exc,
+                )
         if update.status == JobStatus.SUCCESS:
             try:
                 results = entry.client.get_results_info(entry.job_info)

@@ -125,6 +125,11 @@ class ModelSession:
         self._meta = None
         return True
 
+    def discard(self) -> None:
+        """Drop the edits not committed: back to the root of the last commit."""
+        self.root = self.core.load_root(self.project.get_root_hash(self.commit_hash))
+        self._meta = None
+
     # ---------------------------------------------------------------------------------------- writing
     def change(self, message: str, edit: Callable[[], T]) -> T:
         """Apply ``edit`` (which must find its nodes by path through :meth:`node`) and commit it."""

@@ -15,7 +15,8 @@ figure again updates the same Graph.
 The state is DeepForge's: ``{"id", "title" (the suptitle), "axes": [{"title", "xlabel", "ylabel", "xlim",
 "ylim", "is3D", ("zlabel", "zlim"), "lines": [{"points", "label", "color", "marker", "lineStyle",
 "lineWidth"}], "scatterPoints": [{"points", "color", "marker", "label", "width"}], "images": [{"height",
-"width", "visible", "rgbaMatrix" (base64 of the uint8 pixels, row-major), "numChannels"}]}]}``; NaN and
+"width", "visible", "rgbaMatrix" (base64 of the uint8 pixels, row-major), "numChannels", and ours:
+"rgbaPixels" (the image as drawn, colormap applied, RGBA) for DeepForge 0.20.1's plotly JSON)}]}]}``; NaN and
 infinities are written as ``null``.  Rendering (``savefig``) is Agg's.
 """
 
@@ -105,6 +106,7 @@ def _axes_state(axes: Axes) -> dict[str, Any]:
                 "visible": image.get_visible(),
                 "rgbaMatrix": matrix,
                 "numChannels": channels,
+                "rgbaPixels": _drawn_pixels(image),
             }
         )
     return state
@@ -153,6 +155,14 @@ def _encode_pixels(array: Any) -> tuple[str, int]:
         pixels = np.stack((pixels, pixels, pixels), axis=-1)
     pixels = np.ascontiguousarray(pixels)
     return base64.b64encode(pixels.tobytes()).decode("ascii"), int(pixels.shape[-1])
+
+
+def _drawn_pixels(image: Any) -> str:
+    """The image as matplotlib draws it (colormap and norm applied; rows top down): base64 of its RGBA uint8
+    pixels (rows, columns, 4), what DeepForge's plotly backend puts into a plotly ``image`` trace."""
+    data = image.get_array()
+    rgba = image.to_rgba(data[::-1] if image.origin == "lower" else data, bytes=True, norm=True)
+    return base64.b64encode(np.ascontiguousarray(rgba, dtype=np.uint8).tobytes()).decode("ascii")
 
 
 def _plain(value: Any) -> Any:
