@@ -76,6 +76,7 @@ class DeepForgePlugin(PluginBase):
         self.model = ModelSession(self)
         self._plugin_config: dict[str, Any] | None = None
         self._policy: Policy | None = None
+        self._project_id: str | None = None
 
     # ----------------------------------------------------------------------------- wrapper extras
     def config(self) -> dict[str, Any]:
@@ -121,8 +122,12 @@ class DeepForgePlugin(PluginBase):
         return Choice(choice.backend, {**choice.config, **extra}) if extra else choice
 
     def project_id(self) -> str:
-        info = self.project.get_project_info() or {}
-        return str(info.get("_id") or info.get("id") or "project")
+        """The project's id, asked of the server once per run (it cannot change while the plugin runs; a
+        pipeline run needs it several times per job)."""
+        if self._project_id is None:
+            info = self.project.get_project_info() or {}
+            self._project_id = str(info.get("_id") or info.get("id") or "project")
+        return self._project_id
 
     def notify(self, message: str, severity: str = "info", to_branch: bool = True) -> None:
         try:

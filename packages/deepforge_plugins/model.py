@@ -106,6 +106,14 @@ class ModelSession:
         self._fork(message)
         return result
 
+    def commit_applied(self, message: str, edit: Callable[[], object]) -> None:
+        """Commit what ``edit`` already changed in :attr:`root` (without re-reading the head first, so a
+        caller can apply several edits, read their results, and commit them together); if the branch moved
+        meanwhile, ``edit`` is applied again on the new head as :meth:`change` does."""
+        if not self._commit(message):
+            log.info("commit %r forked; applying it again on the new branch head", message)
+            self.change(message, edit)
+
     def _commit(self, message: str) -> bool:
         outcome = self.util.save(self.root, self.commit_hash, self.branch, message)
         status = outcome.get("status") if self.branch else CommitStatus.SYNCED
