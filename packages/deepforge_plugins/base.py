@@ -77,6 +77,7 @@ class DeepForgePlugin(PluginBase):
         self._plugin_config: dict[str, Any] | None = None
         self._policy: Policy | None = None
         self._project_id: str | None = None
+        self._server_url: str | None = None
 
     # ----------------------------------------------------------------------------- wrapper extras
     def config(self) -> dict[str, Any]:
@@ -105,8 +106,11 @@ class DeepForgePlugin(PluginBase):
         return token or None
 
     def server_url(self) -> str:
-        """The URL of the WebGME server this plugin runs in (see :func:`server_url`)."""
-        return server_url(self.gme_config, os.environ)
+        """The URL of the WebGME server this plugin runs in (see :func:`server_url`); the server's config is
+        asked for once per run (each ask is a round trip, and a run needs the URL several times per job)."""
+        if self._server_url is None:
+            self._server_url = server_url(self.gme_config, os.environ)
+        return self._server_url
 
     def with_server_fields(self, kind: str, choice: Choice) -> Choice:
         """``choice`` with what only the server knows filled in for backends that declare it: ``host`` (this

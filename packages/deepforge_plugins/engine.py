@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,11 @@ CANCEL_POLL_SECONDS = 1.0
 COMMIT_BATCH_SECONDS = 1.0
 #: How many of a batch's messages its commit message lists.
 COMMIT_MESSAGE_UPDATES = 5
+#: The most jobs one run keeps submitted and unfinished at a time (the rest start as these end), so that a
+#: wide fan-out does not become hundreds of queued local-compute supervisor processes, or hundreds of watchers
+#: polling the executor, at once; ``$DEEPFORGE_MAX_RUNNING_JOBS`` on the server changes it.
+MAX_RUNNING_JOBS_ENV = "DEEPFORGE_MAX_RUNNING_JOBS"
+DEFAULT_MAX_RUNNING_JOBS = 32
 #: The backend of the placeholder config of an Input/Output job that has no target (it uses none).
 UNUSED = "(none)"
 
@@ -87,6 +93,16 @@ def input_artifact_data(model: Any, operation: str) -> str:
     """The ``data`` (a dataInfo, JSON) of the artifact an Input operation points at, or ``""``."""
     artifact = model.core.load_pointer(model.node(operation), "artifact")
     return "" if artifact is None else str(model.attr(artifact, "data") or "")
+
+
+def max_running_jobs(environ: Mapping[str, str]) -> int:
+    """``$DEEPFORGE_MAX_RUNNING_JOBS`` (an integer >= 1), else :data:`DEFAULT_MAX_RUNNING_JOBS`."""
+    raw = environ.get(MAX_RUNNING_JOBS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_RUNNING_JOBS
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError("environment", MAX_RUNNING_JOBS_ENV, f"must be an integer >= 1; got {raw!r}")
+    return int(raw)
 
 
 def coalesce_updates(events: list[tuple[str, JobUpdate]]) -> list[tuple[str, JobUpdate]]:
@@ -139,6 +155,8 @@ class ExecutionRun:
         #: Edits applied to the model but not committed yet (see :meth:`_commit_batch`), with their messages.
         self._batch: list[tuple[str, Callable[[], object]]] | None = None
         self._batch_started = 0.0
+        self._execution_name: str | None = None
+        self.max_running = max_running_jobs(os.environ)
 
     # ------------------------------------------------------------------------------ configuration
     def job_targets(self, job: PipelineJob) -> Targets:
@@ -226,6 +244,8 @@ class ExecutionRun:
                 for job_path, update in coalesce_updates(events):
                     self._record(job_path, update)
                 for job in self.scheduler.ready():
+                    if len(self.running) >= self.max_running:
+                        break  # the rest start as running jobs end
                     self._start_job(self.graph.jobs[job])
             if self.scheduler.finished:
                 break
@@ -552,4 +572,8 @@ class ExecutionRun:
         return outcome
 
     def _name(self) -> str:
-        return str(self.model.attr(self.model.node(self.execution), "name"))
+        """The Execution's name, read once per run: every commit message and storage path of the run uses it
+        (a rename while it runs shows in the next run)."""
+        if self._execution_name is None:
+            self._execution_name = str(self.model.attr(self.model.node(self.execution), "name"))
+        return self._execution_name

@@ -56,3 +56,21 @@ def test_scale_workers_reports_rates_and_latencies_at_small_size() -> None:
     for kind in ("node", "ours"):
         assert re.search(rf"^    dispatch latency {kind} +p50 +[\d.]+ s  p95 +[\d.]+ s$", out, re.M), out
     assert out.strip().splitlines()[-1] in ("scale_workers: PASS", "scale_workers: FAIL"), out
+
+
+def requests_per_job(out: str, shape: str, ops: int) -> float:
+    line = re.search(rf"^  {shape} +local +{ops} ops .* model requests/job ([\d.]+)$", out, re.M)
+    assert line, out
+    return float(line.group(1))
+
+
+def test_model_requests_per_job_do_not_grow_with_the_pipeline(tmp_path: Path) -> None:
+    """A run's model round trips per job stay flat as the pipeline grows (counted in the plugin's profile):
+    re-reading the whole Execution for every job it started made them grow with the number of jobs."""
+    out = bench(
+        "scale_pipelines.py", "--ops", "3,12", "--shapes", "chain,fanout", "--computes", "local",
+        "--profile", str(tmp_path / "profile"),
+    )  # fmt: skip
+    for shape in ("chain", "fanout"):
+        small, big = requests_per_job(out, shape, 3), requests_per_job(out, shape, 12)
+        assert big <= small * 1.1, (shape, small, big)
