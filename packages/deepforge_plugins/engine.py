@@ -50,6 +50,8 @@ CANCEL_POLL_SECONDS = 1.0
 #: The longest a batch of model edits waits for its commit (seconds): while a run starts many jobs at once,
 #: their ``jobInfo`` reaches the branch at least this often (a plugin that dies loses no more of them).
 COMMIT_BATCH_SECONDS = 1.0
+#: How long a status change waits for its job's end before it is committed on its own (seconds).
+STATUS_GRACE_SECONDS = 0.5
 #: How many of a batch's messages its commit message lists.
 COMMIT_MESSAGE_UPDATES = 5
 #: The most jobs one run keeps submitted and unfinished at a time (the rest start as these end), so that a
@@ -253,14 +255,27 @@ class ExecutionRun:
         return self._finish(execution_status)
 
     def _next_events(self) -> list[tuple[str, JobUpdate]]:
-        """The next event (waiting up to the cancel poll period) and every other one already queued."""
+        """The next event (waiting up to the cancel poll period) and every other one already queued.
+
+        While no job has ended among them, it waits up to :data:`STATUS_GRACE_SECONDS` more: a short job's
+        ``running`` then shares the commit of its end (coalesced away) instead of costing one of its own.
+        """
         try:
             events = [self.events.get(timeout=CANCEL_POLL_SECONDS)]
         except queue.Empty:
             return []
+        deadline = time.monotonic() + STATUS_GRACE_SECONDS
         while True:
             try:
                 events.append(self.events.get_nowait())
+                continue
+            except queue.Empty:
+                pass
+            left = deadline - time.monotonic()
+            if left <= 0 or any(update.kind == "end" for _, update in events):
+                return events
+            try:
+                events.append(self.events.get(timeout=left))
             except queue.Empty:
                 return events
 
