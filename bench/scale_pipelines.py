@@ -302,7 +302,9 @@ def main() -> int:
         base = Path(tmp)
         (base / "policy.toml").write_text(policy_text(base))
         env = {"DEEPFORGE_SECRET_KEY": os.environ.get("DEEPFORGE_SECRET_KEY") or generate_key(),
-               "DEEPFORGE_PLUGIN_ZMQ_PORT": str(free_port()), POLICY_ENV: str(base / "policy.toml")}  # fmt: skip
+               "DEEPFORGE_PLUGIN_ZMQ_PORT": str(free_port()), POLICY_ENV: str(base / "policy.toml"),
+               # a 500-operation ImportPipeline request is larger than body-parser's default 100 kB
+               "WEBGME_server_bodyParser_json_limit": "16mb"}  # fmt: skip
         profile = args.profile.resolve() if args.profile else None
         if profile is not None:
             env["WEBGME_PYTHON"] = str(profiling_python(profile))
