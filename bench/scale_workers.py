@@ -52,6 +52,8 @@ class Fleet:
     jobs: int
     seconds: float
     latencies: list[float]
+    #: job runs beyond one per job: the server re-queued a job whose worker missed 5 refresh periods
+    reruns: int = 0
 
     @property
     def rate(self) -> float:
@@ -139,10 +141,16 @@ def run_fleet(kind: str, url: str, base: Path, jobs: int, workers: int, slots: i
                 pending.discard(job_hash)
             time.sleep(0.25)
         seconds = done - first
-    began = dict(line.split() for line in starts.read_text().splitlines() if line.strip())
+    began: dict[str, float] = {}
+    runs = 0
+    for line in starts.read_text().splitlines():
+        if line.strip():
+            nonce, at = line.split()
+            began[nonce] = min(float(at), began.get(nonce, float("inf")))  # the first run, if it was re-queued
+            runs += 1
     if len(began) != jobs:
         raise SystemExit(f"{kind}: {jobs} jobs ran, {len(began)} wrote their start time")
-    return Fleet(kind, refresh_ms, jobs, seconds, [float(began[n]) - created[n] for n in created])
+    return Fleet(kind, refresh_ms, jobs, seconds, [began[n] - created[n] for n in created], runs - jobs)
 
 
 def main() -> int:
@@ -164,7 +172,8 @@ def main() -> int:
             for f in pair:
                 print(
                     f"{f.kind:4s} refresh {refresh_ms:5d} ms: {f.jobs} jobs in {f.seconds:7.1f} s = {f.rate:6.2f} "
-                    f"jobs/s, dispatch p50 {f.percentile(0.5):6.2f} s p95 {f.percentile(0.95):6.2f} s",
+                    f"jobs/s, dispatch p50 {f.percentile(0.5):6.2f} s p95 {f.percentile(0.95):6.2f} s"
+                    + (f" ({f.reruns} runs repeated: jobs re-queued by the server)" if f.reruns else ""),
                     flush=True,
                 )
     failed = False
