@@ -75,3 +75,29 @@ def test_a_wide_fanout_runs_one_job_at_a_time_under_a_cap_of_one(capped_stack: A
     for child in model.children(execution):
         if model.attrs(child).get("name", "").startswith("Step_"):
             assert model.attrs(child)["status"] == "success"
+
+
+def test_a_chain_costs_at_most_two_commits_per_job(gme: Any, tmp_path: Path) -> None:
+    """A job's success and the start of the job it feeds share one commit, its repeated ``queued`` costs none:
+    at most ``running`` + (success with the next start) per job, plus creating and starting the run, the first
+    job's start and the run's end (it was queued, queued again, running and success: four per job)."""
+    ops: list[dict[str, Any]] = [{"name": "Source", "code": SOURCE, "outputs": ["x"]}]
+    for i in range(1, 4):
+        code = f"class Step_{i}:\n    def execute(self, x):\n        return x + 1\n"
+        ops.append({"name": f"Step_{i}", "code": code, "inputs": ["x"], "outputs": ["y"]})
+    links = [["Source.x", "Step_1.x"], ["Step_1.y", "Step_2.x"], ["Step_2.y", "Step_3.x"]]
+    imported = gme.run("ImportPipeline", "", {"pipeline": json.dumps({"name": "chain", "operations": ops,
+                                                                       "connections": links})})  # fmt: skip
+    assert imported["success"], imported.get("error")
+
+    def commits() -> int:
+        r = gme.http.get(f"{gme.url}/api/projects/{gme.owner}/{gme.name}/commits", params={"n": 10_000})
+        r.raise_for_status()
+        return len(r.json())
+
+    before = commits()
+    dialog = {"name": "chain", "storage": "local", "storage.local.root": str(tmp_path / "store"), "compute": "local",
+              "compute.local.workDir": str(tmp_path / "work")}  # fmt: skip
+    result = gme.run("ExecutePipeline", str(imported["messages"][0]["message"]), dialog)
+    assert result["success"], result.get("error")
+    assert commits() - before <= 2 * len(ops) + 4
