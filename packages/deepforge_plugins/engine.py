@@ -154,8 +154,8 @@ class ExecutionRun:
         self.scheduler = Scheduler(self.graph.jobs, self.graph.edges())
         self.configs: dict[str, tuple[Config, Config]] = {}
         self._last_cancel_check = 0.0
-        #: Edits applied to the model but not committed yet (see :meth:`_commit_batch`), with their messages.
-        self._batch: list[tuple[str, Callable[[], object]]] | None = None
+        #: Inside :meth:`_commit_batch`: edits are applied at once and committed together.
+        self._batching = False
         self._batch_started = 0.0
         self._execution_name: str | None = None
         self.max_running = max_running_jobs(os.environ)
@@ -282,39 +282,34 @@ class ExecutionRun:
     @contextmanager
     def _commit_batch(self) -> Iterator[None]:
         """Within it, :meth:`_change` applies each edit at once (later reads see it) and the commit comes at
-        the end, or after :data:`COMMIT_BATCH_SECONDS`, for all edits so far."""
-        self._batch, self._batch_started = [], time.monotonic()
+        the end, or after :data:`COMMIT_BATCH_SECONDS`, for all edits so far (:meth:`ModelSession.apply`)."""
+        self._batch_started = time.monotonic()
+        self._batching = True
         try:
             yield
         finally:
+            self._batching = False
             self._flush_batch()
-            self._batch = None
 
     def _change(self, message: str, edit: Callable[[], object]) -> None:
-        if self._batch is None:
+        if not self._batching:
             self.model.change(message, edit)
             return
-        edit()
-        self._batch.append((message, edit))
+        self.model.apply(message, edit)
         if time.monotonic() - self._batch_started >= COMMIT_BATCH_SECONDS:
             self._flush_batch()
 
     def _flush_batch(self) -> None:
-        batch, self._batch = self._batch or [], []
+        messages = self.model.applied
         self._batch_started = time.monotonic()
-        if not batch:
-            return
-        message = batch[0][0]
-        if len(batch) > 1:
-            shown = "; ".join(m for m, _ in batch[:COMMIT_MESSAGE_UPDATES])
-            more = len(batch) - COMMIT_MESSAGE_UPDATES
-            message = f"{self._name()}: {len(batch)} updates: {shown}" + (f"; and {more} more" if more > 0 else "")
-
-        def replay() -> None:
-            for _, edit in batch:
-                edit()
-
-        self.model.commit_applied(message, replay)
+        if len(messages) > 1:
+            shown = "; ".join(messages[:COMMIT_MESSAGE_UPDATES])
+            more = len(messages) - COMMIT_MESSAGE_UPDATES
+            self.model.flush(
+                f"{self._name()}: {len(messages)} updates: {shown}" + (f"; and {more} more" if more > 0 else "")
+            )
+        else:
+            self.model.flush()
 
     # ------------------------------------------------------------------------------------ starting
     def _start_job(self, job: PipelineJob) -> None:
