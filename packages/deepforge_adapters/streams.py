@@ -75,11 +75,12 @@ def iter_chunks(src: Readable, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
 
 
 @contextlib.contextmanager
-def atomic_write(dest: str | os.PathLike[str], mode: int = 0o644) -> Iterator[BinaryIO]:
+def atomic_write(dest: str | os.PathLike[str], mode: int = 0o644, *, durable: bool = True) -> Iterator[BinaryIO]:
     """Write to a temp file beside ``dest`` and rename it into place only if the block succeeds.
 
     A reader never sees a partial file, and a crash leaves at most a ``.tmp-*`` file that the owner of the
-    directory may clean up.
+    directory may clean up.  ``durable=False`` skips the fsync, for files rewritten every few hundred
+    milliseconds that nothing needs after a crash (an fsync can take seconds on a busy disk).
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -88,7 +89,8 @@ def atomic_write(dest: str | os.PathLike[str], mode: int = 0o644) -> Iterator[Bi
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, dest)
     except BaseException:

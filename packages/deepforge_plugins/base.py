@@ -79,6 +79,8 @@ class DeepForgePlugin(PluginBase):
         self.model = ModelSession(self)
         self._plugin_config: dict[str, Any] | None = None
         self._policy: Policy | None = None
+        self._project_id: str | None = None
+        self._server_url: str | None = None
 
     # ----------------------------------------------------------------------------- wrapper extras
     def config(self) -> dict[str, Any]:
@@ -107,8 +109,11 @@ class DeepForgePlugin(PluginBase):
         return token or None
 
     def server_url(self) -> str:
-        """The URL of the WebGME server this plugin runs in (see :func:`server_url`)."""
-        return server_url(self.gme_config, os.environ)
+        """The URL of the WebGME server this plugin runs in (see :func:`server_url`); the server's config is
+        asked for once per run (each ask is a round trip, and a run needs the URL several times per job)."""
+        if self._server_url is None:
+            self._server_url = server_url(self.gme_config, os.environ)
+        return self._server_url
 
     def with_server_fields(self, kind: str, choice: Choice) -> Choice:
         """``choice`` with what only the server knows filled in for backends that declare it: ``host`` (this
@@ -143,8 +148,12 @@ class DeepForgePlugin(PluginBase):
         return Config(config.backend, {**config.to_dict(), "token": token}, config.secret_names)
 
     def project_id(self) -> str:
-        info = self.project.get_project_info() or {}
-        return str(info.get("_id") or info.get("id") or "project")
+        """The project's id, asked of the server once per run (it cannot change while the plugin runs; a
+        pipeline run needs it several times per job)."""
+        if self._project_id is None:
+            info = self.project.get_project_info() or {}
+            self._project_id = str(info.get("_id") or info.get("id") or "project")
+        return self._project_id
 
     def notify(self, message: str, severity: str = "info", to_branch: bool = True) -> None:
         try:

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +47,18 @@ from .targets import Targets, resolve
 log = logging.getLogger(__name__)
 
 CANCEL_POLL_SECONDS = 1.0
+#: The longest a batch of model edits waits for its commit (seconds): while a run starts many jobs at once,
+#: their ``jobInfo`` reaches the branch at least this often (a plugin that dies loses no more of them).
+COMMIT_BATCH_SECONDS = 1.0
+#: How long a status change waits for its job's end before it is committed on its own (seconds).
+STATUS_GRACE_SECONDS = 0.5
+#: How many of a batch's messages its commit message lists.
+COMMIT_MESSAGE_UPDATES = 5
+#: The most jobs one run keeps submitted and unfinished at a time (the rest start as these end), so that a
+#: wide fan-out does not become hundreds of queued local-compute supervisor processes, or hundreds of watchers
+#: polling the executor, at once; ``$DEEPFORGE_MAX_RUNNING_JOBS`` on the server changes it.
+MAX_RUNNING_JOBS_ENV = "DEEPFORGE_MAX_RUNNING_JOBS"
+DEFAULT_MAX_RUNNING_JOBS = 32
 #: The backend of the placeholder config of an Input/Output job that has no target (it uses none).
 UNUSED = "(none)"
 
@@ -83,6 +98,23 @@ def input_artifact_data(model: Any, operation: str) -> str:
     return "" if artifact is None else str(model.attr(artifact, "data") or "")
 
 
+def max_running_jobs(environ: Mapping[str, str]) -> int:
+    """``$DEEPFORGE_MAX_RUNNING_JOBS`` (an integer >= 1), else :data:`DEFAULT_MAX_RUNNING_JOBS`."""
+    raw = environ.get(MAX_RUNNING_JOBS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_RUNNING_JOBS
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError("environment", MAX_RUNNING_JOBS_ENV, f"must be an integer >= 1; got {raw!r}")
+    return int(raw)
+
+
+def coalesce_updates(events: list[tuple[str, JobUpdate]]) -> list[tuple[str, JobUpdate]]:
+    """``events`` in order without the status changes of jobs that also ended among them (the end is what
+    the model keeps; writing the status first would only cost a commit)."""
+    ended = {job for job, update in events if update.kind == "end"}
+    return [(job, update) for job, update in events if not (update.kind == "status" and job in ended)]
+
+
 def check_data_info(plugin: DeepForgePlugin, data: Any, what: str, rc: RunConfig | None = None) -> DataInfo:
     """Parse a dataInfo from the model (a user may have typed it) and check it against the operator policy:
     the server reads it, or hands it to a job, only if the policy allows its backend and locations, and
@@ -106,6 +138,8 @@ class Running:
     job_info: dict[str, Any]
     output: list[str]
     thread: threading.Thread
+    #: The status last written into the model for this job (a watch's first status repeats ``queued``).
+    status: str = ModelStatus.QUEUED
 
 
 class ExecutionRun:
@@ -121,6 +155,11 @@ class ExecutionRun:
         self.scheduler = Scheduler(self.graph.jobs, self.graph.edges())
         self.configs: dict[str, tuple[Config, Config]] = {}
         self._last_cancel_check = 0.0
+        #: Inside :meth:`_commit_batch`: edits are applied at once and committed together.
+        self._batching = False
+        self._batch_started = 0.0
+        self._execution_name: str | None = None
+        self.max_running = max_running_jobs(os.environ)
 
     # ------------------------------------------------------------------------------ configuration
     def job_targets(self, job: PipelineJob) -> Targets:
@@ -197,19 +236,83 @@ class ExecutionRun:
         pipeline.set_attributes(self.model, self.execution, status=ModelStatus.RUNNING, endTime=None)
 
     def run(self, execution_status: bool = True) -> JobState:
-        """Until the run is over; ``execution_status=False`` (one re-run job) derives it from all jobs."""
+        """Until the run is over; ``execution_status=False`` (one re-run job) derives it from all jobs.
+
+        Each turn records every event that arrived and starts every job that became ready, and commits all
+        of it together: one commit per turn instead of one per event (a job's success and the start of the
+        jobs it feeds share one).
+        """
+        events: list[tuple[str, JobUpdate]] = []
         while True:
             self._check_cancel()
-            for job in self.scheduler.ready():
-                self._start_job(self.graph.jobs[job])
+            with self._commit_batch():
+                for job_path, update in coalesce_updates(events):
+                    self._record(job_path, update)
+                for job in self.scheduler.ready():
+                    if len(self.running) >= self.max_running:
+                        break  # the rest start as running jobs end
+                    self._start_job(self.graph.jobs[job])
             if self.scheduler.finished:
                 break
-            try:
-                job_path, update = self.events.get(timeout=CANCEL_POLL_SECONDS)
-            except queue.Empty:
-                continue
-            self._record(job_path, update)
+            events = self._next_events()
         return self._finish(execution_status)
+
+    def _next_events(self) -> list[tuple[str, JobUpdate]]:
+        """The next event (waiting up to the cancel poll period) and every other one already queued.
+
+        While no job has ended among them, it waits up to :data:`STATUS_GRACE_SECONDS` more: a short job's
+        ``running`` then shares the commit of its end (coalesced away) instead of costing one of its own.
+        """
+        try:
+            events = [self.events.get(timeout=CANCEL_POLL_SECONDS)]
+        except queue.Empty:
+            return []
+        deadline = time.monotonic() + STATUS_GRACE_SECONDS
+        while True:
+            try:
+                events.append(self.events.get_nowait())
+                continue
+            except queue.Empty:
+                pass
+            left = deadline - time.monotonic()
+            if left <= 0 or any(update.kind == "end" for _, update in events):
+                return events
+            try:
+                events.append(self.events.get(timeout=left))
+            except queue.Empty:
+                return events
+
+    @contextmanager
+    def _commit_batch(self) -> Iterator[None]:
+        """Within it, :meth:`_change` applies each edit at once (later reads see it) and the commit comes at
+        the end, or after :data:`COMMIT_BATCH_SECONDS`, for all edits so far (:meth:`ModelSession.apply`)."""
+        self._batch_started = time.monotonic()
+        self._batching = True
+        try:
+            yield
+        finally:
+            self._batching = False
+            self._flush_batch()
+
+    def _change(self, message: str, edit: Callable[[], object]) -> None:
+        if not self._batching:
+            self.model.change(message, edit)
+            return
+        self.model.apply(message, edit)
+        if time.monotonic() - self._batch_started >= COMMIT_BATCH_SECONDS:
+            self._flush_batch()
+
+    def _flush_batch(self) -> None:
+        messages = self.model.applied
+        self._batch_started = time.monotonic()
+        if len(messages) > 1:
+            shown = "; ".join(messages[:COMMIT_MESSAGE_UPDATES])
+            more = len(messages) - COMMIT_MESSAGE_UPDATES
+            self.model.flush(
+                f"{self._name()}: {len(messages)} updates: {shown}" + (f"; and {more} more" if more > 0 else "")
+            )
+        else:
+            self.model.flush()
 
     # ------------------------------------------------------------------------------------ starting
     def _start_job(self, job: PipelineJob) -> None:
@@ -243,13 +346,13 @@ class ExecutionRun:
             stdout = f"Passing data reference {name}\n"
             pipeline.set_attributes(self.model, job.path, status=ModelStatus.SUCCESS, stdout=stdout)
 
-        self.model.change(f"{job.name}: passing {name}", edit)
+        self._change(f"{job.name}: passing {name}", edit)
         self.scheduler.finish(job.path, JobState.SUCCESS)
 
     def _run_output(self, job: PipelineJob) -> None:
         """Save every arrived input into MyArtifacts: copied to ``<project>/artifacts/<name>`` in the storage
         that holds it (an execution's own files are overwritten when it runs again), as a new Data node."""
-        current = pipeline.read_graph(self.model, self.execution).jobs[job.path]
+        current = pipeline.read_job(self.model, job.path)
         op = self.model.node(job.operation)
         save_name = str(self.model.attr(op, "saveName") or "")
         saved: dict[str, str] = {}
@@ -277,11 +380,11 @@ class ExecutionRun:
             stdout = "Saved outputs to MyArtifacts\n"
             pipeline.set_attributes(self.model, job.path, status=ModelStatus.SUCCESS, stdout=stdout)
 
-        self.model.change(f"{job.name}: saving artifacts", edit)
+        self._change(f"{job.name}: saving artifacts", edit)
         self.scheduler.finish(job.path, JobState.SUCCESS)
 
     def _submit(self, job: PipelineJob) -> None:
-        current = pipeline.read_graph(self.model, self.execution).jobs[job.path]
+        current = pipeline.read_job(self.model, job.path)
         storage_cfg, compute_cfg = self.configs[job.path]
         missing = [p.name for p in current.inputs if not p.data]
         if missing:
@@ -297,7 +400,7 @@ class ExecutionRun:
         with uploaded_bundle(self.plugin, current, inputs, storage_cfg, storage_dir) as (bundle, bundle_hash):
             client = compute.get_client(compute_cfg.backend, compute_cfg.to_dict())
             job_info = client.start_job(self._compute_job(job, bundle, bundle_hash))
-        self.model.change(
+        self._change(
             f"{job.name} operation in {self._name()} is now queued",
             lambda: pipeline.set_attributes(
                 self.model,
@@ -371,7 +474,10 @@ class ExecutionRun:
             self.plugin.notify(f"stdout_update/{job_path}")
         elif update.kind == "status" and update.status is not None:
             status = str(update.status)
-            self.model.change(
+            if status == entry.status:
+                return
+            entry.status = status
+            self._change(
                 f"{job.name} operation in {self._name()} is now {status}",
                 lambda: pipeline.set_attributes(self.model, job_path, status=status),
             )
@@ -419,10 +525,10 @@ class ExecutionRun:
                     self._write_output(port.path, result["dataInfo"], str(result.get("type") or ""), job.operation)
                 pipeline.set_attributes(self.model, job.path, status=ModelStatus.SUCCESS, stdout=stdout, jobInfo=None)
 
-            self.model.change(f"{job.name} operation in {self._name()} succeeded", edit)
+            self._change(f"{job.name} operation in {self._name()} succeeded", edit)
             self.scheduler.finish(job.path, JobState.SUCCESS)
         elif update.status == JobStatus.CANCELED:
-            self.model.change(
+            self._change(
                 f"{job.name} operation in {self._name()} was canceled",
                 lambda: pipeline.set_attributes(
                     self.model, job.path, status=ModelStatus.CANCELED, stdout=stdout, jobInfo=None
@@ -451,7 +557,7 @@ class ExecutionRun:
         message = f'Operation "{job.name}" failed: {reason}'
         self.failure = self.failure or message
         text = stdout + ("" if not stdout or stdout.endswith("\n") else "\n") + message + "\n"
-        self.model.change(
+        self._change(
             f"{job.name} operation in {self._name()} failed",
             lambda: pipeline.set_attributes(self.model, job.path, status=ModelStatus.FAIL, stdout=text, jobInfo=None),
         )
@@ -500,4 +606,8 @@ class ExecutionRun:
         return outcome
 
     def _name(self) -> str:
-        return str(self.model.attr(self.model.node(self.execution), "name"))
+        """The Execution's name, read once per run: every commit message and storage path of the run uses it
+        (a rename while it runs shows in the next run)."""
+        if self._execution_name is None:
+            self._execution_name = str(self.model.attr(self.model.node(self.execution), "name"))
+        return self._execution_name

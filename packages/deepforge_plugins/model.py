@@ -79,6 +79,7 @@ class ModelSession:
         self.commit_hash: str = plugin.commit_hash
         self.root: Node = plugin.root_node
         self.commits: list[str] = []
+        self._applied: list[tuple[str, Callable[[], object]]] = []
         self._meta: dict[str, Node] | None = None
 
     # ---------------------------------------------------------------------------------------- reading
@@ -114,7 +115,9 @@ class ModelSession:
         return None
 
     def refresh(self) -> bool:
-        """Move onto the branch head if someone else committed; True if the root changed."""
+        """Move onto the branch head if someone else committed; True if the root changed.  Edits applied and
+        not committed yet (:meth:`apply`) are committed first."""
+        self.flush()
         if not self.branch:
             return False
         head = self.project.get_branch_hash(self.branch)
@@ -143,6 +146,35 @@ class ModelSession:
         result = edit()
         self._fork(message)
         return result
+
+    def apply(self, message: str, edit: Callable[[], T]) -> T:
+        """Apply ``edit`` to :attr:`root` now (later reads see it) and commit it with the next :meth:`flush`,
+        together with every other edit applied since.  :meth:`refresh` and :meth:`change` flush first, so
+        no applied edit is lost when the root moves onto the branch head."""
+        result = edit()
+        self._applied.append((message, edit))
+        return result
+
+    @property
+    def applied(self) -> list[str]:
+        """The messages of the edits applied and not committed yet."""
+        return [message for message, _ in self._applied]
+
+    def flush(self, message: str | None = None) -> None:
+        """Commit the applied edits as one commit (``message``, default: the single edit's); if the branch
+        moved meanwhile, they are applied again on the new head as :meth:`change` does."""
+        if not self._applied:
+            return
+        batch, self._applied = self._applied, []
+        message = message or batch[0][0]
+
+        def replay() -> None:
+            for _, edit in batch:
+                edit()
+
+        if not self._commit(message):
+            log.info("commit %r forked; applying it again on the new branch head", message)
+            self.change(message, replay)
 
     def _commit(self, message: str) -> bool:
         outcome = self.util.save(self.root, self.commit_hash, self.branch, message)

@@ -135,27 +135,37 @@ def operation_attributes(model: ModelSession, op: Node) -> dict[str, Any]:
     return {n: model.attr(op, n) for n in sorted(names) if n not in BASE_OPERATION_ATTRIBUTES and not n.startswith("_")}
 
 
+def _read_job(model: ModelSession, child: Node) -> PipelineJob:
+    ops = model.children(child, "Operation")
+    if len(ops) != 1:
+        raise ValueError(f"job {model.attr(child, 'name')} must hold exactly one Operation, has {len(ops)}")
+    op = ops[0]
+    ins, outs = read_operation(model, op)
+    return PipelineJob(
+        path=model.path(child),
+        name=str(model.attr(child, "name")),
+        operation=model.path(op),
+        kind=operation_kind(model, op),
+        status=str(model.attr(child, "status") or ""),
+        job_info=str(model.attr(child, "jobInfo") or ""),
+        inputs=ins,
+        outputs=outs,
+    )
+
+
+def read_job(model: ModelSession, job_path: str) -> PipelineJob:
+    """One Job of an Execution as it is now (its ports' data included), without reading its siblings: a run
+    re-reads each job when it starts it, and reading the whole graph then made a run quadratic in its jobs."""
+    return _read_job(model, model.node(job_path))
+
+
 def read_graph(model: ModelSession, execution_path: str) -> Graph:
     execution = model.node(execution_path)
     jobs: dict[str, PipelineJob] = {}
     connections: list[tuple[str, str]] = []
     for child in model.children(execution):
         if model.is_a(child, "Job"):
-            ops = model.children(child, "Operation")
-            if len(ops) != 1:
-                raise ValueError(f"job {model.attr(child, 'name')} must hold exactly one Operation, has {len(ops)}")
-            op = ops[0]
-            ins, outs = read_operation(model, op)
-            jobs[model.path(child)] = PipelineJob(
-                path=model.path(child),
-                name=str(model.attr(child, "name")),
-                operation=model.path(op),
-                kind=operation_kind(model, op),
-                status=str(model.attr(child, "status") or ""),
-                job_info=str(model.attr(child, "jobInfo") or ""),
-                inputs=ins,
-                outputs=outs,
-            )
+            jobs[model.path(child)] = _read_job(model, child)
         elif model.is_a(child, "Transporter"):
             src, dst = model.core.get_pointer_path(child, "src"), model.core.get_pointer_path(child, "dst")
             if src and dst:

@@ -88,8 +88,10 @@ class WorkerMetrics:
 
 
 def write_status(work_dir: Path, status: dict[str, Any]) -> None:
-    """Replace ``<work dir>/status.json`` atomically."""
-    with atomic_write(work_dir / STATUS_FILE) as fh:
+    """Replace ``<work dir>/status.json`` atomically (after every poll, so without an fsync: one that took
+    seconds on a busy disk delayed the next poll, and a worker silent for 5 refresh periods loses its jobs
+    to another worker on the server)."""
+    with atomic_write(work_dir / STATUS_FILE, durable=False) as fh:
         fh.write(json.dumps({**status, "updated": now_iso()}, indent=2).encode())
 
 

@@ -62,7 +62,8 @@ class GmeCompute(ComputeClient):
     id = "gme"
     name = "WebGME Executor"
     status_table = STATUS_TABLE
-    poll_interval = 1.0
+    # The first poll after 0.5 s (a short job is seen ended about that much sooner), backing off to 2 s.
+    poll_interval = 0.5
     max_poll_interval = 2.0
     schema = ConfigSchema(
         "gme",
