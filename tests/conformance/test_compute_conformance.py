@@ -73,9 +73,11 @@ def gme_backend(
     blob = BlobClient(webgme_server.url)
 
     def make_job(files: Mapping[str, bytes], argv: Sequence[str]) -> ComputeJob:
+        # The executor protocol streams stdout only and archives stderr in job_stderr.txt, as the Node worker
+        # does (issue 18 item 7); a job that wants its stderr live merges it itself, as our runner does.
         config = {
-            "cmd": argv[0],
-            "args": list(argv[1:]),
+            "cmd": "sh",
+            "args": ["-c", 'exec "$0" "$@" 2>&1', *argv],
             "outputInterval": 100,
             "resultArtifacts": [
                 {"name": "stdout", "resultPatterns": ["job_stdout.txt"]},

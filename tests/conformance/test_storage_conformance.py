@@ -83,7 +83,10 @@ def s3_backend(real_s3_config: dict[str, Any]) -> StorageBackend:
 def sciserver_backend(sciserver: SciServerHandle) -> StorageBackend:
     client = SciServerFilesStorage(sciserver.config())
     return StorageBackend(
-        client, tamper=lambda info, data: _overwrite(sciserver.volume_path() / info.data["filename"], data)
+        client,
+        tamper=lambda info, data: _overwrite(
+            sciserver.volume_path(name="deepforge_data") / info.data["filename"], data
+        ),
     )
 
 

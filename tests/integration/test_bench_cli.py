@@ -27,14 +27,14 @@ def _local_memory(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_local_memory_fails_when_a_ratio_is_below_its_target() -> None:
-    proc = _local_memory("--min-speed", "1000000")  # no machine copies a million times faster than cp
+    proc = _local_memory("--min-ratio", "1000000")  # no machine copies a million times faster than cp
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "BELOW TARGET" in proc.stdout
     assert proc.stdout.strip().endswith("local_memory: FAIL")
 
 
 def test_local_memory_passes_when_every_figure_meets_its_target() -> None:
-    proc = _local_memory("--min-speed", "0")
+    proc = _local_memory("--min-ratio", "0")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "BELOW TARGET" not in proc.stdout
     assert proc.stdout.strip().endswith("local_memory: PASS")
