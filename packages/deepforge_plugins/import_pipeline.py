@@ -21,21 +21,11 @@ from typing import Any
 
 from .base import DeepForgePlugin
 from .model import ModelSession, Node
-from .pipeline import root_container
+from .pipeline import io_box, root_container
 
 # WebGME's plugin menu lists the plugins named in the active node's ``validPlugins`` registry.
 PIPELINE_PLUGINS = "ExecutePipeline SetExecutionTargets"
 OPERATION_PLUGINS = "SetExecutionTargets"
-
-
-def _box(model: ModelSession, op: Node, kind: str) -> Node:
-    """The op's Inputs/Outputs container: the one inherited from the meta node, else a new one."""
-    existing = model.children(op, kind)
-    if existing:
-        return existing[0]
-    box = model.core.create_node({"parent": op, "base": model.META[kind]})
-    model.core.set_attribute(box, "name", kind)
-    return box
 
 
 def _port(model: ModelSession, box: Node, name: str) -> Node:
@@ -68,21 +58,21 @@ def build_pipeline(model: ModelSession, spec: dict[str, Any]) -> str:
         name = op_spec["name"]
         if "input" in op_spec:
             op = model.core.create_node({"parent": pipe, "base": model.META["Input"]})
-            ports[f"{name}.data"] = _port(model, _box(model, op, "Outputs"), "data")
+            ports[f"{name}.data"] = _port(model, io_box(model, op, "Outputs"), "data")
             if op_spec["input"]:  # null: an Input whose artifact is still to be chosen
                 model.core.set_pointer(op, "artifact", _artifact(model, str(op_spec["input"])))
         elif op_spec.get("output"):
             op = model.core.create_node({"parent": pipe, "base": model.META["Output"]})
-            ports[f"{name}.saveData"] = _port(model, _box(model, op, "Inputs"), "saveData")
+            ports[f"{name}.saveData"] = _port(model, io_box(model, op, "Inputs"), "saveData")
             if op_spec.get("saveName"):
                 model.core.set_attribute(op, "saveName", op_spec["saveName"])
         else:
             op = model.core.create_node({"parent": pipe, "base": model.META["Operation"]})
             model.core.set_attribute(op, "code", op_spec.get("code", ""))
             for port_name in op_spec.get("inputs", []):
-                ports[f"{name}.{port_name}"] = _port(model, _box(model, op, "Inputs"), port_name)
+                ports[f"{name}.{port_name}"] = _port(model, io_box(model, op, "Inputs"), port_name)
             for port_name in op_spec.get("outputs", []):
-                ports[f"{name}.{port_name}"] = _port(model, _box(model, op, "Outputs"), port_name)
+                ports[f"{name}.{port_name}"] = _port(model, io_box(model, op, "Outputs"), port_name)
             for attr, value in (op_spec.get("attributes") or {}).items():
                 model.core.set_attribute(op, attr, value)
         model.core.set_attribute(op, "name", name)

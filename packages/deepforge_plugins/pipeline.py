@@ -282,7 +282,8 @@ def _delete_provenance(model: ModelSession, port: Node) -> None:
         model.core.delete_node(model.node(old))
 
 
-def _io_box(model: ModelSession, op: Node, kind: str) -> Node:
+def io_box(model: ModelSession, op: Node, kind: str) -> Node:
+    """The op's Inputs/Outputs container: the one inherited from the meta node, else a new one."""
     existing = model.children(op, kind)
     if existing:
         return existing[0]
@@ -300,12 +301,12 @@ def _snapshot_operation(model: ModelSession, op: Node, parent: Node) -> Node:
         target = core.get_pointer_path(op, name) if name != "base" else None
         if target:
             core.set_pointer(snapshot, name, core.copy_node(model.node(target), snapshot))
-    inputs, outputs = _io_box(model, snapshot, "Inputs"), _io_box(model, snapshot, "Outputs")
-    for port in model.children(_io_box(model, op, "Inputs")):
+    inputs, outputs = io_box(model, snapshot, "Inputs"), io_box(model, snapshot, "Outputs")
+    for port in model.children(io_box(model, op, "Inputs")):
         copy = core.copy_node(port, inputs)
         core.set_base(copy, model.META["Data"])
         core.set_attribute(copy, "name", core.get_attribute(port, "name"))
-    for port in model.children(_io_box(model, op, "Outputs")):
+    for port in model.children(io_box(model, op, "Outputs")):
         copy = core.create_node({"parent": outputs, "base": core.get_meta_type(port)})
         for name in core.get_attribute_names(port) or []:
             core.set_attribute(copy, name, core.get_attribute(port, name))

@@ -10,8 +10,6 @@ aspects, constraints and ``validPlugins``, and every node of the library (meta o
 from __future__ import annotations
 
 import copy
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -85,23 +83,9 @@ def without_additions(meta: dict[str, Any], additions: dict[str, list[str]], the
     return problems
 
 
-@pytest.fixture(scope="module")
-def rebuilt(tmp_path_factory: pytest.TempPathFactory, deepforge_seeds: Path) -> Path:
-    """``make seed`` into a temp file, from DeepForge's pipeline.webgmex: the builder keeps working."""
-    out = tmp_path_factory.mktemp("seed") / "pipeline.webgmex"
-    builder = webgme_dir() / "seeds" / "build_pipeline_seed.js"
-    done = subprocess.run(
-        [sys.executable, "-m", "deepforge_dev.stack", "with-db", "--",
-         "node", str(builder), str(out), str(deepforge_seeds / "pipeline.webgmex")],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    return out
-
-
 @pytest.fixture(scope="module", params=["committed", "rebuilt"])
 def ours(request: pytest.FixtureRequest) -> dict[str, Any]:
-    return dump_meta(SEED if request.param == "committed" else request.getfixturevalue("rebuilt"))
+    return dump_meta(SEED if request.param == "committed" else request.getfixturevalue("rebuilt_seed"))
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,6 @@ DeepForge's own seeds is tests/deepforge/test_item01_metamodel.py."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,20 +36,6 @@ POINTERS = {
     "Data": {"provenance"},
     "ImplicitOperation": {"operation"},
 }
-
-
-@pytest.fixture(scope="module")
-def rebuilt_seed(tmp_path_factory: pytest.TempPathFactory, deepforge_seeds: Path) -> Path:
-    """``make seed``'s command, into a temp file: the builder must keep working."""
-    out = tmp_path_factory.mktemp("seed") / "pipeline.webgmex"
-    builder = webgme_dir() / "seeds" / "build_pipeline_seed.js"
-    done = subprocess.run(
-        [sys.executable, "-m", "deepforge_dev.stack", "with-db", "--",
-         "node", str(builder), str(out), str(deepforge_seeds / "pipeline.webgmex")],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    return out
 
 
 @pytest.fixture(scope="module")
