@@ -9,7 +9,13 @@ from typing import Any
 
 import pytest
 from deepforge_adapters.errors import BundleError
-from deepforge_adapters.jobs.layout import EXECUTOR_CONFIG_FILE, ExecutorConfig, ResultArtifact, read_executor_config
+from deepforge_adapters.jobs.layout import (
+    EXECUTOR_CONFIG_FILE,
+    ExecutorConfig,
+    ResultArtifact,
+    parse_results,
+    read_executor_config,
+)
 
 
 def test_a_full_config_is_parsed_into_its_fields() -> None:
@@ -70,3 +76,20 @@ def test_read_names_the_file_as_asked(tmp_path: Path) -> None:
         read_executor_config(tmp_path, where=EXECUTOR_CONFIG_FILE)
     (tmp_path / EXECUTOR_CONFIG_FILE).write_text(json.dumps({"cmd": "echo", "args": ["hi"]}))
     assert read_executor_config(tmp_path).argv == ["echo", "hi"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("{not json", "results.json is not valid JSON"),
+        (b"\xff", "results.json is not valid JSON"),
+        ("[1]", "results.json is not a JSON object"),
+    ],
+)
+def test_results_that_are_not_a_json_object_are_refused_naming_the_file(raw: str | bytes, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_results(raw)
+
+
+def test_results_are_read_from_text_or_bytes() -> None:
+    assert parse_results(b'{"x": {"type": "int"}}') == parse_results('{"x": {"type": "int"}}') == {"x": {"type": "int"}}

@@ -13,7 +13,6 @@ executor), and every ``FAILED_*`` code maps to ``failed`` with a sentence instea
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from collections.abc import Mapping
@@ -25,7 +24,7 @@ from ..config import ConfigSchema, Field
 from ..errors import BundleError, ComputeError, InvalidHashError, NotFoundError, WebGMEError
 from ..hashing import check_sha1_hex
 from ..jobs.bundle import read_bundle
-from ..jobs.layout import RESULTS_ARTIFACT, RESULTS_FILE, STDOUT_ARTIFACT, STDOUT_FILE
+from ..jobs.layout import RESULTS_ARTIFACT, RESULTS_FILE, STDOUT_ARTIFACT, STDOUT_FILE, parse_results
 from ..webgme import DEFAULT_HOST, HOST_ENV
 from ..webgme.executor import ExecutorStatus
 from ..webgme.protocols import BlobAPI, ExecutorAPI
@@ -288,12 +287,9 @@ class GmeCompute(ComputeClient):
         except (NotFoundError, WebGMEError, KeyError) as exc:
             raise ComputeError(self.id, f"job {info['hash']}: reading {RESULTS_FILE}: {exc}") from None
         try:
-            results = json.loads(raw)
+            return parse_results(raw)
         except ValueError as exc:
-            raise ComputeError(self.id, f"job {info['hash']}: {RESULTS_FILE} is not JSON: {exc}") from None
-        if not isinstance(results, dict):
-            raise ComputeError(self.id, f"job {info['hash']}: {RESULTS_FILE} is not an object")
-        return results
+            raise ComputeError(self.id, f"job {info['hash']}: {exc}") from None
 
     # --- helpers -------------------------------------------------------------------------------------
     def _outputs(self, job_hash: str, start: int | None = None, end: int | None = None) -> list[dict[str, Any]]:

@@ -35,7 +35,7 @@ from ..errors import BundleError, ComputeError, ConfigError, InvalidHashError, S
 from ..hashing import check_sha1_hex
 from ..jobs.archive import DEFAULT_MAX_BYTES, bundle_hash, safe_extract
 from ..jobs.credentials import Credentials, is_runner_command, job_environment, open_job_credentials
-from ..jobs.layout import RESULTS_FILE, read_executor_config
+from ..jobs.layout import RESULTS_FILE, parse_results, read_executor_config
 from ..process import terminate_job
 from . import local_supervisor as sup
 from .base import ComputeClient, ComputeJob, JobStatus, Poll, StatusMapping, StatusTable
@@ -312,17 +312,14 @@ class LocalCompute(ComputeClient):
         job = self._job(job_info)
         path = job.work / RESULTS_FILE
         try:
-            results = json.loads(path.read_text(encoding="utf-8"))
+            return parse_results(path.read_bytes(), str(path))
         except FileNotFoundError:
             state = self._state(job) or {}
             raise ComputeError(
                 self.id, f"job {job_info['hash']}: no {RESULTS_FILE} (status: {state.get('status', 'unknown')})"
             ) from None
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ComputeError(self.id, f"job {job_info['hash']}: {path} is not valid JSON: {exc}") from None
-        if not isinstance(results, dict):
-            raise ComputeError(self.id, f"job {job_info['hash']}: {path} is not a JSON object")
-        return results
+        except ValueError as exc:
+            raise ComputeError(self.id, f"job {job_info['hash']}: {exc}") from None
 
     # -------------------------------------------------------------------------------------- cancel, purge
     def cancel_job(self, job_info: Mapping[str, Any]) -> None:

@@ -27,7 +27,6 @@ trusted: the submission id is always derived from it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -46,9 +45,9 @@ from .. import secrets
 from ..config import ConfigSchema, Field
 from ..errors import BundleError, ComputeError, ConfigError, InvalidHashError, SecretsError
 from ..hashing import CHUNK_SIZE, check_sha1_hex, file_digest
-from ..jobs.archive import DEFAULT_MAX_BYTES, bundle_files, bundle_hash, safe_extract
+from ..jobs.archive import bundle_files, bundle_hash, staged_bundle
 from ..jobs.credentials import CREDENTIALS_FD_ENV, is_runner_command, open_job_credentials
-from ..jobs.layout import RESULTS_FILE, read_executor_config
+from ..jobs.layout import RESULTS_FILE, parse_results, read_executor_config
 from .base import ComputeClient, ComputeJob, JobStatus, Poll, StatusMapping, StatusTable
 from .ray_jobs import RayJobsAPI
 
@@ -451,7 +450,7 @@ class RayCompute(ComputeClient):
         unmet = None if self.config["waitForResources"] else self.unmet(request)
         if unmet is not None:
             raise ComputeError(self.id, f"cannot start job {job.name!r}: {unmet}")
-        with _staged(self.id, bundle) as root, tempfile.TemporaryDirectory(prefix="deepforge-ray-") as tmp:
+        with staged_bundle(self.id, bundle) as root, tempfile.TemporaryDirectory(prefix="deepforge-ray-") as tmp:
             try:
                 config = read_executor_config(root)
             except BundleError as exc:
@@ -617,12 +616,9 @@ class RayCompute(ComputeClient):
         if line is None:
             raise ComputeError(self.id, f"job {sid} wrote no {RESULTS_FILE} (status: {job.get('status')})")
         try:
-            results = json.loads(line)
+            return parse_results(line)
         except ValueError as exc:
-            raise ComputeError(self.id, f"job {sid}: {RESULTS_FILE} is not valid JSON: {exc}") from None
-        if not isinstance(results, dict):
-            raise ComputeError(self.id, f"job {sid}: {RESULTS_FILE} is not a JSON object")
-        return results
+            raise ComputeError(self.id, f"job {sid}: {exc}") from None
 
     # ------------------------------------------------------------------------------------ cancel, purge
     def cancel_job(self, job_info: Mapping[str, Any]) -> None:
@@ -651,20 +647,6 @@ def _fmt(value: Any) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- bundles
-@contextlib.contextmanager
-def _staged(backend: str, bundle: Path) -> Iterator[Path]:
-    """The bundle as a directory: itself, or a zip safely extracted into a temp dir removed afterwards."""
-    if bundle.is_dir():
-        yield bundle
-        return
-    with tempfile.TemporaryDirectory(prefix="deepforge-ray-bundle-") as tmp:
-        try:
-            safe_extract(bundle, tmp, DEFAULT_MAX_BYTES)
-        except BundleError as exc:
-            raise ComputeError(backend, f"cannot start bundle: {exc}") from None
-        yield Path(tmp)
-
-
 def _zip_package(root: Path, dest: Path, credentials: Mapping[str, Any] | None) -> Path:
     """The job's working directory as a zip: the bundle's files, a nonce (every submission gets a fresh
     directory on the node) and, for our runner, the job's credentials (removed before the runner starts)."""

@@ -17,7 +17,6 @@ The flow, readable top to bottom:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -32,7 +31,7 @@ import requests
 from ..config import ConfigSchema, Field
 from ..errors import BundleError, ComputeError, DeepForgeError, NotFoundError, StorageError
 from ..jobs.archive import bundle_files, staged_bundle
-from ..jobs.layout import RESULTS_FILE, read_executor_config
+from ..jobs.layout import RESULTS_FILE, parse_results, read_executor_config
 from ..sciserver.session import (
     CREDENTIAL_FIELDS,
     DEFAULT_RACM_URL,
@@ -337,12 +336,9 @@ class SciServerCompute(ComputeClient):
         if found is None:
             raise ComputeError(self.id, f"job {job.get('id')} wrote no results.json in {job.get('resultsFolderURI')}")
         try:
-            results = json.loads(found[0])
+            return parse_results(found[0])
         except ValueError as exc:
-            raise ComputeError(self.id, f"job {job.get('id')}: results.json is not valid JSON: {exc}") from None
-        if not isinstance(results, dict):
-            raise ComputeError(self.id, f"job {job.get('id')}: results.json is not a JSON object")
-        return results
+            raise ComputeError(self.id, f"job {job.get('id')}: {exc}") from None
 
     def poll(self, job_info: Mapping[str, Any], cursor: Any) -> Poll:
         """``GET jobs/{id}``, then ``stdout.txt`` from the byte offset ``cursor`` once the job has started.

@@ -43,7 +43,7 @@ from ..jobs import slurm_job
 from ..jobs.archive import bundle_files, bundle_hash, staged_bundle
 from ..jobs.bundle import parse_job
 from ..jobs.credentials import is_runner_command, open_job_credentials
-from ..jobs.layout import JOB_FILE, RESULTS_FILE, read_executor_config
+from ..jobs.layout import JOB_FILE, RESULTS_FILE, parse_results, read_executor_config
 from ..storage import StorageClient
 from .base import ComputeClient, ComputeJob, JobStatus, Poll, StatusMapping, StatusTable
 from .slurm_transport import CliTransport, JobOptions, RestTransport, SlurmError, SlurmJob, Transport, ssh_command
@@ -438,14 +438,11 @@ class SlurmCompute(ComputeClient):
         try:
             info = client.stat(f"{prefix}/{RESULTS_FILE}")
             with client.get_file_stream(info) as f:
-                results = json.loads(f.read(16 * 1024 * 1024))
+                return parse_results(f.read(16 * 1024 * 1024))
         except NotFoundError:
             raise self._error(f"the job wrote no {RESULTS_FILE}", job_id) from None
         except (ValueError, DeepForgeError) as exc:
             raise self._error(f"cannot read {RESULTS_FILE}: {exc}", job_id) from None
-        if not isinstance(results, dict):
-            raise self._error(f"{RESULTS_FILE} is not a JSON object", job_id)
-        return results
 
     # ------------------------------------------------------------------------------------ cancel, purge
     def cancel_job(self, job_info: Mapping[str, Any]) -> None:

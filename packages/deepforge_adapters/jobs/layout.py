@@ -66,6 +66,19 @@ def load_json(path: Path, where: str | None = None) -> Any:
         raise BundleError(f"{where}: not valid JSON: {exc}") from None
 
 
+def parse_results(raw: str | bytes, where: str = RESULTS_FILE) -> dict[str, Any]:
+    """A job's ``results.json`` (``{output name: {"type": ..., "dataInfo": ...}}``) as every compute backend
+    reads it; :class:`ValueError` naming ``where`` when it is not JSON or not an object, for the backend to wrap
+    in its own error with the job it came from."""
+    try:
+        results = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{where} is not valid JSON: {exc}") from None
+    if not isinstance(results, dict):
+        raise ValueError(f"{where} is not a JSON object")
+    return results
+
+
 @dataclass(frozen=True)
 class ResultArtifact:
     """One entry of ``resultArtifacts``: a name and the glob patterns (minimatch) of the files it holds."""
