@@ -35,6 +35,8 @@ from typing import Any
 from tests.docs.blocks import PARSED, SHELL, Block
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+#: Read-only folders of the repository a doc's commands name relative to its root, linked into the work dir.
+REPO_DIRS = ("bench",)
 BLOCK_TIMEOUT = 240.0  # s, one block; a loaded 2-core machine
 
 #: The URLs the docs write, and which server the suite puts in their place.  ``dev``: ``make dev``'s own
@@ -113,6 +115,8 @@ class DocSession:
         workdir.mkdir(parents=True, exist_ok=True)
         for name, data in SAMPLE_FILES.items():
             (workdir / name).write_bytes(data)
+        for name in REPO_DIRS:  # commands a doc shows run from the repository root (``python bench/...``)
+            (workdir / name).symlink_to(REPO_ROOT / name, target_is_directory=True)
         home = workdir / ".home"
         home.mkdir(exist_ok=True)
         bin_dir = str(Path(sys.executable).parent)

@@ -29,12 +29,14 @@ def _local_memory(*args: str) -> subprocess.CompletedProcess[str]:
 def test_local_memory_fails_when_a_ratio_is_below_its_target() -> None:
     proc = _local_memory("--min-ratio", "1000000")  # no machine copies a million times faster than cp
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "BELOW TARGET" in proc.stdout
-    assert proc.stdout.strip().endswith("local_memory: FAIL")
+    verdicts = [line for line in proc.stdout.splitlines() if line.startswith("TARGET ")]
+    assert any("limit / ours" in line and line.endswith(" FAIL") for line in verdicts), proc.stdout
+    assert proc.stdout.strip().splitlines()[-1].startswith("local_memory: FAIL"), proc.stdout
 
 
 def test_local_memory_passes_when_every_figure_meets_its_target() -> None:
     proc = _local_memory("--min-ratio", "0")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "BELOW TARGET" not in proc.stdout
-    assert proc.stdout.strip().endswith("local_memory: PASS")
+    verdicts = [line for line in proc.stdout.splitlines() if line.startswith("TARGET ")]
+    assert verdicts and all(line.endswith(" PASS") for line in verdicts), proc.stdout
+    assert proc.stdout.strip().splitlines()[-1].startswith("local_memory: PASS"), proc.stdout

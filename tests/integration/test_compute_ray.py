@@ -350,7 +350,8 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def token_proxy(ray_head: Any) -> Iterator[TokenProxy]:
-    proxy = TokenProxy(ray_head.url, f"tok-{uuid.uuid4().hex}", "deepforge")
+    # a value no other test uses: header values are secrets, redacted from every later message of this process
+    proxy = TokenProxy(ray_head.url, f"tok-{uuid.uuid4().hex}", f"team-{uuid.uuid4().hex[:8]}")
     thread = threading.Thread(target=proxy.serve_forever, daemon=True)
     thread.start()
     yield proxy
@@ -362,7 +363,7 @@ def test_a_wrong_token_is_one_clear_error_and_the_right_one_runs_the_job(
     token_proxy: TokenProxy, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    headers = json.dumps({"X-Team": "deepforge"})
+    headers = json.dumps({"X-Team": token_proxy.team})
     wrong = get_client("ray", {"dashboardUrl": token_proxy.url, "token": "not-the-token", "headers": headers})
     with pytest.raises(ComputeError) as raised:
         wrong.start_job(make_job(tmp_path / "a", "print(1)"))
@@ -431,7 +432,7 @@ def test_tls_is_verified_and_a_ca_bundle_makes_a_private_certificate_trusted(
     context.load_cert_chain(cert, key)
     token_proxy.socket = context.wrap_socket(token_proxy.socket, server_side=True)
     url = token_proxy.url.replace("http://", "https://")
-    config = {"dashboardUrl": url, "token": token_proxy.token, "headers": json.dumps({"X-Team": "deepforge"})}
+    config = {"dashboardUrl": url, "token": token_proxy.token, "headers": json.dumps({"X-Team": token_proxy.team})}
 
     with pytest.raises(ComputeError) as raised:
         get_client("ray", config).start_job(make_job(tmp_path / "a", "print(1)"))

@@ -253,7 +253,7 @@ def test_a_fixed_root_refuses_another_root_and_is_used_when_none_is_given(
         result = strict_gme.run("UploadArtifact", "", {"file": blob, "name": "x", "storage": "local", **extra})
         assert result["success"], result.get("error")
     stored = [p for p in strict_dirs["root"].rglob("*") if p.is_file()]
-    assert [p.read_bytes() for p in stored] == [b"payload"]
+    assert [p.read_bytes() for p in stored] == [b"payload", b"payload"]  # each upload its own key (issue 18 item 9)
 
 
 def test_a_crafted_local_datainfo_outside_the_policy_root_is_not_read(
