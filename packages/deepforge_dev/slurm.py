@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .stack import free_port
+from .stack import free_port, terminate
 
 BINARIES = ("slurmctld", "slurmd", "sbatch", "scontrol", "scancel", "sinfo", "slurmrestd")
 
@@ -35,13 +34,7 @@ def missing_binaries() -> list[str]:
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM, then SIGKILL after 15 s, to one daemon we started."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    terminate(proc, grace=15)
 
 
 @dataclass

@@ -143,6 +143,18 @@ def interrupt_then_kill(proc: subprocess.Popen[bytes], timeout: float = 60.0) ->
         proc.wait(timeout=10)
 
 
+def terminate(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    """SIGTERM one process we started (not its group), SIGKILL it after ``grace`` seconds; reaped either way."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def kill_group(pid: int, grace: float = 10.0) -> None:
     """SIGTERM the process group led by ``pid``, SIGKILL it after ``grace`` seconds."""
     with contextlib.suppress(ProcessLookupError):
