@@ -20,16 +20,14 @@ from deepforge_adapters.secrets import install_redaction, redact, register_secre
 from webgme_bindings import PluginBase, WebGME
 
 from .model import ModelSession
-from .targets import KINDS, Choice, available_backends, schema_for
+from .targets import Choice, schema_for, secret_field_names
 
 log = logging.getLogger(__name__)
 
 
 def _secret_values(plugin_config: Mapping[str, Any]) -> Iterable[str]:
     """Every value in a plugin config that a backend schema marks secret (both dialog shapes, and ``inputs``)."""
-    secret_names = {
-        f.name for kind in KINDS for cls in available_backends(kind).values() for f in cls.schema.fields if f.is_auth
-    }
+    secret_names = set(secret_field_names())
 
     def walk(value: Any, key: str = "") -> Iterable[str]:
         if isinstance(value, Mapping):

@@ -29,9 +29,16 @@ from typing import Any
 
 from deepforge_adapters import __version__ as VERSION
 
-from .targets import dialog_fields
+from .targets import dialog_fields, secret_field_names
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "plugins"
+#: The target dialog (``webgme-config/src/widgets/TargetConfig``; config.default.js serves that dir under
+#: ``panel/``): WebGME's InterpreterManager loads a plugin's ``configWidget`` with requirejs instead of its own
+#: PluginConfigDialog.  It shows only the chosen backends' fields, the node's own targets, and never saves a
+#: secret into the user's settings.
+CONFIG_WIDGET = "panel/TargetConfig/TargetConfig"
+#: The plugins whose dialog is the target dialog.
+TARGET_DIALOGS = ("ExecutePipeline", "ExecuteJob", "CancelExecution", "SetExecutionTargets", "UploadArtifact")
 
 
 def _field(name: str, display: str, description: str, value: Any, value_type: str = "string") -> dict[str, Any]:
@@ -93,7 +100,7 @@ def plugins() -> dict[str, dict[str, Any]]:
 
 
 def metadata(plugin_id: str, spec: dict[str, Any]) -> dict[str, Any]:
-    return {
+    data: dict[str, Any] = {
         "id": plugin_id,
         "name": plugin_id,
         "version": VERSION,
@@ -105,6 +112,11 @@ def metadata(plugin_id: str, spec: dict[str, Any]) -> dict[str, Any]:
         "writeAccessRequired": True,
         "configStructure": spec["configStructure"],
     }
+    if plugin_id in TARGET_DIALOGS:
+        data["configWidget"] = CONFIG_WIDGET
+        # Field names no user or project setting may hold (webgme-config/routers/SettingsGuard strips them).
+        data["secretFields"] = secret_field_names()
+    return data
 
 
 def render(plugin_id: str, spec: dict[str, Any]) -> str:

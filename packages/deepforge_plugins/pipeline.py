@@ -181,6 +181,36 @@ def unique_name(taken: set[str], wanted: str) -> str:
     return name
 
 
+#: MyExecutions as a grid in creation order: left to right, then the next row (each Execution a box of
+#: WebGME's default decorator, ~140 x 60 px).  Without a position each new Execution inherited its meta node's
+#: and they piled on top of each other.
+GRID_COLUMNS = 5
+GRID_ORIGIN = (60, 60)
+GRID_STEP = (220, 120)
+
+
+def grid_position(slot: int) -> dict[str, int]:
+    """The registry ``position`` of grid slot ``slot`` (0, 1, ... in creation order)."""
+    row, col = divmod(slot, GRID_COLUMNS)
+    return {"x": GRID_ORIGIN[0] + col * GRID_STEP[0], "y": GRID_ORIGIN[1] + row * GRID_STEP[1]}
+
+
+def next_grid_slot(positions: list[Any]) -> int:
+    """The slot after the last one taken by ``positions`` (the existing Executions'), so a new Execution
+    comes after every older one even when some were deleted; positions off the grid (moved by hand) are
+    ignored."""
+    taken = [-1]
+    for pos in positions:
+        x, y = (pos.get("x"), pos.get("y")) if isinstance(pos, dict) else (None, None)
+        if not isinstance(x, (int, float)) or not isinstance(y, (int, float)):
+            continue
+        col, dx = divmod(int(x) - GRID_ORIGIN[0], GRID_STEP[0])
+        row, dy = divmod(int(y) - GRID_ORIGIN[1], GRID_STEP[1])
+        if dx == 0 and dy == 0 and 0 <= col < GRID_COLUMNS and row >= 0:
+            taken.append(row * GRID_COLUMNS + col)
+    return max(taken) + 1
+
+
 def create_execution(model: ModelSession, pipeline_path: str, name: str | None) -> str:
     """Copy the pipeline into a new Execution (one Job per Operation, connections remapped); its path.
 
@@ -188,9 +218,12 @@ def create_execution(model: ModelSession, pipeline_path: str, name: str | None) 
     """
     pipeline = model.node(pipeline_path)
     container = root_container(model, "MyExecutions")
-    taken = {str(model.attr(e, "name")) for e in model.children(container)} | set(model.project.get_tags() or {})
+    existing = model.children(container)
+    taken = {str(model.attr(e, "name")) for e in existing} | set(model.project.get_tags() or {})
     exec_name = unique_name(taken, name or f"{model.attr(pipeline, 'name')}_execution")
+    slot = next_grid_slot([model.core.get_registry(e, "position") for e in existing if model.is_a(e, "Execution")])
     execution = model.core.create_node({"parent": container, "base": model.META["Execution"]})
+    model.core.set_registry(execution, "position", grid_position(slot))
     model.core.set_attribute(execution, "name", exec_name)
     model.core.set_attribute(execution, "status", ModelStatus.PENDING)
     model.core.set_attribute(execution, "createdAt", now_ms())

@@ -9,10 +9,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from deepforge_adapters.errors import UnknownBackendError
 from deepforge_adapters.storage import DataInfo
 
 from .base import DeepForgePlugin
-from .targets import KINDS, Targets, choice_from_plugin_config
+from .targets import KINDS, Targets, choice_from_plugin_config, schema_for
 
 
 @dataclass
@@ -35,6 +36,19 @@ def run_config(plugin_config: Mapping[str, Any], backend_of: Callable[[str], str
         choices[kind] = choice
         if choice is not None and given:
             secrets[kind][choice.backend] = given
+    # Secrets typed for another backend than the chosen one (the target dialog asks for those of every backend
+    # an operation's own targets use): flat keys ``<kind>.<id>.<secret field>``.
+    for key, value in plugin_config.items():
+        kind, _, rest = str(key).partition(".")
+        backend_id, _, name = rest.partition(".")
+        chosen = choices.get(kind)
+        if kind in secrets and name and value not in (None, "") and (chosen is None or backend_id != chosen.backend):
+            try:
+                secret = name in schema_for(kind, backend_id).secret_names()
+            except UnknownBackendError:  # a stale dialog field of a backend no longer installed
+                continue
+            if secret:
+                secrets[kind].setdefault(backend_id, {})[name] = value
     # DeepForge's "Credentials for Pipeline Inputs": {artifact path: {field: value}}, per backend here.
     for path, creds in (plugin_config.get("inputs") or {}).items():
         if not isinstance(creds, Mapping):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -181,6 +182,12 @@ def dialog_fields(
     fixes is not shown (the server sets it), one restricted to ``allowed`` values is a drop-down of them.
     ``keep``: the first choice (and the default) is ``""``, "keep what the node has" (SetExecutionTargets;
     WebGME fills every field a request leaves out with its default, so a default backend would be stored).
+
+    Besides WebGME's keys, each entry carries what the target dialog (``webgme-config/src/widgets/TargetConfig``)
+    needs and WebGME's own dialog ignores: the kind select lists ``backends`` (id -> display name, whether it is
+    this server, the fields the operator fixes); a field names its ``backend`` and bare ``field``, its default
+    as ``hint`` (a placeholder), ``serverUrl`` when this server's URL is what an empty value means, and a
+    secret (``isAuth``) is a password input (``options.isPassword``, WebGME's StringWidget).
     """
     policy = load_policy() if policy is None else policy
     backends = available_backends(kind)
@@ -197,6 +204,7 @@ def dialog_fields(
             "valueType": "string",
             "valueItems": ["", *ids] if keep else ids,
             "readOnly": False,
+            "backends": {i: _backend_summary(policy, kind, i, backends[i]) for i in ids},
         }
     ]
     for backend_id in ids:
@@ -206,15 +214,25 @@ def dialog_fields(
             rule = policy.rule(kind, backend_id, item["name"])
             if rule is not None and rule.fixed is not None:
                 continue  # the operator's value (or the server's own) applies; users cannot change it
-            item = dict(item)
+            item = dict(item, backend=backend_id, field=item["name"])
             if rule is not None and rule.allowed is not None:
                 item["valueItems"] = list(rule.allowed)
                 item["value"] = rule.allowed[0]
+            elif item.get("valueItems") and item.get("value") in item["valueItems"]:
+                pass  # a drop-down shows its default (an empty value would leave it blank)
             elif item.get("valueType") == "string" and item.get("value"):
                 # WebGME sends dialog defaults as if typed: an empty string lets the backend's own default
                 # (or what the server fills in, like the gme host) apply at run time instead.
+                item["hint"] = item["value"]
                 item["description"] = f"{item.get('description', '')} (default: {item['value']})".strip()
                 item["value"] = ""
+            if item["field"] == "host":  # an empty host is this server's URL (DeepForgePlugin.with_server_fields)
+                item["serverUrl"] = True
+                item.pop("hint", None)
+                item["description"] = re.sub(r" \(default: [^)]*\)$", "", item.get("description", ""))
+                item["description"] = f"{item['description']} (default: this server)".strip()
+            if item.get("isAuth") and item.get("valueType") == "string":
+                item["options"] = {"isPassword": True}
             if rule is not None and rule.under is not None:
                 under = ", ".join(map(str, rule.under))
                 item["description"] = f"{item.get('description', '')} (must be under: {under})"
@@ -223,3 +241,23 @@ def dialog_fields(
             item.pop("required", None)  # only required when that backend is the chosen one
             fields.append(item)
     return fields
+
+
+def _backend_summary(policy: Policy, kind: str, backend_id: str, cls: Any) -> dict[str, Any]:
+    """What the target dialog says about one backend: its name, whether it is this server, the fields the
+    operator policy fixes (not shown; the dialog says so)."""
+    fixed = []
+    for f in cls.schema.fields:
+        rule = policy.rule(kind, backend_id, f.name)
+        if rule is not None and rule.fixed is not None:
+            fixed.append(f.display_name or f.name)
+    return {"name": cls.name, "thisServer": bool(_on_this_server(policy, kind, backend_id)), "fixed": fixed}
+
+
+def secret_field_names() -> list[str]:
+    """Every field name any installed storage or compute backend marks secret (``is_auth``), whatever the
+    policy offers: the server strips keys of these names from user and project settings
+    (``webgme-config/routers/SettingsGuard``), so no client can store a secret there."""
+    return sorted(
+        {f.name for kind in KINDS for cls in available_backends(kind).values() for f in cls.schema.fields if f.is_auth}
+    )
