@@ -46,3 +46,32 @@ def test_run_config_places_pipeline_input_credentials_by_the_artifacts_backend()
     assert rc.targets.storage == Choice("local") and rc.targets.compute == Choice("local")
     assert rc.secrets["storage"]["s3"] == {"secretAccessKey": "k3y5"}
     assert rc.secrets["storage"]["vault"] == {"token": "t0k3n"}
+
+
+def test_run_config_keeps_the_secrets_of_backends_operations_use_on_their_own():
+    # The target dialog asks for the secrets of every backend an operation's own targets use: they arrive as
+    # flat fields of a backend that is not the dialog's choice, and reach the jobs that run on it.
+    config = {
+        "storage": "local",
+        "storage.s3.secretAccessKey": "s3cr3t-a",
+        "storage.s3.accessKeyId": "id-a",
+        "storage.s3.endpoint": "http://s3.example",  # public: only ever taken from the node's own choice
+        "storage.nowhere.token": "ignored",  # a backend that is not installed
+        "compute": "local",
+        "compute.gme.apiToken": "",
+    }
+    rc = run_config(config)
+    assert rc.secrets["storage"] == {"s3": {"secretAccessKey": "s3cr3t-a", "accessKeyId": "id-a"}}
+    assert rc.secrets["compute"] == {}
+
+
+def test_executions_fill_a_grid_in_creation_order():
+    from deepforge_plugins.pipeline import GRID_COLUMNS, grid_position, next_grid_slot
+
+    assert next_grid_slot([]) == 0
+    slots = [grid_position(i) for i in range(GRID_COLUMNS + 2)]
+    assert len({(p["x"], p["y"]) for p in slots}) == len(slots)
+    assert slots[1]["y"] == slots[0]["y"] < slots[GRID_COLUMNS]["y"]  # a row, then the next one
+    assert slots[GRID_COLUMNS]["x"] == slots[0]["x"]
+    # After the last one taken, even when older ones were deleted; moved or missing positions are ignored.
+    assert next_grid_slot([grid_position(3), None, {"x": 7, "y": 9}, {"x": "a"}]) == 4

@@ -106,3 +106,34 @@ def test_metadata_files_are_written_and_checked(tmp_path, capsys):
 def test_secret_values_found_in_both_shapes():
     config = {"storage": {"id": "vault", "config": {"token": "aaaa1"}}, "storage.vault.token": "bbbb2", "name": "x"}
     assert sorted(_secret_values(config)) == ["aaaa1", "bbbb2"]
+
+
+def test_metadata_gives_the_target_dialog_what_it_needs():
+    plugins = metadata.plugins()
+    execute = {f["name"]: f for f in plugins["ExecutePipeline"]["configStructure"]}
+    # A secret is a password input (WebGME's StringWidget ``options.isPassword``) and says it is one.
+    assert execute["storage.vault.token"]["isAuth"] is True
+    assert execute["storage.vault.token"]["options"] == {"isPassword": True}
+    assert "options" not in execute["storage.vault.endpoint"]
+    # Each field names its backend; a default is the input's placeholder; a drop-down keeps its default.
+    assert (execute["storage.vault.bucketName"]["backend"], execute["storage.vault.bucketName"]["field"]) == (
+        "vault",
+        "bucketName",
+    )
+    assert (
+        execute["storage.vault.bucketName"]["hint"] == "deepforge"
+        and execute["storage.vault.bucketName"]["value"] == ""
+    )
+    assert execute["compute.farm.queue"]["value"] == "short"
+    assert execute["storage"]["backends"]["vault"]["name"] == "Vault Storage"
+    for plugin_id in ("ExecutePipeline", "ExecuteJob", "SetExecutionTargets", "UploadArtifact", "CancelExecution"):
+        data = metadata.metadata(plugin_id, plugins[plugin_id])
+        assert data["configWidget"] == metadata.CONFIG_WIDGET
+        assert "token" in data["secretFields"] and "secretAccessKey" in data["secretFields"]
+    assert "configWidget" not in metadata.metadata("ImportPipeline", plugins["ImportPipeline"])
+
+
+def test_metadata_s3_addressing_style_has_a_real_default():
+    fields = {f["name"]: f for f in metadata.plugins()["ExecutePipeline"]["configStructure"]}
+    style = fields["storage.s3.addressingStyle"]
+    assert style["value"] == "auto" and style["value"] in style["valueItems"]  # was "": a blank select

@@ -91,6 +91,16 @@ config.rest.components.SciServerAuth = {
     },
 };
 
+// The target dialog (issue 11 item 2): the `configWidget` of the target plugins (deepforge_plugins/metadata.py
+// CONFIG_WIDGET = "panel/TargetConfig/TargetConfig"), served from src/widgets through webgme's /panel route, and
+// the guard that strips secret fields from user and project settings (routers/SettingsGuard, docs/security.md).
+config.visualization.panelPaths = config.visualization.panelPaths.concat([path.join(__dirname, '..', 'src', 'widgets')]);
+config.rest.components.SettingsGuard = {
+    src: path.join(__dirname, '..', 'routers', 'SettingsGuard', 'SettingsGuard.js'),
+    mount: 'api',
+    options: {},
+};
+
 config.seedProjects.enable = true;
 config.seedProjects.basePaths = [path.join(__dirname, '..', 'seeds')].concat(config.seedProjects.basePaths);
 config.seedProjects.defaultProject = fs.existsSync(path.join(__dirname, '..', 'seeds', 'pipeline.webgmex')) ?
