@@ -31,6 +31,8 @@ browser_page = ui.browser_page
 #: The names of the dialog's backend fields that are shown (``storage.s3.endpoint``...).
 VISIBLE_FIELDS = """() => [...document.querySelectorAll('.plugin-config-dialog.in .target-field')]
     .filter(el => el.offsetParent !== null).map(el => el.getAttribute('data-config-name'))"""
+SHOWN = """() => { const d = document.querySelector('.plugin-config-dialog.in');
+    return d !== null && getComputedStyle(d).opacity === '1'; }"""
 CLEAR_NOTIFICATIONS = """() => document.querySelectorAll('[data-notify="container"]').forEach(n => n.remove())"""
 
 
@@ -44,6 +46,7 @@ def _open(page: Any, plugin: str) -> Any:
     page.locator(".dropdown-menu.no-min-width a", has_text=plugin).click()
     dialog = page.locator(".plugin-config-dialog.in")
     dialog.wait_for(state="visible")
+    page.wait_for_function(SHOWN)  # faded in: screenshots show it, not the page through it
     return dialog
 
 
@@ -115,6 +118,7 @@ def test_the_target_dialog(browser_page: Any, dev_server: Any, real_s3_config: d
         assert shown and all(n.startswith("compute.gme.") for n in shown), shown
         assert dev_server.url in _row(dialog, "compute").locator(".target-backend-note").inner_text()  # this server
         assert "8888" not in dialog.inner_text() or ":8888" in dev_server.url
+        _row(dialog, "compute").scroll_into_view_if_needed()
         screenshot("sciserver-gme")
 
         # ---- a run on S3, settings saved: the secrets are not
@@ -175,6 +179,7 @@ def test_the_target_dialog(browser_page: Any, dev_server: Any, real_s3_config: d
         dialog = _open(page, "ExecutePipeline")
         origin = dialog.locator(".target-origin").inner_text()
         assert "set on pipeline \u201cExample\u201d by SetExecutionTargets" in origin and "s3" in origin
+        assert f"bucketName: {s3['bucketName']}" in origin and "maxAttempts" not in origin  # defaults not listed
         assert "gme is the own choice of GenerateNumbers" in origin
         storage_row = _row(dialog, "storage")
         assert storage_row.locator("select").count() == 0 and "s3" in storage_row.inner_text()  # locked: the run's

@@ -68,9 +68,13 @@ define([
         return 'Plugin_' + metadata.id + '__' + String(metadata.version).split('.').join('_');
     }
 
-    function describe(choice) {
+    /** `s3 (bucketName: runs, endpoint: ...)`: the backend and the values that are not its defaults. */
+    function describe(choice, kind, entries) {
         var config = choice.config || {},
-            keys = Object.keys(config);
+            keys = Object.keys(config).filter(function (k) {
+                var entry = entries[kind + '.' + choice.id + '.' + k];
+                return !entry || entry.value !== config[k];
+            });
         return choice.id + (keys.length ? ' (' + keys.map(function (k) {
             return k + ': ' + config[k];
         }).join(', ') + ')' : '');
@@ -351,6 +355,30 @@ define([
         return el;
     };
 
+    /** As WebGME's, but a field name keeps its dots: WebGME's dialog reads `storage.s3.endpoint` as the field
+     * `endpoint` of a plugin dependency `storage` > `s3` (`_dependencies`), so the plugin never got it. */
+    TargetConfig.prototype._closeAndSave = function () {
+        var self = this,
+            invalids = this._dialog.find('input:invalid'),
+            prefix = this._pluginMetadata.id + '.';
+
+        if (invalids.length) {
+            $(invalids[0]).focus();
+            return;
+        }
+        this._pluginConfig = {};
+        this._globalConfig = {};
+        Object.keys(this._pluginWidgets).forEach(function (key) {
+            if (key.indexOf(prefix) === 0) {
+                self._pluginConfig[key.slice(prefix.length)] = self._pluginWidgets[key].getValue();
+            }
+        });
+        Object.keys(this._globalWidgets).forEach(function (name) {
+            self._globalConfig[name] = self._globalWidgets[name].getValue();
+        });
+        this._dialog.modal('hide');
+    };
+
     TargetConfig.prototype._initDialog = function (viewOnly) {
         var self = this;
         PluginConfigDialog.prototype._initDialog.call(this, viewOnly);
@@ -373,6 +401,7 @@ define([
     /** The banner that says which node(s) the targets come from (or that there are none). */
     TargetConfig.prototype._addOrigin = function () {
         var targets = this._targets || {nodes: [], own: {}, others: {}},
+            entries = this._entries,
             banner = $('<div class="target-origin alert alert-info"/>'),
             lines = [],
             names;
@@ -390,7 +419,7 @@ define([
         KINDS.forEach(function (kind) {
             var choice = targets.own[kind];
             if (choice) {
-                lines.push(kind.charAt(0).toUpperCase() + kind.slice(1) + ': ' + describe(choice) + ', set on ' +
+                lines.push(kind.charAt(0).toUpperCase() + kind.slice(1) + ': ' + describe(choice, kind, entries) + ', set on ' +
                     choice.from + ' by SetExecutionTargets' + (targets.editing ? ' (preselected).' :
                     ': the run uses it (clear it with SetExecutionTargets to choose here).'));
             }
