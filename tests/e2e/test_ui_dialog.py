@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from deepforge_adapters import __version__ as VERSION
+from deepforge_adapters.storage import DataInfo
 
 from tests.e2e import test_ui_browser as ui
 from tests.fixtures.plugins import GmeProject
@@ -33,6 +34,9 @@ VISIBLE_FIELDS = """() => [...document.querySelectorAll('.plugin-config-dialog.i
     .filter(el => el.offsetParent !== null).map(el => el.getAttribute('data-config-name'))"""
 SHOWN = """() => { const d = document.querySelector('.plugin-config-dialog.in');
     return d !== null && getComputedStyle(d).opacity === '1'; }"""
+ACTIVE_IS = (
+    """id => Boolean(window.WebGMEGlobal && WebGMEGlobal.State) && WebGMEGlobal.State.getActiveObject() === id"""
+)
 CLEAR_NOTIFICATIONS = """() => document.querySelectorAll('[data-notify="container"]').forEach(n => n.remove())"""
 
 
@@ -68,6 +72,13 @@ def _shown(page: Any, prefix: str) -> list[str]:
 def _targets(project: GmeProject, path: str) -> dict[str, Any]:
     text = project.tree(path).nodes[path]["registry"].get("executionTargets")
     return json.loads(text) if text else {}
+
+
+def _output_backends(model: Any, job: str) -> set[str]:
+    """The storage backends of the data on the job's output ports."""
+    (op,) = model.children(job)
+    outputs = model.find(op, "Outputs")
+    return {DataInfo.from_json(model.attrs(p)["data"]).backend for p in model.children(outputs)}
 
 
 def test_the_target_dialog(browser_page: Any, dev_server: Any, real_s3_config: dict[str, Any], tmp_path: Path) -> None:
@@ -187,6 +198,30 @@ def test_the_target_dialog(browser_page: Any, dev_server: Any, real_s3_config: d
         assert _row(dialog, "storage.s3.secretAccessKey").locator("input").get_attribute("type") == "password"
         assert _row(dialog, "storage.gme.apiToken").is_visible()  # GenerateNumbers' backend: its secret asked
         screenshot("node-targets")
+
+        # ---- a run on the nodes' own targets: s3 (the pipeline's, its secrets typed here), gme (GenerateNumbers')
+        ui._field(dialog, "Execution name").fill("ui_targets")
+        for field in ("accessKeyId", "secretAccessKey"):
+            _row(dialog, f"storage.s3.{field}").locator("input").fill(str(s3[field]))
+        text = _run(page, dialog, "ExecutePipeline")
+        assert "finished with success" in text, f"{text}\n{dev_server.log_path.read_text()[-4000:]}"
+        m = project.tree("")
+        execution = m.find("", "MyExecutions", "ui_targets")
+        assert _output_backends(m, m.find(execution, "GenerateNumbers")) == {"gme"}
+        assert _output_backends(m, m.find(execution, "SumNumbers")) == {"s3"}
+
+        # ---- ExecuteJob on a Job (what the Execution view's re-run opens): the job's own targets preselected
+        job = m.find(execution, "GenerateNumbers")
+        job_query = urllib.parse.urlencode({"project": project.project_id, "branch": "master", "node": job})
+        page.goto(f"{dev_server.url}/?{job_query}", wait_until="load", timeout=ui.UI_TIMEOUT_MS)
+        page.wait_for_function(ACTIVE_IS, arg=job)
+        dialog = _open(page, "ExecuteJob")
+        origin = dialog.locator(".target-origin").inner_text()
+        assert "Storage: gme, set on job \u201cGenerateNumbers\u201d" in origin, origin
+        assert "s3" not in origin  # the execution's storage does not apply to this job
+        assert "Compute" not in origin  # no compute set anywhere: the dialog's choice applies
+        assert ui._field(dialog, "Compute backend").count() == 1
+        screenshot("execute-job")
         _cancel(dialog)
     except Exception:
         page.screenshot(path=str(tmp_path / "dialog-failure.png"))

@@ -37,6 +37,7 @@ define([
         this._logger = params.logger;
         this._entries = {};     // config name -> configStructure entry
         this._targets = null;   // what the node(s) say, see _readTargets
+        this._locked = {};      // kind -> true: the node's own choice, shown read-only
     }
 
     TargetConfig.prototype = Object.create(PluginConfigDialog.prototype);
@@ -206,7 +207,7 @@ define([
             take(own(active), 'operation \u201c' + label(active) + '\u201d');
         } else if (this._isA(active, 'Execution')) {
             result.nodes = [{name: label(active), type: 'execution'}];
-            take(own(active), 'execution \u201c' + label(active) + '\u201d');
+            take(own(active), 'execution \u201c' + label(active) + '\u201d (from its pipeline)');
             this._children(active, 'Job').forEach(function (job) {
                 self._children(job, 'Operation').forEach(function (op) {
                     other(job, own(op));
@@ -219,7 +220,7 @@ define([
             });
             var execution = client.getNode(active.getParentId());
             if (execution) {
-                take(own(execution), 'execution \u201c' + label(execution) + '\u201d', true);
+                take(own(execution), 'execution \u201c' + label(execution) + '\u201d (from its pipeline)', true);
             }
         }
         return result;
@@ -254,6 +255,7 @@ define([
                 var choice = targets.own[kind];
                 if (choice && self._entries[kind] && (self._entries[kind].valueItems || []).indexOf(choice.id) !== -1) {
                     config[kind] = choice.id;
+                    self._locked[kind] = !targets.editing;  // a run uses the node's choice: not to be changed
                     Object.keys(choice.config || {}).forEach(function (field) {
                         if (self._entries[kind + '.' + choice.id + '.' + field]) {
                             config[kind + '.' + choice.id + '.' + field] = choice.config[field];
@@ -326,14 +328,14 @@ define([
 
     TargetConfig.prototype._generateControl = function (id, entry, prevConfig, widgetLocation, viewOnly) {
         var parts = splitName(entry.name),
-            fixed = this._targets && parts && !this._targets.editing && this._targets.own[parts.kind],
+            fixed = parts && this._locked[parts.kind] && this._targets.own[parts.kind],
             el;
 
         entry = $.extend({}, entry);
         if (fixed && fixed.id === parts.backend && !entry.isAuth) {
             entry.readOnly = true;  // the node's own choice: the run uses its value, not the dialog's
         }
-        if (this._targets && !this._targets.editing && this._targets.own[entry.name]) {
+        if (this._locked[entry.name]) {
             entry.readOnly = true;
         }
         el = PluginConfigDialog.prototype._generateControl.call(this, id, entry, prevConfig, widgetLocation,
@@ -421,7 +423,8 @@ define([
             if (choice) {
                 lines.push(kind.charAt(0).toUpperCase() + kind.slice(1) + ': ' + describe(choice, kind, entries) + ', set on ' +
                     choice.from + ' by SetExecutionTargets' + (targets.editing ? ' (preselected).' :
-                    ': the run uses it (clear it with SetExecutionTargets to choose here).'));
+                    ': the run uses it' + (/^(pipeline|operation) /.test(choice.from) ?
+                    ' (clear it with SetExecutionTargets to choose here).' : '.')));
             }
             Object.keys((targets.others || {})[kind] || {}).forEach(function (id) {
                 lines.push(kind.charAt(0).toUpperCase() + kind.slice(1) + ' ' + id + ' is the own choice of ' +
