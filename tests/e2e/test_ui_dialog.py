@@ -13,6 +13,7 @@ the test's tmp dir.  The fixtures and helpers are test_ui_browser's.
 from __future__ import annotations
 
 import json
+import secrets
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from deepforge_adapters.storage import DataInfo
 
 from tests.e2e import test_ui_browser as ui
 from tests.fixtures.plugins import GmeProject
+from tests.fixtures.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -74,6 +76,10 @@ def _targets(project: GmeProject, path: str) -> dict[str, Any]:
     return json.loads(text) if text else {}
 
 
+def _saved(project: GmeProject, component: str) -> Any:
+    return project.http.get(f"{project.url}/api/user/settings").json().get(component)
+
+
 def _output_backends(model: Any, job: str) -> set[str]:
     """The storage backends of the data on the job's output ports."""
     (op,) = model.children(job)
@@ -90,6 +96,7 @@ def test_the_target_dialog(browser_page: Any, dev_server: Any, real_s3_config: d
     s3 = real_s3_config
     query = urllib.parse.urlencode({"project": project.project_id, "branch": "master", "node": pipeline})
     shot = 0
+    component = f"Plugin_ExecutePipeline__{VERSION.replace('.', '_')}"
 
     def screenshot(name: str) -> None:
         nonlocal shot
@@ -100,8 +107,20 @@ def test_the_target_dialog(browser_page: Any, dev_server: Any, real_s3_config: d
         page.goto(f"{dev_server.url}/?{query}", wait_until="load", timeout=ui.UI_TIMEOUT_MS)
         page.get_by_text("GenerateNumbers", exact=True).first.wait_for(state="visible")
 
+        # Settings saved by WebGME's own dialog before this one (nested under _dependencies, secrets included),
+        # as the page loaded them from the user: the dialog saves them again without the secrets.
+        legacy = f"legacy-{secrets.token_hex(8)}"
+        nested = {"s3": {"pluginConfig": {"secretAccessKey": legacy, "endpoint": "http://old"}}}
+        page.evaluate(
+            "([id, value]) => { WebGMEGlobal.userInfo.settings[id] = value; }",
+            [component, {"name": "old_run", "storage.s3.accessKeyId": legacy,
+                         "_dependencies": {"storage": {"pluginConfig": {"_dependencies": nested}}}}],
+        )  # fmt: skip
+
         # ---- only the chosen backends' fields, secrets as password inputs, defaults for this server
         dialog = _open(page, "ExecutePipeline")
+        wait_for(lambda: _saved(project, component) == {"name": "old_run"}, 60, "the legacy settings saved again")
+        assert ui._field(dialog, "Execution name").input_value() == "old_run"
         assert "No targets are set on pipeline \u201cExample\u201d" in dialog.locator(".target-origin").inner_text()
         assert ui._field(dialog, "Storage backend").input_value() == "local"
         assert all(n.startswith(("storage.local.", "compute.local.")) for n in page.evaluate(VISIBLE_FIELDS))
@@ -150,7 +169,7 @@ def test_the_target_dialog(browser_page: Any, dev_server: Any, real_s3_config: d
         settings_text = project.http.get(f"{dev_server.url}/api/user/settings").text
         for secret in (s3["secretAccessKey"], s3["accessKeyId"]):
             assert secret not in user.text and secret not in settings_text, "a secret is in the user's settings"
-        saved = user.json()["settings"][f"Plugin_ExecutePipeline__{VERSION.replace('.', '_')}"]
+        saved = user.json()["settings"][component]
         assert saved["storage"] == "s3" and saved["storage.s3.endpoint"] == s3["endpoint"]
         assert not [k for k in saved if k.startswith("storage.sciserver-files.")]  # backends not chosen: not sent
 

@@ -239,6 +239,7 @@ define([
         (pluginMetadata.configStructure || []).forEach(function (entry) {
             self._entries[entry.name] = entry;
         });
+        prevConfig = this._healStoredSettings(pluginMetadata, prevConfig || {});
         // Load the node, its children and grandchildren (a Pipeline's operations, an Execution's jobs and
         // their operations) and the parent (a Job's Execution), then read what they say.
         this._load([active].concat(parent ? [parent] : []).concat(context.activeSelection || []), 2, function () {
@@ -324,6 +325,51 @@ define([
                 self._logger.error('Failed storing settings for user', err);
             }
         });
+    };
+
+    /** Settings saved before this dialog (WebGME's own dialog saved everything, nested under `_dependencies`
+     * because of the dots in the names) may hold secrets: save them again without, and do not offer them. */
+    TargetConfig.prototype._healStoredSettings = function (pluginMetadata, prevConfig) {
+        var self = this,
+            id = componentId(pluginMetadata),
+            stored = typeof WebGMEGlobal !== 'undefined' && WebGMEGlobal.userInfo && WebGMEGlobal.userInfo.settings &&
+                WebGMEGlobal.userInfo.settings[id],
+            secretNames = pluginMetadata.secretFields || [],
+            dirty = false,
+            clean = {};
+
+        function isSecret(name) {
+            return self._isSecret(name) || secretNames.indexOf(String(name).split('.').pop()) !== -1;
+        }
+
+        if (!stored || typeof stored !== 'object') {
+            return prevConfig;
+        }
+        Object.keys(stored).forEach(function (name) {
+            if (name === '_dependencies' || isSecret(name)) {
+                dirty = true;
+            } else {
+                clean[name] = stored[name];
+            }
+        });
+        if (!dirty) {
+            return prevConfig;
+        }
+        this._logger.warn('target dialog: the saved settings of ' + pluginMetadata.id + ' held secrets; saved again ' +
+            'without them');
+        ComponentSettings.overwriteComponentSettings(id, clean, function (err) {
+            if (err) {
+                self._logger.error('Failed storing settings for user', err);
+            }
+        });
+        prevConfig = $.extend({}, prevConfig);
+        Object.keys(stored).forEach(function (name) {
+            if (!Object.prototype.hasOwnProperty.call(clean, name) && prevConfig[name] === stored[name]) {
+                delete prevConfig[name];
+            }
+        });
+        delete prevConfig._dependencies;
+        return prevConfig;
     };
 
     TargetConfig.prototype._generateControl = function (id, entry, prevConfig, widgetLocation, viewOnly) {
