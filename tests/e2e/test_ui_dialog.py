@@ -6,8 +6,11 @@ gme executor's), secrets as password inputs, defaults true for this server; a ru
 checks signatures) with "save these settings" ticked leaves no secret in ``GET /api/user``; the saved
 settings come back without the secrets; SetExecutionTargets applies to the operation selected in the editor,
 then to the pipeline; ExecutePipeline then shows the pipeline's own targets preselected (and locked: the run
-uses them) and asks for the secrets of the backend the operation uses on its own.  Screenshots are left in
-the test's tmp dir.  The fixtures and helpers are test_ui_browser's.
+uses them) and asks for the secrets of the backend the operation uses on its own, and a run on those targets
+writes each operation's outputs where its targets say; ExecuteJob on a Job shows the job's own targets;
+UploadArtifact is the same dialog, storage only.  Settings WebGME's own dialog saved before (with secrets)
+are saved again without them.  Screenshots are left in the test's tmp dir.  The fixtures and helpers are
+test_ui_browser's.
 """
 
 from __future__ import annotations
@@ -241,6 +244,19 @@ def test_the_target_dialog(browser_page: Any, dev_server: Any, real_s3_config: d
         assert "Compute" not in origin  # no compute set anywhere: the dialog's choice applies
         assert ui._field(dialog, "Compute backend").count() == 1
         screenshot("execute-job")
+        _cancel(dialog)
+
+        # ---- UploadArtifact (on MyArtifacts): the same dialog, storage only
+        artifacts = m.find("", "MyArtifacts")
+        artifacts_query = urllib.parse.urlencode({"project": project.project_id, "branch": "master", "node": artifacts})
+        page.goto(f"{dev_server.url}/?{artifacts_query}", wait_until="load", timeout=ui.UI_TIMEOUT_MS)
+        page.wait_for_function(ACTIVE_IS, arg=artifacts)
+        dialog = _open(page, "UploadArtifact")
+        ui._field(dialog, "Storage backend").select_option("s3")
+        shown = _shown(page, "")
+        assert shown and all(n.startswith("storage.s3.") for n in shown), shown
+        assert _row(dialog, "storage.s3.secretAccessKey").locator("input").get_attribute("type") == "password"
+        screenshot("upload-artifact")
         _cancel(dialog)
     except Exception:
         page.screenshot(path=str(tmp_path / "dialog-failure.png"))
