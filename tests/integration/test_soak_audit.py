@@ -337,3 +337,20 @@ def test_a_late_report_kept_by_the_executor_is_duplicated(runs: Runs, tmp_path: 
         executor.update_job(job_hash, {"worker": runs.worker.client_id})
     assert found(report, "duplicated", "the executor kept SUCCESS from worker frozen_4343"), report.to_json()
     assert only(report, "duplicated") == {}
+
+
+def test_an_executor_job_left_created_is_stuck(runs: Runs) -> None:
+    """The plugin recorded the job (its ``execFiles``) but no worker ever finished it."""
+    executor = ExecutorClient(runs.record.server_url)
+    job = runs.jobs[("remote", "Consume")]
+    recorded = runs.project.raw(job)["atr"]["execFiles"]
+    never_run = uuid.uuid4().hex[:40].ljust(40, "0")
+    created = executor.create_job(never_run, labels=[f"nobody-{uuid.uuid4().hex[:6]}"])  # no worker offers it
+    _set_attrs(runs, job, execFiles=never_run)
+    try:
+        report = audit(runs.record)
+    finally:
+        _set_attrs(runs, job, execFiles=recorded)
+        executor.cancel_job(never_run, created["secret"])
+    assert found(report, "stuck", f"executor job {never_run} ({job}): left CREATED"), report.to_json()
+    assert only(report, "stuck") == {}
