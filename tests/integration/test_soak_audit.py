@@ -29,6 +29,7 @@ from deepforge_adapters.webgme import ExecutorClient
 from deepforge_dev.soak.audit import AuditReport, RunRecord, audit, worker_events
 
 from tests.fixtures.plugins import GmeProject
+from tests.fixtures.waiting import wait_for
 from tests.fixtures.worker import WorkerProcess, start_worker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(600)]
@@ -42,6 +43,16 @@ class Produce:
         x = list(range(1000))
         print("produced", len(x), flush=True)
         return x
+"""
+SLOW_PRODUCE = """
+import time
+
+
+class Produce:
+    def execute(self):
+        print("sleeping", flush=True)
+        time.sleep(300)
+        return [1]
 """
 TRANSFORM = """
 class Transform:
@@ -60,11 +71,11 @@ class Consume:
 """
 
 
-def chain(name: str, transform: str) -> dict[str, Any]:
+def chain(name: str, transform: str, produce: str = PRODUCE) -> dict[str, Any]:
     return {
         "name": name,
         "operations": [
-            {"name": "Produce", "code": PRODUCE, "outputs": ["x"]},
+            {"name": "Produce", "code": produce, "outputs": ["x"]},
             {"name": "Transform", "code": transform, "inputs": ["x"], "outputs": ["y"]},
             {"name": "Consume", "code": CONSUME, "inputs": ["y"], "outputs": ["total"]},
         ],
@@ -104,10 +115,15 @@ def runs(plugin_stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             "remote": (chain("remote", TRANSFORM), {**local, "compute": "gme"}),
         }
         for name, (spec, dialog) in plans.items():
-            imported = project.run("ImportPipeline", "", {"pipeline": json.dumps(spec)})
-            assert imported["success"], imported.get("error")
-            result = project.run("ExecutePipeline", imported["messages"][0]["message"], {"name": name, **dialog})
+            result = project.run("ExecutePipeline", _import(project, spec), {"name": name, **dialog})
             assert result["success"] == (name != "broken"), result.get("error")
+        # one the driver cancels while its first job runs
+        run_id = project.start("ExecutePipeline", _import(project, chain("stopped", TRANSFORM, SLOW_PRODUCE)),
+                               {"name": "stopped", **local})  # fmt: skip
+        stopped = wait_for(lambda: _running(project, "stopped", "Produce"), 120, "the slow Produce to run")
+        assert project.run("CancelExecution", str(stopped), local)["success"]
+        assert not project.wait_result("ExecutePipeline", run_id, timeout=120)["success"]
+        plans["stopped"] = plans["clean"]
         model = project.tree("")
         executions = {name: model.find("", "MyExecutions", name) for name in plans}
         jobs = {
@@ -124,7 +140,7 @@ def runs(plugin_stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         record = RunRecord(
             server_url=plugin_stack.url,
             project=project.project_id,
-            executions={path: "none" for path in executions.values()},
+            executions={path: "canceled" if name == "stopped" else "none" for name, path in executions.items()},
             failing_operations={executions["broken"]: {"Transform"}},
             storage_configs={"local": {"root": str(store)}},
             work_dirs={str(work): 64 * 1024 * 1024, str(worker.work_dir): 64 * 1024 * 1024},
@@ -142,6 +158,23 @@ def runs(plugin_stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             project.http.delete(f"{project.url}/api/projects/{project.owner}/{project.name}")
 
 
+def _import(project: GmeProject, spec: dict[str, Any]) -> str:
+    imported = project.run("ImportPipeline", "", {"pipeline": json.dumps(spec)})
+    assert imported["success"], imported.get("error")
+    return str(imported["messages"][0]["message"])
+
+
+def _running(project: GmeProject, execution: str, job: str) -> str | None:
+    """The path of ``execution`` once its ``job`` runs."""
+    model = project.tree("")
+    try:
+        path = model.find("", "MyExecutions", execution)
+        attrs = model.attrs(model.find(path, job))
+    except LookupError:
+        return None
+    return path if attrs.get("status") == "running" else None
+
+
 def found(report: AuditReport, kind: str, needle: str) -> bool:
     return report.counts[kind] == 1 and needle in report.details[kind][0]
 
@@ -156,13 +189,21 @@ def test_clean_run_audits_to_all_zeros(runs: Runs) -> None:
     assert report.counts == dict.fromkeys(report.counts, 0), report.to_json()
     assert report.ok
     # what was checked, so that the zeros are not vacuous
-    assert report.jobs_by_state == {"success": 7, "fail": 1, "pending": 1}
-    assert report.executions_by_state == {"success": 2, "failed": 1}
+    assert report.jobs_by_state == {"success": 7, "fail": 1, "pending": 1, "canceled": 3}
+    assert report.executions_by_state == {"success": 2, "failed": 1, "canceled": 1}
     assert report.data_checked >= 5 and report.bytes_checked > 0
     events = worker_events(runs.record.worker_logs)
     assert {e.kind for e in events} == {"start", "report"}
     assert {e.worker for e in events} == {runs.worker.client_id}
     assert json.loads(report.to_json())["counts"]["lost"] == 0
+
+
+def test_an_execution_canceled_though_the_driver_did_not_cancel_it_is_lost(runs: Runs) -> None:
+    stopped = runs.executions["stopped"]
+    report = audit(dataclasses.replace(runs.record, executions={**runs.record.executions, stopped: "none"}))
+    assert any(d.startswith(f"execution stopped ({stopped}) (none): ended 'canceled'") for d in report.details["lost"])
+    assert report.counts["lost"] == 1 + 3, report.to_json()  # and its three Jobs: canceled, their execution not
+    assert only(report, "lost") == {}
 
 
 def _set_attrs(runs: Runs, path: str, **attrs: Any) -> None:

@@ -44,6 +44,7 @@ from deepforge_adapters import storage
 from deepforge_adapters.errors import DataInfoError, DeepForgeError, IntegrityError, NotFoundError
 from deepforge_adapters.hashing import new_hash
 from deepforge_adapters.storage import DataInfo
+from deepforge_adapters.storage.cache import WorkerCache
 from deepforge_adapters.webgme import ExecutorClient, is_finished
 from deepforge_adapters.webgme._rest import auth_headers, check, json_body, quote_segment, session_with
 
@@ -562,6 +563,7 @@ def _check_caps(run: RunRecord, report: AuditReport) -> None:
         if cap is not None and total > cap:
             report.add("over_cap", f"work dir {root}: {total} bytes > cap {cap}")
     for root, cap in run.cache_dirs.items():
-        objects, largest = _tree_bytes(Path(root) / "objects")
+        objects = WorkerCache(root).total_bytes()
+        _, largest = _tree_bytes(Path(root) / "objects")
         if cap is not None and objects > max(cap, largest):
             report.add("over_cap", f"cache {root}: {objects} bytes of objects > cap {cap}")
