@@ -15,6 +15,7 @@ import os
 import socket
 import threading
 import urllib.parse
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from deepforge_adapters.http import make_session
 from deepforge_adapters.storage.registry import get_client
 from deepforge_dev.soak.proxy import FaultProxy
 
+from tests.fixtures.plugins import GmeProject
 from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -279,3 +281,21 @@ def test_stop_leaves_no_thread_and_no_socket(webgme_server: Any) -> None:
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=5)
     p.stop()  # idempotent
+
+
+def test_a_plugin_runs_over_socketio_through_the_proxy(plugin_stack: Any) -> None:
+    """The way the UI (and tests/fixtures/run_plugin_ws.js) runs plugins: socket.io's websocket, through us."""
+    spec = {
+        "name": "proxied",
+        "operations": [
+            {"name": "Only", "code": "class Only:\n    def execute(self):\n        return 1\n", "outputs": ["x"]}
+        ],
+    }
+    with FaultProxy.for_url(plugin_stack.url) as p:
+        project = GmeProject(p.url(plugin_stack.url), f"soakproxy_{uuid.uuid4().hex[:10]}").create()
+        try:
+            result = project.run_as_ui("ImportPipeline", "", {"pipeline": json.dumps(spec)}, "master")
+            assert result["success"], result
+            assert p.stats().accepted >= 2 and p.stats().reset == 0  # the REST create and the websocket
+        finally:
+            project.http.delete(f"{project.url}/api/projects/{project.owner}/{project.name}")
