@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -71,8 +72,9 @@ class Consume:
 """
 
 
-def chain(name: str, transform: str, produce: str = PRODUCE) -> dict[str, Any]:
-    return {
+def chain(name: str, transform: str, produce: str = PRODUCE, save: str | None = None) -> dict[str, Any]:
+    """Produce -> Transform -> Consume (-> an Output operation saving the total as ``save``)."""
+    spec: dict[str, Any] = {
         "name": name,
         "operations": [
             {"name": "Produce", "code": produce, "outputs": ["x"]},
@@ -81,6 +83,10 @@ def chain(name: str, transform: str, produce: str = PRODUCE) -> dict[str, Any]:
         ],
         "connections": [["Produce.x", "Transform.x"], ["Transform.y", "Consume.y"]],
     }
+    if save:
+        spec["operations"].append({"name": "save", "output": True, "saveName": save})
+        spec["connections"].append(["Consume.total", "save.saveData"])
+    return spec
 
 
 @dataclasses.dataclass
@@ -91,6 +97,7 @@ class Runs:
     store: Path
     executions: dict[str, str]  # name -> path
     jobs: dict[tuple[str, str], str]  # (execution name, job name) -> path
+    artifact: str  # the path of the artifact the clean run saved into MyArtifacts
     outputs: dict[tuple[str, str], str]  # (execution name, job name) -> its first output's dataInfo text
 
 
@@ -99,6 +106,7 @@ def runs(plugin_stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     base = tmp_path_factory.mktemp("soakaudit")
     store, work = base / "store", base / "work"
     project = GmeProject(plugin_stack.url, f"soakaudit_{uuid.uuid4().hex[:10]}").create()
+    started_ms = int(time.time() * 1000)
     marker = uuid.uuid4().hex
     worker = start_worker(plugin_stack, base / "worker", env={MARKER: marker}, processes=2)
     try:
@@ -110,7 +118,7 @@ def runs(plugin_stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             "compute.local.processes": 2,
         }
         plans = {
-            "clean": (chain("clean", TRANSFORM), local),
+            "clean": (chain("clean", TRANSFORM, save="clean_total"), local),
             "broken": (chain("broken", FAILING_TRANSFORM), local),
             "remote": (chain("remote", TRANSFORM), {**local, "compute": "gme"}),
         }
@@ -148,10 +156,12 @@ def runs(plugin_stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             storage_roots=[str(store)],
             worker_logs=[str(worker.log_path)],
             marker=(MARKER, marker),
+            artifacts_since_ms=started_ms,
             ignore_pids={worker.pid},  # the daemon itself carries the marker; it is still serving the tests
             executor_scope="model",  # the session's server also holds other tests' executor jobs
         )
-        yield Runs(project, record, worker, store, executions, jobs, outputs)
+        artifact = model.find("", "MyArtifacts", "clean_total")
+        yield Runs(project, record, worker, store, executions, jobs, artifact, outputs)
     finally:
         worker.kill()
         with contextlib.suppress(requests.RequestException):
@@ -189,9 +199,9 @@ def test_clean_run_audits_to_all_zeros(runs: Runs) -> None:
     assert report.counts == dict.fromkeys(report.counts, 0), report.to_json()
     assert report.ok
     # what was checked, so that the zeros are not vacuous
-    assert report.jobs_by_state == {"success": 7, "fail": 1, "pending": 1, "canceled": 3}
+    assert report.jobs_by_state == {"success": 8, "fail": 1, "pending": 1, "canceled": 3}
     assert report.executions_by_state == {"success": 2, "failed": 1, "canceled": 1}
-    assert report.data_checked >= 5 and report.bytes_checked > 0
+    assert report.data_checked >= 6 and report.bytes_checked > 0  # 5 outputs and the saved artifact
     events = worker_events(runs.record.worker_logs)
     assert {e.kind for e in events} == {"start", "report"}
     assert {e.worker for e in events} == {runs.worker.client_id}
@@ -256,6 +266,19 @@ def test_a_corrupted_object_behind_a_data_info_is_corrupt(runs: Runs) -> None:
         path.write_bytes(original)
         os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert found(report, "corrupt", "job Consume of clean"), report.to_json()
+    assert only(report, "corrupt") == {}
+
+
+def test_a_corrupted_saved_artifact_is_corrupt(runs: Runs) -> None:
+    info = DataInfo.from_json(runs.project.raw(runs.artifact)["atr"]["data"])
+    path = runs.store / info.data["filename"]
+    original = path.read_bytes()
+    path.write_bytes(original + b"!")  # a longer file under the artifact's key
+    try:
+        report = audit(runs.record)
+    finally:
+        path.write_bytes(original)
+    assert found(report, "corrupt", f"{runs.artifact} (artifact clean_total in MyArtifacts)"), report.to_json()
     assert only(report, "corrupt") == {}
 
 

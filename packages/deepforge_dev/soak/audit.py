@@ -11,7 +11,8 @@ operation, or ``success`` when the cancel came after the last job), a Job whose 
 operation built to fail ends ``fail`` with a non-empty reason, ``Operation "<name>" failed: <reason>`` in its
 ``stdout``; any other ends ``success``, or, in a failed or canceled Execution, ``pending``/``canceled`` if it
 never ran), and an output dataInfo whose object is gone. **corrupt**: every dataInfo in the Executions (output
-ports, the inputs they were passed to) is streamed back through its storage adapter and its size and digest
+ports, the inputs they were passed to, and with ``artifacts_since_ms`` what Output operations saved into
+MyArtifacts) is streamed back through its storage adapter and its size and digest
 compared with what the adapter knows (:meth:`StorageClient.info`; adapters that verify on read raise on a
 mismatch); and no temp file of our writers is visible in the storage roots or caches (``atomic_write``'s
 ``.<name>.tmp-*``, the cache's ``tmp/`` entries, keys with those names in the buckets). **duplicated**: a
@@ -97,6 +98,9 @@ class RunRecord:
     ignore_pids: set[int] = dataclasses.field(default_factory=set)
     #: also read the executor's job records (off for runs without gme compute on a server without executor)
     check_executor: bool = True
+    #: also read back the artifacts Output operations saved into ``MyArtifacts`` since this time (ms since the
+    #: epoch, their ``createdAt``; ``None``: not read, as seeded artifacts may need readers the run lacks)
+    artifacts_since_ms: int | None = None
     #: ``"all"``: every executor job on the server is the run's (a dedicated soak server: a job the model never
     #: recorded is caught too); ``"model"``: only those whose hash a Job of the audited Executions records
     executor_scope: Literal["all", "model"] = "all"
@@ -259,7 +263,7 @@ def _check_executions(run: RunRecord, tree: _Tree, report: AuditReport) -> dict[
     jobs_by_state: Counter[str] = Counter()
     executions_by_state: Counter[str] = Counter()
     exec_hashes: dict[str, str] = {}
-    seen_data: set[str] = set()
+    places: dict[str, list[str]] = {}  # dataInfo text -> where it is (ports it was passed to hold the same)
     for ex_path, action in run.executions.items():
         node = tree.node(ex_path)
         if node is None:
@@ -286,12 +290,30 @@ def _check_executions(run: RunRecord, tree: _Tree, report: AuditReport) -> dict[
                 exec_hashes[job.exec_hash] = job.path
             _expect_job(report, job, status, action, job.name in failing)
             for port_path, text in job.data:
-                if text not in seen_data:
-                    seen_data.add(text)
-                    _check_data(run, report, f"{port_path} (job {job.name} of {name})", text)
+                places.setdefault(text, []).append(f"{port_path} (job {job.name} of {name})")
+    if run.artifacts_since_ms is not None:
+        for path, where, text in _saved_artifacts(tree, run.artifacts_since_ms):
+            places.setdefault(text, []).append(f"{path} ({where})")
+    for text, holders in places.items():  # each artifact read once, however many ports hold its dataInfo
+        _check_data(run, report, "; ".join(sorted(holders)), text)
     report.jobs_by_state = dict(jobs_by_state)
     report.executions_by_state = dict(executions_by_state)
     return exec_hashes
+
+
+def _saved_artifacts(tree: _Tree, since_ms: int) -> Iterator[tuple[str, str, str]]:
+    """``(path, "artifact <name> in MyArtifacts", dataInfo text)`` of the artifacts saved since ``since_ms``."""
+    root = tree.node("")
+    for path in tree.children("", root or {}):
+        node = tree.node(path)
+        if node is None or tree.attrs(node).get("name") != "MyArtifacts":
+            continue
+        for child in tree.children(path, node):
+            artifact = tree.node(child)
+            attrs = tree.attrs(artifact or {})
+            created, text = attrs.get("createdAt"), attrs.get("data")
+            if isinstance(created, int | float) and created >= since_ms and isinstance(text, str) and text:
+                yield child, f"artifact {attrs.get('name')} in MyArtifacts", text
 
 
 def _expect_execution(report: AuditReport, where: str, status: str, action: str, failed_on_purpose: bool) -> None:
