@@ -418,3 +418,22 @@ def test_an_executor_job_left_created_is_stuck(runs: Runs) -> None:
         executor.cancel_job(never_run, created["secret"])
     assert found(report, "stuck", f"executor job {never_run} ({job}): left CREATED"), report.to_json()
     assert only(report, "stuck") == {}
+
+
+def test_a_temp_object_in_a_bucket_is_corrupt_and_an_open_multipart_upload_is_noted(seaweedfs_server: Any) -> None:
+    config = seaweedfs_server.storage_config()
+    s3 = seaweedfs_server.client()
+    s3.create_bucket(Bucket=config["bucketName"])
+    s3.put_object(Bucket=config["bucketName"], Key="p/executions/e/job/out", Body=b"final")
+    record = RunRecord("http://127.0.0.1:9", "none+none", {}, buckets=[config], check_executor=False)
+    assert audit(record).ok
+    s3.put_object(Bucket=config["bucketName"], Key="p/executions/e/job/.out.tmp-x1y2z3", Body=b"half")
+    upload = s3.create_multipart_upload(Bucket=config["bucketName"], Key="p/executions/e/job/big")
+    try:
+        report = audit(record)
+    finally:
+        s3.abort_multipart_upload(
+            Bucket=config["bucketName"], Key="p/executions/e/job/big", UploadId=upload["UploadId"]
+        )
+    assert found(report, "corrupt", f"s3://{config['bucketName']}/p/executions/e/job/.out.tmp-x1y2z3"), report.to_json()
+    assert any("p/executions/e/job/big: an incomplete multipart upload" in note for note in report.notes)
