@@ -91,6 +91,16 @@ config.rest.components.SciServerAuth = {
     },
 };
 
+// Our visualizers (src/visualizers, docs/ui.md): PipelineEditor for Pipeline nodes and ExecutionView for
+// Execution nodes, under the ids DeepForge's library names first in their validVisualizers registry, so its
+// own projects open in them too.  Panels and the widget they share are served from /panel/<dir>/...
+config.visualization.panelPaths = config.visualization.panelPaths.concat([
+    path.join(__dirname, '..', 'src', 'visualizers', 'panels'),
+    path.join(__dirname, '..', 'src', 'visualizers', 'widgets')
+]);
+config.visualization.visualizerDescriptors = config.visualization.visualizerDescriptors.concat(
+    [path.join(__dirname, '..', 'src', 'visualizers', 'Visualizers.json')]);
+
 config.seedProjects.enable = true;
 config.seedProjects.basePaths = [path.join(__dirname, '..', 'seeds')].concat(config.seedProjects.basePaths);
 config.seedProjects.defaultProject = fs.existsSync(path.join(__dirname, '..', 'seeds', 'pipeline.webgmex')) ?
