@@ -406,8 +406,10 @@ def find_node(url: str, project: str, names: tuple[str, ...], branch: str = "mas
     for name in names:
         response = session.get(f"{base}{path or '/'}")
         response.raise_for_status()
-        relids = [key for key, value in response.json().items()
-                  if not key.startswith("_") and key not in ("atr", "reg", "ovr", "meta") and isinstance(value, str)]  # fmt: skip
+        own = ("atr", "reg", "ovr", "meta")
+        relids = [
+            k for k, v in response.json().items() if not k.startswith("_") and k not in own and isinstance(v, str)
+        ]
         for relid in sorted(relids):
             child = session.get(f"{base}{path}/{relid}")
             if child.ok and (child.json().get("atr") or {}).get("name") == name:

@@ -159,6 +159,8 @@ define([
         })[0];
         if (running) {
             this._followedJob = running.id;
+        } else if (!this._job(this._followedJob)) {
+            this._followedJob = this._defaultJob(graph);
         }
         job = this._job(this._selectedJob) || this._job(this._followedJob);
         this.$rerunJob.prop('disabled', !this._selectedJob);
@@ -172,7 +174,7 @@ define([
             .append($('<span class="execution-job-status"/>').attr('data-status', job.status)
                 .css({'margin-left': '8px'}).text(job.status))
             .append(this._selectedJob ? '' : $('<span/>').css({'margin-left': '8px', color: '#888'})
-                .text('(following the running job)'));
+                .text(this._followedJob && job.status === 'running' ? '(following the running job)' : ''));
         text = job.attributes.stdout || '';
         el = this.$console[0];
         atBottom = el.scrollTop + el.clientHeight >= el.scrollHeight - 4;
@@ -182,6 +184,24 @@ define([
                 el.scrollTop = el.scrollHeight;
             }
         }
+    };
+
+    /** The job to show when none is selected or running: the first failed one, else the last one (a sink). */
+    ExecutionViewPanel.prototype._defaultJob = function (graph) {
+        var feeding = {},
+            failed = graph.nodes.filter(function (n) {
+                return n.status === 'fail' || n.status === 'failed';
+            })[0],
+            sinks;
+        graph.edges.forEach(function (edge) {
+            feeding[edge.src] = true;
+        });
+        sinks = graph.nodes.filter(function (n) {
+            return !n.outputs.some(function (port) {
+                return feeding[port.id];
+            });
+        });
+        return (failed || sinks[sinks.length - 1] || graph.nodes[0] || {}).id || null;
     };
 
     /** Run a plugin on `nodeId` the way the play menu does (withDialog) or straight away with its defaults. */

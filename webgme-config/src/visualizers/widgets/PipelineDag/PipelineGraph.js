@@ -42,6 +42,19 @@ define([], function () {
         return (pa.x || 0) - (pb.x || 0);
     }
 
+    /** The argument names of `def execute(self, a, b=...)` in an operation's code (DeepForge's port order). */
+    function executeArgs(code) {
+        var match = /def\s+execute\s*\(([^)]*)\)/.exec(code || '');
+        if (!match) {
+            return [];
+        }
+        return match[1].split(',').map(function (arg) {
+            return arg.split(/[=:]/)[0].replace(/^\s*\**/, '').trim();
+        }).filter(function (name) {
+            return name && name !== 'self';
+        });
+    }
+
     function ports(client, metas, operation, kind) {
         var box = childrenOf(client, operation).filter(function (c) {
             return isA(c, metas, kind);
@@ -49,9 +62,17 @@ define([], function () {
         if (!box) {
             return [];
         }
+        var order = kind === 'Inputs' ? executeArgs(operation.getAttribute('code')) : [];
+        function rank(p) {
+            var i = order.indexOf(p.getAttribute('name'));
+            return i === -1 ? order.length : i;
+        }
         return childrenOf(client, box).filter(function (p) {
             return isA(p, metas, 'Data');
-        }).sort(byPosition).map(function (p) {
+        }).sort(function (a, b) {
+            return rank(a) - rank(b) || byPosition(a, b) ||
+                ((a.getAttribute('name') || '') < (b.getAttribute('name') || '') ? -1 : 1);
+        }).map(function (p) {
             return {id: p.getId(), name: p.getAttribute('name') || ''};
         });
     }
