@@ -118,25 +118,61 @@ define([], function () {
         });
         layers = layers.filter(Boolean);
 
-        // order each layer by the mean x order of its predecessors (stable: ties keep the name order)
-        var order = {};
-        layers.forEach(function (layer) {
-            var keyed = layer.map(function (node, i) {
-                var ps = preds[node.id].filter(function (p) {
-                    return order.hasOwnProperty(p);
+        // Order each row by where its inputs come from: the mean position of the output ports feeding it (a
+        // port's position = its node's place in the row + its place among that node's ports); ties (fed by
+        // the same port) by where their outputs go in the row below, then by name.  Two sweeps down: the
+        // first gives the rows below an order to break the second's ties with.
+        var portPlace = {},
+            succs = {},
+            order = {};
+        graph.nodes.forEach(function (node) {
+            succs[node.id] = [];
+            [node.inputs, node.outputs].forEach(function (ports) {
+                ports.forEach(function (port, i) {
+                    portPlace[port.id] = (i + 0.5) / ports.length;
                 });
-                var key = ps.length ? ps.reduce(function (s, p) {
-                    return s + order[p];
-                }, 0) / ps.length : Infinity;
-                return {node: node, key: key, i: i};
             });
-            keyed.sort(function (a, b) {
-                return a.key === b.key ? a.i - b.i : (a.key < b.key ? -1 : 1);
+        });
+        graph.edges.forEach(function (edge) {
+            var src = portOwner[edge.src],
+                dst = portOwner[edge.dst];
+            if (src && dst && src !== dst) {
+                succs[src].push({node: dst, port: edge.dst});
+                (preds[dst].ports = preds[dst].ports || []).push({node: src, port: edge.src});
+            }
+        });
+        function mean(links) {
+            var known = (links || []).filter(function (l) {
+                return order.hasOwnProperty(l.node);
             });
-            layer.length = 0;
-            keyed.forEach(function (k, i) {
-                layer.push(k.node);
-                order[k.node.id] = i;
+            return known.length ? known.reduce(function (sum, l) {
+                return sum + order[l.node] + portPlace[l.port];
+            }, 0) / known.length : Infinity;
+        }
+        [false, true].forEach(function (second) {
+            var below = second ? Object.assign({}, order) : {};
+            layers.forEach(function (layer) {
+                var keyed = layer.map(function (node, i) {
+                    var down = (succs[node.id] || []).filter(function (l) {
+                        return below.hasOwnProperty(l.node);
+                    });
+                    return {
+                        node: node,
+                        key: mean(preds[node.id].ports),
+                        key2: down.length ? down.reduce(function (sum, l) {
+                            return sum + below[l.node] + portPlace[l.port];
+                        }, 0) / down.length : Infinity,
+                        i: i
+                    };
+                });
+                keyed.sort(function (a, b) {
+                    return (a.key - b.key) || (a.key2 - b.key2) || (a.i - b.i);
+                });
+                layer.length = 0;
+                keyed.forEach(function (k, i) {
+                    layer.push(k.node);
+                    order[k.node.id] = i;
+                });
             });
         });
 
@@ -332,5 +368,6 @@ define([], function () {
     };
 
     PipelineDagWidget.STATUS_COLOURS = STATUS_COLOURS;
+    PipelineDagWidget.layout = layout;
     return PipelineDagWidget;
 });
