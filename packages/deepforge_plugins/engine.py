@@ -15,6 +15,7 @@ an abort of the plugin.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -508,7 +509,7 @@ class ExecutionRun:
             text, _ = job_metadata.parse(redact("".join(entry.output)))
             self._change(
                 f"{self.graph.jobs[job_path].name} operation in {self._name()} printed",
-                lambda path=job_path, text=text: pipeline.set_attributes(self.model, path, stdout=text),
+                functools.partial(pipeline.set_attributes, self.model, job_path, stdout=text),
             )
 
     def _console(self, entry: Running) -> str:

@@ -94,7 +94,7 @@ def import_pipeline(project: GmeProject, spec: dict[str, Any]) -> str:
     return str(result["messages"][0]["message"])
 
 
-def model_graph(model: Model, container: str) -> tuple[dict[str, dict[str, list[list[str]]]], list[list[str]]]:
+def model_graph(model: Model, container: str) -> tuple[dict[str, Any], list[list[str | None]]]:
     """What the view must draw for a Pipeline or Execution, from the model: ports per operation/job, and the
     (src, dst) port paths of each Transporter."""
     nodes, edges = {}, []
