@@ -201,9 +201,15 @@ def test_execution_view_follows_a_run_and_cancels(
     pipeline = import_pipeline(project, spec)
     view = ".execution-view-panel"
     try:
-        # run it, open the Execution: the view follows the running job, its output streams in
+        # run it: the new Execution shows up in the pipeline view; opened from there, the Execution view follows
+        # the running job and its output streams in
+        open_node(page, server, project, pipeline, "PipelineEditor")
+        page.locator('.pipeline-editor-panel g.dag-node[data-name="Slow"]').wait_for()
         execution = start_execution(project, pipeline, "ui_follow")
-        open_node(page, server, project, execution, "ExecutionView")
+        link = page.locator(f'.pipeline-editor-panel a.pipeline-editor-execution[data-id="{execution}"]')
+        link.wait_for()
+        page.screenshot(path=str(tmp_path / "pipeline-executions.png"))
+        link.click()
         page.locator(f'{view} g.dag-node[data-name="Slow"][data-status="running"]').wait_for(timeout=RUN_TIMEOUT_MS)
         page.locator(f"{view} pre.execution-console", has_text="tick 0").wait_for(timeout=RUN_TIMEOUT_MS)
         ticks = len(re.findall(r"^tick \d+$", console(page), re.M))

@@ -44,7 +44,7 @@ define([
         PanelBaseWithHeader.apply(this, [options, layoutManager]);
         this._client = params.client;
         this._nodeId = null;
-        this._unwatch = null;
+        this._watch = null;
         this._initialize();
     }
 
@@ -67,6 +67,9 @@ define([
         this.$title = $('<b class="pipeline-editor-title"/>').css({'font-size': '14px', color: '#222',
             'margin-right': '12px'}).appendTo(this.$bar);
         $('<span class="pipeline-editor-hint"/>').text(this.hint).appendTo(this.$bar);
+        // a Pipeline's executions (its `executions` set, which ExecutePipeline fills): click one to follow it
+        this.$runs = $('<div class="pipeline-editor-executions"/>').css({'margin-top': '4px'}).hide()
+            .appendTo(this.$bar);
         this.$body = $('<div class="pipeline-editor-body"/>').css({flex: '1 1 auto', display: 'flex',
             'min-height': 0}).appendTo(this.$el);
         this.$graph = $('<div class="pipeline-editor-graph"/>').css({flex: '1 1 auto', 'min-width': 0,
@@ -99,16 +102,16 @@ define([
 
     PipelineEditorPanel.prototype._show = function (nodeId) {
         var self = this;
-        if (this._unwatch) {
-            this._unwatch();
-            this._unwatch = null;
+        if (this._watch) {
+            this._watch.stop();
+            this._watch = null;
         }
         this._nodeId = nodeId;
         this.widget.setSelection([]);
         if (typeof nodeId !== 'string') {
             return;
         }
-        this._unwatch = PipelineGraph.watch(this._client, this, nodeId, function () {
+        this._watch = PipelineGraph.watch(this._client, this, nodeId, function () {
             self._refresh();
         });
     };
@@ -128,7 +131,36 @@ define([
         });
         this.graph = graph;
         this.widget.setGraph(graph);
+        if (graph.kind === 'Pipeline') {
+            this._showExecutions(node);
+        }
         this.onGraph(graph, node);
+    };
+
+    /** Links to the pipeline's executions, newest first, each with its status. */
+    PipelineEditorPanel.prototype._showExecutions = function (node) {
+        var client = this._client,
+            ids = node.getSetNames().indexOf('executions') === -1 ? [] : node.getMemberIds('executions'),
+            runs;
+        this._watch.also(ids);
+        runs = ids.map(function (id) {
+            return client.getNode(id);
+        }).filter(Boolean).sort(function (a, b) {
+            return (Number(b.getAttribute('createdAt')) || 0) - (Number(a.getAttribute('createdAt')) || 0);
+        });
+        this.$runs.empty().toggle(runs.length > 0).append($('<span/>').text('Executions: '));
+        runs.forEach(function (run) {
+            var status = run.getAttribute('status') || 'pending';
+            $('<a href="#" class="pipeline-editor-execution"/>')
+                .attr({'data-id': run.getId(), 'data-status': status, title: 'open this execution'})
+                .text((run.getAttribute('name') || run.getId()) + ' (' + status + ')')
+                .css({'margin-right': '10px'})
+                .on('click', function (event) {
+                    event.preventDefault();
+                    WebGMEGlobal.State.registerActiveObject(run.getId());
+                })
+                .appendTo(this.$runs);
+        }, this);
     };
 
     /** Hook for ExecutionView: the graph was (re)drawn from the model. */
@@ -152,9 +184,9 @@ define([
 
     PipelineEditorPanel.prototype.destroy = function () {
         this.onDeactivate();
-        if (this._unwatch) {
-            this._unwatch();
-            this._unwatch = null;
+        if (this._watch) {
+            this._watch.stop();
+            this._watch = null;
         }
         this.widget.destroy();
         PanelBaseWithHeader.prototype.destroy.call(this);

@@ -129,7 +129,7 @@ define([], function () {
 
     /**
      * Watch `nodeId` and what is under it; onChange() after each batch of territory events (the first one
-     * included).  Returns a function that stops watching.
+     * included).  Returns {stop(), also(ids)}: also() adds nodes (themselves only) to the territory.
      */
     function watch(client, ui, nodeId, onChange) {
         var patterns = {},
@@ -138,8 +138,21 @@ define([], function () {
             });
         patterns[nodeId] = {children: DEPTH};
         client.updateTerritory(territoryId, patterns);
-        return function () {
-            client.removeUI(territoryId);
+        return {
+            stop: function () {
+                client.removeUI(territoryId);
+            },
+            also: function (ids) {
+                var added = ids.filter(function (id) {
+                    return !patterns.hasOwnProperty(id);
+                });
+                added.forEach(function (id) {
+                    patterns[id] = {children: 0};
+                });
+                if (added.length) {
+                    client.updateTerritory(territoryId, patterns);
+                }
+            }
         };
     }
 
