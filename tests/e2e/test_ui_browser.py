@@ -44,7 +44,8 @@ def test_execute_pipeline_from_the_plugin_menu(browser_page: Any, dev_server: De
     project = GmeProject(dev_server.url, DEMO_PROJECT)
     pipeline = project.tree("").find("", "MyPipelines", "Example")
 
-    query = urllib.parse.urlencode({"project": project.project_id, "branch": "master", "node": pipeline})
+    view = {"project": project.project_id, "branch": "master", "visualizer": "PipelineEditor"}  # docs/ui.md
+    query = urllib.parse.urlencode({**view, "node": pipeline})
     try:
         page.goto(f"{dev_server.url}/?{query}", wait_until="load", timeout=UI_TIMEOUT_MS)
         # The pipeline is the active node once the editor shows its operations.
@@ -80,8 +81,8 @@ def test_execute_pipeline_from_the_plugin_menu(browser_page: Any, dev_server: De
     }
     assert "sum: 55" in jobs["SumNumbers"]["stdout"]
 
-    # What a person would look at next: the Execution, its jobs in the editor, its status in the property editor.
-    query = urllib.parse.urlencode({"project": project.project_id, "branch": "master", "node": execution})
+    # What a person would look at next: the Execution in the ExecutionView, its jobs coloured by their status.
+    query = urllib.parse.urlencode({**view, "node": execution, "visualizer": "ExecutionView"})
     page.goto(f"{dev_server.url}/?{query}", wait_until="load", timeout=UI_TIMEOUT_MS)
     page.get_by_text("SumNumbers", exact=True).first.wait_for(state="visible")
     page.screenshot(path=str(tmp_path / "ui-execution.png"))

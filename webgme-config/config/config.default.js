@@ -69,6 +69,9 @@ if (isOn(env.DEEPFORGE_WEBGME_AUTH)) {
 }
 
 config.plugin.allowServerExecution = true;
+// A plugin's notifications (ExecutePipeline's `stdout_update/<job>`, several a second while a job prints) are
+// not toasts: the ExecutionView shows the output itself (docs/ui.md).  Results still pop up.
+config.plugin.suppressRegularNotifications = true;
 config.plugin.basePaths = config.plugin.basePaths.concat(
     [path.join(__dirname, '..', 'src', 'plugins'),
         path.resolve(env.DEEPFORGE_PLUGINS_DIR || path.join(repoRoot, 'plugins'))]

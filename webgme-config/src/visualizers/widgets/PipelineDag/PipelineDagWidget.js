@@ -294,7 +294,6 @@ define([], function () {
             if (node.status) {
                 box.style.fill = STATUS_COLOURS[node.status] || STATUS_COLOURS.pending;
             }
-            el('title', {}, g).textContent = node.name + (node.status ? ' (' + node.status + ')' : '');
             el('text', {
                 class: 'dag-name', x: pos.w / 2, y: node.subtitle ? 24 : 32, 'text-anchor': 'middle'
             }, g).textContent = node.name;
