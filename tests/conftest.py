@@ -7,6 +7,7 @@ pytest_plugins = [
     "tests.fixtures.sciserver",
     "tests.fixtures.s3",
     "tests.fixtures.plugins",
+    "tests.fixtures.browser",
     "tests.fixtures.worker",
     "tests.fixtures.attacker",
     "tests.fixtures.deepforge",

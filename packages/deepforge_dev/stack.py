@@ -390,6 +390,47 @@ def ensure_project(url: str, name: str, seed: str = "pipeline") -> bool:
     return True
 
 
+#: Where the demo's example pipeline sits (child names from the root): the pipeline seed's ``MyPipelines/Example``.
+DEMO_PIPELINE = ("MyPipelines", "Example")
+
+
+def find_node(url: str, project: str, names: tuple[str, ...], branch: str = "master") -> str | None:
+    """The path of the node reached from the root by child names in ``guest+<project>``, ``None`` if absent.
+
+    Reads the stored nodes over WebGME's tree REST route (a node's own data: its children are the keys that
+    are not ``_id``/``atr``/``reg``/``ovr``...), so it needs no plugin; a name inherited from a base is not seen.
+    """
+    session = make_session()
+    base = f"{url}/api/projects/guest/{urllib.parse.quote(project)}/branches/{urllib.parse.quote(branch)}/tree"
+    path = ""
+    for name in names:
+        response = session.get(f"{base}{path or '/'}")
+        response.raise_for_status()
+        own = ("atr", "reg", "ovr", "meta")
+        relids = [
+            k for k, v in response.json().items() if not k.startswith("_") and k not in own and isinstance(v, str)
+        ]
+        for relid in sorted(relids):
+            child = session.get(f"{base}{path}/{relid}")
+            if child.ok and (child.json().get("atr") or {}).get("name") == name:
+                path = f"{path}/{relid}"
+                break
+        else:
+            return None
+    return path
+
+
+def demo_url(url: str, project: str) -> str:
+    """The URL ``make dev`` prints: the demo project opened on its example pipeline in the PipelineEditor (on
+    the project's root if the pipeline was renamed or removed).  The ``visualizer`` parameter is needed: without
+    it WebGME's URL handling opens the node in its ModelEditor, whatever the node's validVisualizers say."""
+    query = {"project": f"guest+{project}", "branch": "master"}
+    pipeline = find_node(url, project, DEMO_PIPELINE)
+    if pipeline:
+        query.update(node=pipeline, visualizer="PipelineEditor")
+    return f"{url}/?{urllib.parse.urlencode(query)}"
+
+
 #: The DeepForge plugins dir the WebGME server loads (``webgme-config/config/config.default.js``).
 PLUGINS_DIR_ENV = "DEEPFORGE_PLUGINS_DIR"
 #: The operator policy ``make dev`` ships (written to ``<run dir>/policy.toml`` once, then kept: edit it there).
@@ -477,7 +518,7 @@ def _dev(args: argparse.Namespace) -> int:
             argv = [part.replace("{url}", stack.url) for part in args.worker_cmd.split()]
             workers.append(Process("worker", argv, run_dir, repo_root(), {**os.environ, HOST_ENV: stack.url}))
         print(f"\nDeepForge WebGME server: {stack.url}", flush=True)
-        print(f"demo project: {stack.url}/?project=guest%2B{args.demo_project}"
+        print(f"demo project: {demo_url(stack.url, args.demo_project)}"
               f"{' (created)' if created else ''}", flush=True)  # fmt: skip
         print(f"operator policy: {policy} (local storage and compute enabled)", flush=True)
         print(f"state: {run_dir} (storage/, compute/, worker/: rm -rf it to start over)", flush=True)

@@ -5,14 +5,17 @@ watcher, record it, repeat until the scheduler says the run is over, then write 
 
 Every model access happens on this (the main) thread: the bindings talk over one ZeroMQ REQ socket.  Each
 running job has a watcher thread that only iterates ``compute.watch(job_info)`` and puts its updates on a
-queue.  Live output stays out of the model (it is sent as notifications); the final console output goes
-into ``Job.stdout``.  Between events the loop re-reads the branch head: an Execution whose ``status`` a user
-set to ``canceled`` while it runs (from any session, or with CancelExecution) gets all its running jobs
-canceled through their compute adapters, as does an abort of the plugin.
+queue.  Live output is sent as notifications and, at most every :data:`LIVE_STDOUT_SECONDS` for the whole
+run (in the turn's commit), written into ``Job.stdout`` of the jobs running for a few seconds already that
+printed since, so any session's Execution view follows it; the final console output replaces it at the
+job's end.  Between events the loop re-reads the branch head: an Execution whose ``status`` a user set to
+``canceled`` while it runs (from any session, or with CancelExecution) gets all its running jobs canceled
+through their compute adapters, as does an abort of the plugin.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -22,7 +25,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +55,11 @@ CANCEL_POLL_SECONDS = 1.0
 COMMIT_BATCH_SECONDS = 1.0
 #: How long a status change waits for its job's end before it is committed on its own (seconds).
 STATUS_GRACE_SECONDS = 0.5
+#: How often (seconds) the console output of running jobs that printed is written into their ``stdout``: one
+#: write for all of them, in a turn's commit; only for jobs followed for :data:`LIVE_STDOUT_AFTER_SECONDS`
+#: already, so a short job costs no commit for it (it gets only its final output written, at its end).
+LIVE_STDOUT_SECONDS = 2.0
+LIVE_STDOUT_AFTER_SECONDS = 5.0
 #: How many of a batch's messages its commit message lists.
 COMMIT_MESSAGE_UPDATES = 5
 #: The most jobs one run keeps submitted and unfinished at a time (the rest start as these end), so that a
@@ -140,6 +148,10 @@ class Running:
     thread: threading.Thread
     #: The status last written into the model for this job (a watch's first status repeats ``queued``).
     status: str = ModelStatus.QUEUED
+    #: Output arrived since ``stdout`` was last written (:meth:`ExecutionRun._write_live_stdout`).
+    unwritten: bool = False
+    #: When this run began following the job (``time.monotonic()``).
+    since: float = field(default_factory=time.monotonic)
 
 
 class ExecutionRun:
@@ -160,6 +172,7 @@ class ExecutionRun:
         self._batch_started = 0.0
         self._execution_name: str | None = None
         self.max_running = max_running_jobs(os.environ)
+        self._live_stdout_at = time.monotonic()
 
     # ------------------------------------------------------------------------------ configuration
     def job_targets(self, job: PipelineJob) -> Targets:
@@ -252,6 +265,7 @@ class ExecutionRun:
                     if len(self.running) >= self.max_running:
                         break  # the rest start as running jobs end
                     self._start_job(self.graph.jobs[job])
+                self._write_live_stdout()
             if self.scheduler.finished:
                 break
             events = self._next_events()
@@ -471,6 +485,7 @@ class ExecutionRun:
             return
         if update.kind == "output":
             entry.output.append(update.output)
+            entry.unwritten = True
             self.plugin.notify(f"stdout_update/{job_path}")
         elif update.kind == "status" and update.status is not None:
             status = str(update.status)
@@ -484,6 +499,23 @@ class ExecutionRun:
         elif update.kind == "end":
             del self.running[job_path]
             self._ended(job, entry, update)
+
+    def _write_live_stdout(self) -> None:
+        """Every :data:`LIVE_STDOUT_SECONDS`: the output so far of each running job that printed since, into its
+        ``stdout`` (secrets redacted, DeepForge's metadata lines left out as at the end)."""
+        now = time.monotonic()
+        if now - self._live_stdout_at < LIVE_STDOUT_SECONDS:
+            return
+        self._live_stdout_at = now
+        for job_path, entry in self.running.items():
+            if not entry.unwritten or now - entry.since < LIVE_STDOUT_AFTER_SECONDS:
+                continue
+            entry.unwritten = False
+            text, _ = job_metadata.parse(redact("".join(entry.output)))
+            self._change(
+                f"{self.graph.jobs[job_path].name} operation in {self._name()} printed",
+                functools.partial(pipeline.set_attributes, self.model, job_path, stdout=text),
+            )
 
     def _console(self, entry: Running) -> str:
         try:

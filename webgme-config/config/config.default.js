@@ -69,6 +69,9 @@ if (isOn(env.DEEPFORGE_WEBGME_AUTH)) {
 }
 
 config.plugin.allowServerExecution = true;
+// A plugin's notifications (ExecutePipeline's `stdout_update/<job>`, several a second while a job prints) are
+// not toasts: the ExecutionView shows the output itself (docs/ui.md).  Results still pop up.
+config.plugin.suppressRegularNotifications = true;
 config.plugin.basePaths = config.plugin.basePaths.concat(
     [path.join(__dirname, '..', 'src', 'plugins'),
         path.resolve(env.DEEPFORGE_PLUGINS_DIR || path.join(repoRoot, 'plugins'))]
@@ -100,6 +103,15 @@ config.rest.components.SettingsGuard = {
     mount: 'api',
     options: {},
 };
+// Our visualizers (src/visualizers, docs/ui.md): PipelineEditor for Pipeline nodes and ExecutionView for
+// Execution nodes, under the ids DeepForge's library names first in their validVisualizers registry, so its
+// own projects open in them too.  Panels and the widget they share are served from /panel/<dir>/...
+config.visualization.panelPaths = config.visualization.panelPaths.concat([
+    path.join(__dirname, '..', 'src', 'visualizers', 'panels'),
+    path.join(__dirname, '..', 'src', 'visualizers', 'widgets')
+]);
+config.visualization.visualizerDescriptors = config.visualization.visualizerDescriptors.concat(
+    [path.join(__dirname, '..', 'src', 'visualizers', 'Visualizers.json')]);
 
 config.seedProjects.enable = true;
 config.seedProjects.basePaths = [path.join(__dirname, '..', 'seeds')].concat(config.seedProjects.basePaths);
