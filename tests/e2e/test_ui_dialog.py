@@ -31,8 +31,6 @@ from tests.fixtures.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(900)]
 
-dev_server = ui.dev_server
-browser_page = ui.browser_page
 
 #: The names of the dialog's backend fields that are shown (``storage.s3.endpoint``...).
 VISIBLE_FIELDS = """() => [...document.querySelectorAll('.plugin-config-dialog.in .target-field')]
