@@ -1,0 +1,539 @@
+"""The soak run itself: start the system, run the workload, inject the faults, audit, report.
+
+Reads top to bottom in :func:`soak`: the seed is printed first (``--seed`` replays it), then the stack starts
+(:mod:`.stack`), the pipelines are imported (:mod:`.workload`), one driver thread per pipeline runs it with
+ExecutePipeline (at most ``parallel`` at once) and resumes it when its plugin process dies, while the main
+thread injects the faults of the schedule (:mod:`.faults`) one after another and measures how long the
+system takes to recover from each.  Then everything is stopped, the model and the storage are audited
+(:func:`.audit.audit`) and the report is printed and written (:mod:`.report`).
+
+Every loop is bounded in count and time; every process is stopped by pid in ``finally`` (and ``atexit``),
+Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+import signal
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+from deepforge_adapters import storage
+from deepforge_adapters.http import make_session
+
+from . import faults as fault_kinds
+from .audit import RunRecord, audit
+from .faults import Fault, marked_processes, pick, plugin_processes, schedule
+from .report import SoakReport, percentiles
+from .stack import MARKER_ENV, SoakStack, StackConfig
+from .workload import RunSpec, WorkloadOptions, attempts, pipeline_spec, plan, read_log
+
+log = logging.getLogger(__name__)
+
+FINISHED = ("success", "failed", "fail", "canceled")
+
+
+@dataclass(frozen=True)
+class SoakOptions:
+    seed: int
+    jobs: int = 1000
+    faults: int = 50
+    workers: int = 4
+    slots: int = 2
+    parallel: int = 4  # ExecutePipeline runs at once
+    duration: float = 4 * 3600.0  # the cap on the whole run (seconds)
+    run_dir: Path | None = None
+    workload: WorkloadOptions = field(default_factory=WorkloadOptions)
+    fault_gap: tuple[float, float] = (2.0, 8.0)
+    stop_seconds: float = 15.0  # SIGSTOP length: past the server's timeout (5 x refresh, checked every 10 s)
+    recovery_timeout: float = 120.0
+    max_plugin_runs: int = 12  # per Execution: the first run and its resumes
+
+
+class Project:
+    """The soak project, through the server's REST API (the server itself, never a proxy)."""
+
+    def __init__(self, url: str, name: str) -> None:
+        self.url, self.name = url, name
+        self.http = make_session(retries=0, timeout=(5, 60))
+        self.base = f"{url}/api/projects/guest/{name}"
+
+    def create(self) -> Project:
+        r = self.http.put(self.base, json={"type": "file", "seedName": "pipeline"})
+        r.raise_for_status()
+        return self
+
+    def start(self, plugin: str, active: str, config: dict[str, Any]) -> str:
+        body = {"projectId": f"guest+{self.name}", "branchName": "master", "activeNode": active,
+                "activeSelection": [], "namespace": "", "pluginConfig": config}  # fmt: skip
+        r = self.http.post(f"{self.url}/api/plugins/{plugin}/execute", json=body)
+        r.raise_for_status()
+        return str(r.json()["resultId"])
+
+    def result(self, plugin: str, result_id: str) -> dict[str, Any] | None:
+        """The plugin's result once it ended; ``{"gone": True}`` when the server no longer knows it."""
+        r = self.http.get(f"{self.url}/api/plugins/{plugin}/results/{result_id}")
+        if r.status_code == 404:
+            return {"gone": True}
+        r.raise_for_status()
+        body = r.json()
+        if body.get("status") in ("FINISHED", "ERROR"):
+            return dict(body.get("result") or body)
+        return None
+
+    def node(self, path: str) -> dict[str, Any]:
+        r = self.http.get(f"{self.base}/branches/master/tree{path}")
+        r.raise_for_status()
+        return dict(r.json())
+
+    @staticmethod
+    def children(raw: dict[str, Any]) -> list[str]:
+        return [
+            k for k, v in raw.items() if not k.startswith("_") and k not in ("atr", "reg", "ovr") and isinstance(v, str)
+        ]
+
+
+class Driver:
+    """Runs one pipeline's Execution to its end: ExecutePipeline, then a resume each time its plugin dies."""
+
+    def __init__(self, soak: Soak, run: RunSpec, pipeline: str) -> None:
+        self.soak, self.run, self.pipeline = soak, run, pipeline
+        self.execution: str | None = None
+        self.action = "none"
+        self.plugin_runs = 0
+        self.resumes = 0
+        self.outcome: str | None = None
+        self.result_id: str | None = None
+        self.problems: list[str] = []
+        self.lock = threading.Lock()
+
+    @property
+    def active(self) -> bool:
+        return self.outcome is None and self.plugin_runs > 0
+
+    def dialog(self) -> dict[str, Any]:
+        return self.soak.dialog(self.run)
+
+    def __call__(self) -> None:
+        try:
+            self._drive()
+        except Exception as exc:  # recorded: the report names it; the audit sees the model as it was left
+            log.exception("driver of %s", self.run.name)
+            self.problems.append(f"driver error: {exc!r}")
+        finally:
+            self.soak.running.release()
+
+    def _drive(self) -> None:
+        soak = self.soak
+        while self.plugin_runs < soak.options.max_plugin_runs and not soak.stopping.is_set():
+            if self.execution is None:
+                self.execution = soak.find_execution(self.run.name)
+            if self.execution is not None:
+                status, ended = soak.execution_status(self.execution)
+                if status in FINISHED and ended:
+                    self.outcome = status
+                    return
+                active = self.execution
+                if self.plugin_runs > 0:
+                    self.resumes += 1
+                    with self.lock:
+                        if self.action == "none":
+                            self.action = "resumed"
+                    log.info("%s: resuming %s (status %s)", self.run.name, active, status)
+            elif self.plugin_runs > 0 and soak.find_execution(self.run.name, wait=5) is not None:
+                continue  # it was created after all
+            else:
+                active = self.pipeline
+            config = {"name": self.run.name, **self.dialog()}
+            self.result_id = soak.retry(lambda a=active, c=config: soak.project.start("ExecutePipeline", a, c))
+            self.plugin_runs += 1
+            result = self._wait_result()
+            log.info("%s: plugin run %d ended: %s", self.run.name, self.plugin_runs, _summary(result))
+        self.problems.append(f"gave up after {self.plugin_runs} plugin runs")
+
+    def _wait_result(self) -> dict[str, Any]:
+        soak = self.soak
+        deadline = time.monotonic() + soak.options.duration
+        assert self.result_id is not None
+        while time.monotonic() < deadline and not soak.stopping.is_set():
+            try:
+                result = soak.project.result("ExecutePipeline", self.result_id)
+            except requests.RequestException:
+                result = None  # the server restarts: ask again
+            if result is not None:
+                return result
+            time.sleep(0.5)
+        return {"gone": True}
+
+
+def _summary(result: dict[str, Any]) -> str:
+    if result.get("gone"):
+        return "the plugin is gone"
+    return "success" if result.get("success") else f"failed: {str(result.get('error'))[:200]}"
+
+
+class Soak:
+    def __init__(self, options: SoakOptions) -> None:
+        self.options = options
+        self.run_dir = (options.run_dir or Path(f".run/soak-{options.seed}")).resolve()
+        self.stack = SoakStack(self.run_dir, StackConfig(options.workers, options.slots))
+        self.rng = random.Random(f"targets-{options.seed}")
+        self.job_log = self.run_dir / "jobs.log"
+        self.bucket = f"soak-{uuid.uuid4().hex[:12]}"
+        self.stopping = threading.Event()
+        self.running = threading.BoundedSemaphore(options.parallel)
+        self.drivers: list[Driver] = []
+        self.injected: Counter[str] = Counter()
+        self.skipped: Counter[str] = Counter()
+        self.recovery: dict[str, list[float]] = defaultdict(list)
+        self.events: list[dict[str, Any]] = []
+        self._executions: dict[str, str] = {}  # name -> path
+        self._container: str | None = None
+        self._names_lock = threading.Lock()
+        self.project: Project
+
+    # ------------------------------------------------------------------------------------ helpers
+    def retry(self, call: Any, timeout: float = 180.0) -> Any:
+        """``call()`` until it does not raise a connection/HTTP error (the server may be restarting)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return call()
+            except requests.RequestException:
+                if time.monotonic() > deadline or self.stopping.is_set():
+                    raise
+                time.sleep(0.5)
+
+    def dialog(self, run: RunSpec) -> dict[str, Any]:
+        dialog: dict[str, Any] = {}
+        if run.storage == "s3":
+            assert self.stack.s3 is not None
+            config = {**self.stack.s3.storage_config(self.bucket), "endpoint": self.stack.url_of("s3")}
+            dialog.update({"storage": "s3", **{f"storage.s3.{k}": v for k, v in config.items()}})
+        else:
+            dialog["storage"] = "gme"
+        if run.compute == "local":
+            dialog.update({"compute": "local", "compute.local.workDir": str(self.run_dir / "local-compute"),
+                           "compute.local.processes": 2})  # fmt: skip
+        else:
+            dialog["compute"] = "gme"
+        return dialog
+
+    def find_execution(self, name: str, wait: float = 0) -> str | None:
+        """The path of the Execution called ``name`` (new children of MyExecutions are read once each)."""
+        deadline = time.monotonic() + wait
+        while True:
+            with self._names_lock:
+                if name in self._executions:
+                    return self._executions[name]
+                with contextlib.suppress(requests.RequestException):
+                    if self._container is None:
+                        root = self.project.node("")
+                        for child in Project.children(root):
+                            if self.project.node(f"/{child}").get("atr", {}).get("name") == "MyExecutions":
+                                self._container = f"/{child}"
+                    if self._container is not None:
+                        known = set(self._executions.values())
+                        for child in Project.children(self.project.node(self._container)):
+                            path = f"{self._container}/{child}"
+                            if path not in known:
+                                self._executions[str(self.project.node(path).get("atr", {}).get("name"))] = path
+                if name in self._executions:
+                    return self._executions[name]
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.5)
+
+    def execution_status(self, path: str) -> tuple[str | None, bool]:
+        atr = self.retry(lambda: self.project.node(path)).get("atr", {})
+        return atr.get("status"), bool(atr.get("endTime"))
+
+    def progress_since(self, t: float) -> bool:
+        """A job started after ``t`` (the whole chain works again: plugin, executor, worker, storage)."""
+        return any(line.what == "S" and line.time >= t for line in read_log(self.job_log))
+
+    def active_drivers(self) -> list[Driver]:
+        return [d for d in self.drivers if d.active and d.execution is not None]
+
+    def workload_over(self) -> bool:
+        return all(d.outcome is not None or d.problems for d in self.drivers)
+
+    def sleep(self, seconds: float) -> None:
+        self.stopping.wait(seconds)
+
+    # ------------------------------------------------------------------------------------ faults
+    def inject(self, fault: Fault) -> dict[str, Any] | None:
+        """Inject one fault; what it hit and when it was cleared, or ``None`` when nothing could be hit."""
+        stack = self.stack
+        kind, p = fault.kind, fault.params
+        if kind in ("worker_kill", "worker_stop"):
+            worker = pick([w for w in stack.workers if w.alive()], p["pick"])
+            if kind == "worker_kill":
+                new = stack.replace_worker(worker)
+                return {"worker": worker.index, "killed": worker.proc.pid, "new": new.proc.pid}
+            os.kill(worker.proc.pid, signal.SIGSTOP)
+            worker.stopped = True
+            try:
+                self.sleep(p["seconds"])
+            finally:
+                os.kill(worker.proc.pid, signal.SIGCONT)
+                worker.stopped = False
+            return {"worker": worker.index, "pid": worker.proc.pid, "stopped_s": p["seconds"]}
+        if kind == "webgme_restart":
+            assert stack.webgme is not None
+            stack.webgme.restart_server()
+            return {}
+        if kind == "s3_restart":
+            assert stack.s3 is not None
+            stack.s3.restart()
+            return {}
+        if kind == "plugin_kill":
+            assert stack.webgme is not None and stack.webgme.server is not None
+            pids = self._wait_target(lambda: plugin_processes(stack.webgme.server.popen.pid))  # type: ignore[union-attr]
+            if not pids:
+                return None
+            pid = pick(pids, p["pick"])
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            return {"pid": pid}
+        if kind == "cancel":
+            drivers = self._wait_target(self.active_drivers)
+            if not drivers:
+                return None
+            driver = pick(drivers, p["pick"])
+            assert driver.execution is not None
+            result_id = self.retry(lambda: self.project.start("CancelExecution", driver.execution, driver.dialog()))
+            deadline = time.monotonic() + 120
+            result = None
+            while result is None and time.monotonic() < deadline:
+                self.sleep(0.5)
+                with contextlib.suppress(requests.RequestException):
+                    result = self.project.result("CancelExecution", result_id)
+            status, _ = self.execution_status(driver.execution)
+            canceled = status == "canceled"
+            if canceled:
+                with driver.lock:
+                    driver.action = "canceled"
+            return {"execution": driver.execution, "run": driver.run.name, "canceled": canceled,
+                    "result": _summary(result or {"gone": True})}  # fmt: skip
+        if kind.startswith("proxy_"):
+            proxy = stack.proxies[p["proxy"]]
+            mode = kind.removeprefix("proxy_")
+            proxy.set_fault(mode, **({"seconds": p["seconds"]} if mode == "delay" else {}))
+            try:
+                self.sleep(p["window"])
+            finally:
+                proxy.set_fault("none")
+            return {"proxy": p["proxy"], "window_s": p["window"]}
+        raise ValueError(f"unknown fault kind {kind!r}")
+
+    def _wait_target(self, find: Any, timeout: float = 30.0) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.stopping.is_set() and not self.workload_over():
+            found = find()
+            if found:
+                return found
+            self.sleep(0.5)
+        return None
+
+    def recover(self, fault: Fault, cleared: float, hit: dict[str, Any]) -> float | None:
+        """Seconds from ``cleared`` until the system works again (healthy, and a job started since, or
+        the canceled Execution ended); ``None`` if the workload ended first or the bound passed."""
+        deadline = cleared + self.options.recovery_timeout
+        while time.monotonic() < deadline and not self.stopping.is_set():
+            if fault.kind == "cancel":
+                status, ended = self.execution_status(hit["execution"])
+                if status in FINISHED and ended:
+                    return time.monotonic() - cleared
+            elif self.stack.healthy():
+                if self.progress_since(time.time() - (time.monotonic() - cleared)):
+                    return time.monotonic() - cleared
+                if self.workload_over():
+                    return None
+            time.sleep(0.2)
+        return None
+
+    def fault_loop(self, planned: list[Fault]) -> None:
+        for fault in planned:
+            self.sleep(fault.pause)
+            if self.stopping.is_set() or self.workload_over():
+                self.skipped[fault.kind] += 1
+                continue
+            began = time.time()
+            print(f"  fault {fault.index + 1}/{len(planned)}: {fault.kind} {fault.params}", flush=True)
+            try:
+                hit = self.inject(fault)
+            except Exception as exc:
+                log.exception("injecting %s", fault.kind)
+                self.events.append({"fault": fault.index, "kind": fault.kind, "error": repr(exc)})
+                self.skipped[fault.kind] += 1
+                continue
+            if hit is None:
+                self.skipped[fault.kind] += 1
+                self.events.append({"fault": fault.index, "kind": fault.kind, "skipped": "no target"})
+                continue
+            cleared = time.monotonic()
+            self.injected[fault.kind] += 1
+            seconds = self.recover(fault, cleared, hit)
+            if seconds is not None:
+                self.recovery[fault.kind].append(seconds)
+            self.events.append({"fault": fault.index, "kind": fault.kind, "at": began, "hit": hit,
+                                "recovery_s": seconds})  # fmt: skip
+            print(
+                f"    recovered in {seconds:.1f}s" if seconds is not None else "    (no recovery measured)", flush=True
+            )
+
+    # ------------------------------------------------------------------------------------ the run
+    def run(self) -> SoakReport:
+        o = self.options
+        started = time.monotonic()
+        planned_runs = plan(o.seed, o.workload.__class__(**{**o.workload.__dict__, "jobs": o.jobs}))
+        planned_faults = schedule(o.seed, o.faults, o.fault_gap, o.stop_seconds)
+        print(f"soak run: seed {o.seed} (replay: --seed {o.seed}), {o.jobs} jobs in {len(planned_runs)} pipelines, "
+              f"{len(planned_faults)} faults, {o.workers} workers x {o.slots} slots, run dir {self.run_dir}",
+              flush=True)  # fmt: skip
+        self.stack.start()
+        print(f"  WebGME {self.stack.url}, S3 {self.stack.s3.url if self.stack.s3 else '-'}, "
+              f"proxies {self.stack.proxy_ports}, marker {MARKER_ENV}={self.stack.run_id}", flush=True)  # fmt: skip
+        self.project = Project(self.stack.url, f"soak_{o.seed}_{uuid.uuid4().hex[:6]}").create()
+        assert self.stack.s3 is not None
+        storage.get_client("s3", self.stack.s3.storage_config(self.bucket)).ensure_bucket()
+        self.job_log.touch()
+        for run in planned_runs:
+            pipe = self._import(run)
+            self.drivers.append(Driver(self, run, pipe))
+        print(f"  imported {len(planned_runs)} pipelines in {time.monotonic() - started:.0f}s", flush=True)
+
+        sampler = threading.Thread(target=self._sample, name="soak-rss", daemon=True)
+        sampler.start()
+        launcher = threading.Thread(target=self._launch, name="soak-launch", daemon=True)
+        launcher.start()
+        deadline = started + o.duration
+        self.fault_loop(planned_faults)
+        while not self.workload_over() and time.monotonic() < deadline and not self.stopping.is_set():
+            time.sleep(1)
+        timed_out = not self.workload_over()
+        self.stopping.set()
+        launcher.join(timeout=30)
+        self.stack.sample_rss()
+        print("  workload over; stopping the workers and the server for the audit", flush=True)
+        self.stack.stop_for_audit()
+        record = self._record()
+        result = audit(record)
+        return self._report(planned_runs, planned_faults, result, time.monotonic() - started, timed_out)
+
+    def _import(self, run: RunSpec) -> str:
+        spec = json.dumps(pipeline_spec(run, self.job_log))
+        result_id = self.project.start("ImportPipeline", "", {"pipeline": spec})
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            result = self.project.result("ImportPipeline", result_id)
+            if result is not None:
+                if not result.get("success"):
+                    raise RuntimeError(f"ImportPipeline {run.name}: {result.get('error')}")
+                return str(result["messages"][0]["message"])
+            time.sleep(0.3)
+        raise TimeoutError(f"ImportPipeline {run.name} did not finish within 300s")
+
+    def _launch(self) -> None:
+        """One driver thread per pipeline, at most ``parallel`` at once."""
+        threads = []
+        for driver in self.drivers:
+            while not self.running.acquire(timeout=1):
+                if self.stopping.is_set():
+                    return
+            if self.stopping.is_set():
+                self.running.release()
+                return
+            thread = threading.Thread(target=driver, name=f"soak-{driver.run.name}", daemon=True)
+            thread.start()
+            threads.append(thread)
+        for thread in threads:
+            thread.join(timeout=self.options.duration)
+
+    def _sample(self) -> None:
+        while not self.stopping.wait(1.0):
+            with contextlib.suppress(Exception):
+                self.stack.sample_rss()
+
+    def _record(self) -> RunRecord:
+        """What the audit needs (see :class:`.audit.RunRecord`)."""
+        stack = self.stack
+        executions = {d.execution: d.action for d in self.drivers if d.execution}
+        failing = {d.execution: d.run.failing for d in self.drivers if d.execution}
+        lines = read_log(self.job_log)
+        return RunRecord(
+            server_url=stack.url,
+            project=self.project.name,
+            storage_configs=stack.storage_configs(self.bucket),
+            executions=executions,
+            failing_operations=failing,
+            work_dirs={str(w.work_dir): None for w in stack.workers} | {str(self.run_dir / "local-compute"): None},
+            cache_dirs={str(w.cache_dir): None for w in stack.workers},
+            storage_roots=[{"backend": "s3", "bucket": self.bucket, **stack.storage_configs(self.bucket)["s3"]}],
+            process_marker=(MARKER_ENV, stack.run_id),
+            records={
+                "job_log": str(self.job_log),
+                "attempts": {f"{t}/{n}": c for (t, n), c in attempts(lines).items()},
+                "worker_logs": sorted(str(p) for w in stack.workers for p in w.home.glob("worker-*.log")),
+            },  # fmt: skip
+        )
+
+    def _report(
+        self, runs: list[RunSpec], planned: list[Fault], result: Any, seconds: float, timed_out: bool
+    ) -> SoakReport:
+        counts = attempts(read_log(self.job_log))
+        problems = [f"{d.run.name}: {p}" for d in self.drivers for p in d.problems]
+        if timed_out:
+            problems.append(f"the workload did not finish within the --duration cap ({self.options.duration:.0f}s)")
+        left = marked_processes(MARKER_ENV, self.stack.run_id)
+        return SoakReport(
+            seed=self.options.seed,
+            duration_s=round(seconds, 1),
+            jobs_planned=sum(len(r.operations) for r in runs),
+            jobs_run=len(counts),
+            job_attempts=sum(counts.values()),
+            jobs_retried=sum(1 for c in counts.values() if c > 1),
+            executions=len(runs),
+            executions_by_action=dict(Counter(d.action for d in self.drivers)),
+            executions_by_outcome=dict(Counter(str(d.outcome) for d in self.drivers)),
+            plugin_runs=sum(d.plugin_runs for d in self.drivers),
+            resumes=sum(d.resumes for d in self.drivers),
+            faults_planned=dict(Counter(f.kind for f in planned)),
+            faults_injected=dict(self.injected),
+            faults_skipped=dict(self.skipped),
+            recovery_s={kind: percentiles(values) for kind, values in sorted(self.recovery.items())},
+            worker_peak_rss_mib=round(max((w.peak_rss_kib for w in self.stack.workers), default=0) / 1024, 1),
+            audit=result.to_json(),
+            counts={k: int(getattr(result, k)) for k in ("lost", "stuck", "duplicated", "orphaned", "corrupt")},
+            problems=problems,
+            marked_processes_left=left,
+            events=self.events,
+            run_dir=str(self.run_dir),
+        )
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.stack.stop()
+
+
+def soak(options: SoakOptions) -> SoakReport:
+    """The whole run; everything it started is stopped before it returns or raises (Ctrl-C included)."""
+    runner = Soak(options)
+    try:
+        return runner.run()
+    finally:
+        runner.stop()
+
+
+__all__ = ["SoakOptions", "fault_kinds", "soak"]
