@@ -12,13 +12,13 @@ from .run import SoakOptions, soak
 from .workload import WorkloadOptions
 
 #: ``--reduced``: the small workload of the test suite's run (tests/soak/test_soak_reduced.py).
-REDUCED = {"jobs": 40, "faults": 9, "workers": 4, "slots": 2, "parallel": 3}
-REDUCED_WORKLOAD = WorkloadOptions(jobs=40, ops_per_run=8, large_output=1024 * 1024, sleep=2.0, lines=2000)
+REDUCED = {"jobs": 40, "faults": 9, "workers": 4, "slots": 2, "parallel": 2}
+REDUCED_WORKLOAD = WorkloadOptions(jobs=40, ops_per_run=8, large_output=1024 * 1024, sleep=4.0, lines=2000)
 
 
 def reduced_options(seed: int, **overrides: object) -> SoakOptions:
     """The reduced run: ~40 jobs, every fault kind once, short pauses (under 3 minutes on a quiet machine)."""
-    values: dict[str, object] = {**REDUCED, "workload": REDUCED_WORKLOAD, "fault_gap": (1.0, 3.0),
+    values: dict[str, object] = {**REDUCED, "workload": REDUCED_WORKLOAD, "fault_gap": (0.5, 1.5),
                                  "stop_seconds": 14.0, "duration": 600.0, "recovery_timeout": 60.0}  # fmt: skip
     values.update(overrides)
     return SoakOptions(seed=seed, **values)  # type: ignore[arg-type]

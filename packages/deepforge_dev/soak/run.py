@@ -14,6 +14,7 @@ Ctrl-C included.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -41,6 +42,9 @@ from .workload import RunSpec, WorkloadOptions, attempts, pipeline_spec, plan, r
 log = logging.getLogger(__name__)
 
 FINISHED = ("success", "failed", "fail", "canceled")
+#: S3 attempts per request in the run's storage config: the adapter's default (5) gives up after a few seconds,
+#: 10 after ~20 s, shorter than a SeaweedFS restart on a loaded machine (docs/reliability.md, "Findings").
+S3_ATTEMPTS = 20
 
 
 @dataclass(frozen=True)
@@ -131,7 +135,8 @@ class Driver:
             log.exception("driver of %s", self.run.name)
             self.problems.append(f"driver error: {exc!r}")
         finally:
-            self.soak.running.release()
+            if not self.run.hold:
+                self.soak.running.release()
 
     def _drive(self) -> None:
         soak = self.soak
@@ -189,6 +194,7 @@ class Soak:
         self.stack = SoakStack(self.run_dir, StackConfig(options.workers, options.slots))
         self.rng = random.Random(f"targets-{options.seed}")
         self.job_log = self.run_dir / "jobs.log"
+        self.faults_done = self.run_dir / "faults.done"  # the holding jobs end when it exists
         self.bucket = f"soak-{uuid.uuid4().hex[:12]}"
         self.stopping = threading.Event()
         self.running = threading.BoundedSemaphore(options.parallel)
@@ -218,7 +224,9 @@ class Soak:
         dialog: dict[str, Any] = {}
         if run.storage == "s3":
             assert self.stack.s3 is not None
-            config = {**self.stack.s3.storage_config(self.bucket), "endpoint": self.stack.url_of("s3")}
+            # through the proxy; attempts enough to outlast an S3 restart (standard retries back off up to 20 s)
+            config = {**self.stack.s3.storage_config(self.bucket), "endpoint": self.stack.url_of("s3"),
+                      "maxAttempts": S3_ATTEMPTS}  # fmt: skip
             dialog.update({"storage": "s3", **{f"storage.s3.{k}": v for k, v in config.items()}})
         else:
             dialog["storage"] = "gme"
@@ -263,7 +271,16 @@ class Soak:
         return any(line.what == "S" and line.time >= t for line in read_log(self.job_log))
 
     def active_drivers(self) -> list[Driver]:
-        return [d for d in self.drivers if d.active and d.execution is not None]
+        """Drivers whose Execution runs now (found in the model, not finished)."""
+        found = []
+        for d in self.drivers:
+            if d.active and d.execution is None:
+                d.execution = self.find_execution(d.run.name)
+            if d.active and d.execution is not None:
+                status, ended = self.execution_status(d.execution)
+                if status == "running" and not ended:
+                    found.append(d)
+        return found
 
     def workload_over(self) -> bool:
         return all(d.outcome is not None or d.problems for d in self.drivers)
@@ -307,25 +324,16 @@ class Soak:
                 os.kill(pid, signal.SIGKILL)
             return {"pid": pid}
         if kind == "cancel":
-            drivers = self._wait_target(self.active_drivers)
-            if not drivers:
-                return None
-            driver = pick(drivers, p["pick"])
-            assert driver.execution is not None
-            result_id = self.retry(lambda: self.project.start("CancelExecution", driver.execution, driver.dialog()))
-            deadline = time.monotonic() + 120
-            result = None
-            while result is None and time.monotonic() < deadline:
-                self.sleep(0.5)
-                with contextlib.suppress(requests.RequestException):
-                    result = self.project.result("CancelExecution", result_id)
-            status, _ = self.execution_status(driver.execution)
-            canceled = status == "canceled"
-            if canceled:
-                with driver.lock:
-                    driver.action = "canceled"
-            return {"execution": driver.execution, "run": driver.run.name, "canceled": canceled,
-                    "result": _summary(result or {"gone": True})}  # fmt: skip
+            hit: dict[str, Any] | None = None
+            for _ in range(3):  # a target may finish before the request lands: then another one
+                drivers = self._wait_target(self.active_drivers)
+                if not drivers:
+                    return hit
+                driver = pick([d for d in drivers if not d.run.hold] or drivers, p["pick"])
+                hit = self._cancel(driver)
+                if hit["canceled"]:
+                    return hit
+            return hit
         if kind.startswith("proxy_"):
             proxy = stack.proxies[p["proxy"]]
             mode = kind.removeprefix("proxy_")
@@ -336,6 +344,25 @@ class Soak:
                 proxy.set_fault("none")
             return {"proxy": p["proxy"], "window_s": p["window"]}
         raise ValueError(f"unknown fault kind {kind!r}")
+
+    def _cancel(self, driver: Driver) -> dict[str, Any]:
+        """CancelExecution on the driver's Execution, to its end; did it end the run as ``canceled``?"""
+        assert driver.execution is not None
+        execution = driver.execution
+        result_id = self.retry(lambda: self.project.start("CancelExecution", execution, driver.dialog()))
+        deadline = time.monotonic() + 120
+        result = None
+        while result is None and time.monotonic() < deadline:
+            self.sleep(0.5)
+            with contextlib.suppress(requests.RequestException):
+                result = self.project.result("CancelExecution", result_id)
+        status, _ = self.execution_status(execution)
+        canceled = status == "canceled"
+        if canceled:
+            with driver.lock:
+                driver.action = "canceled"
+        return {"execution": execution, "run": driver.run.name, "canceled": canceled,
+                "result": _summary(result or {"gone": True})}  # fmt: skip
 
     def _wait_target(self, find: Any, timeout: float = 30.0) -> Any:
         deadline = time.monotonic() + timeout
@@ -369,7 +396,7 @@ class Soak:
             if self.stopping.is_set() or self.workload_over():
                 self.skipped[fault.kind] += 1
                 continue
-            began = time.time()
+            began, t0 = time.time(), time.monotonic()
             print(f"  fault {fault.index + 1}/{len(planned)}: {fault.kind} {fault.params}", flush=True)
             try:
                 hit = self.inject(fault)
@@ -382,7 +409,7 @@ class Soak:
                 self.skipped[fault.kind] += 1
                 self.events.append({"fault": fault.index, "kind": fault.kind, "skipped": "no target"})
                 continue
-            cleared = time.monotonic()
+            cleared = t0 if fault.kind == "cancel" else time.monotonic()  # a cancel: from the request on
             self.injected[fault.kind] += 1
             seconds = self.recover(fault, cleared, hit)
             if seconds is not None:
@@ -397,7 +424,7 @@ class Soak:
     def run(self) -> SoakReport:
         o = self.options
         started = time.monotonic()
-        planned_runs = plan(o.seed, o.workload.__class__(**{**o.workload.__dict__, "jobs": o.jobs}))
+        planned_runs = plan(o.seed, dataclasses.replace(o.workload, jobs=o.jobs))
         planned_faults = schedule(o.seed, o.faults, o.fault_gap, o.stop_seconds)
         print(f"soak run: seed {o.seed} (replay: --seed {o.seed}), {o.jobs} jobs in {len(planned_runs)} pipelines, "
               f"{len(planned_faults)} faults, {o.workers} workers x {o.slots} slots, run dir {self.run_dir}",
@@ -420,6 +447,7 @@ class Soak:
         launcher.start()
         deadline = started + o.duration
         self.fault_loop(planned_faults)
+        self.faults_done.touch()
         while not self.workload_over() and time.monotonic() < deadline and not self.stopping.is_set():
             time.sleep(1)
         timed_out = not self.workload_over()
@@ -433,7 +461,7 @@ class Soak:
         return self._report(planned_runs, planned_faults, result, time.monotonic() - started, timed_out)
 
     def _import(self, run: RunSpec) -> str:
-        spec = json.dumps(pipeline_spec(run, self.job_log))
+        spec = json.dumps(pipeline_spec(run, self.job_log, self.faults_done, self.options.workload.hold_max))
         result_id = self.project.start("ImportPipeline", "", {"pipeline": spec})
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
@@ -448,7 +476,12 @@ class Soak:
     def _launch(self) -> None:
         """One driver thread per pipeline, at most ``parallel`` at once."""
         threads = []
-        for driver in self.drivers:
+        for driver in sorted(self.drivers, key=lambda d: not d.run.hold):
+            if driver.run.hold:
+                thread = threading.Thread(target=driver, name=f"soak-{driver.run.name}", daemon=True)
+                thread.start()
+                threads.append(thread)
+                continue
             while not self.running.acquire(timeout=1):
                 if self.stopping.is_set():
                     return

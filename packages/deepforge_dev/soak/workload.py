@@ -31,7 +31,9 @@ def _mark(log, what, tag, name):
 
 
 class {name}:
-    def __init__(self, log="", tag="", sleep=0, lines=0, size=0, fail=0):
+    def __init__(self, log="", tag="", sleep=0, lines=0, size=0, fail=0, hold="", hold_max=0):
+        self.hold = hold
+        self.hold_max = float(hold_max)
         self.log = log
         self.tag = tag
         self.sleep = float(sleep)
@@ -44,6 +46,9 @@ class {name}:
         for i in range(self.lines):
             print("{name} line", i, "of", self.lines, "." * 60)
         time.sleep(self.sleep)
+        deadline = time.time() + self.hold_max
+        while self.hold and not os.path.exists(self.hold) and time.time() < deadline:
+            time.sleep(0.5)
         if self.fail:
             raise RuntimeError("{name} fails on purpose (soak run)")
         total = 1
@@ -63,6 +68,7 @@ class OperationSpec:
     lines: int = 0
     size: int = 0
     fail: bool = False
+    hold: bool = False  # runs until the fault schedule is over (a flag file), at most ``hold_max`` seconds
 
 
 @dataclass
@@ -74,6 +80,7 @@ class RunSpec:
     compute: str
     storage: str
     operations: list[OperationSpec] = field(default_factory=list)
+    hold: bool = False  # a holding run: never canceled while another run can be; outside ``parallel``
 
     @property
     def failing(self) -> list[str]:
@@ -88,15 +95,20 @@ class WorkloadOptions:
     sleep: float = 3.0  # the longest sleep of a "sleeper"
     lines: int = 5000  # lines a "printer" writes
     local_share: float = 0.2  # of the runs, on local compute instead of the workers
+    holds: int = 2  # holding runs: a job that lasts until the last fault, so every fault finds a target
+    hold_max: float = 1800.0  # the longest a holding job waits for the end of the faults
 
 
 def plan(seed: int, options: WorkloadOptions) -> list[RunSpec]:
-    """Pipelines with ``options.jobs`` operations in all, drawn from ``seed`` (the same seed, the same plan)."""
+    """Pipelines with ``options.jobs`` operations in all, drawn from ``seed`` (the same seed, the same plan),
+    after ``options.holds`` holding runs of 2 operations each (not counted in ``jobs``)."""
     rng = random.Random(f"workload-{seed}")
-    runs: list[RunSpec] = []
+    runs = [RunSpec(f"hold{i}", "fanout", "gme", ("s3", "gme")[i % 2],
+                    [OperationSpec("Source", hold=True), OperationSpec("Step_1", ("Source",))], hold=True)
+            for i in range(options.holds)]  # fmt: skip
     left = options.jobs
     while left > 0:
-        index = len(runs)
+        index = len(runs) - options.holds
         ops = min(left, rng.randint(max(2, options.ops_per_run // 3), max(2, options.ops_per_run)))
         if 0 < left - ops < 2:  # no one-operation tail
             ops = left
@@ -129,8 +141,9 @@ def _operations(rng: random.Random, shape: str, ops: int, options: WorkloadOptio
     return operations
 
 
-def pipeline_spec(run: RunSpec, log: Path) -> dict[str, Any]:
-    """The ImportPipeline description of ``run``; its operations log to ``log``."""
+def pipeline_spec(run: RunSpec, log: Path, hold: Path, hold_max: float = 1800.0) -> dict[str, Any]:
+    """The ImportPipeline description of ``run``; its operations log to ``log``, a holding one waits for
+    ``hold`` to exist (at most ``hold_max`` seconds)."""
     operations = []
     connections = []
     for op in run.operations:
@@ -142,6 +155,8 @@ def pipeline_spec(run: RunSpec, log: Path) -> dict[str, Any]:
         )
         attributes = {"log": str(log), "tag": run.name, "sleep": op.sleep, "lines": op.lines,
                       "size": op.size, "fail": int(op.fail)}  # fmt: skip
+        if op.hold:
+            attributes.update(hold=str(hold), hold_max=hold_max)
         operations.append({"name": op.name, "code": code, "inputs": ports, "outputs": ["y"], "attributes": attributes})
         connections += [[f"{up}.y", f"{op.name}.{port}"] for up, port in zip(op.inputs, ports, strict=True)]
     return {"name": run.name, "operations": operations, "connections": connections}
