@@ -24,6 +24,27 @@ JOBS = 12
 ROUNDS = 5
 
 
+def _poll_at_once(url: str, created: set[str]) -> list[list[str]]:
+    """``WORKERS`` polls released together; the jobs of ``created`` each one was handed."""
+    barrier = threading.Barrier(WORKERS)
+    answers: list[list[str]] = []
+    lock = threading.Lock()
+
+    def poll(client_id: str) -> None:
+        client = ExecutorClient(url)
+        barrier.wait(timeout=30)
+        answer = client.poll_worker(client_id, JOBS, [], [])
+        with lock:
+            answers.append([h for h in answer.get("jobsToStart", []) if h in created])
+
+    threads = [threading.Thread(target=poll, args=(f"claims_{uuid.uuid4().hex[:8]}",)) for _ in range(WORKERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return answers
+
+
 def test_concurrent_polls_never_hand_out_a_job_twice(webgme_server: Any) -> None:
     executor = ExecutorClient(webgme_server.url)
     handed: Counter[str] = Counter()
@@ -33,22 +54,7 @@ def test_concurrent_polls_never_hand_out_a_job_twice(webgme_server: Any) -> None
         for job in jobs:
             executor.create_job(job)
         created.update(jobs)
-        barrier = threading.Barrier(WORKERS)
-        answers: list[list[str]] = []
-        lock = threading.Lock()
-
-        def poll(client_id: str) -> None:
-            client = ExecutorClient(webgme_server.url)
-            barrier.wait(timeout=30)
-            answer = client.poll_worker(client_id, JOBS, [], [])
-            with lock:
-                answers.append([h for h in answer.get("jobsToStart", []) if h in created])
-
-        threads = [threading.Thread(target=poll, args=(f"claims_{uuid.uuid4().hex[:8]}",)) for _ in range(WORKERS)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
+        answers = _poll_at_once(webgme_server.url, created)
         for answer in answers:
             handed.update(answer)
     twice = {job: n for job, n in handed.items() if n > 1}

@@ -43,10 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1_000_000)
     given = {k: v for k, v in vars(args).items() if k in ("jobs", "faults", "workers", "slots", "parallel",
                                                            "duration", "run_dir") and v is not None}  # fmt: skip
-    if args.reduced:
-        options = reduced_options(seed, **given)
-    else:
-        options = SoakOptions(seed=seed, **given)
+    options = reduced_options(seed, **given) if args.reduced else SoakOptions(seed=seed, **given)
     print(f"seed {seed}", flush=True)
     try:
         report = soak(options)

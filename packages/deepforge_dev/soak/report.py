@@ -8,8 +8,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-#: The audit's counts (:class:`.audit.AuditReport`): the target is 0 for each.
-COUNTS = ("lost", "stuck", "duplicated", "orphaned", "corrupt")
+#: The audit's counts (:class:`.audit.AuditReport`): the target is 0 for each (``over_cap``: a work dir or
+#: cache above its cap).
+COUNTS = ("lost", "stuck", "duplicated", "orphaned", "corrupt", "over_cap")
 
 
 def percentiles(values: list[float]) -> dict[str, float | int]:

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from deepforge_adapters import storage
 from deepforge_adapters.http import make_session
 
 from . import faults as fault_kinds
@@ -225,8 +224,7 @@ class Soak:
         if run.storage == "s3":
             assert self.stack.s3 is not None
             # through the proxy; attempts enough to outlast an S3 restart (standard retries back off up to 20 s)
-            config = {**self.stack.s3.storage_config(self.bucket), "endpoint": self.stack.url_of("s3"),
-                      "maxAttempts": S3_ATTEMPTS}  # fmt: skip
+            config = {**self.stack.storage_configs(self.bucket)["s3"], "maxAttempts": S3_ATTEMPTS}
             dialog.update({"storage": "s3", **{f"storage.s3.{k}": v for k, v in config.items()}})
         else:
             dialog["storage"] = "gme"
@@ -315,8 +313,12 @@ class Soak:
             stack.s3.restart()
             return {}
         if kind == "plugin_kill":
-            assert stack.webgme is not None and stack.webgme.server is not None
-            pids = self._wait_target(lambda: plugin_processes(stack.webgme.server.popen.pid))  # type: ignore[union-attr]
+
+            def plugins() -> list[int]:
+                server = stack.webgme.server if stack.webgme is not None else None
+                return plugin_processes(server.popen.pid) if server is not None else []
+
+            pids = self._wait_target(plugins)
             if not pids:
                 return None
             pid = pick(pids, p["pick"])
@@ -356,8 +358,10 @@ class Soak:
             self.sleep(0.5)
             with contextlib.suppress(requests.RequestException):
                 result = self.project.result("CancelExecution", result_id)
-        status, _ = self.execution_status(execution)
-        canceled = status == "canceled"
+        # delivered: CancelExecution wrote the request (not "Execution is already <final>"); the run may still
+        # end failed (an operation built to fail failed first) or success (its last job ended first)
+        messages = [str(m.get("message", "")) for m in (result or {}).get("messages", []) if isinstance(m, dict)]
+        canceled = bool(result and result.get("success")) and not any("is already" in m for m in messages)
         if canceled:
             with driver.lock:
                 driver.action = "canceled"
@@ -434,8 +438,9 @@ class Soak:
               f"proxies {self.stack.proxy_ports}, marker {MARKER_ENV}={self.stack.run_id}", flush=True)  # fmt: skip
         self.project = Project(self.stack.url, f"soak_{o.seed}_{uuid.uuid4().hex[:6]}").create()
         assert self.stack.s3 is not None
-        storage.get_client("s3", self.stack.s3.storage_config(self.bucket)).ensure_bucket()
-        self.job_log.touch()
+        self.stack.s3.client().create_bucket(Bucket=self.bucket)
+        self.job_log.write_text("")  # a run dir used before: this run's lines only
+        self.faults_done.unlink(missing_ok=True)
         for run in planned_runs:
             pipe = self._import(run)
             self.drivers.append(Driver(self, run, pipe))
@@ -502,24 +507,22 @@ class Soak:
     def _record(self) -> RunRecord:
         """What the audit needs (see :class:`.audit.RunRecord`)."""
         stack = self.stack
-        executions = {d.execution: d.action for d in self.drivers if d.execution}
-        failing = {d.execution: d.run.failing for d in self.drivers if d.execution}
-        lines = read_log(self.job_log)
+        caps = stack.config
+        work_dirs: dict[str, int | None] = {str(w.work_dir): caps.work_dir_cap for w in stack.workers}
+        work_dirs[str(self.run_dir / "local-compute")] = caps.work_dir_cap
         return RunRecord(
             server_url=stack.url,
             project=self.project.name,
+            executions={d.execution: d.action for d in self.drivers if d.execution},  # type: ignore[misc]
+            failing_operations={d.execution: set(d.run.failing) for d in self.drivers if d.execution},
             storage_configs=stack.storage_configs(self.bucket),
-            executions=executions,
-            failing_operations=failing,
-            work_dirs={str(w.work_dir): None for w in stack.workers} | {str(self.run_dir / "local-compute"): None},
-            cache_dirs={str(w.cache_dir): None for w in stack.workers},
-            storage_roots=[{"backend": "s3", "bucket": self.bucket, **stack.storage_configs(self.bucket)["s3"]}],
-            process_marker=(MARKER_ENV, stack.run_id),
-            records={
-                "job_log": str(self.job_log),
-                "attempts": {f"{t}/{n}": c for (t, n), c in attempts(lines).items()},
-                "worker_logs": sorted(str(p) for w in stack.workers for p in w.home.glob("worker-*.log")),
-            },  # fmt: skip
+            work_dirs=work_dirs,
+            cache_dirs={str(w.cache_dir): caps.cache_max_bytes for w in stack.workers},
+            buckets=[stack.storage_configs(self.bucket)["s3"]],
+            worker_logs=sorted(str(p) for w in stack.workers for p in w.home.glob("worker-*.log")),
+            marker=(MARKER_ENV, stack.run_id),
+            ignore_pids={os.getpid()},
+            executor_scope="all",
         )
 
     def _report(
@@ -547,8 +550,8 @@ class Soak:
             faults_skipped=dict(self.skipped),
             recovery_s={kind: percentiles(values) for kind, values in sorted(self.recovery.items())},
             worker_peak_rss_mib=round(max((w.peak_rss_kib for w in self.stack.workers), default=0) / 1024, 1),
-            audit=result.to_json(),
-            counts={k: int(getattr(result, k)) for k in ("lost", "stuck", "duplicated", "orphaned", "corrupt")},
+            audit=result.as_dict(),
+            counts=dict(result.counts),
             problems=problems,
             marked_processes_left=left,
             events=self.events,

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from deepforge_adapters.http import make_session
+from deepforge_adapters.jobs.runner import CACHE_MAX_ENV
 from deepforge_adapters.policy import POLICY_ENV
 from deepforge_adapters.secrets import generate_key
 from deepforge_adapters.webgme.executor import ExecutorClient
@@ -49,6 +50,8 @@ class StackConfig:
     workers: int = 4
     slots: int = 2
     refresh_ms: int = 500  # the executor's refresh: a worker silent for 5x this is requeued (checked every 10 s)
+    cache_max_bytes: int = 32 * 1024 * 1024  # each worker's input cache cap (DEEPFORGE_CACHE_MAX_BYTES)
+    work_dir_cap: int = 512 * 1024 * 1024  # what a worker's work dir may hold once the run is over
 
 
 @dataclass
@@ -149,7 +152,7 @@ class SoakStack:
         return self
 
     def _proxy(self, name: str, port: int) -> None:
-        proxy = FaultProxy("127.0.0.1", port)
+        proxy = FaultProxy(("127.0.0.1", port))
         self.proxies[name] = proxy
         self.proxy_ports[name] = proxy.start()
 
@@ -168,7 +171,7 @@ class SoakStack:
                 "--work-dir", str(home / "jobs"), "--cache-dir", str(home / "cache"),
                 "--processes", str(self.config.slots), "--cancel-grace", "2", "--max-refresh", "2"]  # fmt: skip
         env = {**os.environ, MARKER_ENV: self.run_id, "DEEPFORGE_WORKER_MAX_BACKOFF": "1",
-               "DEEPFORGE_SECRET_KEY": self.secret_key}  # fmt: skip
+               "DEEPFORGE_SECRET_KEY": self.secret_key, CACHE_MAX_ENV: str(self.config.cache_max_bytes)}  # fmt: skip
         with open(home / f"worker-{generation}.log", "ab") as out:
             proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True, env=env)  # fmt: skip
@@ -233,11 +236,14 @@ class SoakStack:
                 w.proc.wait(timeout=10)
 
     def stop_for_audit(self) -> None:
-        """Stop the workers, the proxies and the server (and its plugins), then start the server again
-        without the run's marker: the audit reads the model; any process still marked is an orphan."""
+        """Stop the workers, the server's proxies and the server (and its plugins), then start the server again
+        without the run's marker: the audit reads the model; any process still marked is an orphan.  The
+        "s3" proxy stays (fault-free): the run's S3 dataInfos name it as their endpoint."""
         self.stop_workers()
-        for proxy in self.proxies.values():
-            proxy.stop()
+        self.proxies["s3"].set_fault("none")
+        for name, proxy in self.proxies.items():
+            if name != "s3":
+                proxy.stop()
         assert self.webgme is not None
         self.webgme.stop_server()
         self.webgme.options.env = {k: v for k, v in self.webgme.options.env.items() if k != MARKER_ENV}
@@ -264,6 +270,7 @@ class SoakStack:
         self.stop()
 
     def storage_configs(self, bucket: str) -> dict[str, dict[str, Any]]:
-        """Configs to read the run's dataInfos back with, straight to the servers (no proxy)."""
+        """Configs to read the run's dataInfos back with: the server itself; S3 through its proxy (the endpoint
+        the jobs wrote with, which their dataInfos name)."""
         assert self.s3 is not None
-        return {"gme": {"host": self.url}, "s3": self.s3.storage_config(bucket)}
+        return {"gme": {"host": self.url}, "s3": {**self.s3.storage_config(bucket), "endpoint": self.url_of("s3")}}

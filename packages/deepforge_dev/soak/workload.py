@@ -173,7 +173,7 @@ class LogLine:
 
 def read_log(log: Path) -> list[LogLine]:
     """The job log's lines (a torn last line of a killed job is skipped)."""
-    lines = []
+    lines: list[LogLine] = []
     if not log.exists():
         return lines
     with open(log, errors="replace") as fh:
