@@ -42,6 +42,7 @@ class SoakReport:
     faults_injected: dict[str, int]
     faults_skipped: dict[str, int]
     recovery_s: dict[str, dict[str, float | int]]
+    unrecovered: dict[str, int]  # faults after which nothing ran again within the recovery bound
     worker_peak_rss_mib: float
     audit: dict[str, Any]
     counts: dict[str, int]
@@ -80,6 +81,8 @@ class SoakReport:
             if figures.get("n"):
                 lines.append(f"    {kind:<15} n={figures['n']:<3} p50={figures['p50']:<7} p95={figures['p95']:<7}"
                              f" max={figures['max']}")  # fmt: skip
+        if self.unrecovered:
+            lines.append(f"    not recovered within the bound: {_pairs(self.unrecovered)}")
         lines.append(f"  worker peak RSS: {self.worker_peak_rss_mib} MiB")
         lines.append("  audit: " + ", ".join(f"{k} {self.counts.get(k, '?')}" for k in COUNTS))
         for problem in self.problems:

@@ -201,6 +201,7 @@ class Soak:
         self.injected: Counter[str] = Counter()
         self.skipped: Counter[str] = Counter()
         self.recovery: dict[str, list[float]] = defaultdict(list)
+        self.unrecovered: Counter[str] = Counter()  # no recovery within the bound (and the workload went on)
         self.events: list[dict[str, Any]] = []
         self._executions: dict[str, str] = {}  # name -> path
         self._container: str | None = None
@@ -418,6 +419,8 @@ class Soak:
             seconds = self.recover(fault, cleared, hit)
             if seconds is not None:
                 self.recovery[fault.kind].append(seconds)
+            elif not self.workload_over() and not self.stopping.is_set():
+                self.unrecovered[fault.kind] += 1
             self.events.append({"fault": fault.index, "kind": fault.kind, "at": began, "hit": hit,
                                 "recovery_s": seconds})  # fmt: skip
             print(
@@ -462,7 +465,9 @@ class Soak:
         print("  workload over; stopping the workers and the server for the audit", flush=True)
         self.stack.stop_for_audit()
         record = self._record()
+        audit_began = time.monotonic()
         result = audit(record)
+        print(f"  audit took {time.monotonic() - audit_began:.0f}s", flush=True)
         return self._report(planned_runs, planned_faults, result, time.monotonic() - started, timed_out)
 
     def _import(self, run: RunSpec) -> str:
@@ -549,6 +554,7 @@ class Soak:
             faults_injected=dict(self.injected),
             faults_skipped=dict(self.skipped),
             recovery_s={kind: percentiles(values) for kind, values in sorted(self.recovery.items())},
+            unrecovered=dict(self.unrecovered),
             worker_peak_rss_mib=round(max((w.peak_rss_kib for w in self.stack.workers), default=0) / 1024, 1),
             audit=result.as_dict(),
             counts=dict(result.counts),
