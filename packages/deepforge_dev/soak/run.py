@@ -24,6 +24,7 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,8 @@ FINISHED = ("success", "failed", "fail", "canceled")
 #: S3 attempts per request in the run's storage config: the adapter's default (5) gives up after a few seconds,
 #: 10 after ~20 s, shorter than a SeaweedFS restart on a loaded machine (docs/reliability.md, "Findings").
 S3_ATTEMPTS = 20
+#: ImportPipeline runs at once while the pipelines are built (their commits to the branch are retried on a fork).
+IMPORTS_AT_ONCE = 3
 
 
 @dataclass(frozen=True)
@@ -426,6 +429,7 @@ class Soak:
             print(
                 f"    recovered in {seconds:.1f}s" if seconds is not None else "    (no recovery measured)", flush=True
             )
+        print(f"  {sum(self.injected.values())} of {len(planned)} faults injected; the holding jobs end", flush=True)
 
     # ------------------------------------------------------------------------------------ the run
     def run(self) -> SoakReport:
@@ -444,9 +448,9 @@ class Soak:
         self.stack.s3.client().create_bucket(Bucket=self.bucket)
         self.job_log.write_text("")  # a run dir used before: this run's lines only
         self.faults_done.unlink(missing_ok=True)
-        for run in planned_runs:
-            pipe = self._import(run)
-            self.drivers.append(Driver(self, run, pipe))
+        with ThreadPoolExecutor(max_workers=IMPORTS_AT_ONCE) as pool:  # each import is a plugin process
+            pipes = list(pool.map(self._import, planned_runs))
+        self.drivers = [Driver(self, run, pipe) for run, pipe in zip(planned_runs, pipes, strict=True)]
         print(f"  imported {len(planned_runs)} pipelines in {time.monotonic() - started:.0f}s", flush=True)
 
         sampler = threading.Thread(target=self._sample, name="soak-rss", daemon=True)
