@@ -233,8 +233,8 @@ class Soak:
         else:
             dialog["storage"] = "gme"
         if run.compute == "local":
-            dialog.update({"compute": "local", "compute.local.workDir": str(self.run_dir / "local-compute"),
-                           "compute.local.processes": 2})  # fmt: skip
+            work = self.run_dir / ("hold-compute" if run.hold else "local-compute")  # the holds: a queue apart
+            dialog.update({"compute": "local", "compute.local.workDir": str(work), "compute.local.processes": 2})
         else:
             dialog["compute"] = "gme"
         return dialog
@@ -398,10 +398,10 @@ class Soak:
             time.sleep(0.2)
         return None
 
-    def fault_loop(self, planned: list[Fault]) -> None:
+    def fault_loop(self, planned: list[Fault], deadline: float) -> None:
         for fault in planned:
             self.sleep(fault.pause)
-            if self.stopping.is_set() or self.workload_over():
+            if self.stopping.is_set() or self.workload_over() or time.monotonic() > deadline:
                 self.skipped[fault.kind] += 1
                 continue
             began, t0 = time.time(), time.monotonic()
@@ -458,7 +458,7 @@ class Soak:
         launcher = threading.Thread(target=self._launch, name="soak-launch", daemon=True)
         launcher.start()
         deadline = started + o.duration
-        self.fault_loop(planned_faults)
+        self.fault_loop(planned_faults, deadline)
         self.faults_done.touch()
         while not self.workload_over() and time.monotonic() < deadline and not self.stopping.is_set():
             time.sleep(1)
@@ -519,6 +519,7 @@ class Soak:
         caps = stack.config
         work_dirs: dict[str, int | None] = {str(w.work_dir): caps.work_dir_cap for w in stack.workers}
         work_dirs[str(self.run_dir / "local-compute")] = caps.work_dir_cap
+        work_dirs[str(self.run_dir / "hold-compute")] = caps.work_dir_cap
         return RunRecord(
             server_url=stack.url,
             project=self.project.name,

@@ -103,7 +103,9 @@ def plan(seed: int, options: WorkloadOptions) -> list[RunSpec]:
     """Pipelines with ``options.jobs`` operations in all, drawn from ``seed`` (the same seed, the same plan),
     after ``options.holds`` holding runs of 2 operations each (not counted in ``jobs``)."""
     rng = random.Random(f"workload-{seed}")
-    runs = [RunSpec(f"hold{i}", "fanout", "gme", ("s3", "gme")[i % 2],
+    # on local compute (a queue of their own, see Soak.dialog): on the workers, each requeue of a holding job
+    # (a worker stopped or cut off) would leave one more copy running in a slot until the faults end
+    runs = [RunSpec(f"hold{i}", "fanout", "local", ("s3", "gme")[i % 2],
                     [OperationSpec("Source", hold=True), OperationSpec("Step_1", ("Source",))], hold=True)
             for i in range(options.holds)]  # fmt: skip
     left = options.jobs
