@@ -260,8 +260,22 @@ class SoakStack:
             self.webgme.stop()
         if self.s3 is not None:
             self.s3.stop()
+        self.kill_marked()
         with contextlib.suppress(Exception):
             atexit.unregister(self.stop)
+
+    def kill_marked(self) -> list[int]:
+        """SIGKILL every process still carrying this run's marker (jobs a SIGKILLed worker left in their own
+        sessions, local compute jobs of a run interrupted): the last sweep of :meth:`stop`, after the audit."""
+        from .faults import marked_processes
+
+        pids = marked_processes(MARKER_ENV, self.run_id)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        if pids:
+            log.warning("killed %d process(es) left with %s=%s: %s", len(pids), MARKER_ENV, self.run_id, pids)
+        return pids
 
     def __enter__(self) -> SoakStack:
         return self.start()
