@@ -284,8 +284,9 @@ class Soak:
                     found.append(d)
         return found
 
-    def workload_over(self) -> bool:
-        return all(d.outcome is not None or d.problems for d in self.drivers)
+    def workload_over(self, holds: bool = True) -> bool:
+        """Every run over (``holds=False``: every run but the holding ones, which last as long as the faults)."""
+        return all(d.outcome is not None or d.problems for d in self.drivers if holds or not d.run.hold)
 
     def sleep(self, seconds: float) -> None:
         self.stopping.wait(seconds)
@@ -393,8 +394,8 @@ class Soak:
             elif self.stack.healthy():
                 if self.progress_since(time.time() - (time.monotonic() - cleared)):
                     return time.monotonic() - cleared
-                if self.workload_over():
-                    return None
+                if self.workload_over(holds=False):
+                    return None  # nothing left to start: no recovery to measure
             time.sleep(0.2)
         return None
 
@@ -422,7 +423,7 @@ class Soak:
             seconds = self.recover(fault, cleared, hit)
             if seconds is not None:
                 self.recovery[fault.kind].append(seconds)
-            elif not self.workload_over() and not self.stopping.is_set():
+            elif not self.workload_over(holds=False) and not self.stopping.is_set():
                 self.unrecovered[fault.kind] += 1
             self.events.append({"fault": fault.index, "kind": fault.kind, "at": began, "hit": hit,
                                 "recovery_s": seconds})  # fmt: skip
