@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMPS := .stamps
 PYTEST_ARGS ?=
 
-.PHONY: install test unit integration e2e lint bench demo dev dist clean
+.PHONY: install test unit integration e2e lint bench demo dev dist clean soak
 
 install: $(STAMPS)/python
 
@@ -46,6 +46,20 @@ lint: install
 
 bench: install node ray slurm
 	$(BIN)/python bench/run_all.py
+
+# The soak run (docs/reliability.md): 1,000 jobs on 4 deepforge-workers (2 slots each) and local compute, gme and
+# SeaweedFS storage, >= 50 faults drawn from a seed (printed first; SOAK_SEED=N replays one), then the audit;
+# exits non-zero unless nothing was lost, stuck, duplicated, orphaned or corrupt.  The report is printed and
+# written to $(RUN_DIR)/soak/report.json.  More knobs: SOAK_ARGS (python -m deepforge_dev.soak --help).  Its
+# reduced version is tests/soak/test_soak_reduced.py, part of `make test`.
+SOAK_JOBS ?= 1000
+SOAK_FAULTS ?= 50
+SOAK_SEED ?=
+SOAK_ARGS ?=
+soak: install node
+	@mkdir -p $(RUN_DIR)/soak
+	$(BIN)/python -m deepforge_dev.soak --jobs $(SOAK_JOBS) --faults $(SOAK_FAULTS) $(if $(SOAK_SEED),--seed $(SOAK_SEED)) \
+	  --run-dir $(abspath $(RUN_DIR))/soak/run --report $(RUN_DIR)/soak/report.json $(SOAK_ARGS)
 
 demo: install
 	$(BIN)/python -m deepforge_dev.demo

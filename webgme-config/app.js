@@ -7,6 +7,7 @@ var gmeConfig = require('./config'),
     server;
 
 webgme.addToRequireJsPaths(gmeConfig);
+require('./executor_claims');  // after webgme (requireJS), before its server: one worker per queued job
 server = new webgme.standaloneServer(gmeConfig);
 server.start(function (err) {
     if (err) {
