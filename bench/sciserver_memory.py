@@ -82,6 +82,7 @@ def curl_transfers(config: dict[str, str], src: Path, dest: Path) -> tuple[float
     from deepforge_adapters.storage import get_client
 
     client = get_client("sciserver-files", config)
+    client._ensure_volume()  # type: ignore[attr-defined]  # curl's PUT needs the volume the adapter creates
     url = client.url("file", "Storage", client.volume, "bench/curl.bin")  # type: ignore[attr-defined]
     header_file = dest.with_name("curl-headers.txt")  # the token from a file: never on a command line
     header_file.touch(mode=0o600)
