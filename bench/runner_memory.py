@@ -32,18 +32,21 @@ from deepforge_adapters.jobs.bundle import build_bundle
 from deepforge_adapters.storage import DataInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _targets import Targets, cp_fsync_seconds, sha256_seconds  # bench/ is not a package: from beside this
+from _targets import IMPORT_PEAK, Targets, cp_fsync_seconds, sha256_seconds  # bench/ is not a package: from beside this
 
 CHUNK = 1024 * 1024
 
 # Runs the runner in-process and reports this process's own peak RSS on the last line of stderr.
-WRAPPER = r"""
-import json, resource, sys
+WRAPPER = (
+    IMPORT_PEAK
+    + r"""
+import json, sys
 from deepforge_adapters.jobs.runner import main
 code = main([])
-print(json.dumps({"maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}), file=sys.stderr)
+print(json.dumps({"maxrss_kib": peak_rss_mib() * 1024}), file=sys.stderr)
 sys.exit(code)
 """
+)
 
 PRODUCE = """
 import os, sys

@@ -6,13 +6,16 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import errno
 import os
 import stat
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, BinaryIO, Protocol
+from typing import IO, BinaryIO, Protocol, cast
 
 from .hashing import CHUNK_SIZE
 
@@ -159,6 +162,64 @@ def iter_chunks(src: Readable, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
         yield chunk
 
 
+#: Bytes a file being written may gain before :func:`early_writeback` asks the kernel to start writing it out.
+WRITEBACK_BYTES = 32 * 1024 * 1024
+_SYNC_FILE_RANGE_WRITE = 2  # <fcntl.h>: start write-out of the range's dirty pages, do not wait
+
+
+def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """glibc's ``sync_file_range`` (Linux; Python's :mod:`os` has no binding), or ``None``."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        function = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    function.restype = ctypes.c_int
+    return cast(Callable[[int, int, int, int], int], function)
+
+
+_sync_file_range = _load_sync_file_range()
+
+
+@contextlib.contextmanager
+def early_writeback(fd: int, every: int | None = None, poll: float = 0.05) -> Iterator[None]:
+    """While the block writes the file ``fd``, a thread starts the kernel's write-out every ``every`` bytes.
+
+    A download fsyncs its file before renaming it into place; left to the end, that fsync writes the whole
+    artifact (a third of a second per GiB on a quiet disk, seconds on a busy one) after the last byte
+    arrived.  ``sync_file_range(SYNC_FILE_RANGE_WRITE)`` starts that write-out as the bytes arrive, without
+    waiting for it and without dropping the pages from the cache, so the final fsync finds little left and
+    the disk works while the network does.  A no-op where the call does not exist.
+    """
+    sync_file_range = _sync_file_range
+    if sync_file_range is None:
+        yield
+        return
+    every = WRITEBACK_BYTES if every is None else every
+    stop = threading.Event()
+
+    def run() -> None:
+        started = 0
+        while not stop.wait(poll):
+            try:
+                size = os.fstat(fd).st_size
+            except OSError:
+                return
+            if size - started >= every:
+                if sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE) != 0:  # the whole file: parts land anywhere
+                    return  # not supported here (or the fd is gone): the final fsync does it all
+                started = size
+
+    thread = threading.Thread(target=run, name="deepforge-writeback", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 @contextlib.contextmanager
 def atomic_write(dest: str | os.PathLike[str], mode: int = 0o644, *, durable: bool = True) -> Iterator[BinaryIO]:
     """Write to a temp file beside ``dest`` and rename it into place only if the block succeeds.
@@ -172,8 +233,9 @@ def atomic_write(dest: str | os.PathLike[str], mode: int = 0o644, *, durable: bo
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.tmp-", dir=dest.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
+            with early_writeback(fd) if durable else contextlib.nullcontext():
+                yield f
+                f.flush()
             if durable:
                 os.fsync(f.fileno())
         os.chmod(tmp, mode)

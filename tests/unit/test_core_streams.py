@@ -161,3 +161,31 @@ def test_written_file_hasher_hashes_what_the_file_holds_and_reports_a_short_file
             short.hexdigest()
     finally:
         os.close(fd)
+
+
+def test_early_writeback_starts_the_write_out_while_a_durable_file_grows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A download's final fsync should find little left to write (issue 14: downloads against curl)."""
+    from deepforge_adapters import streams
+
+    from tests.fixtures.waiting import wait_for
+
+    real = streams._sync_file_range
+    if real is None:
+        pytest.skip("no sync_file_range on this platform")
+    calls: list[tuple[int, int]] = []
+
+    def recorded(fd: int, offset: int, nbytes: int, flags: int) -> int:
+        calls.append((os.fstat(fd).st_size, flags))
+        return real(fd, offset, nbytes, flags)
+
+    monkeypatch.setattr(streams, "_sync_file_range", recorded)
+    monkeypatch.setattr(streams, "WRITEBACK_BYTES", CHUNK_SIZE)
+    with atomic_write(tmp_path / "big") as f:
+        f.write(DATA[: 2 * CHUNK_SIZE])
+        f.flush()
+        wait_for(lambda: calls, timeout=30, what="a write-out started while the file was being written")
+        f.write(DATA[2 * CHUNK_SIZE :])
+    assert (tmp_path / "big").read_bytes() == DATA
+    assert calls[0] == (2 * CHUNK_SIZE, 2)  # SYNC_FILE_RANGE_WRITE: start, never wait

@@ -46,7 +46,7 @@ from typing import Any
 
 from ..errors import IntegrityError, StorageError
 from ..hashing import HashingReader, file_digest
-from ..streams import ProgressCallback, atomic_write, copy_stream
+from ..streams import ProgressCallback, atomic_write, copy_stream, early_writeback
 from .base import DataInfo, ObjectInfo, StorageClient
 
 log = logging.getLogger(__name__)
@@ -237,7 +237,7 @@ class WorkerCache:
                 # Every byte is hashed once: by the backend's stream when it checks the digest itself.
                 ours = digest is not None and not client.verifies_digest
                 algorithms = (digest[0],) if digest and ours else ()
-                with client.get_file_stream(data_info) as src:
+                with client.get_file_stream(data_info) as src, early_writeback(fd):
                     # a verifying stream goes to copy_stream as it is: a local file then copies in the kernel
                     reader = HashingReader(src, algorithms) if algorithms else None
                     count = copy_stream(reader or src, out, total=size, progress=progress)
