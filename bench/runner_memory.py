@@ -3,9 +3,11 @@
 Two real jobs through ``local`` storage:
 
 1. *produce*: the operation hard-links a pre-made 1 GiB file to ``outputs/big/data`` (instant), so the
-   runner's time is almost all the upload (``put_file_stream``: sha256 while streaming + fsync + rename);
+   runner's time is the upload (``put_file_stream`` of the open file: a kernel copy, BLAKE3 of what landed
+   in a thread beside it, fsync, rename) plus the job's fixed cost (interpreter starts, imports);
 2. *consume*: the next job takes that output's dataInfo as its input, so the runner fetches it into the
-   worker cache (download, size + sha256 verification, atomic rename) and links it into ``artifacts/``.
+   worker cache (kernel copy, size + BLAKE3 verification of what landed, fsync, atomic rename) and links it
+   into ``artifacts/``.
 
 Each runner runs in a wrapper process that reports its own peak RSS (``RUSAGE_SELF``: the runner alone, not
 the operation it starts): target < 64 MiB.  Throughput is limit ÷ the whole job (interpreter start included)

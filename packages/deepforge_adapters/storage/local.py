@@ -13,7 +13,10 @@ The root is *not* recorded: a dataInfo stays valid when the root moves (say, a v
 never leaks a local path into a model.  ``size`` and the hash are computed while the bytes stream in (the hash
 in a thread beside the write) and are checked again on the way out: opening a file whose size changed, or
 reading one to its end whose hash changed, raises :class:`~deepforge_adapters.errors.IntegrityError` instead
-of handing stale bytes to a job.
+of handing stale bytes to a job.  A transfer from a file into a file (``put_file``, a put of an open file,
+``get_file``, a fetch into the worker cache) never passes the bytes through Python: ``os.copy_file_range``
+copies them in the kernel and a thread hashes what landed in the destination, read back from the page cache
+(:class:`~deepforge_adapters.hashing.WrittenFileHasher`), so a verified copy costs what ``cp`` + fsync does.
 
 **The hash is BLAKE3** (:data:`~deepforge_adapters.hashing.LOCAL_HASH`): about twice sha256's speed, so a
 verified copy runs at the speed of ``cp`` + fsync.  dataInfos written before it record ``"sha256"`` instead
