@@ -73,6 +73,32 @@ class Targets:
         return 0 if not self.failed else 1
 
 
+# ------------------------------------------------------------------------------------------------ memory
+def peak_rss_mib() -> float:
+    """This process's own peak RSS in MiB: ``VmHWM`` of its address space where Linux has it.
+
+    Not ``ru_maxrss``: Linux keeps that across ``execve``, so a child started by a bench that had itself
+    grown (boto3's models, a raw 1 GiB upload) reported the *parent's* peak when that was higher (the s3
+    bench's children "started" at the parent's 60-140 MiB before they had allocated anything).
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+#: A line for a ``python -c`` child: makes :func:`peak_rss_mib` importable there (bench/ is not a package).
+IMPORT_PEAK = (
+    f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); from _targets import peak_rss_mib"
+)
+
+
 # ------------------------------------------------------------------------------------------------ baselines
 def cp_fsync_seconds(src: Path, dest: Path) -> float:
     """``cp`` then ``sync FILE`` (an fsync of the copy), from no dirty pages: a durable copy, nothing more."""

@@ -15,7 +15,6 @@ import argparse
 import hashlib
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from pathlib import Path
 MIB = 1024 * 1024
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _targets import Targets  # noqa: E402 - bench/ is not a package: from beside this
+from _targets import Targets, peak_rss_mib  # noqa: E402 - bench/ is not a package: from beside this
 
 
 def child(mode: str, host: str, path: str, ref: str) -> None:
@@ -39,7 +38,7 @@ def child(mode: str, host: str, path: str, ref: str) -> None:
     else:
         gme.get_file(DataInfo("gme", ref), path)
     seconds = time.perf_counter() - start
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss = peak_rss_mib()
     print(json.dumps({"seconds": seconds, "rss_mib": rss, "ref": ref}))
 
 

@@ -6,8 +6,9 @@ checking size and hash, then fsyncs and renames. With sha256 neither could beat 
 so the limit (issue 14) is ``max(cp + fsync, sha256 alone)``, both measured here on the same file in the same
 run (sha256 alone: the faster of ``sha256sum`` and Python's ``hashlib.file_digest``). The ratio is limit ÷
 ours (1.0 = as fast as the hardware allows); target >= 0.8 each. The transfers run in a child process whose
-peak RSS (``ru_maxrss``) is the adapter path alone, interpreter and imports included: target < 64 MiB. Best of
-``--rounds``; every timed step starts with ``os.sync()`` so no step pays for the previous one's write-back.
+peak RSS (``VmHWM``: ``_targets.peak_rss_mib``) is the adapter path alone, interpreter and imports included:
+target < 64 MiB. Best of ``--rounds``; every timed step starts with ``os.sync()`` so no step pays for the
+previous one's write-back.
 
     python bench/local_memory.py [--mib 1024] [--rounds 2]
 """
@@ -27,6 +28,7 @@ import blake3
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _targets import (
+    IMPORT_PEAK,
     Targets,
     cp_fsync_seconds,
     sha256_seconds,
@@ -34,8 +36,10 @@ from _targets import (
 
 CHUNK = 1024 * 1024
 
-CHILD = r"""
-import json, os, resource, sys, time
+CHILD = (
+    IMPORT_PEAK
+    + r"""
+import json, os, sys, time
 from deepforge_adapters.storage import get_client
 
 root, src, dest = sys.argv[1:]
@@ -48,9 +52,10 @@ os.sync()
 t2 = time.perf_counter()
 client.get_file(info, dest)  # verifies size and sha256 while streaming
 t3 = time.perf_counter()
-print(json.dumps({"put_s": t1 - t0, "get_s": t3 - t2, "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+print(json.dumps({"put_s": t1 - t0, "get_s": t3 - t2, "maxrss_kib": peak_rss_mib() * 1024,
                   "size": info.data["size"], "digest": info.data["blake3"]}))
 """
+)
 
 
 def make_file(path: Path, mib: int) -> str:

@@ -3,9 +3,11 @@
 Two real jobs through ``local`` storage:
 
 1. *produce*: the operation hard-links a pre-made 1 GiB file to ``outputs/big/data`` (instant), so the
-   runner's time is almost all the upload (``put_file_stream``: sha256 while streaming + fsync + rename);
+   runner's time is the upload (``put_file_stream`` of the open file: a kernel copy, BLAKE3 of what landed
+   in a thread beside it, fsync, rename) plus the job's fixed cost (interpreter starts, imports);
 2. *consume*: the next job takes that output's dataInfo as its input, so the runner fetches it into the
-   worker cache (download, size + sha256 verification, atomic rename) and links it into ``artifacts/``.
+   worker cache (kernel copy, size + BLAKE3 verification of what landed, fsync, atomic rename) and links it
+   into ``artifacts/``.
 
 Each runner runs in a wrapper process that reports its own peak RSS (``RUSAGE_SELF``: the runner alone, not
 the operation it starts): target < 64 MiB.  Throughput is limit ÷ the whole job (interpreter start included)
@@ -32,18 +34,21 @@ from deepforge_adapters.jobs.bundle import build_bundle
 from deepforge_adapters.storage import DataInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _targets import Targets, cp_fsync_seconds, sha256_seconds  # bench/ is not a package: from beside this
+from _targets import IMPORT_PEAK, Targets, cp_fsync_seconds, sha256_seconds  # bench/ is not a package: from beside this
 
 CHUNK = 1024 * 1024
 
 # Runs the runner in-process and reports this process's own peak RSS on the last line of stderr.
-WRAPPER = r"""
-import json, resource, sys
+WRAPPER = (
+    IMPORT_PEAK
+    + r"""
+import json, sys
 from deepforge_adapters.jobs.runner import main
 code = main([])
-print(json.dumps({"maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}), file=sys.stderr)
+print(json.dumps({"maxrss_kib": peak_rss_mib() * 1024}), file=sys.stderr)
 sys.exit(code)
 """
+)
 
 PRODUCE = """
 import os, sys

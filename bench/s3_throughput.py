@@ -9,14 +9,15 @@ it checks SigV4 and serves ranged GETs without copying the object, unlike moto),
 * ``adapter-stream`` S3Storage.put_file_stream from a non-seekable pipe / get_file_stream read loop
 * ``boto3``          raw ``client.upload_file`` / ``download_file`` with boto3's default TransferConfig
 
-boto3 with the CRT transfer client (``awscrt``, ``TransferConfig(preferred_transfer_client="crt")``) is not a
-baseline here: boto3 builds its CRT request serializer with ``endpoint_url=None`` (``boto3/crt.py``), so it
-always addresses AWS and fails against any other server (``AWS_IO_DNS_INVALID_NAME`` for
-``bench.127.0.0.1``); it cannot serve an S3-compatible endpoint, and neither could the adapter through it.
+* ``crt``            the CRT transfer client (``awscrt``), when it is installed (``pip install awscrt``): boto3's
+                     own switch (``TransferConfig(preferred_transfer_client="crt")``) builds its request
+                     serializer with ``endpoint_url=None`` (``boto3/crt.py``) and so always addresses AWS
+                     (``AWS_IO_DNS_INVALID_NAME`` for ``bench.127.0.0.1``); this mode builds the same
+                     ``s3transfer.crt.CRTTransferManager`` with the server's endpoint, path-style, 8 MiB parts
 
-Each transfer runs in a fresh child process so its peak RSS (``ru_maxrss``) is the client's alone.  Figures
-(``TARGET`` lines, ``bench/_targets.py``): adapter ÷ the raw client each way (target >= 1.0), peak RSS
-from a file and from a pipe (target < 128 MiB each).
+Each transfer runs in a fresh child process so its peak RSS (``VmHWM``, ``_targets.peak_rss_mib``) is the
+client's alone.  Figures (``TARGET`` lines, ``bench/_targets.py``): adapter ÷ the raw client each way
+(target >= 1.0), peak RSS from a file and from a pipe (target < 128 MiB each).
 
     python bench/s3_throughput.py [--mib 1024] [--repeat 2] [--modes adapter,boto3,...] [--ops upload,download]
     (or S3_BENCH_SIZE_MIB / S3_BENCH_REPEAT; S3_BENCH_ADAPTER_CONFIG='{"maxConcurrency": 4}' tunes the adapter)
@@ -25,9 +26,9 @@ from a file and from a pipe (target < 128 MiB each).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -38,11 +39,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.fixtures.s3: the same SeaweedFS launcher the test suite uses
 sys.path.insert(0, str(ROOT / "bench"))
-from _targets import Targets  # noqa: E402 - bench/ is not a package: from beside this
+from _targets import Targets, peak_rss_mib  # noqa: E402 - bench/ is not a package: from beside this
 
 MiB = 1024 * 1024
 BUCKET = "bench"
-RAW_MODES = ("boto3",)
+RAW_MODES = ("boto3", "crt") if importlib.util.find_spec("awscrt") else ("boto3",)
 SERVER_ENV = "S3_BENCH_SERVER"  # {"url", "accessKeyId", "secretAccessKey"} for the child processes
 MODES = ("adapter", "adapter-stream", *RAW_MODES)
 
@@ -79,9 +80,16 @@ def child(mode: str, op: str, server: dict[str, str], path: str, key: str) -> di
             aws_secret_access_key=server["secretAccessKey"],
             config=Config(s3={"addressing_style": "path"}),  # as the adapter addresses a non-AWS endpoint
         )
+    crt = crt_transfer_manager(server) if mode == "crt" else None
     os.sync()
     start = time.perf_counter()
-    if op == "upload":
+    if crt is not None:
+        with crt:
+            if op == "upload":
+                crt.upload(path, BUCKET, key).result()
+            else:
+                crt.download(BUCKET, key, path).result()
+    elif op == "upload":
         if mode == "adapter":
             adapter.put_file(key, path)
         elif mode == "adapter-stream":
@@ -103,7 +111,31 @@ def child(mode: str, op: str, server: dict[str, str], path: str, key: str) -> di
     seconds = time.perf_counter() - start
     if op == "download" and info is not None and os.path.getsize(path) != info.data["size"]:
         raise SystemExit(f"{mode} download wrote {os.path.getsize(path)} bytes, expected {info.data['size']}")
-    return {"seconds": seconds, "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {"seconds": seconds, "rss_mib": peak_rss_mib()}
+
+
+def crt_transfer_manager(server: dict[str, str]) -> Any:
+    """boto3's CRT transfer manager, pointed at ``server`` (what boto3's ``preferred_transfer_client`` cannot)."""
+    import botocore.session
+    from awscrt.auth import AwsCredentialsProvider
+    from botocore.config import Config
+    from s3transfer.crt import BotocoreCRTRequestSerializer, CRTTransferManager, create_s3_crt_client
+
+    serializer = BotocoreCRTRequestSerializer(
+        botocore.session.Session(),
+        {
+            "region_name": "us-east-1",
+            "endpoint_url": server["url"],
+            "aws_access_key_id": server["accessKeyId"],
+            "aws_secret_access_key": server["secretAccessKey"],
+            "config": Config(s3={"addressing_style": "path"}),
+        },
+    )
+    credentials = AwsCredentialsProvider.new_static(server["accessKeyId"], server["secretAccessKey"])
+    client = create_s3_crt_client(
+        "us-east-1", credentials, use_ssl=server["url"].startswith("https:"), part_size=8 * MiB
+    )
+    return CRTTransferManager(client, serializer)
 
 
 def run_child(mode: str, op: str, server: dict[str, str], path: Path, key: str) -> dict[str, Any]:

@@ -2,9 +2,9 @@
 
 Runs the SciServer contract server (``tests/sciserver_contract``) on a free loopback port, then a child
 process that uploads and downloads one file through the adapter over HTTP; the child's peak RSS
-(``ru_maxrss``) is the adapter path alone: target < 64 MiB.  The baseline is ``curl`` doing the same HTTP
-calls with the same token (``PUT``/``GET`` of the file service's ``file`` API), in the same run, best of
-``--rounds``: put and get adapter ÷ curl, target >= 0.9 each.  The adapter does more (upload to a temp
+(``VmHWM``: ``_targets.peak_rss_mib``) is the adapter path alone: target < 64 MiB.  The baseline is ``curl``
+doing the same HTTP calls with the same token (``PUT``/``GET`` of the file service's ``file`` API), in the same
+run, best of ``--rounds``: put and get adapter ÷ curl, target >= 0.9 each.  The adapter does more (upload to a temp
 name and move it into place, a stat; the download is length-checked, fsynced and renamed).
 
     python bench/sciserver_memory.py [--mib 1024] [--rounds 2]
@@ -31,10 +31,12 @@ CHUNK = 1024 * 1024
 
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
-from _targets import Targets  # noqa: E402 - bench/ is not a package: from beside this
+from _targets import IMPORT_PEAK, Targets  # noqa: E402 - bench/ is not a package: from beside this
 
-CHILD = r"""
-import json, os, resource, sys, time
+CHILD = (
+    IMPORT_PEAK
+    + r"""
+import json, os, sys, time
 from deepforge_adapters.storage import get_client
 
 config, src, dest = json.loads(os.environ["SCISERVER_BENCH_CONFIG"]), sys.argv[1], sys.argv[2]
@@ -49,8 +51,9 @@ t1b = time.perf_counter()
 client.get_file(info, dest)
 t2 = time.perf_counter()
 print(json.dumps({"put_s": t1 - t0, "get_s": t2 - t1b, "size": info.data["size"],
-                  "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+                  "maxrss_kib": peak_rss_mib() * 1024}))
 """
+)
 
 
 def make_file(path: Path, mib: int) -> None:
@@ -82,6 +85,7 @@ def curl_transfers(config: dict[str, str], src: Path, dest: Path) -> tuple[float
     from deepforge_adapters.storage import get_client
 
     client = get_client("sciserver-files", config)
+    client._ensure_volume()  # type: ignore[attr-defined]  # curl's PUT needs the volume the adapter creates
     url = client.url("file", "Storage", client.volume, "bench/curl.bin")  # type: ignore[attr-defined]
     header_file = dest.with_name("curl-headers.txt")  # the token from a file: never on a command line
     header_file.touch(mode=0o600)

@@ -1,13 +1,15 @@
-"""The one hashing helper: digests computed while bytes stream past, never by re-reading a whole file.
+"""The one hashing helper: digests computed while bytes stream past or land, never by a second pass over a file.
 
 WebGME's blob is content-addressed with sha1, our local store uses blake3 (older local dataInfos: sha256),
 S3 gives MD5-ish ETags; every place that hashes goes through :class:`HashingReader`,
-:class:`BackgroundHasher` or :func:`file_digest` so the chunk size and the algorithm names live in one module.
+:class:`BackgroundHasher`, :class:`WrittenFileHasher` or :func:`file_digest` so the chunk size and the
+algorithm names live in one module.
 ``blake3`` (PyPI ``blake3``) is known to :func:`new_hash` beside every :mod:`hashlib` name.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import queue
@@ -21,6 +23,8 @@ import blake3
 from .errors import InvalidHashError
 
 CHUNK_SIZE = 1024 * 1024  # 1 MiB: large enough for throughput, small enough to keep memory flat
+#: The buffer :class:`WrittenFileHasher` reads a file back through (one per hasher).
+READBACK_CHUNK = 4 * 1024 * 1024
 
 
 #: A sha1 hex digest as WebGME's blob, its executor and our job ids spell it: exactly 40 lowercase hex digits.
@@ -135,6 +139,77 @@ def _hash_queued(chunks: queue.Queue[bytes | None], hashes: tuple[Hasher, ...]) 
     while (data := chunks.get()) is not None:
         for h in hashes:
             h.update(data)
+
+
+class WrittenFileHasher:
+    """Digests of the bytes a kernel copy writes into a file, read back in a thread as they land.
+
+    For copies that never pass the bytes through Python (``os.copy_file_range``, see
+    :func:`deepforge_adapters.streams.copy_fd`): the copier calls :meth:`advance` with the offset up to which
+    the file now holds the copied bytes, and this thread reads ``[start, offset)`` back with ``pread`` into one
+    reused buffer (from the page cache: the pages were just written) and hashes it.  What is hashed is what
+    the file holds, so a verified copy checks the very bytes that will be renamed into place.  ``fd`` must be
+    open for reading (``tempfile.mkstemp`` opens ``O_RDWR``).  Memory: one :data:`READBACK_CHUNK` buffer.
+    """
+
+    def __init__(self, fd: int, algorithms: Iterable[str] = ("sha256",), start: int = 0) -> None:
+        self._fd = fd
+        self._hashes = {name: new_hash(name) for name in algorithms}
+        self._ends: queue.Queue[int | None] = queue.Queue()
+        self._pos = start
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def advance(self, end: int) -> None:
+        """The file now holds the copied bytes up to offset ``end``: hash them (in the thread)."""
+        if self._closed:
+            raise ValueError("advance() after the hasher was finished")
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="deepforge-readback-hasher", daemon=True)
+            self._thread.start()
+        self._ends.put(end)
+
+    def _run(self) -> None:
+        buffer = bytearray(READBACK_CHUNK)
+        view = memoryview(buffer)
+        hashes = tuple(self._hashes.values())
+        try:
+            while (end := self._ends.get()) is not None:
+                while self._pos < end:
+                    n = os.preadv(self._fd, [view[: min(READBACK_CHUNK, end - self._pos)]], self._pos)
+                    if n == 0:
+                        raise OSError(f"the file ended at offset {self._pos} while hashing up to {end}")
+                    for h in hashes:
+                        h.update(view[:n])
+                    self._pos += n
+        except BaseException as exc:  # re-raised by close() in the caller's thread
+            self._error = exc
+            while self._ends.get() is not None:  # let advance()/close() proceed
+                pass
+
+    def close(self) -> None:
+        """Hash what was reported and end the thread; re-raises what the thread hit.  Idempotent."""
+        if not self._closed:
+            self._closed = True
+            if self._thread is not None:
+                self._ends.put(None)
+                self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def hexdigest(self, algorithm: str = "sha256") -> str:
+        self.close()
+        return self._hashes[algorithm].hexdigest()
+
+    def abandon(self) -> None:
+        """End the thread after a failed copy, while ``fd`` is still open; what it hit no longer matters."""
+        with contextlib.suppress(Exception):
+            self.close()
+
+    def __del__(self) -> None:
+        if not self._closed and self._thread is not None:
+            self._ends.put(None)
 
 
 class HashingReader:

@@ -44,6 +44,19 @@ RETRY_STATUSES = (500, 502, 503, 504)
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
 
+#: Bytes urllib3 reads from a file-like request body per send (its default, 16 KiB, made a 1 GiB upload
+#: 65,536 Python-level reads and sends: a third of curl's speed against the SciServer contract server).
+SEND_BLOCK = 1024 * 1024
+
+
+class _BlockAdapter(HTTPAdapter):
+    """An adapter whose connections send file-like bodies in :data:`SEND_BLOCK` blocks."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("blocksize", SEND_BLOCK)
+        super().init_poolmanager(*args, **kwargs)
+
+
 class TimeoutSession(requests.Session):
     """A session whose requests get ``timeout`` unless the call names its own."""
 
@@ -86,7 +99,7 @@ def make_session(
         raise_on_status=False,
         respect_retry_after_header=True,
     )
-    adapter = HTTPAdapter(max_retries=retry, pool_connections=pool_size, pool_maxsize=pool_size)
+    adapter = _BlockAdapter(max_retries=retry, pool_connections=pool_size, pool_maxsize=pool_size)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     if headers:

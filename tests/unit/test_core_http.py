@@ -83,3 +83,44 @@ def test_describe_response_truncates_the_body() -> None:
     assert text == "HTTP 404 Not Found: xxxxxxxxxx"
     responses.add(responses.GET, URL + "/empty", status=500, body="")
     assert describe_response(requests.get(URL + "/empty")) == "HTTP 500 Internal Server Error"
+
+
+def test_file_bodies_are_sent_in_large_blocks() -> None:
+    """urllib3 reads a file-like body 16 KiB at a time by default: 65,536 reads and sends per GiB (issue 14)."""
+    import http.server
+    import io
+    import threading
+
+    from deepforge_adapters.http import SEND_BLOCK
+
+    class Sink(http.server.BaseHTTPRequestHandler):
+        def do_PUT(self) -> None:
+            left = int(self.headers["Content-Length"])
+            while left:
+                left -= len(self.rfile.read(min(left, 1 << 20)))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    class Body(io.BytesIO):
+        asked: list[int] = []
+
+        def read(self, size: int | None = -1) -> bytes:
+            self.asked.append(-1 if size is None else size)
+            return super().read(size)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        body = Body(b"x" * (3 * SEND_BLOCK + 5))
+        response = make_session().put(f"http://127.0.0.1:{server.server_port}/f", data=body)
+        assert response.status_code == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    assert max(body.asked) == SEND_BLOCK

@@ -105,3 +105,87 @@ def test_background_hasher_matches_hashlib_and_ends_its_thread() -> None:
         hasher.update(b"late")
     idle = BackgroundHasher(("md5",))
     assert idle.hexdigest("md5") == hashlib.md5(b"").hexdigest()
+
+
+def test_copy_fd_copies_from_an_offset_up_to_a_limit_and_moves_only_the_destination(tmp_path: Path) -> None:
+    from deepforge_adapters.streams import copy_fd
+
+    (tmp_path / "src").write_bytes(DATA)
+    with open(tmp_path / "src", "rb") as src, open(tmp_path / "dst", "wb") as dst:
+        dst.write(b"head")
+        dst.flush()
+        seen: list[tuple[int, int | None]] = []
+        n = copy_fd(src.fileno(), dst.fileno(), src_offset=5, limit=CHUNK_SIZE * 2, total=CHUNK_SIZE * 2,
+                    progress=lambda d, t: seen.append((d, t)))  # fmt: skip
+        assert n == CHUNK_SIZE * 2
+        assert os.lseek(src.fileno(), 0, os.SEEK_CUR) == 0  # the source's offset is untouched
+        assert os.lseek(dst.fileno(), 0, os.SEEK_CUR) == 4 + n  # the destination's ends after the copy
+        dst.write(b"tail")
+    assert (tmp_path / "dst").read_bytes() == b"head" + DATA[5 : 5 + n] + b"tail"
+    assert seen[-1] == (n, n) and len(seen) > 1
+
+
+def test_copy_fd_copies_in_userspace_where_the_kernel_refuses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from deepforge_adapters import streams
+
+    def refuse(*args: object) -> int:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(streams.os, "copy_file_range", refuse)
+    (tmp_path / "src").write_bytes(DATA)
+    with open(tmp_path / "src", "rb") as src, open(tmp_path / "dst", "wb") as dst:
+        assert streams.copy_fd(src.fileno(), dst.fileno()) == len(DATA)
+    assert (tmp_path / "dst").read_bytes() == DATA
+
+
+def test_written_file_hasher_hashes_what_the_file_holds_and_reports_a_short_file(tmp_path: Path) -> None:
+    import threading
+
+    from deepforge_adapters.hashing import WrittenFileHasher
+
+    before = threading.active_count()
+    fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)
+    try:
+        hasher = WrittenFileHasher(fd, ("sha256", "blake3"), start=3)
+        for end in range(0, len(DATA), 100_000):
+            os.pwrite(fd, DATA[end : end + 100_000], end)
+            hasher.advance(min(end + 100_000, len(DATA)))
+        assert hasher.hexdigest("sha256") == hashlib.sha256(DATA[3:]).hexdigest()
+        assert hasher.hexdigest("blake3") == bytes_digest(DATA[3:], "blake3")
+        assert threading.active_count() == before
+        short = WrittenFileHasher(fd, ("sha256",))
+        short.advance(len(DATA) + 1)  # more than the file holds: an error, not a wrong digest
+        with pytest.raises(OSError, match="file ended at offset"):
+            short.hexdigest()
+    finally:
+        os.close(fd)
+
+
+def test_early_writeback_starts_the_write_out_while_a_durable_file_grows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A download's final fsync should find little left to write (issue 14: downloads against curl)."""
+    from deepforge_adapters import streams
+
+    from tests.fixtures.waiting import wait_for
+
+    real = streams._sync_file_range
+    if real is None:
+        pytest.skip("no sync_file_range on this platform")
+    calls: list[tuple[int, int]] = []
+
+    def recorded(fd: int, offset: int, nbytes: int, flags: int) -> int:
+        calls.append((os.fstat(fd).st_size, flags))
+        return real(fd, offset, nbytes, flags)
+
+    monkeypatch.setattr(streams, "_sync_file_range", recorded)
+    monkeypatch.setattr(streams, "WRITEBACK_BYTES", CHUNK_SIZE)
+    with atomic_write(tmp_path / "big") as f:
+        f.write(DATA[: 2 * CHUNK_SIZE])
+        f.flush()
+        wait_for(lambda: calls, timeout=30, what="a write-out started while the file was being written")
+        f.write(DATA[2 * CHUNK_SIZE :])
+    assert (tmp_path / "big").read_bytes() == DATA
+    assert calls[0] == (2 * CHUNK_SIZE, 2)  # SYNC_FILE_RANGE_WRITE: start, never wait

@@ -363,3 +363,60 @@ def test_the_base_registers_the_configs_secrets_for_redaction(tmp_path: Path) ->
     assert redact(f"sent {secret}") == f"sent {secret}"  # unknown so far
     Tokened({"root": str(tmp_path), "token": secret})
     assert redact(f"sent {secret}") == f"sent {REDACTED}"
+
+
+def test_get_and_put_of_files_copy_in_the_kernel_and_hash_what_landed(
+    local_store: LocalStorage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A verified local copy never moves the bytes through Python (issue 14: get ÷ cp+fsync >= 0.8)."""
+    from deepforge_adapters.storage import local as local_module
+
+    calls: list[int] = []
+    real = os.copy_file_range
+
+    def counted(*args: int) -> int:
+        calls.append(args[2])
+        return real(*args)
+
+    def no_reads(*args: object) -> bytes:
+        raise AssertionError("a file-to-file copy must not read() through Python")
+
+    monkeypatch.setattr(local_module.os, "copy_file_range", counted)
+    (tmp_path / "src").write_bytes(DATA)
+    with open(tmp_path / "src", "rb") as src:
+        info = local_store.put_file_stream("k", src, size=len(DATA))
+    assert calls, "put of an open file did not use copy_file_range"
+    assert info.data["blake3"] == blake3.blake3(DATA).hexdigest()
+    calls.clear()
+    monkeypatch.setattr(local_module._VerifyingFile, "read", no_reads)
+    assert local_store.get_file(info, tmp_path / "out").read_bytes() == DATA
+    assert calls, "get into a file did not use copy_file_range"
+
+
+def test_put_of_a_partly_read_file_stores_the_rest(local_store: LocalStorage, tmp_path: Path) -> None:
+    (tmp_path / "src").write_bytes(DATA)
+    with open(tmp_path / "src", "rb") as src:
+        src.read(1000)  # buffered: the OS offset is past 1000, tell() is 1000
+        info = local_store.put_file_stream("rest", src)
+        assert src.tell() == len(DATA)
+    assert (local_store.root / "rest").read_bytes() == DATA[1000:]
+    assert info.data["size"] == len(DATA) - 1000
+
+
+def test_a_kernel_copy_of_a_changed_file_is_refused(local_store: LocalStorage, tmp_path: Path) -> None:
+    from deepforge_adapters.streams import copy_stream
+
+    info = local_store.put_file_stream("f", io.BytesIO(DATA))
+    with local_store.get_file_stream(info) as f:
+        with open(local_store.root / "f", "ab") as grow:
+            grow.write(b"more")
+        with open(tmp_path / "out", "w+b") as out, pytest.raises(IntegrityError, match="grew past the recorded"):
+            copy_stream(f, out)
+    (local_store.root / "f").write_bytes(DATA[:-1] + bytes([DATA[-1] ^ 1]))
+    for mode in ("w+b", "wb"):  # a read-write destination is hashed back; a write-only one through the source
+        with (
+            local_store.get_file_stream(info) as f,
+            open(tmp_path / mode, mode) as out,
+            pytest.raises(IntegrityError, match=r"blake3 is .* but the dataInfo records"),
+        ):
+            copy_stream(f, out)

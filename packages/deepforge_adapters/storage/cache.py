@@ -46,7 +46,7 @@ from typing import Any
 
 from ..errors import IntegrityError, StorageError
 from ..hashing import HashingReader, file_digest
-from ..streams import ProgressCallback, atomic_write, copy_stream
+from ..streams import ProgressCallback, atomic_write, copy_stream, early_writeback
 from .base import DataInfo, ObjectInfo, StorageClient
 
 log = logging.getLogger(__name__)
@@ -237,16 +237,15 @@ class WorkerCache:
                 # Every byte is hashed once: by the backend's stream when it checks the digest itself.
                 ours = digest is not None and not client.verifies_digest
                 algorithms = (digest[0],) if digest and ours else ()
-                with client.get_file_stream(data_info) as src:
-                    reader = HashingReader(src, algorithms)
-                    copy_stream(reader, out, total=size, progress=progress)
+                with client.get_file_stream(data_info) as src, early_writeback(fd):
+                    # a verifying stream goes to copy_stream as it is: a local file then copies in the kernel
+                    reader = HashingReader(src, algorithms) if algorithms else None
+                    count = copy_stream(reader or src, out, total=size, progress=progress)
                 out.flush()
                 os.fsync(out.fileno())
-                if reader.bytes_read != size:
-                    raise IntegrityError(
-                        client.id, f"downloaded {reader.bytes_read} bytes, expected {size}; not cached", key
-                    )
-                if digest and ours and reader.hexdigest(digest[0]) != digest[1]:
+                if count != size:
+                    raise IntegrityError(client.id, f"downloaded {count} bytes, expected {size}; not cached", key)
+                if digest and reader is not None and reader.hexdigest(digest[0]) != digest[1]:
                     raise IntegrityError(
                         client.id,
                         f"{digest[0]} of the download is {reader.hexdigest(digest[0])}, expected {digest[1]}; "
