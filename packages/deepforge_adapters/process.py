@@ -45,8 +45,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 #: Set to ``0`` to never use a cgroup (the subreaper alone then finds every descendant).
 CGROUP_ENV = "DEEPFORGE_JOB_CGROUP"
@@ -177,9 +177,11 @@ def spawn(
     return JobProcess(popen)
 
 
-@dataclass
-class RunResult:
-    """How :func:`run` ended: the command's exit code (negative: killed by that signal) and why."""
+class RunResult(NamedTuple):
+    """How :func:`run` ended: the command's exit code (negative: killed by that signal) and why.
+
+    A NamedTuple, not a dataclass: this file is also the per-job shim, and ``dataclasses`` (which imports
+    ``inspect`` and ``ast``) was most of its start-up time (two shims per job: bench/scale_pipelines.py)."""
 
     returncode: int
     canceled: bool
