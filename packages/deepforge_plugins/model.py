@@ -113,9 +113,10 @@ class ModelSession:
         meta = self.META.get(meta_name)
         if meta is None:
             return False
-        key = (node.get("rootId"), node.get("nodePath"), meta_name) if isinstance(node, dict) else None
-        if key is None or key[1] is None:
+        path = node.get("nodePath") if isinstance(node, dict) else None
+        if not isinstance(path, str):
             return bool(self.core.is_type_of(node, meta))
+        key = (node.get("rootId"), path, meta_name)
         if key not in self._types:
             self._types[key] = bool(self.core.is_type_of(node, meta))
         return self._types[key]
