@@ -9,7 +9,12 @@ PYTEST_ARGS ?=
 
 .PHONY: install test unit integration e2e lint bench demo dev dist clean soak
 
+# Bytecode for our own packages, written once here: the machine sets PYTHONDONTWRITEBYTECODE, so without it
+# every interpreter a job starts (local supervisor, job shim, runner; the worker; each plugin run) compiled
+# the package's modules from source again, ~0.15 s of CPU each (docs/benchmarks.md, "Scale").  A stale file is
+# recompiled in memory by Python and rewritten by the next `make install`.
 install: $(STAMPS)/python
+	@$(BIN)/python -m compileall -q packages worker plugins bench > /dev/null
 
 $(STAMPS)/python: pyproject.toml
 	@mkdir -p $(STAMPS)

@@ -7,7 +7,8 @@ loop of their own): stdin closed, stderr merged into stdout in write order, the 
 worker keeps a bundle's stderr in ``job_stderr.txt``, as the Node worker does).
 
 Design: a per-job shim.  :func:`spawn` does not start the command itself; it starts this file as a tiny
-stdlib-only program (``python -I -S process.py --shim ... -- argv``) in a new session, and the shim:
+stdlib-only program (``python -I -S -c <load process.py> process.py --shim ... -- argv``) in a new session, and
+the shim:
 
 * makes itself a **child subreaper** (``prctl(PR_SET_CHILD_SUBREAPER)``): anything the job double-forks and
   orphans (``setsid()`` daemons included) is reparented to the shim, not to init, so the shim's
@@ -45,8 +46,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 #: Set to ``0`` to never use a cgroup (the subreaper alone then finds every descendant).
 CGROUP_ENV = "DEEPFORGE_JOB_CGROUP"
@@ -57,6 +58,12 @@ KILL_DEADLINE = 30.0
 _PR_SET_DUMPABLE = 4
 _PR_SET_CHILD_SUBREAPER = 36
 _SHIM = str(Path(__file__).resolve())
+#: How the shim starts: this file loaded as a module (a script given by path is compiled from source every
+#: time, a module is read from its ``__pycache__`` bytecode: ~15 ms of CPU less per shim, two shims per job).
+_SHIM_BOOT = (
+    "import importlib.util as u, sys; s = u.spec_from_file_location('deepforge_job_shim', sys.argv[1]); "
+    "m = u.module_from_spec(s); s.loader.exec_module(m); sys.exit(m._Shim(sys.argv[3:]).main())"
+)
 
 Sink = Callable[[bytes], object]
 
@@ -136,7 +143,7 @@ def spawn(
     if not argv:
         raise ValueError("spawn: empty argv")
     status_r, status_w = os.pipe()
-    shim = [sys.executable, "-I", "-S", _SHIM, "--shim", "--status-fd", str(status_w)]
+    shim = [sys.executable, "-I", "-S", "-c", _SHIM_BOOT, _SHIM, "--shim", "--status-fd", str(status_w)]
     for fd in pass_fds:
         shim += ["--pass-fd", str(int(fd))]
     if user is not None:
@@ -177,9 +184,11 @@ def spawn(
     return JobProcess(popen)
 
 
-@dataclass
-class RunResult:
-    """How :func:`run` ended: the command's exit code (negative: killed by that signal) and why."""
+class RunResult(NamedTuple):
+    """How :func:`run` ended: the command's exit code (negative: killed by that signal) and why.
+
+    A NamedTuple, not a dataclass: this file is also the per-job shim, and ``dataclasses`` (which imports
+    ``inspect`` and ``ast``) was most of its start-up time (two shims per job: bench/scale_pipelines.py)."""
 
     returncode: int
     canceled: bool

@@ -47,6 +47,9 @@ from .errors import SecretsError
 
 KEY_ENV = "DEEPFORGE_SECRET_KEY"
 KEY_FILE_ENV = "DEEPFORGE_SECRET_KEY_FILE"
+#: The key of the SciServer account link's token route (webgme-config/routers/SciServerAuth): the WebGME server
+#: sets it, its plugin processes inherit it, no job process may carry it (jobs.credentials.KEY_VARIABLES).
+LINK_KEY_ENV = "DEEPFORGE_SCISERVER_LINK_KEY"
 SEALED = "$sealed"
 REDACTED = "[REDACTED]"
 #: Envelope version prefix of an AES-256-GCM sealed value.

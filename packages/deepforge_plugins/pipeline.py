@@ -337,7 +337,7 @@ def _snapshot_operation(model: ModelSession, op: Node, parent: Node) -> Node:
     inputs, outputs = io_box(model, snapshot, "Inputs"), io_box(model, snapshot, "Outputs")
     for port in model.children(io_box(model, op, "Inputs")):
         copy = core.copy_node(port, inputs)
-        core.set_base(copy, model.META["Data"])
+        model.set_base(copy, model.META["Data"])
         core.set_attribute(copy, "name", core.get_attribute(port, "name"))
     for port in model.children(io_box(model, op, "Outputs")):
         copy = core.create_node({"parent": outputs, "base": core.get_meta_type(port)})

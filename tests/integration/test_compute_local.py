@@ -230,6 +230,29 @@ def test_dead_supervisor_is_reported_as_failed(
     assert local_compute.get_status(info) == JobStatus.CANCELED
 
 
+def test_start_job_records_a_supervisor_that_is_neither_its_child_nor_in_its_session(
+    local_compute: LocalCompute, make_bundle: Callable[..., Path], kill_leftovers: list[int]
+) -> None:
+    """start_job no longer waits for the supervisor to fork itself away (a /bin/sh starts it in the background):
+    the pid file is still written before start_job returns, names the supervisor itself, and that process is
+    an orphan (the submitter, which holds the key, is not its parent) in a session of its own."""
+    info = local_compute.start_job(ComputeJob(bundle=make_bundle(STUBBORN)))
+    job_dir = Path(info["jobDir"])
+    recorded = json.loads((job_dir / "supervisor.pid").read_text())  # there as soon as start_job returns
+    supervisor = recorded["pid"]
+    kill_leftovers.append(supervisor)
+    wait_for(lambda: (job_dir / "work" / "pids.json").exists(), what="the operation to start")
+    kill_leftovers.extend(json.loads((job_dir / "work" / "pids.json").read_text()))
+
+    with open(f"/proc/{supervisor}/cmdline", "rb") as f:
+        assert b"deepforge_adapters.compute.local_supervisor" in f.read()
+    assert _ppid(supervisor) != os.getpid()
+    assert os.getsid(supervisor) != os.getsid(0)
+    assert recorded["start"]  # the kernel start time, read when it was recorded (guards against pid reuse)
+    local_compute.cancel_job(info)
+    assert run_to_end(local_compute, info)[0][-1].status == JobStatus.CANCELED
+
+
 def test_same_bundle_is_the_same_job_and_purge_removes_it(
     local_compute: LocalCompute, make_bundle: Callable[..., Path]
 ) -> None:

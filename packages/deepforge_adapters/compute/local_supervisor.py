@@ -8,7 +8,7 @@ job directory, which is the only interface between it and any number of ``LocalC
         work/            the bundle; the job's cwd (results.json lands here)
         state.json       written only by the supervisor, atomically: status, exit code, reason, times, pgid
         stdout.txt       the job's stdout and stderr, merged in the order they were written
-        supervisor.pid   pid and start time of this process (written by the client that spawned it)
+        supervisor.pid   pid and start time of this process (written by the client that started it)
         cancel           present once someone asked to cancel
     <workDir>/slots/<i>.lock   one fcntl lock per concurrent slot
 
@@ -207,7 +207,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("job_dir")
     parser.add_argument("--slots", type=int, default=1)
     parser.add_argument("--slots-dir", required=True)
-    parser.add_argument("--detach", action="store_true", help="fork away; the first process writes the pid file")
     parser.add_argument("--credentials-stdin", action="store_true", help="read the job's credentials (JSON)")
     args = parser.parse_args(argv)
     make_non_dumpable()  # we may hold the job's credentials
@@ -215,14 +214,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.credentials_stdin:
         credentials = json.loads(sys.stdin.buffer.read() or b"{}")
     job = JobDir(args.job_dir)
-    if args.detach:
-        pid = os.fork()
-        if pid > 0:  # the first process: record the supervisor, then leave it an orphan of init
-            from .local import _process_start
-
-            with atomic_write(job.pid_file) as f:
-                f.write(json.dumps({"pid": pid, "start": _process_start(pid) or ""}).encode())
-            os._exit(0)
     try:  # LocalCompute refused a bad value before starting us; never wait a nan or negative grace
         grace = seconds_from_env(os.environ, GRACE_ENV, DEFAULT_GRACE)
     except ConfigError:

@@ -32,7 +32,6 @@ from typing import Any
 
 from .. import secrets
 from ..errors import SecretsError
-from ..sciserver.session import LINK_KEY_ENV
 from ..storage.registry import registry as storage_registry
 from .bundle import executor_config, open_config, parse_job
 from .layout import JOB_FILE
@@ -42,7 +41,7 @@ log = logging.getLogger(__name__)
 CREDENTIALS_FD_ENV = "DEEPFORGE_CREDENTIALS_FD"
 #: Variables that never reach a runner or an operation started by the worker or local compute (the SciServer
 #: account link's key: a job started by a plugin must not ask the WebGME server for linked tokens).
-KEY_VARIABLES = (secrets.KEY_ENV, secrets.KEY_FILE_ENV, CREDENTIALS_FD_ENV, LINK_KEY_ENV)
+KEY_VARIABLES = (secrets.KEY_ENV, secrets.KEY_FILE_ENV, CREDENTIALS_FD_ENV, secrets.LINK_KEY_ENV)
 
 Credentials = dict[str, Any]
 

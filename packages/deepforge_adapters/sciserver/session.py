@@ -43,6 +43,7 @@ from ..config import Field
 from ..endpoints import BadEndpointError, Endpoint, parse_endpoint, require_within
 from ..errors import ConfigError, DeepForgeError
 from ..http import make_session
+from ..secrets import LINK_KEY_ENV as LINK_KEY_ENV
 from ..secrets import register_secret
 
 log = logging.getLogger(__name__)
@@ -62,8 +63,8 @@ SERVICE_URL_FIELDS = ("fileServiceUrl", "racmUrl")
 
 #: The WebGME route of the one-time account link, under the server URL (webgme-config/routers/SciServerAuth).
 LINK_ROUTE = "routers/SciServerAuth"
-#: The key the link's token route demands; the WebGME server sets it, its plugin processes inherit it.
-LINK_KEY_ENV = "DEEPFORGE_SCISERVER_LINK_KEY"
+# The key the link's token route demands is secrets.LINK_KEY_ENV (defined there so that job processes, which
+# must never carry it, need not import requests to know its name).
 LINK_KEY_HEADER = "X-DeepForge-Link-Key"
 
 #: The config fields both SciServer backends share (DeepForge's names where it had them).  ``username`` is an
