@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from deepforge_adapters import storage
 from deepforge_adapters.storage import DataInfo
+from deepforge_dev.soak.faults import plugin_processes
 
 from tests.fixtures.waiting import wait_for
 
@@ -299,35 +300,6 @@ def test_cancel_from_another_session_cancels_running_jobs(
     assert m.attrs(m.find(ex, "Transform"))["status"] in ("pending", "canceled")
 
 
-def _plugin_processes(server_pid: int) -> list[int]:
-    """Python plugin processes under our own server (walks /proc; only our children)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if any(part.endswith(b"ExecutePipeline/run_plugin.py") for part in cmdline):
-            ppid = int(stat[1])
-            if _descends_from(ppid, server_pid):
-                found.append(int(entry.name))
-    return found
-
-
-def _descends_from(pid: int, ancestor: int) -> bool:
-    while pid > 1:
-        if pid == ancestor:
-            return True
-        try:
-            pid = int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except OSError:
-            return False
-    return False
-
-
 @pytest.mark.parametrize("compute_id", COMPUTES)
 def test_resume_after_the_plugin_process_is_killed(
     request: Any, gme: Any, tmp_path: Path, plugin_stack: Any, compute_id: str
@@ -338,7 +310,7 @@ def test_resume_after_the_plugin_process_is_killed(
     wait_for(lambda: _job_started(gme, "resumable", "Produce"), 120, what="Produce started")
     m, ex = execution(gme, "resumable")
     bundle = m.attrs(m.find(ex, "Produce"))["execFiles"]
-    (pid,) = wait_for(lambda: _plugin_processes(plugin_stack.server.popen.pid), 120, what="plugin process")
+    (pid,) = wait_for(lambda: plugin_processes(plugin_stack.server.popen.pid), 120, what="plugin process")
     os.kill(pid, signal.SIGKILL)
     dead = gme.wait_result("ExecutePipeline", run_id, timeout=60)
     assert not dead["success"]
