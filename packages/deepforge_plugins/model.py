@@ -11,8 +11,9 @@ Reading the head before every change is also how the plugin sees a cancel reques
 from __future__ import annotations
 
 import logging
+import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -64,7 +65,23 @@ def language_meta(meta: dict[str, Node], namespace: str = "") -> dict[str, Node]
 
 #: A commit that moved the branch: onto its head, or merged into it.
 SYNCED_STATUSES = (CommitStatus.SYNCED, CommitStatus.MERGED)
-MAX_FORK_RETRIES = 5
+#: How long a change keeps retrying on a moving branch before it continues on a fork.  Five tries in 0.75 s
+#: (what we had) lost to a busy fleet: the soak run's 250 jobs on 8 slots put four runs and two cancel
+#: requests on forks, where the runner never saw the cancel and the Execution on master stayed running.
+FORK_RETRY_SECONDS = 30.0
+#: The back-off between tries: doubling from the first, capped, each drawn in [0.5, 1.5) of it so that
+#: writers that forked together do not retry together.
+FORK_RETRY_FIRST_SLEEP = 0.05
+FORK_RETRY_MAX_SLEEP = 2.0
+
+
+def fork_retry_sleeps(seconds: float = FORK_RETRY_SECONDS) -> Iterator[float]:
+    """The sleeps between a forked commit's tries, until ``seconds`` have passed (monotonic clock)."""
+    deadline = time.monotonic() + seconds
+    sleep = FORK_RETRY_FIRST_SLEEP
+    while time.monotonic() < deadline:
+        yield sleep * random.uniform(0.5, 1.5)
+        sleep = min(FORK_RETRY_MAX_SLEEP, sleep * 2)
 
 
 class ModelSession:
@@ -160,13 +177,19 @@ class ModelSession:
     # ---------------------------------------------------------------------------------------- writing
     def change(self, message: str, edit: Callable[[], T]) -> T:
         """Apply ``edit`` (which must find its nodes by path through :meth:`node`) and commit it."""
-        for attempt in range(MAX_FORK_RETRIES):
+        self.refresh()
+        result = edit()
+        if self._commit(message):
+            return result
+        for attempt, sleep in enumerate(fork_retry_sleeps(), start=1):
+            log.info("commit %r forked (attempt %d); retrying on the new branch head", message, attempt)
+            time.sleep(sleep)
             self.refresh()
             result = edit()
             if self._commit(message):
                 return result
-            log.info("commit %r forked (attempt %d); retrying on the new branch head", message, attempt + 1)
-            time.sleep(0.05 * (attempt + 1))
+        self.discard()  # the last try's edit is on the root: apply it once, on the newest head
+        self.refresh()
         result = edit()
         self._fork(message)
         return result
