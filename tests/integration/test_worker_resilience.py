@@ -167,9 +167,45 @@ def test_late_report_of_a_requeued_job_does_not_clobber_the_new_result(
         result = executor.get_info(bundle)
     finally:
         first.signal(18)  # SIGCONT: the first daemon wakes up with a finished job to report
-    late = ("not reporting", "dropping our late", f"{bundle}: reported")
+    # Either its late report is dropped, or it stops its copy first and never reports (drop_jobs_given_away).
+    late = ("not reporting", "dropping our late", "stopping our copy without reporting it", f"{bundle}: reported")
     wait_for(lambda: any(m in first.log() for m in late), 60, "the first worker to handle its late report")
     after = executor.get_info(bundle)
     assert f"{bundle}: reported" not in first.log()
     assert after["worker"] == second.client_id and after["resultHashes"] == result["resultHashes"]
     assert after["finishTime"] == result["finishTime"]
+
+
+def test_a_frozen_worker_stops_its_copy_of_a_job_given_to_another(
+    webgme_stack_factory: Any, worker_factory: Any, tmp_path: Path
+) -> None:
+    """Once awake, the worker stops a job the server requeued to another worker, instead of running it twice.
+
+    The job waits on a gate file the test opens only at the end, so only the worker stopping it can end the
+    first copy early (the soak run, issue 15: copies of requeued jobs held every slot of a fleet).
+    """
+    gate = tmp_path / "gate"
+    stack = webgme_stack_factory(worker_refresh_ms=200)
+    first = worker_factory(stack)
+    executor = ExecutorClient(stack.url)
+    code = (
+        "import os, time\nprint('pid', os.getpid(), flush=True)\n"
+        f"while not os.path.exists({str(gate)!r}):\n    time.sleep(0.1)\nprint('finished')\n"
+    )
+    bundle = upload_bundle(BlobClient(stack.url), {}, python_config(code))
+    get_client("gme", {"host": stack.url}).start_job(ComputeJob(hash=bundle))
+    outputs = wait_for(lambda: executor.get_output(bundle), 30, "the job to print its pid")
+    first_copy = int(outputs[0]["output"].split()[1])
+    first.extra_pids.append(first_copy)
+    first.signal(19)  # SIGSTOP: the daemon is frozen past the server's timeout; its job waits on
+    try:
+        second = worker_factory(stack)
+        wait_for(lambda: executor.get_info(bundle).get("worker") == second.client_id, 60, "the requeue")
+    finally:
+        first.signal(18)  # SIGCONT
+    wait_for(lambda: pid_gone(first_copy), 60, "the first worker to stop its copy of the requeued job")
+    assert "stopping our copy without reporting it" in first.log()
+    gate.touch()
+    wait_for(lambda: executor.get_info(bundle)["status"] == "SUCCESS", 60, "the second worker's result")
+    assert executor.get_info(bundle)["worker"] == second.client_id
+    assert f"{bundle}: reported" not in first.log()

@@ -61,6 +61,9 @@ DEFAULT_REFRESH = 60.0
 #: is the ``maxRefresh`` setting (default 60 s).  0.2 s is the fastest refresh a real deployment (or this
 #: project's tests) configures; a server asking for 1 ms would otherwise get ~800 polls a second.
 MIN_REFRESH = 0.2
+#: A gap between two answered polls longer than this many refresh periods is a stall: the server requeues
+#: a worker's jobs after 5, so the running jobs are re-read (:meth:`Worker.drop_jobs_given_away`).
+STALL_REFRESHES = 3
 
 
 class MalformedAnswers:
@@ -215,6 +218,10 @@ class Worker:
         #: The last poll: when, and its error if it failed (the status file shows it).
         self.last_poll: dict[str, Any] | None = None
         self._claims_unknown = False
+        #: Whether the server may have given our running jobs away (after a failed poll or a stall) and
+        #: when the last poll succeeded (monotonic).
+        self._ownership_unknown = False
+        self._last_ok_poll: float | None = None
 
     # --- the loop ------------------------------------------------------------------------------------
     def work(self, max_polls: int | None = None) -> int:
@@ -235,6 +242,7 @@ class Worker:
             if answer is not None:
                 self.cancel_jobs(answer.jobs_to_cancel)
                 self.start_jobs(answer.jobs_to_start)  # already ours on the server, even if a stop came meanwhile
+                self.drop_jobs_given_away()
                 if not self.stopping:
                     self.adopt_lost_claims()
                     self.start_label_probes(answer.label_jobs)
@@ -271,6 +279,10 @@ class Worker:
             return None
         self.connection.ok()
         self.last_poll = {"time": now_iso(), "ok": True}
+        now = time.monotonic()
+        if self._last_ok_poll is not None and now - self._last_ok_poll > STALL_REFRESHES * self.refresh:
+            self._ownership_unknown = True  # frozen, starved or cut off: the server may have requeued our jobs
+        self._last_ok_poll = now
         if answer.refresh is not None:
             self.refresh = answer.refresh
         return answer
@@ -332,6 +344,35 @@ class Worker:
             log.warning("adopting %d job(s) claimed for us in a poll answer that was lost: %s", len(lost), lost)
             self.start_jobs(lost)
 
+    def drop_jobs_given_away(self) -> None:
+        """After a failed poll or a stall, stop the running jobs the server no longer counts as ours.
+
+        The server requeues the jobs of a worker it has not heard from for 5 refresh periods (a SIGSTOP, a
+        partition, a starved machine) and hands them to the next worker that polls.  The final report of our
+        copy is dropped then (:func:`.reports.post_report`), but the copy itself would keep its slot and run
+        the job a second time to its end: the soak run saw all 8 slots of a fleet held by such copies for 12
+        minutes.  So each running job is re-read once, and one that is not RUNNING under our client id
+        (requeued, claimed by another worker, or ended there) is stopped without a report.
+        """
+        if not self._ownership_unknown:
+            return
+        with self._lock:
+            running = dict(self.running)
+        for job_hash, job in running.items():
+            try:
+                info = self.executor.get_info(job_hash)
+            except Exception as exc:
+                log.debug("re-reading job %s after a gap failed: %s; retried after the next poll", job_hash, exc)
+                return
+            status, owner = info.get("status"), info.get("worker")
+            if status == ExecutorStatus.RUNNING and owner in (self.client_id, None):
+                continue
+            if job.reported or job.canceled:
+                continue
+            where = f"given to {owner}" if owner and owner != self.client_id else "requeued"
+            job.abandon(f"the server {where} it while we were away (now {status})")
+        self._ownership_unknown = False
+
     def start_label_probes(self, label_jobs: Mapping[str, str]) -> None:
         """Run each advertised label probe once; its label is added unless it ends ``FAILED_TO_EXECUTE``."""
         for label, probe_hash in label_jobs.items():
@@ -383,6 +424,7 @@ class Worker:
 
     def _poll_failed(self, error: str) -> None:
         self._claims_unknown = True
+        self._ownership_unknown = True
         self.metrics.poll_errors.inc()
         self.last_poll = {"time": now_iso(), "ok": False, "error": error}
 

@@ -148,6 +148,14 @@ class JobExecution:
             log.info("job %s: canceling", self.hash)
         self._canceled.set()
 
+    def abandon(self, reason: str) -> None:
+        """Stop the job and never report it: the server has given it to someone else (see
+        :meth:`.daemon.Worker.drop_jobs_given_away`).  A report already under way still meets the ownership
+        check of :func:`.reports.post_report`."""
+        log.warning("job %s: %s; stopping our copy without reporting it", self.hash, reason)
+        self.report_enabled = False
+        self.cancel()
+
     @property
     def canceled(self) -> bool:
         return self._canceled.is_set()
