@@ -199,13 +199,15 @@ def test_a_frozen_worker_stops_its_copy_of_a_job_given_to_another(
     first.extra_pids.append(first_copy)
     first.signal(19)  # SIGSTOP: the daemon is frozen past the server's timeout; its job waits on
     try:
-        second = worker_factory(stack)
-        wait_for(lambda: executor.get_info(bundle).get("worker") == second.client_id, 60, "the requeue")
+        try:
+            second = worker_factory(stack)
+            wait_for(lambda: executor.get_info(bundle).get("worker") == second.client_id, 60, "the requeue")
+        finally:
+            first.signal(18)  # SIGCONT
+        wait_for(lambda: pid_gone(first_copy), 60, "the first worker to stop its copy of the requeued job")
+        assert "stopping our copy without reporting it" in first.log()
     finally:
-        first.signal(18)  # SIGCONT
-    wait_for(lambda: pid_gone(first_copy), 60, "the first worker to stop its copy of the requeued job")
-    assert "stopping our copy without reporting it" in first.log()
-    gate.touch()
+        gate.touch()  # every copy still waiting ends, whatever failed above
     wait_for(lambda: executor.get_info(bundle)["status"] == "SUCCESS", 60, "the second worker's result")
     assert executor.get_info(bundle)["worker"] == second.client_id
     assert f"{bundle}: reported" not in first.log()
