@@ -117,7 +117,8 @@ def test_a_real_worker_streams_a_flood_in_bounded_memory(
 
     live = "".join(chunk["output"] for chunk in executor.get_output(job_hash))
     text, dropped = accounted(live)
-    assert dropped > 0, "a 200 MiB flood is faster than the server: some of it must have been left out"
+    # Whether any of it was left out depends on how fast this server drains it (on a quiet machine it may keep
+    # up): the queue test above drives the leaving-out itself; here every byte must be accounted for either way.
     assert len(text) + dropped == size
     match = re.search(r"live output buffered at most (\d+) of (\d+) characters", worker.log())
     assert match, worker.log()
