@@ -170,6 +170,8 @@ class ExecutionRun:
         #: Inside :meth:`_commit_batch`: edits are applied at once and committed together.
         self._batching = False
         self._batch_started = 0.0
+        #: Ended jobs whose outcome is applied but not committed yet: purged after the commit.
+        self._purges: list[tuple[str, Running]] = []
         self._execution_name: str | None = None
         self.max_running = max_running_jobs(os.environ)
         self._live_stdout_at = time.monotonic()
@@ -327,6 +329,7 @@ class ExecutionRun:
             )
         else:
             self.model.flush()
+        self._purge_recorded()
 
     # ------------------------------------------------------------------------------------ starting
     def _start_job(self, job: PipelineJob) -> None:
@@ -569,10 +572,23 @@ class ExecutionRun:
             self.scheduler.finish(job.path, JobState.CANCELED)
         else:
             self._job_failed(job, update.reason or f"finished as {update.status}", stdout)
-        try:
-            entry.client.purge_job(entry.job_info)
-        except Exception as exc:
-            log.warning("could not purge job %s: %s", job.name, exc)
+        self._purge_when_recorded(job.name, entry)
+
+    def _purge_when_recorded(self, name: str, entry: Running) -> None:
+        """Purge an ended job's files once the commit that records its outcome is made, not before: a
+        plugin killed in between resumes from the ``jobInfo`` still on the branch and must find the finished
+        job there (the soak run's plugin_kill lost a success as "local compute: no job ..." this way)."""
+        self._purges.append((name, entry))
+        if not self._batching:
+            self._purge_recorded()
+
+    def _purge_recorded(self) -> None:
+        purges, self._purges = self._purges, []
+        for name, entry in purges:
+            try:
+                entry.client.purge_job(entry.job_info)
+            except Exception as exc:
+                log.warning("could not purge job %s: %s", name, exc)
 
     def _write_output(self, port_path: str, data_info: Any, type_name: str, operation: str | None = None) -> None:
         """Write an output port (with its provenance when ``operation`` made it) and forward both to every input
