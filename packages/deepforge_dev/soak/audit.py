@@ -178,7 +178,14 @@ def audit(run: RunRecord) -> AuditReport:
     """Check everything in the module docstring against ``run``'s evidence; never raises for a finding."""
     report = AuditReport()
     tree = _Tree(run)
-    gme_jobs = _check_executions(run, tree, report)
+    gme_jobs: dict[str, str] = {}
+    if run.executions or run.artifacts_since_ms is not None:
+        try:
+            report.notes.append(f"model read at commit {tree.head()} of branch {run.branch}")
+        except Exception as exc:  # every Execution would read as lost: say why instead, once
+            report.add("lost", f"the model cannot be read ({type(exc).__name__}: {exc}); no Execution was checked")
+        else:
+            gme_jobs = _check_executions(run, tree, report)
     pgids = _check_workers(run, report, gme_jobs)
     _check_storage(run, report)
     for line in job_processes(run.marker, run.job_pgids | pgids, run.ignore_pids):
@@ -198,11 +205,25 @@ class _Tree:
             f"/branches/{quote_segment(run.branch)}/tree"
         )
         self.session = session_with(auth_headers(run.api_token, run.webgme_token), None)
+        self.branch, self.project_id = run.branch, run.project_id
+        self.last_missing = ""
+
+    def head(self) -> str:
+        """The branch's commit hash (ConnectionError/HTTPError naming the branch if the server has none): a
+        404 below means a missing node only once the branch itself is known to be there."""
+        url = self.base.rsplit("/tree", 1)[0]
+        what = f"branch {self.branch!r} of project {self.project_id!r}"
+        body = json_body(check(self.session.get(url, allow_redirects=False), what), what)
+        commit = (body.get("commitObject") or {}).get("_id") if isinstance(body, dict) else None
+        if not isinstance(commit, str):
+            raise ValueError(f"{what}: the server answered {body!r:.200} instead of a branch")
+        return commit
 
     def node(self, path: str) -> dict[str, Any] | None:
         what = f"model node {path or '/'}"
         response = self.session.get(self.base + path, allow_redirects=False)
         if response.status_code == 404:
+            self.last_missing = response.text.strip()[:200]  # "Path does not exist ..." or "Not authorized ..."
             return None
         body = json_body(check(response, what), what)
         return body if isinstance(body, dict) else None
@@ -267,7 +288,7 @@ def _check_executions(run: RunRecord, tree: _Tree, report: AuditReport) -> dict[
     for ex_path, action in run.executions.items():
         node = tree.node(ex_path)
         if node is None:
-            report.add("lost", f"execution {ex_path}: not in the model")
+            report.add("lost", f"execution {ex_path}: not in the model (the server said: {tree.last_missing!r})")
             continue
         attrs = tree.attrs(node)
         name, status = attrs.get("name", ex_path), str(attrs.get("status") or "")
