@@ -240,29 +240,36 @@ class Soak:
         return dialog
 
     def find_execution(self, name: str, wait: float = 0) -> str | None:
-        """The path of the Execution called ``name`` (new children of MyExecutions are read once each)."""
+        """The path of the Execution called ``name`` (new children of MyExecutions are read once each), or
+        None when the model, read after ``wait`` seconds, has none.  A server that does not answer (it may be
+        restarting) is waited for (:meth:`retry`), never taken for "no such Execution": that made a driver
+        start its pipeline again after each WebGME restart, a new Execution each time (soak013, seed 15)."""
         deadline = time.monotonic() + wait
         while True:
             with self._names_lock:
-                if name in self._executions:
-                    return self._executions[name]
-                with contextlib.suppress(requests.RequestException):
-                    if self._container is None:
-                        root = self.project.node("")
-                        for child in Project.children(root):
-                            if self.project.node(f"/{child}").get("atr", {}).get("name") == "MyExecutions":
-                                self._container = f"/{child}"
-                    if self._container is not None:
-                        known = set(self._executions.values())
-                        for child in Project.children(self.project.node(self._container)):
-                            path = f"{self._container}/{child}"
-                            if path not in known:
-                                self._executions[str(self.project.node(path).get("atr", {}).get("name"))] = path
+                if name not in self._executions:
+                    self.retry(self._read_new_executions)
                 if name in self._executions:
                     return self._executions[name]
             if time.monotonic() >= deadline:
                 return None
             time.sleep(0.5)
+
+    def _read_new_executions(self) -> None:
+        """Add the names of MyExecutions' children not read before (raises on a failed read: nothing is
+        recorded for a child whose node was not read)."""
+        if self._container is None:
+            root = self.project.node("")
+            for child in Project.children(root):
+                if self.project.node(f"/{child}").get("atr", {}).get("name") == "MyExecutions":
+                    self._container = f"/{child}"
+        if self._container is None:
+            return
+        known = set(self._executions.values())
+        for child in Project.children(self.project.node(self._container)):
+            path = f"{self._container}/{child}"
+            if path not in known:
+                self._executions[str(self.project.node(path).get("atr", {}).get("name"))] = path
 
     def execution_status(self, path: str) -> tuple[str | None, bool]:
         atr = self.retry(lambda: self.project.node(path)).get("atr", {})
