@@ -219,6 +219,14 @@ class _Tree:
             raise ValueError(f"{what}: the server answered {body!r:.200} instead of a branch")
         return commit
 
+    def commits(self, branch: bool, n: int = 100) -> list[dict[str, Any]]:
+        """The newest ``n`` commits of the branch (following parents), or of the whole project (by time)."""
+        url = (
+            self.base.rsplit("/tree", 1)[0] + "/commits" if branch else self.base.split("/branches/", 1)[0] + "/commits"
+        )
+        body = json_body(check(self.session.get(url, params={"n": n}), "commits"), "commits")
+        return [c for c in body if isinstance(c, dict)] if isinstance(body, list) else []
+
     def node(self, path: str) -> dict[str, Any] | None:
         what = f"model node {path or '/'}"
         response = self.session.get(self.base + path, allow_redirects=False)
@@ -317,9 +325,31 @@ def _check_executions(run: RunRecord, tree: _Tree, report: AuditReport) -> dict[
             places.setdefault(text, []).append(f"{path} ({where})")
     for text, holders in places.items():  # each artifact read once, however many ports hold its dataInfo
         _check_data(run, report, "; ".join(sorted(holders)), text)
+    if any("not in the model" in line for line in report.details["lost"]):
+        _note_history(tree, report)
     report.jobs_by_state = dict(jobs_by_state)
     report.executions_by_state = dict(executions_by_state)
     return exec_hashes
+
+
+def _note_history(tree: _Tree, report: AuditReport) -> None:
+    """Where the branch stands against the project's newest commits: an Execution missing from the branch
+    but present in a newer commit means the branch was moved back (or the Execution went to another one)."""
+    try:
+        history, newest = tree.commits(branch=True, n=2000), tree.commits(branch=False, n=20)
+    except Exception as exc:
+        report.notes.append(f"the commit history could not be read: {exc}")
+        return
+
+    def shown(c: Mapping[str, Any]) -> str:
+        return f"{c.get('_id')} {c.get('time')} {str(c.get('message'))[:120]!r} parents {c.get('parents')}"
+
+    report.notes.append(f"branch {tree.branch}: {len(history)} commits in its history")
+    report.notes.extend(f"branch history: {shown(c)}" for c in history[:8])
+    on_branch = {c.get("_id") for c in history}
+    report.notes.extend(
+        f"newest commit{'' if c.get('_id') in on_branch else ' (NOT on the branch)'}: {shown(c)}" for c in newest
+    )
 
 
 def _saved_artifacts(tree: _Tree, since_ms: int) -> Iterator[tuple[str, str, str]]:
