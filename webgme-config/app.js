@@ -8,6 +8,7 @@ var gmeConfig = require('./config'),
 
 webgme.addToRequireJsPaths(gmeConfig);
 require('./executor_claims');  // after webgme (requireJS), before its server: one worker per queued job
+require('./rest_tree_shards');  // the REST tree API reads below nodes whose overlay is sharded
 server = new webgme.standaloneServer(gmeConfig);
 server.start(function (err) {
     if (err) {

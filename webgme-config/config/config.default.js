@@ -11,6 +11,8 @@
  *   DEEPFORGE_WEBGME_DATA_DIR      blob store and executor label file (default ./data)
  *   DEEPFORGE_EXECUTOR_NONCE       if set, every executor request needs header x-executor-nonce
  *   DEEPFORGE_WORKER_REFRESH_MS    executor workerRefreshInterval (default 5000; tests use less)
+ *   DEEPFORGE_OVERLAY_SHARD_SIZE   core.overlayShardSize, pointer entries before a node's overlay is split into
+ *                                  shards (default WebGME's 10000; tests use less to get sharded nodes cheaply)
  *   DEEPFORGE_EXECUTOR_AUTH        "1": executor requires a user (x-api-token or a JWT); guests refused
  *   DEEPFORGE_WEBGME_AUTH          "1": webgme authentication on (users, tokens), guests still allowed
  *   DEEPFORGE_WEBGME_GUESTS        with DEEPFORGE_WEBGME_AUTH: "0" refuses guests everywhere (blob included)
@@ -50,6 +52,9 @@ config.server.log.transports.forEach(function (t) {
 });
 
 config.mongo.uri = env.DEEPFORGE_MONGO_URI || 'mongodb://127.0.0.1:27017/deepforge';
+if (env.DEEPFORGE_OVERLAY_SHARD_SIZE) {
+    config.core.overlayShardSize = parseInt(env.DEEPFORGE_OVERLAY_SHARD_SIZE, 10);
+}
 
 config.blob.type = 'FS';
 config.blob.fsDir = path.join(dataDir, 'blob-local-storage');
