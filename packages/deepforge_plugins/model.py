@@ -10,12 +10,15 @@ Reading the head before every change is also how the plugin sees a cancel reques
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
 from collections.abc import Callable, Iterator
 from enum import StrEnum
 from typing import Any, TypeVar
+
+from .branch_lock import BranchLock
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +104,8 @@ class ModelSession:
         #: ``is_a`` answers by (root, node path, meta name): a node's type changes only by :meth:`set_base`
         #: (which drops them all; never call ``core.set_base`` directly) or with the root.
         self._types: dict[tuple[Any, str, str], bool] = {}
+        self._lock: BranchLock | None = None
+        self._lock_branch: str | None = None
 
     # ---------------------------------------------------------------------------------------- reading
     @property
@@ -175,19 +180,31 @@ class ModelSession:
         self._types.clear()
 
     # ---------------------------------------------------------------------------------------- writing
+    def _committing(self) -> contextlib.AbstractContextManager[bool]:
+        """Hold this host's commit lock of the branch (:mod:`.branch_lock`) around load-edit-commit."""
+        if not self.branch:
+            return contextlib.nullcontext(True)
+        if self._lock is None or self._lock_branch != self.branch:
+            project_id = getattr(self.plugin, "project_id", None)
+            self._lock = BranchLock(str(project_id() if callable(project_id) else "project"), self.branch)
+            self._lock_branch = self.branch
+        return self._lock.held()
+
     def change(self, message: str, edit: Callable[[], T]) -> T:
         """Apply ``edit`` (which must find its nodes by path through :meth:`node`) and commit it."""
-        self.refresh()
-        result = edit()
-        if self._commit(message):
-            return result
-        for attempt, sleep in enumerate(fork_retry_sleeps(), start=1):
-            log.info("commit %r forked (attempt %d); retrying on the new branch head", message, attempt)
-            time.sleep(sleep)
+        with self._committing():
             self.refresh()
             result = edit()
             if self._commit(message):
                 return result
+        for attempt, sleep in enumerate(fork_retry_sleeps(), start=1):
+            log.info("commit %r forked (attempt %d); retrying on the new branch head", message, attempt)
+            time.sleep(sleep)
+            with self._committing():
+                self.refresh()
+                result = edit()
+                if self._commit(message):
+                    return result
         self.discard()  # the last try's edit is on the root: apply it once, on the newest head
         self.refresh()
         result = edit()
@@ -219,9 +236,11 @@ class ModelSession:
             for _, edit in batch:
                 edit()
 
-        if not self._commit(message):
+        with self._committing():
+            if self._commit(message):
+                return
             log.info("commit %r forked; applying it again on the new branch head", message)
-            self.change(message, replay)
+            self.change(message, replay)  # still holding the lock: no other plugin of ours commits first
 
     def _commit(self, message: str) -> bool:
         outcome = self.util.save(self.root, self.commit_hash, self.branch, message)
