@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import random
+import signal
 import sys
 from pathlib import Path
+from types import FrameType
 
 from .run import SoakOptions, soak
 from .workload import WorkloadOptions
@@ -22,6 +24,17 @@ def reduced_options(seed: int, **overrides: object) -> SoakOptions:
                                  "stop_seconds": 14.0, "duration": 600.0, "recovery_timeout": 60.0}  # fmt: skip
     values.update(overrides)
     return SoakOptions(seed=seed, **values)  # type: ignore[arg-type]
+
+
+def _interrupt(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def stop_on_signals() -> None:
+    """SIGTERM and SIGINT stop the run the way Ctrl-C does (everything it started, by pid).  SIGINT too,
+    because a shell starts a background job with SIGINT ignored, and Python then never installs its handler."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _interrupt)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                                                            "duration", "run_dir") and v is not None}  # fmt: skip
     options = reduced_options(seed, **given) if args.reduced else SoakOptions(seed=seed, **given)
     print(f"seed {seed}", flush=True)
+    stop_on_signals()
     try:
         report = soak(options)
     except KeyboardInterrupt:
