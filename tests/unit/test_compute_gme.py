@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from deepforge_adapters.compute import ComputeJob, JobStatus, get_client
+from deepforge_adapters.compute import gme as gme_module
 from deepforge_adapters.compute.gme import STATUS_TABLE, GmeCompute
 from deepforge_adapters.errors import ComputeError, NotFoundError, WebGMEError
 from deepforge_adapters.webgme.executor import FINISHED_STATUSES
@@ -124,6 +125,7 @@ def test_start_job_keeps_the_secret_and_labels(compute: GmeCompute) -> None:
 
 
 def test_start_job_refusals(compute: GmeCompute) -> None:
+    compute.worker_wait = 0  # refuse at once (what waiting looks like: the test below)
     with pytest.raises(ComputeError, match="hash is required"):
         compute.start_job(ComputeJob())
     with pytest.raises(ComputeError, match="not in the blob"):
@@ -134,6 +136,21 @@ def test_start_job_refusals(compute: GmeCompute) -> None:
     with pytest.raises(ComputeError, match="no worker is connected") as exc:
         compute.start_job(ComputeJob(hash=BUNDLE))
     assert "SECRET" not in str(exc.value) and "SECRET" not in repr(compute)
+
+
+def test_a_submit_waits_for_a_worker_that_reconnects(compute: GmeCompute, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker restarted after a crash (or a restarted server) lists no worker until its next poll: the
+    1,000-job soak run failed a job so.  The submit waits for one (here the second list has it)."""
+    workers, compute.executor.workers = compute.executor.workers, {}
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:  # the next poll of the worker comes while we wait
+        slept.append(seconds)
+        compute.executor.workers = workers
+
+    monkeypatch.setattr(gme_module.time, "sleep", sleep)
+    info = compute.start_job(ComputeJob(hash=BUNDLE))
+    assert info["hash"] == BUNDLE and slept == [gme_module.WORKER_POLL_SECONDS]
 
 
 def test_a_job_hash_that_is_not_40_hex_is_refused_before_any_request(compute: GmeCompute) -> None:

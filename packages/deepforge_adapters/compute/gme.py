@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
@@ -33,6 +34,10 @@ from .base import ComputeClient, ComputeJob, JobStatus, Poll, StatusMapping, Sta
 log = logging.getLogger(__name__)
 
 WORKER_PREFIX = "[deepforge-worker] "
+#: How long a submit waits for a worker that could take the job before refusing it (a restarted worker or
+#: server lists none until the next poll: the Node worker's default refresh is 5 s, ours reconnect sooner).
+WORKER_WAIT_SECONDS = 30.0
+WORKER_POLL_SECONDS = 1.0
 
 F = JobStatus.FAILED
 S = ExecutorStatus
@@ -85,6 +90,7 @@ class GmeCompute(ComputeClient):
     def __init__(self, config: Mapping[str, Any] | None = None) -> None:
         super().__init__(config)
         self.host = str(self.config["host"]).rstrip("/")
+        self.worker_wait = WORKER_WAIT_SECONDS
 
     @cached_property
     def executor(self) -> ExecutorAPI:
@@ -172,22 +178,34 @@ class GmeCompute(ComputeClient):
         return artifact
 
     def check_workers(self, labels: list[str]) -> None:
-        """Refuse early, with the reason, when no connected worker could ever take the job."""
+        """Refuse, with the reason, when no connected worker could take the job, after waiting up to
+        :attr:`worker_wait` seconds for one: a worker that crashed and was restarted, or a server that was
+        restarted, lists no worker until the next poll, and refusing then failed a job of the 1,000-job soak
+        run that any worker would have run a second later."""
+        deadline = time.monotonic() + self.worker_wait
+        while True:
+            refusal = self._refusal(labels)
+            if refusal is None:
+                return
+            if time.monotonic() >= deadline:
+                raise ComputeError(self.id, refusal)
+            log.info("%s; waiting up to %.0f s for one", refusal, deadline - time.monotonic())
+            time.sleep(WORKER_POLL_SECONDS)
+
+    def _refusal(self, labels: list[str]) -> str | None:
+        """Why no connected worker could take a job with ``labels`` now; None if one could."""
         try:
             workers = self.executor.get_workers()
         except WebGMEError as exc:
-            raise ComputeError(self.id, f"listing workers on {self.host}: {exc}") from None
+            return f"listing workers on {self.host}: {exc}"
         if not workers:
-            raise ComputeError(
-                self.id, f"no worker is connected to {self.host} (for this user); start deepforge-worker"
-            )
+            return f"no worker is connected to {self.host} (for this user); start deepforge-worker"
         offered = [list(w.get("labels") or []) for w in workers.values()]
         if not any(set(labels) <= set(o) for o in offered):
-            raise ComputeError(
-                self.id,
-                f"no connected worker has the labels {labels}; connected workers offer "
-                + "; ".join(",".join(o) or "(no labels)" for o in offered),
+            return f"no connected worker has the labels {labels}; connected workers offer " + "; ".join(
+                ",".join(o) or "(no labels)" for o in offered
             )
+        return None
 
     def cancel_job(self, job_info: Mapping[str, Any]) -> None:
         self.require(job_info, "hash")
