@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deepforge_adapters.errors import NotFoundError
+from deepforge_adapters.errors import NotFoundError, WebGMEError
+from deepforge_worker import execution as execution_module
 from deepforge_worker.context import JobContext
 from deepforge_worker.daemon import Worker
 from deepforge_worker.execution import JobExecution
@@ -267,6 +268,36 @@ def test_missing_bundle(ctx: JobContext) -> None:
     job = JobExecution(ctx, {"hash": "0" * 40}, Slot(0))
     job.run()
     assert ctx.executor.updates[-1][1]["status"] == "FAILED_TO_GET_SOURCE_METADATA"
+
+
+class BreakingBlob(FakeBlob):
+    """The first ``breaks`` downloads of a bundle break midway, as a reset connection does (the zip is built
+    on the fly: what was read cannot be resumed)."""
+
+    def __init__(self, breaks: int) -> None:
+        super().__init__()
+        self.breaks, self.opens = breaks, 0
+
+    @contextlib.contextmanager
+    def open(self, h: str, subpath: str | None = None, view: bool = False) -> Iterator[io.BytesIO]:
+        self.opens += 1
+        if self.opens <= self.breaks:
+            raise WebGMEError(f"blob download {h}: connection broke after 1341 bytes; download it again")
+        with super().open(h, subpath, view) as f:
+            yield f
+
+
+@pytest.mark.parametrize(("breaks", "status"), [(2, "SUCCESS"), (3, "FAILED_CREATING_SOURCE_ZIP")])
+def test_a_bundle_download_cut_off_is_done_again(
+    ctx: JobContext, monkeypatch: pytest.MonkeyPatch, breaks: int, status: str
+) -> None:
+    """The 1,000-job soak run failed a job whose bundle download a proxy reset cut off: it is tried again,
+    3 times in all."""
+    monkeypatch.setattr(execution_module, "SOURCE_DOWNLOAD_BACKOFF", 0.0)
+    ctx.blob = BreakingBlob(breaks)
+    _job, update = run_job(ctx, bundle("print('ran')"))
+    assert update["status"] == status, update
+    assert ctx.blob.opens == 3
 
 
 def test_cancel_kills_the_whole_group(ctx: JobContext) -> None:

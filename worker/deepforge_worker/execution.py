@@ -77,6 +77,9 @@ from .slots import Slot
 log = logging.getLogger(__name__)
 
 SOURCE_ZIP = "source.zip"
+#: Tries of the bundle download in all, and the first pause between them (doubling).
+SOURCE_DOWNLOAD_ATTEMPTS = 3
+SOURCE_DOWNLOAD_BACKOFF = 1.0
 #: The worker's own credentials when given in its environment: never passed on to a job.
 WORKER_SECRET_VARIABLES = ("DEEPFORGE_WORKER_TOKEN", "DEEPFORGE_WORKER_NONCE")
 #: Exit code of a process ended by SIGINT in a shell; the Node worker treats it as canceled too.
@@ -194,22 +197,36 @@ class JobExecution:
         self._run_process(self.config)
 
     def _download(self, zip_path: Path) -> None:
-        """Stream ``/rest/blob/view/<hash>/`` to disk (open() reads the metadata first, as the Node worker did)."""
-        try:
-            with self.ctx.blob.open(self.hash, view=True) as src, open(zip_path, "wb") as dst:
-                self.ctx.metrics.bytes_down.inc(copy_stream(src, dst))
-        except NotFoundError as exc:
-            raise JobFailed(f"job bundle {self.hash}: {exc}", ExecutorStatus.FAILED_TO_GET_SOURCE_METADATA) from None
-        except WebGMEError as exc:
-            status = (
-                ExecutorStatus.FAILED_TO_GET_SOURCE_METADATA
-                if exc.status_code == 404
-                else ExecutorStatus.FAILED_CREATING_SOURCE_ZIP
-            )
-            raise JobFailed(f"downloading job bundle {self.hash}: {exc}", status) from None
-        except Exception as exc:
-            reason = f"downloading job bundle {self.hash}: {exc}"
-            raise JobFailed(reason, ExecutorStatus.FAILED_CREATING_SOURCE_ZIP) from None
+        """Stream ``/rest/blob/view/<hash>/`` to disk (open() reads the metadata first, as the Node worker did).
+
+        The server builds that zip on the fly, so a download cut off midway cannot be resumed, only done
+        again: a broken connection or a 5xx (a server restarting) is retried, up to
+        :data:`SOURCE_DOWNLOAD_ATTEMPTS` tries in all (the 1,000-job soak run failed a job whose bundle
+        download a proxy reset cut after 1,341 bytes)."""
+        for attempt in range(1, SOURCE_DOWNLOAD_ATTEMPTS + 1):
+            try:
+                with self.ctx.blob.open(self.hash, view=True) as src, open(zip_path, "wb") as dst:
+                    self.ctx.metrics.bytes_down.inc(copy_stream(src, dst))
+                return
+            except NotFoundError as exc:
+                raise JobFailed(
+                    f"job bundle {self.hash}: {exc}", ExecutorStatus.FAILED_TO_GET_SOURCE_METADATA
+                ) from None
+            except WebGMEError as exc:
+                transient = exc.status_code is None or exc.status_code >= 500
+                if not transient or attempt == SOURCE_DOWNLOAD_ATTEMPTS or self.canceled:
+                    status = (
+                        ExecutorStatus.FAILED_TO_GET_SOURCE_METADATA
+                        if exc.status_code == 404
+                        else ExecutorStatus.FAILED_CREATING_SOURCE_ZIP
+                    )
+                    raise JobFailed(f"downloading job bundle {self.hash}: {exc}", status) from None
+                log.warning("job %s: downloading its bundle: %s; again (%d/%d)", self.hash, exc, attempt + 1,
+                            SOURCE_DOWNLOAD_ATTEMPTS)  # fmt: skip
+                self._canceled.wait(SOURCE_DOWNLOAD_BACKOFF * 2 ** (attempt - 1))
+            except Exception as exc:
+                reason = f"downloading job bundle {self.hash}: {exc}"
+                raise JobFailed(reason, ExecutorStatus.FAILED_CREATING_SOURCE_ZIP) from None
 
     def _unzip(self, zip_path: Path) -> None:
         try:
