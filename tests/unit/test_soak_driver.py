@@ -47,3 +47,25 @@ def test_an_execution_is_found_once_a_restarting_server_answers(tmp_path: Path) 
 def test_an_execution_not_in_the_model_is_none(tmp_path: Path) -> None:
     soak = soak_on(RestartingProject(down=0), tmp_path)
     assert soak.find_execution("soak014") is None
+
+
+def test_a_process_younger_than_the_audit_is_no_orphan_of_a_job_group_number(tmp_path: Path) -> None:
+    """A job's process group id reused by an unrelated process started after the run (the 1,000-job run
+    counted 20 processes of another session's Ray cluster as orphans so)."""
+    import subprocess
+    import sys
+    import time
+
+    from deepforge_dev.soak.audit import job_processes
+
+    before = time.time() - 5
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    try:
+        assert any(f"pid {proc.pid} " in line for line in job_processes(None, {proc.pid}))
+        assert any(
+            f"pid {proc.pid} " in line for line in job_processes(None, {proc.pid}, started_before=time.time() + 5)
+        )
+        assert not any(f"pid {proc.pid} " in line for line in job_processes(None, {proc.pid}, started_before=before))
+    finally:
+        proc.kill()
+        proc.wait()

@@ -32,10 +32,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import json
 import logging
 import os
 import re
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -177,6 +179,7 @@ class AuditReport:
 def audit(run: RunRecord) -> AuditReport:
     """Check everything in the module docstring against ``run``'s evidence; never raises for a finding."""
     report = AuditReport()
+    began = time.time()  # everything of the run is stopped: a process younger than this is not its orphan
     tree = _Tree(run)
     gme_jobs: dict[str, str] = {}
     if run.executions or run.artifacts_since_ms is not None:
@@ -188,7 +191,7 @@ def audit(run: RunRecord) -> AuditReport:
             gme_jobs = _check_executions(run, tree, report)
     pgids = _check_workers(run, report, gme_jobs)
     _check_storage(run, report)
-    for line in job_processes(run.marker, run.job_pgids | pgids, run.ignore_pids):
+    for line in job_processes(run.marker, run.job_pgids | pgids, run.ignore_pids, started_before=began):
         report.add("orphaned", line)
     _check_caps(run, report)
     return report
@@ -574,18 +577,35 @@ def _ancestors(pid: int) -> set[int]:
     return found
 
 
-def _stat(pid: int) -> tuple[str, int, int] | None:
-    """``(state, ppid, pgid)`` from ``/proc/<pid>/stat``."""
+def _stat(pid: int) -> tuple[str, int, int, float] | None:
+    """``(state, ppid, pgid, start time as a Unix time)`` from ``/proc/<pid>/stat``."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     fields = text.rpartition(")")[2].split()
-    return fields[0], int(fields[1]), int(fields[2])
+    return fields[0], int(fields[1]), int(fields[2]), _boot_time() + int(fields[19]) / os.sysconf("SC_CLK_TCK")
 
 
-def job_processes(marker: tuple[str, str] | None, pgids: Iterable[int], ignore: Iterable[int] = ()) -> list[str]:
-    """Live processes carrying ``marker`` in their environment or in one of ``pgids``, as ``"pid (why): cmd"``."""
+@functools.cache
+def _boot_time() -> float:
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("btime "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def job_processes(
+    marker: tuple[str, str] | None,
+    pgids: Iterable[int],
+    ignore: Iterable[int] = (),
+    started_before: float | None = None,
+) -> list[str]:
+    """Live processes carrying ``marker`` in their environment or in one of ``pgids``, as ``"pid (why): cmd"``.
+
+    A process in one of ``pgids`` that started after ``started_before`` (a Unix time: when the audit began,
+    everything of the run being stopped by then) is not counted: its group id is a job's number reused by the
+    system (the 1,000-job run counted 20 processes of another session's Ray cluster so)."""
     wanted = set(pgids)
     needle = f"{marker[0]}={marker[1]}".encode() if marker else None
     skip = set(ignore) | _ancestors(os.getpid())
@@ -598,7 +618,7 @@ def job_processes(marker: tuple[str, str] | None, pgids: Iterable[int], ignore: 
         if stat is None or stat[0] in ("Z", "X"):
             continue
         why = ""
-        if stat[2] in wanted:
+        if stat[2] in wanted and (started_before is None or stat[3] <= started_before):
             why = f"in job process group {stat[2]}"
         elif needle is not None:
             try:
