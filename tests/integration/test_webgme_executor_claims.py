@@ -15,6 +15,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from deepforge_adapters.errors import WebGMEError
 from deepforge_adapters.webgme.executor import ExecutorClient
 
 pytestmark = pytest.mark.integration
@@ -60,3 +61,34 @@ def test_concurrent_polls_never_hand_out_a_job_twice(webgme_server: Any) -> None
     twice = {job: n for job, n in handed.items() if n > 1}
     assert not twice, f"{len(twice)} of {len(created)} jobs were handed to more than one worker: {twice}"
     assert set(handed) == created  # and every job went to someone
+
+
+def test_a_final_report_is_applied_only_while_the_job_runs_under_its_reporter(webgme_stack_factory: Any) -> None:
+    """The 1,000-job soak run counted a job whose first worker's late report was applied after the server had
+    requeued it and a second worker had started it.  ``executor_claims.js`` fences ``/update`` by worker."""
+    stack = webgme_stack_factory()  # its own server: the polls below claim every queued job
+    executor = ExecutorClient(stack.url)
+    job = hashlib.sha1(uuid.uuid4().bytes).hexdigest()
+    executor.create_job(job)
+    assert job in executor.poll_worker("worker_A", 1, [], []).get("jobsToStart", [])
+
+    def refused(body: dict[str, Any]) -> bool:
+        try:
+            executor.update_job(job, body)
+        except WebGMEError as exc:
+            return exc.status_code == 404
+        return False
+
+    assert refused({"status": "SUCCESS", "worker": "worker_B"})  # not its job
+    assert executor.get_info(job)["status"] == "RUNNING"
+    executor.update_job(job, {"status": "SUCCESS", "worker": "worker_A", "resultHashes": {"r": "1" * 40}})
+    assert executor.get_info(job)["status"] == "SUCCESS"
+    assert refused({"status": "FAILED_TO_EXECUTE", "worker": "worker_A"})  # a second, late report
+    info = executor.get_info(job)
+    assert info["status"] == "SUCCESS" and info["resultHashes"] == {"r": "1" * 40}
+
+    unfenced = hashlib.sha1(uuid.uuid4().bytes).hexdigest()  # the Node worker's updates name no worker
+    executor.create_job(unfenced)
+    executor.poll_worker("worker_A", 1, [], [])
+    executor.update_job(unfenced, {"status": "SUCCESS"})
+    assert executor.get_info(unfenced)["status"] == "SUCCESS"

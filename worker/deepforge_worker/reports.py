@@ -49,8 +49,9 @@ def post_report(
     The server requeues the jobs of a worker it has not heard from for 5 refresh periods; another worker may
     then run it.  Before posting, the job is re-read: if its ``worker`` is someone else (or it already
     finished), the late result is dropped instead of clobbering theirs.  The remaining race (the server
-    reassigns it between the read and the post) cannot be closed without a lease token in the protocol; the
-    window is one round trip.
+    reassigns it between the read and the post) is closed on our server, which applies a final report only
+    while the job runs under its reporter and answers 404 otherwise (webgme-config/executor_claims.js); on a
+    stock server the window is one round trip.
     """
     owner = client_id or ctx.client_id
     delay = 0.5
