@@ -47,6 +47,7 @@ class BranchLock:
     def __init__(self, project_id: str, branch: str, directory: Path | None = None) -> None:
         name = hashlib.sha256(f"{project_id}\0{branch}".encode()).hexdigest()[:32]
         self.path = (directory or lock_dir()) / f"{name}.lock"
+        self.branch = branch
         self.what = f"branch {branch!r} of {project_id!r}"
         self._mutex = threading.RLock()
         self._depth = 0

@@ -105,7 +105,6 @@ class ModelSession:
         #: (which drops them all; never call ``core.set_base`` directly) or with the root.
         self._types: dict[tuple[Any, str, str], bool] = {}
         self._lock: BranchLock | None = None
-        self._lock_branch: str | None = None
 
     # ---------------------------------------------------------------------------------------- reading
     @property
@@ -184,10 +183,9 @@ class ModelSession:
         """Hold this host's commit lock of the branch (:mod:`.branch_lock`) around load-edit-commit."""
         if not self.branch:
             return contextlib.nullcontext(True)
-        if self._lock is None or self._lock_branch != self.branch:
+        if self._lock is None or self._lock.branch != self.branch:  # a fork moves the session to a new branch
             project_id = getattr(self.plugin, "project_id", None)
             self._lock = BranchLock(str(project_id() if callable(project_id) else "project"), self.branch)
-            self._lock_branch = self.branch
         return self._lock.held()
 
     def change(self, message: str, edit: Callable[[], T]) -> T:
