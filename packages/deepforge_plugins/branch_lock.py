@@ -72,6 +72,11 @@ class BranchLock:
     def _acquire(self, wait: float) -> int | None:
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            owner = self.path.parent.stat()
+            if owner.st_uid != os.getuid() or owner.st_mode & 0o022:
+                # another user made the dir first (a shared /tmp): they could hold our locks and stall every
+                # commit for the wait, so their files are not used
+                raise PermissionError(f"{self.path.parent} is not ours alone (owner uid {owner.st_uid})")
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         except OSError as exc:
             log.debug("no commit lock for %s (%s); committing without it", self.what, exc)

@@ -141,3 +141,14 @@ def test_a_long_edit_is_committed_among_frequent_short_ones(tmp_path: Path, monk
     finally:
         stop.touch()
         writer.wait(timeout=60)
+
+
+def test_a_lock_dir_others_can_write_is_not_used(tmp_path: Path) -> None:
+    """In a shared /tmp another user could make the lock dir first and hold our locks, stalling every commit
+    for the whole wait: a dir that is not ours alone is refused and the commit goes on without a lock."""
+    shared = tmp_path / "locks"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with BranchLock("guest+p", "master", shared).held(wait=0) as granted:
+        assert not granted
+    assert list(shared.iterdir()) == []  # no lock file of ours in their dir
