@@ -24,7 +24,7 @@ from pathlib import Path
 MIB = 1024 * 1024
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _targets import Targets, peak_rss_mib  # noqa: E402 - bench/ is not a package: from beside this
+from _targets import Targets, peak_rss_mib, start_timed_step  # noqa: E402 - bench/ is not a package: from beside this
 
 
 def child(mode: str, host: str, path: str, ref: str) -> None:
@@ -101,19 +101,20 @@ def main() -> int:
                                            "curl download": [], "curl download+fsync": []}  # fmt: skip
         rss: list[float] = []
         for _ in range(args.rounds):
-            os.sync()  # every transfer starts with no dirty pages left by the previous one
+            # every transfer starts with no dirty pages left by the previous one, and freshly freed memory
+            start_timed_step(tmp, size)
             up = adapter("upload", stack.url, src)
             results["adapter upload"].append(float(up["seconds"]))
             rss.append(float(up["rss_mib"]))
-            os.sync()
+            start_timed_step(tmp, size)
             t, curl_ref = curl("upload", stack.url, src)
             results["curl upload"].append(t)
-            os.sync()
+            start_timed_step(tmp, size)
             down = adapter("download", stack.url, dst, str(up["ref"]))
             results["adapter download"].append(float(down["seconds"]))
             rss.append(float(down["rss_mib"]))
             dst.unlink()
-            os.sync()
+            start_timed_step(tmp, size)
             t, _ = curl("download", stack.url, dst, curl_ref)
             results["curl download"].append(t)
             results["curl download+fsync"].append(t + fsync_seconds(dst))

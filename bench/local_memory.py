@@ -7,8 +7,8 @@ so the limit (issue 14) is ``max(cp + fsync, sha256 alone)``, both measured here
 run (sha256 alone: the faster of ``sha256sum`` and Python's ``hashlib.file_digest``). The ratio is limit ÷
 ours (1.0 = as fast as the hardware allows); target >= 0.8 each. The transfers run in a child process whose
 peak RSS (``VmHWM``: ``_targets.peak_rss_mib``) is the adapter path alone, interpreter and imports included:
-target < 64 MiB. Best of ``--rounds``; every timed step starts with ``os.sync()`` so no step pays for the
-previous one's write-back.
+target < 64 MiB. Best of ``--rounds``; every timed step starts with ``_targets.start_timed_step`` (``os.sync()``,
+so no step pays for the previous one's write-back, and freshly freed page cache for the step's writes).
 
     python bench/local_memory.py [--mib 1024] [--rounds 2]
 """
@@ -40,15 +40,17 @@ CHILD = (
     IMPORT_PEAK
     + r"""
 import json, os, sys, time
+from _targets import start_timed_step
 from deepforge_adapters.storage import get_client
 
 root, src, dest = sys.argv[1:]
 client = get_client("local", {"root": root})
-os.sync()
+size = os.path.getsize(src)
+start_timed_step(os.path.dirname(dest), size)
 t0 = time.perf_counter()
 info = client.put_file("bench/big", src)
 t1 = time.perf_counter()
-os.sync()
+start_timed_step(os.path.dirname(dest), size)
 t2 = time.perf_counter()
 client.get_file(info, dest)  # verifies size and sha256 while streaming
 t3 = time.perf_counter()

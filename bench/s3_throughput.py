@@ -39,7 +39,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.fixtures.s3: the same SeaweedFS launcher the test suite uses
 sys.path.insert(0, str(ROOT / "bench"))
-from _targets import Targets, peak_rss_mib  # noqa: E402 - bench/ is not a package: from beside this
+from _targets import Targets, peak_rss_mib, start_timed_step  # noqa: E402 - bench/ is not a package: from beside this
 
 MiB = 1024 * 1024
 BUCKET = "bench"
@@ -81,7 +81,8 @@ def child(mode: str, op: str, server: dict[str, str], path: str, key: str) -> di
             config=Config(s3={"addressing_style": "path"}),  # as the adapter addresses a non-AWS endpoint
         )
     crt = crt_transfer_manager(server) if mode == "crt" else None
-    os.sync()
+    size = os.path.getsize(path) if op == "upload" else int(info.data["size"])  # type: ignore[union-attr]
+    start_timed_step(os.path.dirname(os.path.abspath(path)), size)  # the server writes a new file too
     start = time.perf_counter()
     if crt is not None:
         with crt:

@@ -31,22 +31,24 @@ CHUNK = 1024 * 1024
 
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
-from _targets import IMPORT_PEAK, Targets  # noqa: E402 - bench/ is not a package: from beside this
+from _targets import IMPORT_PEAK, Targets, start_timed_step  # noqa: E402 - bench/ is not a package: from beside this
 
 CHILD = (
     IMPORT_PEAK
     + r"""
 import json, os, sys, time
+from _targets import start_timed_step
 from deepforge_adapters.storage import get_client
 
 config, src, dest = json.loads(os.environ["SCISERVER_BENCH_CONFIG"]), sys.argv[1], sys.argv[2]
 client = get_client("sciserver-files", config)
 client.volume  # the whoami request is setup, not transfer
-os.sync()
+size = os.path.getsize(src)
+start_timed_step(os.path.dirname(dest), size)  # the server writes a new file too
 t0 = time.perf_counter()
 info = client.put_file("bench/big", src)
 t1 = time.perf_counter()
-os.sync()
+start_timed_step(os.path.dirname(dest), size)
 t1b = time.perf_counter()
 client.get_file(info, dest)
 t2 = time.perf_counter()
@@ -91,7 +93,7 @@ def curl_transfers(config: dict[str, str], src: Path, dest: Path) -> tuple[float
     header_file.touch(mode=0o600)
     header_file.write_text(f"X-Auth-Token: {client.session.token()}\n")  # type: ignore[attr-defined]
     header = ["-H", f"@{header_file}"]
-    os.sync()
+    start_timed_step(dest.parent, src.stat().st_size)  # the server writes a new file too
     t0 = time.perf_counter()
     put = subprocess.run(  # quiet=true: overwrite, as the adapter's upload does
         ["curl", "-sS", "-T", str(src), *header, "-w", "\n%{http_code}", url + "?quiet=true"],
@@ -102,7 +104,7 @@ def curl_transfers(config: dict[str, str], src: Path, dest: Path) -> tuple[float
     put_s = time.perf_counter() - t0
     if put.returncode != 0 or not put.stdout.endswith("200"):
         raise RuntimeError(f"curl upload failed: {put.stdout[-500:]} {put.stderr[-500:]}")
-    os.sync()
+    start_timed_step(dest.parent, src.stat().st_size)
     t0 = time.perf_counter()
     subprocess.run(["curl", "-sS", "-f", "-o", str(dest), *header, url], check=True)
     get_s = time.perf_counter() - t0
