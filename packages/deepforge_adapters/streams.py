@@ -10,6 +10,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import queue
 import stat
 import tempfile
 import threading
@@ -105,11 +106,16 @@ def copy_stream(
 
     A source with a ``copy_into(dst_fd, total=, progress=)`` method (a local file that verifies what it hands
     out, :mod:`deepforge_adapters.storage.local`) copies itself in the kernel when ``dst`` is a regular file.
+    Any other source is written into a regular file by a thread behind the reads (:class:`WriteBehind`), so a
+    download reads its next chunk from the socket while the page cache takes the last one.
     """
     copy_into = getattr(src, "copy_into", None)
-    if copy_into is not None and regular_fd(dst) is not None:
+    to_file = regular_fd(dst) is not None
+    if copy_into is not None and to_file:
         dst.flush()
         return int(copy_into(dst.fileno(), total=total, progress=progress))
+    if to_file:
+        return _copy_writing_behind(src, dst, total=total, progress=progress, chunk_size=chunk_size)
     done = 0
     while True:
         chunk = src.read(chunk_size)
@@ -119,6 +125,74 @@ def copy_stream(
         done += len(chunk)
         if progress is not None:
             progress(done, total)
+    if progress is not None and done == 0:
+        progress(0, total)
+    return done
+
+
+#: Chunks a copy into a file may have read and not yet written (:class:`WriteBehind`): memory stays at this
+#: many chunks.
+WRITE_BEHIND_DEPTH = 4
+
+
+class WriteBehind:
+    """Writes chunks into ``dst`` in a thread, at most ``depth`` waiting, so reading the next chunk overlaps
+    writing this one.
+
+    A socket read and a file write each release the GIL, so a download takes about ``max(network, disk)``
+    instead of their sum (sciserver-files get of 1 GiB: recv 0.6 s + write 1.4 s in one thread).  A write
+    that fails is raised by the next :meth:`write` or by :meth:`close`, which waits for every queued chunk.
+    Chunks must not change after :meth:`write` (``bytes`` are; anything else is copied).
+    """
+
+    def __init__(self, dst: IO[bytes] | BinaryIO, depth: int = WRITE_BEHIND_DEPTH) -> None:
+        self._dst = dst
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="deepforge-write-behind", daemon=True)
+        self._thread.start()
+
+    def write(self, chunk: bytes | bytearray | memoryview) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(chunk if isinstance(chunk, bytes) else bytes(chunk))
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if self._error is None:  # after a failure, drain without writing: write() and close() never block
+                try:
+                    self._dst.write(chunk)
+                except BaseException as exc:  # re-raised in the caller's thread
+                    self._error = exc
+
+    def close(self) -> None:
+        """Wait until every queued chunk is written (or dropped after a failure); re-raise a failed write."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put(None)
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
+def _copy_writing_behind(
+    src: Readable, dst: IO[bytes] | BinaryIO, *, total: int | None, progress: ProgressCallback | None,
+    chunk_size: int,
+) -> int:  # fmt: skip
+    writer = WriteBehind(dst)
+    done = 0
+    try:
+        while chunk := src.read(chunk_size):
+            writer.write(chunk)
+            done += len(chunk)
+            if progress is not None:
+                progress(done, total)
+    except BaseException:
+        with contextlib.suppress(BaseException):
+            writer.close()  # the read side failed: that is the error to report
+        raise
+    writer.close()
     if progress is not None and done == 0:
         progress(0, total)
     return done

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from deepforge_adapters.hashing import CHUNK_SIZE, HashingReader, bytes_digest, file_digest, new_hash
@@ -47,6 +49,65 @@ def test_copy_stream_reports_an_empty_transfer_once() -> None:
     calls: list[tuple[int, int | None]] = []
     assert copy_stream(io.BytesIO(b""), io.BytesIO(), progress=lambda d, t: calls.append((d, t))) == 0
     assert calls == [(0, None)]
+
+
+class _Reads:
+    """A source that is not a file (a socket's body): read() only, and it may fail after ``fail_after`` bytes."""
+
+    def __init__(self, data: bytes, fail_after: int | None = None) -> None:
+        self._raw = io.BytesIO(data)
+        self._fail_after = fail_after
+
+    def read(self, size: int = -1) -> bytes:
+        if self._fail_after is not None and self._raw.tell() >= self._fail_after:
+            raise ConnectionResetError("peer went away")
+        return self._raw.read(size)
+
+
+def _write_behind_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "deepforge-write-behind"]
+
+
+def test_copy_stream_into_a_file_writes_behind_the_reads_and_every_byte_lands(tmp_path: Path) -> None:
+    calls: list[int] = []
+    with open(tmp_path / "out", "wb") as out:
+        done = copy_stream(_Reads(DATA), out, total=len(DATA), progress=lambda d, t: calls.append(d))
+        assert done == len(DATA)
+    assert (tmp_path / "out").read_bytes() == DATA
+    assert calls == [CHUNK_SIZE, 2 * CHUNK_SIZE, len(DATA)]
+    assert not _write_behind_threads()
+
+
+def test_a_write_that_fails_behind_the_reads_is_raised_by_the_copy(tmp_path: Path) -> None:
+    class DiskFull:
+        def __init__(self, f: Any) -> None:
+            self._f = f
+            self.writes = 0
+            self.writer = ""
+
+        def fileno(self) -> int:  # a regular file: the copy writes behind
+            return int(self._f.fileno())
+
+        def write(self, data: bytes) -> int:
+            self.writes += 1
+            self.writer = threading.current_thread().name
+            raise OSError(28, "No space left on device")
+
+    with open(tmp_path / "out", "wb") as f:
+        dst = DiskFull(f)
+        with pytest.raises(OSError, match="No space left"):
+            copy_stream(_Reads(DATA * 4), dst)  # type: ignore[arg-type]
+    assert dst.writes == 1  # nothing is written after the failure
+    assert dst.writer == "deepforge-write-behind"  # the reads went on meanwhile
+    assert not _write_behind_threads()
+
+
+def test_a_read_that_fails_stops_the_writer_and_is_the_error_raised(tmp_path: Path) -> None:
+    with open(tmp_path / "out", "wb") as out:
+        with pytest.raises(ConnectionResetError):
+            copy_stream(_Reads(DATA, fail_after=CHUNK_SIZE), out)
+    assert (tmp_path / "out").read_bytes() == DATA[:CHUNK_SIZE]  # what was read before the failure was written
+    assert not _write_behind_threads()
 
 
 def test_progress_reader_and_iter_chunks() -> None:
