@@ -6,7 +6,7 @@ peak RSS is its own) and through ``curl`` (``-T`` streams the upload).  Figures 
 adapter ÷ curl and download adapter ÷ (curl + fsync: the adapter verifies the sha1 of every byte and fsyncs
 before its atomic rename), target >= 1.0 each; the adapter's peak RSS, target < 64 MiB.
 
-    .venv/bin/python bench/gme_throughput.py [--mib 1024] [--rounds 2]
+    .venv/bin/python bench/gme_throughput.py [--mib 1024] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def write_file(path: Path, size: int) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--mib", type=int, default=1024, help="file size in MiB (default 1024)")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="best of this many rounds (default 3)")
     parser.add_argument("--rss-mib", type=float, default=64, help="peak RSS bound in MiB (default 64)")
     parser.add_argument("--child", nargs=4, metavar=("MODE", "HOST", "PATH", "REF"))
     args = parser.parse_args()

@@ -10,7 +10,7 @@ peak RSS (``VmHWM``: ``_targets.peak_rss_mib``) is the adapter path alone, inter
 target < 64 MiB. Best of ``--rounds``; every timed step starts with ``_targets.start_timed_step`` (``os.sync()``,
 so no step pays for the previous one's write-back, and freshly freed page cache for the step's writes).
 
-    python bench/local_memory.py [--mib 1024] [--rounds 2]
+    python bench/local_memory.py [--mib 1024] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def make_file(path: Path, mib: int) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, default=1024, help="file size in MiB (default 1024)")
-    parser.add_argument("--rounds", type=int, default=2, help="best of this many rounds (default 2)")
+    parser.add_argument("--rounds", type=int, default=3, help="best of this many rounds (default 3)")
     parser.add_argument("--rss-mib", type=float, default=64, help="peak RSS bound in MiB (default 64)")
     parser.add_argument("--min-ratio", type=float, default=0.8, help="target for limit / ours (default 0.8)")
     args = parser.parse_args()

@@ -17,7 +17,7 @@ finished``, ``fetching input`` to ``running``); limit ÷ the whole job, interpre
 included, is printed beside it (the job's fixed cost is ``scale_pipelines.py``'s figure).  Every byte is
 hashed once per transfer (tests/unit/test_storage_cache.py checks it).
 
-    python bench/runner_memory.py [--mib 1024] [--rounds 2]
+    python bench/runner_memory.py [--mib 1024] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def phase_seconds(stamps: dict[str, float], start: str, end: str) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, default=1024, help="artifact size in MiB (default 1024)")
-    parser.add_argument("--rounds", type=int, default=2, help="best of this many rounds (default 2)")
+    parser.add_argument("--rounds", type=int, default=3, help="best of this many rounds (default 3)")
     parser.add_argument("--rss-mib", type=float, default=64, help="peak RSS bound in MiB (default 64)")
     parser.add_argument("--min-ratio", type=float, default=0.7, help="target for limit / job (default 0.7)")
     args = parser.parse_args()

@@ -19,7 +19,7 @@ Each transfer runs in a fresh child process so its peak RSS (``VmHWM``, ``_targe
 client's alone.  Figures (``TARGET`` lines, ``bench/_targets.py``): adapter ÷ the raw client each way
 (target >= 1.0), peak RSS from a file and from a pipe (target < 128 MiB each).
 
-    python bench/s3_throughput.py [--mib 1024] [--repeat 2] [--modes adapter,boto3,...] [--ops upload,download]
+    python bench/s3_throughput.py [--mib 1024] [--repeat 3] [--modes adapter,boto3,...] [--ops upload,download]
     (or S3_BENCH_SIZE_MIB / S3_BENCH_REPEAT; S3_BENCH_ADAPTER_CONFIG='{"maxConcurrency": 4}' tunes the adapter)
 """
 
@@ -160,7 +160,7 @@ def write_file(path: Path, size: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mib", type=int, default=int(os.environ.get("S3_BENCH_SIZE_MIB", "1024")))
-    parser.add_argument("--repeat", type=int, default=int(os.environ.get("S3_BENCH_REPEAT", "2")))
+    parser.add_argument("--repeat", type=int, default=int(os.environ.get("S3_BENCH_REPEAT", "3")))
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--ops", default="upload,download")
     parser.add_argument("--rss-mib", type=float, default=128, help="peak RSS bound in MiB (default 128)")

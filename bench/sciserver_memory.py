@@ -7,7 +7,7 @@ doing the same HTTP calls with the same token (``PUT``/``GET`` of the file servi
 run, best of ``--rounds``: put and get adapter ÷ curl, target >= 0.9 each.  The adapter does more (upload to a temp
 name and move it into place, a stat; the download is length-checked, fsynced and renamed).
 
-    python bench/sciserver_memory.py [--mib 1024] [--rounds 2]
+    python bench/sciserver_memory.py [--mib 1024] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def curl_transfers(config: dict[str, str], src: Path, dest: Path) -> tuple[float
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, default=1024, help="file size in MiB (default 1024)")
-    parser.add_argument("--rounds", type=int, default=2, help="best of this many rounds (default 2)")
+    parser.add_argument("--rounds", type=int, default=3, help="best of this many rounds (default 3)")
     parser.add_argument("--rss-mib", type=float, default=64, help="peak RSS bound in MiB (default 64)")
     parser.add_argument("--min-ratio", type=float, default=0.9, help="target for adapter / curl (default 0.9)")
     args = parser.parse_args()
