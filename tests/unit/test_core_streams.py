@@ -103,9 +103,8 @@ def test_a_write_that_fails_behind_the_reads_is_raised_by_the_copy(tmp_path: Pat
 
 
 def test_a_read_that_fails_stops_the_writer_and_is_the_error_raised(tmp_path: Path) -> None:
-    with open(tmp_path / "out", "wb") as out:
-        with pytest.raises(ConnectionResetError):
-            copy_stream(_Reads(DATA, fail_after=CHUNK_SIZE), out)
+    with open(tmp_path / "out", "wb") as out, pytest.raises(ConnectionResetError):
+        copy_stream(_Reads(DATA, fail_after=CHUNK_SIZE), out)
     assert (tmp_path / "out").read_bytes() == DATA[:CHUNK_SIZE]  # what was read before the failure was written
     assert not _write_behind_threads()
 
