@@ -114,17 +114,22 @@ def copy_stream(
     if copy_into is not None and to_file:
         dst.flush()
         return int(copy_into(dst.fileno(), total=total, progress=progress))
-    if to_file:
-        return _copy_writing_behind(src, dst, total=total, progress=progress, chunk_size=chunk_size)
+    writer = WriteBehind(dst) if to_file else None
+    write = writer.write if writer is not None else dst.write
     done = 0
-    while True:
-        chunk = src.read(chunk_size)
-        if not chunk:
-            break
-        dst.write(chunk)
-        done += len(chunk)
-        if progress is not None:
-            progress(done, total)
+    try:
+        while chunk := src.read(chunk_size):
+            write(chunk)
+            done += len(chunk)
+            if progress is not None:
+                progress(done, total)
+    except BaseException:
+        if writer is not None:
+            with contextlib.suppress(BaseException):
+                writer.close()  # the read side failed: that is the error to report
+        raise
+    if writer is not None:
+        writer.close()
     if progress is not None and done == 0:
         progress(0, total)
     return done
@@ -174,28 +179,6 @@ class WriteBehind:
             self._thread.join()
         if self._error is not None:
             raise self._error
-
-
-def _copy_writing_behind(
-    src: Readable, dst: IO[bytes] | BinaryIO, *, total: int | None, progress: ProgressCallback | None,
-    chunk_size: int,
-) -> int:  # fmt: skip
-    writer = WriteBehind(dst)
-    done = 0
-    try:
-        while chunk := src.read(chunk_size):
-            writer.write(chunk)
-            done += len(chunk)
-            if progress is not None:
-                progress(done, total)
-    except BaseException:
-        with contextlib.suppress(BaseException):
-            writer.close()  # the read side failed: that is the error to report
-        raise
-    writer.close()
-    if progress is not None and done == 0:
-        progress(0, total)
-    return done
 
 
 def regular_fd(f: object) -> int | None:
