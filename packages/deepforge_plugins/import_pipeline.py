@@ -41,7 +41,10 @@ def _port(model: ModelSession, box: Node, name: str) -> Node:
 
 def _artifact(model: ModelSession, ref: str) -> Node:
     if ref.startswith("/"):
-        return model.node(ref)
+        node = model.load(ref)
+        if node is None:
+            raise LookupError(f"no artifact at {ref!r}: the project has no node at that path")
+        return node
     found = model.child_named(root_container(model, "MyArtifacts"), ref)
     if found is None:
         raise LookupError(f"no artifact named {ref!r} in MyArtifacts")

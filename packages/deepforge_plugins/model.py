@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import re
 import time
 from collections.abc import Callable, Iterator
 from enum import StrEnum
@@ -66,6 +67,9 @@ def language_meta(meta: dict[str, Node], namespace: str = "") -> dict[str, Node]
     )
 
 
+#: A node path as the core writes it (``""`` for the root, ``/a/b`` below it): one :meth:`ModelSession.node`
+#: can hand to the server as is.
+NODE_PATH = re.compile(r"(?:/[^/\s]+)*")
 #: A commit that moved the branch: onto its head, or merged into it.
 SYNCED_STATUSES = (CommitStatus.SYNCED, CommitStatus.MERGED)
 #: How long a change keeps retrying on a moving branch before it continues on a fork.  Five tries in 0.75 s
@@ -101,9 +105,11 @@ class ModelSession:
         self.commits: list[str] = []
         self._applied: list[tuple[str, Callable[[], object]]] = []
         self._meta: dict[str, Node] | None = None
-        #: ``is_a`` answers by (root, node path, meta name): a node's type changes only by :meth:`set_base`
+        #: ``is_a`` answers by (root, meta type path, meta name): a node's type changes only by :meth:`set_base`
         #: (which drops them all; never call ``core.set_base`` directly) or with the root.
         self._types: dict[tuple[Any, str, str], bool] = {}
+        #: Each node's meta type (its path; None: it has none), by (root, node path): see :meth:`is_a`.
+        self._meta_types: dict[tuple[Any, str], str | None] = {}
         self._lock: BranchLock | None = None
 
     # ---------------------------------------------------------------------------------------- reading
@@ -116,6 +122,20 @@ class ModelSession:
         return self._meta
 
     def node(self, path: str) -> Node:
+        """The node at ``path`` under :attr:`root`: a path this run read from the model.
+
+        webgme-bindings' node handles are ``{"rootId", "nodePath"}``, and the server resolves the path again
+        on every call given one (corezmq.js ``getNode``), so the handle is made here: asking for it
+        (``load_by_path``) was ~15 of the ~166 model requests a job cost (bench/scale_pipelines.py).  A path
+        that may name nothing (one a user gave) goes through :meth:`load`.
+        """
+        root_id = self.root.get("rootId") if isinstance(self.root, dict) else None
+        if isinstance(root_id, str) and NODE_PATH.fullmatch(path):
+            return {"rootId": root_id, "nodePath": path}
+        return self.core.load_by_path(self.root, path)
+
+    def load(self, path: str) -> Node | None:
+        """The node at ``path``, or None if there is none (asks the server)."""
         return self.core.load_by_path(self.root, path)
 
     def path(self, node: Node) -> str:
@@ -130,21 +150,35 @@ class ModelSession:
 
     def is_a(self, node: Node, meta_name: str) -> bool:
         """Whether ``node`` is a ``meta_name``; answers are remembered (a run asks it of the same nodes again
-        and again: 716 of 5,500 requests of a 30-operation run, bench/scale_pipelines.py)."""
+        and again: 716 of 5,500 requests of a 30-operation run, bench/scale_pipelines.py).
+
+        Asked through the node's meta type (``get_meta_type``, once per node, whatever the names asked): the
+        meta types in a node's base chain are its meta type and those in its meta type's chain, so ``node``
+        is a ``meta_name`` exactly when its meta type is, and that is asked once per meta type and name."""
         meta = self.META.get(meta_name)
         if meta is None:
             return False
         path = node.get("nodePath") if isinstance(node, dict) else None
         if not isinstance(path, str):
             return bool(self.core.is_type_of(node, meta))
-        key = (node.get("rootId"), path, meta_name)
+        root = node.get("rootId")
+        if (root, path) not in self._meta_types:
+            found = self.core.get_meta_type(node)
+            self._meta_types[(root, path)] = found.get("nodePath") if isinstance(found, dict) else None
+        meta_path = self._meta_types[(root, path)]
+        if meta_path is None:
+            return False  # no meta node in its chain: it is none of them
+        if meta_path == meta.get("nodePath"):
+            return True
+        key = (root, meta_path, meta_name)
         if key not in self._types:
-            self._types[key] = bool(self.core.is_type_of(node, meta))
+            self._types[key] = bool(self.core.is_type_of({"rootId": root, "nodePath": meta_path}, meta))
         return self._types[key]
 
     def set_base(self, node: Node, base: Node) -> None:
         """``core.set_base`` (the one way to change a node's type here: it drops the :meth:`is_a` answers)."""
         self._types.clear()
+        self._meta_types.clear()
         self.core.set_base(node, base)
 
     def children(self, node: Node, meta_name: str | None = None) -> list[Node]:
@@ -170,6 +204,7 @@ class ModelSession:
         self.root = self.core.load_root(self.project.get_root_hash(head))
         self._meta = None
         self._types.clear()
+        self._meta_types.clear()
         return True
 
     def discard(self) -> None:
@@ -177,6 +212,7 @@ class ModelSession:
         self.root = self.core.load_root(self.project.get_root_hash(self.commit_hash))
         self._meta = None
         self._types.clear()
+        self._meta_types.clear()
 
     # ---------------------------------------------------------------------------------------- writing
     def _committing(self) -> contextlib.AbstractContextManager[bool]:

@@ -85,8 +85,22 @@ def operation_kind(model: ModelSession, op: Node) -> str:
     return "Operation"
 
 
-def _ports(model: ModelSession, op: Node, container: str) -> list[Port]:
-    box = model.child_named(op, container) or next(iter(model.children(op, container)), None)
+def _port_boxes(model: ModelSession, op: Node) -> dict[str, Node]:
+    """The op's ``Inputs`` and ``Outputs`` containers: for each, the child of that name, else the first child of
+    that type.  One ``load_children`` for both (each box looked up on its own loaded the op's children twice,
+    ~20 of the ~166 model requests a job cost, bench/scale_pipelines.py)."""
+    kids = model.core.load_children(op)
+    names = [model.attr(kid, "name") for kid in kids]
+    boxes = {}
+    for container in ("Inputs", "Outputs"):
+        named = next((kid for kid, name in zip(kids, names, strict=True) if name == container), None)
+        box = named if named is not None else next((kid for kid in kids if model.is_a(kid, container)), None)
+        if box is not None:
+            boxes[container] = box
+    return boxes
+
+
+def _ports(model: ModelSession, box: Node | None) -> list[Port]:
     if box is None:
         return []
     ports = []
@@ -123,7 +137,8 @@ def _code_order(code: str, names: list[str], inputs: bool) -> list[str]:
 
 def read_operation(model: ModelSession, op: Node) -> tuple[list[Port], list[Port]]:
     code = str(model.attr(op, "code") or "")
-    ins, outs = _ports(model, op, "Inputs"), _ports(model, op, "Outputs")
+    boxes = _port_boxes(model, op)
+    ins, outs = _ports(model, boxes.get("Inputs")), _ports(model, boxes.get("Outputs"))
     in_order = _code_order(code, [p.name for p in ins], inputs=True)
     out_order = _code_order(code, [p.name for p in outs], inputs=False)
     return sorted(ins, key=lambda p: in_order.index(p.name)), sorted(outs, key=lambda p: out_order.index(p.name))

@@ -375,6 +375,23 @@ def test_secrets_never_reach_the_model_the_blob_or_a_log(
         assert not leaks, f"a secret appears in {leaks}"  # ...the secrets nowhere: not model, blob, logs, jobs
 
 
+def test_an_input_naming_a_path_with_no_node_is_refused_at_import(gme: Any) -> None:
+    spec = {
+        "name": "dangling_input",
+        "operations": [
+            {"name": "data", "input": "/no/such/node"},
+            {"name": "Transform", "code": TRANSFORM, "inputs": ["x"], "outputs": ["y"]},
+        ],
+        "connections": [["data.data", "Transform.x"]],
+    }
+    result = gme.run("ImportPipeline", "", {"pipeline": json.dumps(spec)})
+    assert not result["success"]
+    assert "no artifact at '/no/such/node'" in result["error"]
+    m = gme.tree("")
+    pipelines = m.children(m.find("", "MyPipelines"))
+    assert "dangling_input" not in [m.attrs(p).get("name") for p in pipelines]  # nothing half-imported
+
+
 def test_uploaded_artifact_feeds_a_pipeline_input_and_outputs_are_saved(
     gme: Any, tmp_path: Path, plugin_stack: Any
 ) -> None:
