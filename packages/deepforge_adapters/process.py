@@ -708,9 +708,8 @@ class _Shim:
 
         assert self.control_fd is not None
         sock = socket.socket(fileno=self.control_fd)
-        fds: list[int] = []
+        data, fds, _, _ = socket.recv_fds(sock, 1 << 16, 256)
         try:
-            data, fds, _, _ = socket.recv_fds(sock, 1 << 16, 256)
             while 0 < len(data) < 8 or 8 <= len(data) < 8 + int.from_bytes(data[:8], "big"):
                 if len(data) >= 8 and int.from_bytes(data[:8], "big") > WARM_SHIM_MAX_REQUEST:
                     raise ValueError("the command's description is too large")
@@ -718,14 +717,6 @@ class _Shim:
                 if not more:
                     raise ValueError("the command's description ended early")
                 data += more
-        except BaseException:
-            for fd in fds:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-            raise
-        finally:
-            sock.close()  # before the remapping below: its number may be one the command expects
-        try:
             if not data:
                 return False
             request = json.loads(data[8:])
@@ -733,7 +724,7 @@ class _Shim:
             if len(wanted) != len(fds) or any(fd <= 2 for fd in wanted):
                 raise ValueError(f"file descriptors {wanted} do not match the {len(fds)} received")
             # Out of the way first: the numbers the command expects may be ours (status pipe, a received fd).
-            top = max([*wanted, *fds, self.status_fd]) + 1
+            top = max([*wanted, *fds, self.status_fd, sock.fileno()]) + 1
             status = fcntl.fcntl(self.status_fd, fcntl.F_DUPFD_CLOEXEC, top)
             os.close(self.status_fd)
             self.status_fd = status
@@ -745,6 +736,7 @@ class _Shim:
                 os.dup2(src, dst)
                 os.close(src)
         finally:
+            sock.close()
             for fd in fds:
                 with contextlib.suppress(OSError):
                     os.close(fd)
