@@ -28,11 +28,6 @@ The shim also works for commands that are not Python (a DeepForge bundle's ``nod
 stays with the caller's uid (so it can create the cgroup and kill everything) while ``user``/``group``/
 ``extra_groups`` apply to the command only.
 
-Warm shims: a shim's interpreter and imports took ~45 ms (69-81 ms inside a busy worker) before its command
-ran.  A :class:`ShimPool` starts shims ahead of their jobs; each does everything up to the command, then waits
-on a socket for it (argv, working directory, environment, and its file descriptors by ``SCM_RIGHTS``), so
-the command runs exactly as under a shim started for it.  The worker daemon keeps one per slot.
-
 After the shim exits, :func:`run` reads the pipe to EOF for at most ``drain_timeout`` seconds: the job's
 processes are dead by then, so a leaked write end (a file descriptor sent to a process outside the job)
 cannot keep a job from ending.  A sink that raises (a full disk) stops the job: it is killed, the rest of
@@ -58,13 +53,6 @@ from typing import NamedTuple
 CGROUP_ENV = "DEEPFORGE_JOB_CGROUP"
 #: Seconds the output pipe is still read after the job's processes are gone.
 DRAIN_TIMEOUT = 5.0
-#: Seconds an idle warm shim gets to exit once its pool lets it go, before it is killed.
-WARM_SHIM_EXIT_WAIT = 2.0
-#: What a warm shim's own environment keeps of its owner's, to start its interpreter: not the owner's secrets
-#: (a worker's token), and not the job's, which it gets with its command.
-WARM_SHIM_ENVIRONMENT = ("PATH", "LD_LIBRARY_PATH", "LANG", "LC_ALL", "LC_CTYPE")
-#: The most a warm shim reads of its command's description (argv, cwd, environment as JSON).
-WARM_SHIM_MAX_REQUEST = 64 * 1024 * 1024
 #: How long the shim keeps killing and reaping leftovers before it gives up (a process stuck in the kernel).
 KILL_DEADLINE = 30.0
 _PR_SET_DUMPABLE = 4
@@ -144,38 +132,47 @@ def spawn(
     group: str | int | None = None,
     extra_groups: Sequence[str | int] | None = None,
     separate_stderr: bool = False,
-    shims: ShimPool | None = None,
 ) -> JobProcess:
     """Start ``argv`` under a per-job shim (see the module docstring); read the merged output from ``.stdout``
     (with ``separate_stderr``, stdout from ``.stdout`` and stderr from ``.stderr``).
 
     Raises :class:`OSError` (with the errno and strerror of the failed exec) if the command cannot start.
-    ``pass_fds`` are kept open in the command, at the same numbers; ``user``/``group``/``extra_groups`` as in
-    :class:`subprocess.Popen`, applied to the command only.  With ``shims``, a shim that pool started ahead
-    runs the command when it has one of this kind, and the pool starts the next one after this start.
+    ``pass_fds`` are kept open in the command; ``user``/``group``/``extra_groups`` as in :class:`subprocess.Popen`,
+    applied to the command only.
     """
     if not argv:
         raise ValueError("spawn: empty argv")
-    if any(int(fd) <= 2 for fd in pass_fds):
-        raise ValueError(f"spawn: pass_fds {list(pass_fds)} must not name stdin, stdout or stderr")
-    kind = ShimKind.of(user, group, extra_groups, separate_stderr)
-    warm = shims.take(kind) if shims is not None else None
-    if warm is not None:
-        popen, status_r = warm.popen, warm.status_r
-        try:
-            warm.send(argv, cwd, env, pass_fds)
-        except OSError:  # it died while idle: end it and start the usual way
-            warm.discard()
-            warm = None
-    if warm is None:
-        popen, status_r = _start_shim(kind, argv, cwd, env, pass_fds)
+    status_r, status_w = os.pipe()
+    shim = [sys.executable, "-I", "-S", "-c", _SHIM_BOOT, _SHIM, "--shim", "--status-fd", str(status_w)]
+    for fd in pass_fds:
+        shim += ["--pass-fd", str(int(fd))]
+    if user is not None:
+        shim += ["--user", str(user)]
+    if group is not None:
+        shim += ["--group", str(group)]
+    if extra_groups is not None:
+        shim += ["--extra-groups", ",".join(str(g) for g in extra_groups)]
+    try:
+        popen = subprocess.Popen(
+            [*shim, "--", *argv],
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE if separate_stderr else subprocess.STDOUT,
+            start_new_session=True,
+            pass_fds=(status_w, *pass_fds),
+        )
+    except BaseException:
+        os.close(status_r)
+        raise
+    finally:
+        os.close(status_w)
     try:
         with os.fdopen(status_r, "rb") as status:
             line = status.readline().decode("utf-8", "replace").strip()
     except OSError:
         line = ""
-    if shims is not None:
-        shims.refill(kind)  # after this start, so the next shim's interpreter does not compete with it
     if line != "ok":
         for pipe in (popen.stdout, popen.stderr):
             if pipe is not None:
@@ -185,209 +182,6 @@ def spawn(
         number = int(code) if code.isdigit() else errno.EIO
         raise OSError(number, message or f"the job shim ended with {popen.returncode}")
     return JobProcess(popen)
-
-
-class ShimKind(NamedTuple):
-    """What a shim is fixed to when it starts: the command's identity and whether stderr is a pipe of its own."""
-
-    user: str | None
-    group: str | None
-    extra_groups: tuple[str, ...] | None
-    separate_stderr: bool
-
-    @classmethod
-    def of(
-        cls,
-        user: str | int | None = None,
-        group: str | int | None = None,
-        extra_groups: Sequence[str | int] | None = None,
-        separate_stderr: bool = False,
-    ) -> ShimKind:
-        return cls(
-            None if user is None else str(user),
-            None if group is None else str(group),
-            None if extra_groups is None else tuple(str(g) for g in extra_groups),
-            separate_stderr,
-        )
-
-    def options(self) -> list[str]:
-        opts = []
-        if self.user is not None:
-            opts += ["--user", self.user]
-        if self.group is not None:
-            opts += ["--group", self.group]
-        if self.extra_groups is not None:
-            opts += ["--extra-groups", ",".join(self.extra_groups)]
-        return opts
-
-
-def _start_shim(
-    kind: ShimKind,
-    argv: Sequence[str],
-    cwd: str | os.PathLike[str],
-    env: Mapping[str, str],
-    pass_fds: Sequence[int],
-    control_fd: int | None = None,
-) -> tuple[subprocess.Popen[bytes], int]:
-    """Start a shim in a new session; its Popen and the read end of its status pipe.  Without ``argv`` it
-    waits for its command on ``control_fd`` (a warm shim, :class:`ShimPool`)."""
-    status_r, status_w = os.pipe()
-    shim = [sys.executable, "-I", "-S", "-c", _SHIM_BOOT, _SHIM, "--shim", "--status-fd", str(status_w)]
-    if control_fd is not None:
-        shim += ["--control-fd", str(control_fd)]
-    for fd in pass_fds:
-        shim += ["--pass-fd", str(int(fd))]
-    try:
-        popen = subprocess.Popen(
-            [*shim, *kind.options(), "--", *argv],
-            cwd=cwd,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE if kind.separate_stderr else subprocess.STDOUT,
-            start_new_session=True,
-            pass_fds=(status_w, *pass_fds, *(() if control_fd is None else (control_fd,))),
-        )
-    except BaseException:
-        os.close(status_r)
-        raise
-    finally:
-        os.close(status_w)
-    return popen, status_r
-
-
-class WarmShim:
-    """A shim started ahead of its job, waiting on a socket for it (:meth:`send`)."""
-
-    def __init__(self, kind: ShimKind) -> None:
-        import socket  # here, not at the top: this file is also the shim, whose start-up is what counts
-
-        self.kind = kind
-        self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            env = {k: os.environ[k] for k in WARM_SHIM_ENVIRONMENT if k in os.environ}
-            self.popen, self.status_r = _start_shim(kind, (), "/", env, (), control_fd=theirs.fileno())
-        except BaseException:
-            self.control.close()
-            raise
-        finally:
-            theirs.close()
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def send(
-        self, argv: Sequence[str], cwd: str | os.PathLike[str], env: Mapping[str, str], pass_fds: Sequence[int]
-    ) -> None:
-        """Hand the shim its command: argv, working directory and environment as JSON, ``pass_fds`` along
-        with them (SCM_RIGHTS; the shim puts each back at its number here).  Then the socket is closed."""
-        import json
-        import socket
-
-        request = {"argv": [os.fsdecode(a) for a in argv], "cwd": os.fsdecode(cwd), "env": dict(env),
-                   "fds": [int(fd) for fd in pass_fds]}  # fmt: skip
-        payload = json.dumps(request).encode()
-        message = len(payload).to_bytes(8, "big") + payload
-        try:
-            sent = socket.send_fds(self.control, [message], [int(fd) for fd in pass_fds])
-            self.control.sendall(message[sent:])
-        finally:
-            self.control.close()
-
-    def discard(self) -> None:
-        """End an idle shim: closing its socket is its end (EOF); one that does not go is killed."""
-        self.control.close()
-        for pipe in (self.popen.stdout, self.popen.stderr):
-            if pipe is not None:
-                pipe.close()
-        with contextlib.suppress(OSError):
-            os.close(self.status_r)
-        try:
-            self.popen.wait(timeout=WARM_SHIM_EXIT_WAIT)
-        except subprocess.TimeoutExpired:
-            signal_group(self.popen.pid, signal.SIGKILL)
-            self.popen.wait()
-
-
-class ShimPool:
-    """Job shims started before their jobs, so a job starts in the time of a fork, not of an interpreter.
-
-    Why: in the worker, :func:`spawn` took 69-81 ms from the call to the command running (the shim's
-    interpreter, its imports and the cgroup; bench/worker_overhead.py), a third of a trivial job's dispatch.
-    A warm shim is the same program, started the same way, that has done everything up to the command and
-    waits on a socket for it (:meth:`WarmShim.send`); the command then runs exactly as under a cold shim.
-    The pool keeps up to ``size`` idle shims of each :class:`ShimKind` it was asked for (a worker: one per
-    slot); an idle shim that died is skipped.  :meth:`close` ends the idle ones, and an owner that dies
-    without closing ends them too (their socket reads EOF).
-    """
-
-    def __init__(self, size: int = 1) -> None:
-        import threading
-
-        self.size = max(1, size)
-        #: Jobs started by a warm shim so far.
-        self.taken = 0
-        self._idle: dict[ShimKind, list[WarmShim]] = {}
-        #: Shims being started now, by kind (so concurrent refills do not start more than ``size``).
-        self._starting: dict[ShimKind, int] = {}
-        self._lock = threading.Lock()
-        self._closed = False
-
-    def take(self, kind: ShimKind) -> WarmShim | None:
-        """An idle shim of ``kind`` (None if there is none: the caller starts one the usual way)."""
-        while True:
-            with self._lock:
-                idle = self._idle.setdefault(kind, [])
-                shim = idle.pop(0) if idle else None
-            if shim is None:
-                return None
-            if shim.alive():
-                with self._lock:
-                    self.taken += 1
-                return shim
-            shim.discard()
-
-    def refill(self, kind: ShimKind) -> None:
-        """Start idle shims of ``kind`` until there are ``size`` of them."""
-        while True:
-            with self._lock:
-                if self._closed or len(self._idle.get(kind, ())) + self._starting.get(kind, 0) >= self.size:
-                    return
-                self._starting[kind] = self._starting.get(kind, 0) + 1
-            try:
-                shim: WarmShim | None = WarmShim(kind)
-            except OSError as exc:  # no fork possible now: jobs still start, cold
-                import logging
-
-                logging.getLogger(__name__).warning("cannot start a job shim ahead of its job: %s", exc)
-                shim = None
-            with self._lock:
-                self._starting[kind] -= 1
-                if shim is not None and not self._closed:
-                    self._idle.setdefault(kind, []).append(shim)
-                    continue
-            if shim is not None:  # closed meanwhile
-                shim.discard()
-            return
-
-    def idle_pids(self) -> list[int]:
-        """The pids of the shims waiting for a job now."""
-        with self._lock:
-            return [shim.popen.pid for shims in self._idle.values() for shim in shims]
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            idle = [shim for shims in self._idle.values() for shim in shims]
-            self._idle.clear()
-        for shim in idle:
-            shim.discard()
-
-    def __enter__(self) -> ShimPool:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class RunResult(NamedTuple):
@@ -421,7 +215,6 @@ def run(
     group: str | int | None = None,
     extra_groups: Sequence[str | int] | None = None,
     stderr_sink: Sink | None = None,
-    shims: ShimPool | None = None,
 ) -> RunResult:
     """Run ``argv`` (:func:`spawn`), stream its output to ``sink`` and return when nothing of it is left.
 
@@ -429,7 +222,7 @@ def run(
     sink, stdout to ``sink``.  ``should_cancel`` is polled every ``poll`` seconds: once true the job gets
     SIGINT, and ``grace`` seconds later (or as soon as ``should_kill`` is true) every process of it is killed.
     ``on_start`` receives the :class:`JobProcess` right after the spawn.  :class:`OSError` if the command
-    cannot start.  ``shims``: see :func:`spawn`.
+    cannot start.
     """
     proc = spawn(
         argv,
@@ -440,7 +233,6 @@ def run(
         group=group,
         extra_groups=extra_groups,
         separate_stderr=stderr_sink is not None,
-        shims=shims,
     )
     if on_start is not None:
         on_start(proc)
@@ -569,14 +361,9 @@ def _cgroup2_base() -> Path | None:
     return Path(mount) / own.lstrip("/")
 
 
-def cgroups_wanted() -> bool:
-    """Whether our environment leaves job cgroups on (``DEEPFORGE_JOB_CGROUP``)."""
-    return os.environ.get(CGROUP_ENV, "").strip().lower() not in ("0", "no", "off", "false")
-
-
 def make_cgroup_leaf() -> Path | None:
     """A new empty cgroup v2 leaf with ``cgroup.kill`` below our own cgroup, or None where not allowed."""
-    if not cgroups_wanted():
+    if os.environ.get(CGROUP_ENV, "").strip().lower() in ("0", "no", "off", "false"):
         return None
     base = _cgroup2_base()
     if base is None:
@@ -617,7 +404,6 @@ def _remove_cgroup(leaf: Path) -> None:
 class _Shim:
     def __init__(self, argv: list[str]) -> None:
         self.status_fd = -1
-        self.control_fd: int | None = None
         self.pass_fds: list[int] = []
         self.user: str | None = None
         self.group: str | None = None
@@ -627,8 +413,6 @@ class _Shim:
             opt, value = argv[i], argv[i + 1]
             if opt == "--status-fd":
                 self.status_fd = int(value)
-            elif opt == "--control-fd":
-                self.control_fd = int(value)
             elif opt == "--pass-fd":
                 self.pass_fds.append(int(value))
             elif opt == "--user":
@@ -699,56 +483,6 @@ class _Shim:
             if pid == self.child:
                 self.status = status
 
-    def receive_command(self) -> bool:
-        """A warm shim (:class:`WarmShim`): become what a cold shim started for this command would be (its
-        environment, working directory and file descriptors at their numbers), or False on EOF."""
-        import fcntl
-        import json
-        import socket
-
-        assert self.control_fd is not None
-        sock = socket.socket(fileno=self.control_fd)
-        data, fds, _, _ = socket.recv_fds(sock, 1 << 16, 256)
-        try:
-            while 0 < len(data) < 8 or 8 <= len(data) < 8 + int.from_bytes(data[:8], "big"):
-                if len(data) >= 8 and int.from_bytes(data[:8], "big") > WARM_SHIM_MAX_REQUEST:
-                    raise ValueError("the command's description is too large")
-                more = sock.recv(1 << 20)
-                if not more:
-                    raise ValueError("the command's description ended early")
-                data += more
-            if not data:
-                return False
-            request = json.loads(data[8:])
-            wanted = [int(fd) for fd in request["fds"]]
-            if len(wanted) != len(fds) or any(fd <= 2 for fd in wanted):
-                raise ValueError(f"file descriptors {wanted} do not match the {len(fds)} received")
-            # Out of the way first: the numbers the command expects may be ours (status pipe, a received fd).
-            top = max([*wanted, *fds, self.status_fd, sock.fileno()]) + 1
-            status = fcntl.fcntl(self.status_fd, fcntl.F_DUPFD_CLOEXEC, top)
-            os.close(self.status_fd)
-            self.status_fd = status
-            moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, top) for fd in fds]
-            for fd in fds:
-                os.close(fd)
-            fds = []
-            for src, dst in zip(moved, wanted, strict=True):
-                os.dup2(src, dst)
-                os.close(src)
-        finally:
-            sock.close()
-            for fd in fds:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        self.pass_fds = wanted
-        self.command = [str(a) for a in request["argv"]]
-        if not self.command:
-            raise ValueError("no command")
-        os.environ.clear()
-        os.environ.update({str(k): str(v) for k, v in request["env"].items()})
-        os.chdir(request["cwd"])
-        return True
-
     # --- spawn -----------------------------------------------------------------------------------------
     def _ids(self) -> tuple[int | None, int | None, list[int] | None]:
         import grp
@@ -789,27 +523,7 @@ class _Shim:
         signal.signal(signal.SIGTERM, self.on_sigterm)
         make_non_dumpable()  # job code must not read what we pass on (environment, inherited fds) via /proc
         _set_subreaper()
-        if self.control_fd is None:
-            self.cgroup = make_cgroup_leaf()
-        else:
-            # A warm shim makes its leaf while it waits (a new cgroup's first process joined it 10-20 ms
-            # slower right after the mkdir), and drops it if the command's environment turns cgroups off.
-            self.cgroup = make_cgroup_leaf()
-            try:
-                received = self.receive_command()
-            except (OSError, ValueError, KeyError, TypeError) as exc:  # as a cold shim's Popen would have raised
-                received = None
-                number = exc.errno if isinstance(exc, OSError) and exc.errno else errno.EPROTO
-                message = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"warm job shim: {exc!r}"
-                os.write(self.status_fd, f"{number} {message}\n".encode())
-            if not received or not cgroups_wanted():
-                if self.cgroup is not None:
-                    _remove_cgroup(self.cgroup)
-                self.cgroup = None
-            if received is None:
-                return 127
-            if not received:
-                return 0  # the pool let us go (or its owner died) before a job came
+        self.cgroup = make_cgroup_leaf()
         self.status = 0
         try:
             uid, gid, groups = self._ids()

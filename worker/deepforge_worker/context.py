@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deepforge_adapters.process import ShimKind, ShimPool
 from deepforge_adapters.secrets import Keyring
 from deepforge_adapters.webgme.protocols import BlobAPI, ExecutorAPI
 
@@ -36,17 +35,6 @@ class JobContext:
     run_as: RunAs | None = None
     #: The daemon's metrics (bytes moved are counted as they move).
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
-    #: Job shims started ahead of their jobs (the daemon's; ``None``: each job starts its shim itself).
-    shims: ShimPool | None = None
-
-    @property
-    def shim_kind(self) -> ShimKind:
-        """How every job's command is started: under ``run_as`` (no supplementary groups) or as we are,
-        stderr apart (``job_stderr.txt``)."""
-        run_as = self.run_as
-        if run_as is None:
-            return ShimKind.of(separate_stderr=True)
-        return ShimKind.of(run_as.uid, run_as.gid, [], separate_stderr=True)
 
 
 @dataclass(frozen=True)

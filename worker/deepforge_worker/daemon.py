@@ -41,7 +41,6 @@ from types import FrameType
 from typing import Any
 
 from deepforge_adapters.hashing import is_sha1_hex
-from deepforge_adapters.process import ShimPool
 from deepforge_adapters.timestamps import now_iso
 from deepforge_adapters.webgme.executor import ExecutorStatus
 from deepforge_adapters.webgme.protocols import BlobAPI, ExecutorAPI
@@ -201,7 +200,6 @@ class Worker:
             max_bundle_bytes=settings.max_bundle_bytes,
             job_env=job_env,
             metrics=self.metrics,
-            shims=ShimPool(len(self.pool.slots)),
         )
         self.running: dict[str, JobExecution] = {}
         self.probed: set[str] = set()
@@ -239,29 +237,22 @@ class Worker:
         )
         reap_orphaned_jobs(self.settings.work_dir)
         replay_pending_reports(self.ctx)
-        shims = self.ctx.shims
-        if shims is not None:
-            shims.refill(self.ctx.shim_kind)  # so the first job need not wait for an interpreter either
-        try:
-            while True:
-                answer = self.poll()
-                if answer is not None:
-                    self.cancel_jobs(answer.jobs_to_cancel)
-                    self.start_jobs(answer.jobs_to_start)  # already ours on the server, even if a stop came since
-                    self.drop_jobs_given_away()
-                    if not self.stopping:
-                        self.adopt_lost_claims()
-                        self.start_label_probes(answer.label_jobs)
-                self.write_status()
-                if self.stopping and self._drained():
-                    break
-                if max_polls is not None and self.polls >= max_polls:
-                    break
-                self._sleep(self._next_wait())
-            self._join_jobs()
-        finally:
-            if shims is not None:
-                shims.close()  # the idle shims end (they would too when we die: their sockets read EOF)
+        while True:
+            answer = self.poll()
+            if answer is not None:
+                self.cancel_jobs(answer.jobs_to_cancel)
+                self.start_jobs(answer.jobs_to_start)  # already ours on the server, even if a stop came meanwhile
+                self.drop_jobs_given_away()
+                if not self.stopping:
+                    self.adopt_lost_claims()
+                    self.start_label_probes(answer.label_jobs)
+            self.write_status()
+            if self.stopping and self._drained():
+                break
+            if max_polls is not None and self.polls >= max_polls:
+                break
+            self._sleep(self._next_wait())
+        self._join_jobs()
         self.write_status()
         log.info("worker %s stopped", self.client_id)
         return 0

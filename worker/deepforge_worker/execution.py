@@ -273,7 +273,6 @@ class JobExecution:
         if self._canceled.is_set():
             raise JobFailed("canceled before it started", ExecutorStatus.CANCELED)
         self._open_stderr()
-        kind = self.ctx.shim_kind
         with CredentialPipe(creds) as pipe:
             try:
                 # Every process of the job, double-forked ones included, is killed on cancel and at its end.
@@ -287,10 +286,9 @@ class JobExecution:
                     grace=self.ctx.cancel_grace,
                     on_start=lambda proc: self._started(proc, pipe),
                     pass_fds=pipe.pass_fds,
-                    user=kind.user,
-                    group=kind.group,
-                    extra_groups=kind.extra_groups,
-                    shims=self.ctx.shims,
+                    user=run_as.uid if run_as else None,
+                    group=run_as.gid if run_as else None,
+                    extra_groups=[] if run_as else None,
                 )
             except OSError as exc:
                 reason = f"cannot start {config.cmd!r}: {exc.strerror}"
