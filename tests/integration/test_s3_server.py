@@ -219,6 +219,33 @@ def test_overwritten_object_changes_cache_key_and_old_info_is_refused(s3: S3Stor
     assert not (tmp_path / "old").exists()
 
 
+@pytest.mark.parametrize("pinned", [True, False], ids=["dataInfo-with-ETag", "dataInfo-without-ETag"])
+def test_an_overwrite_during_a_ranged_download_is_refused_not_mixed(
+    s3_config: dict[str, Any], tmp_path: Path, pinned: bool
+) -> None:
+    """Every ranged GET names the ETag the HEAD saw: parts of two objects never make one file."""
+    s3 = get_client("s3", {**s3_config, "chunkSize": 5 * MiB, "maxConcurrency": 1})  # parts one after another
+    assert isinstance(s3, S3Storage)
+    info = s3.put_file_stream("exec/op/big", io.BytesIO(payload(3 * 5 * MiB, seed=1)))
+    if not pinned:  # as DeepForge records it: no ETag, read whatever the key holds at the HEAD
+        info = DataInfo("s3", {k: v for k, v in info.data.items() if k != "ETag"})
+    raw = raw_client(s3_config)
+    gets = 0
+
+    def overwrite_after_the_first_part(model: Any, **kwargs: Any) -> None:
+        nonlocal gets
+        if model.name == "GetObject":
+            gets += 1
+            if gets == 2:
+                raw.put_object(Bucket=s3.bucket, Key="exec/op/big", Body=payload(3 * 5 * MiB, seed=2))
+
+    s3.client.meta.events.register("before-call.s3", overwrite_after_the_first_part)
+    with pytest.raises(IntegrityError, match="PreconditionFailed"):
+        s3.get_file(info, tmp_path / "big")
+    assert gets == 2  # the second range was refused, and no range came after it
+    assert list(tmp_path.iterdir()) == []  # nothing renamed into place, the temp file removed
+
+
 def test_server_checksum_recorded_and_verified(s3: S3Storage, s3_config: dict[str, Any]) -> None:
     s3.ensure_bucket()
     data = payload(3000)

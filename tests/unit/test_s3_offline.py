@@ -97,12 +97,9 @@ def test_client_settings_follow_config() -> None:
     tc = s3.transfer_config
     assert tc.multipart_chunksize == tc.multipart_threshold == 16 * 1024 * 1024
     assert tc.max_request_concurrency == 16 and tc.max_in_memory_upload_chunks == 16
-    assert tc.max_in_memory_download_chunks * tc.io_chunksize <= 16 * 16 * 1024 * 1024  # the same budget
-    # A download queues 2 parts' worth, a stream upload buffers 4 parts (peak RSS < 128 MiB)
-    assert tc.max_in_memory_download_chunks * tc.io_chunksize == 2 * 16 * 1024 * 1024
+    # A stream upload buffers 4 parts (peak RSS < 128 MiB)
     stream = s3.stream_transfer_config
     assert stream.max_request_concurrency == 16 and stream.max_in_memory_upload_chunks == 4
-    assert s3.download_transfer_config.max_request_concurrency == 8  # DOWNLOAD_THREADS
 
     aws = make({"region": "eu-west-1"})
     assert aws.endpoint == AWS_ENDPOINT
@@ -379,9 +376,20 @@ def test_get_file_short_download_is_refused_and_leaves_no_file(tmp_path: Any) ->
     s3 = make()
     with Stubber(s3.client) as stub:
         stub.add_response("head_object", {"ContentLength": 5, "ETag": '"abc"'})
-        stub.add_response("get_object", {"Body": StreamingBody(io.BytesIO(b"abc"), 3), "ContentLength": 3})
-        with pytest.raises(IntegrityError, match=r"got 3 bytes.*expected ContentLength 5"):
+        stub.add_response(
+            "get_object",
+            {"Body": StreamingBody(io.BytesIO(b"abc"), 3), "ContentLength": 3},
+            {"Bucket": "deepforge", "Key": "p/model", "IfMatch": '"abc"', "Range": "bytes=0-4"},
+        )
+        for _ in range(4):  # each retry asks for what is still missing, and gets nothing more
+            stub.add_response(
+                "get_object",
+                {"Body": StreamingBody(io.BytesIO(b""), 0), "ContentLength": 0},
+                {"Bucket": "deepforge", "Key": "p/model", "IfMatch": '"abc"', "Range": "bytes=3-4"},
+            )
+        with pytest.raises(IntegrityError, match=r"download: 3 read, but total bytes expected is 5"):
             s3.get_file(info(), tmp_path / "dest")
+        stub.assert_no_pending_responses()
     assert list(tmp_path.iterdir()) == []  # the temp file was removed, nothing renamed into place
 
 

@@ -34,10 +34,11 @@ reads as DeepForge reads it: whatever the key holds now, described by one ``Head
 
 **Memory budget**: an upload from a stream (a pipe) buffers at most ``min(maxConcurrency, 4)`` parts of
 ``chunkSize`` bytes (s3transfer reads each part into memory before sending it, and botocore holds about one
-more copy of each part in flight), and a download runs at most ``min(maxConcurrency, 8)`` ranged GETs at once
-and keeps at most ``min(maxConcurrency, 2)`` parts' worth of bytes queued for the disk: with the defaults (10
-x 8 MiB) 32 and 16 MiB, which keeps the peak RSS of a 1 GiB transfer under 128 MiB
-(``bench/s3_throughput.py``; botocore's models are ~90 MiB of it). Files (``put_file``, or ``put_file_stream``
+more copy of each part in flight): with the defaults (10 x 8 MiB) 32 MiB.  A download runs at most
+``min(maxConcurrency, 8)`` ranged GETs of ``chunkSize`` bytes at once, each writing its part into the file as
+it reads it (:mod:`.s3_ranged`), so it holds one 256 KiB chunk per thread whatever the object's size.  A 1 GiB
+transfer peaks under 128 MiB RSS from a pipe, ~64 MiB downloading (``bench/s3_throughput.py``; botocore's
+models are most of it). Files (``put_file``, or ``put_file_stream``
 of a regular file at offset 0) are uploaded by path and read lazily, part by part, in the sending threads:
 nothing is buffered, so all ``maxConcurrency`` parts are in flight.
 
@@ -89,6 +90,7 @@ from ..errors import ConfigError, DataInfoError, DeepForgeError, IntegrityError,
 from ..secrets import redact
 from ..streams import ProgressCallback, ProgressReader, Readable, atomic_write
 from .base import DataInfo, ObjectInfo, StorageClient
+from .s3_ranged import download_ranges
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -103,12 +105,9 @@ AWS_ENDPOINT = "https://s3.amazonaws.com"
 MIN_PART_SIZE = 5 * MiB  # S3 rejects smaller parts (except the last)
 MAX_PART_SIZE = 5 * 1024 * MiB
 DELETE_BATCH = 1000  # the most keys one DeleteObjects request accepts
-IO_CHUNK = 256 * 1024  # s3transfer's io_chunksize: the unit of queued download writes
-#: Parts buffered in memory by a stream upload, and parts' worth of bytes queued by a download (see above).
+#: Parts buffered in memory by a stream upload (see above).
 BUFFERED_PARTS = 4
-QUEUED_DOWNLOAD_PARTS = 2
-#: Parallel ranged GETs of one download, at most: each thread holds ~5 MiB (buffers, its malloc arena), and 10
-#: of them took a 1 GiB download to 134-139 MiB RSS where 8 stay near 120 at the same speed (docs/benchmarks.md).
+#: Parallel ranged GETs of one download, at most (:mod:`.s3_ranged`; each holds one 256 KiB chunk).
 DOWNLOAD_THREADS = 8
 #: Hosts of AWS S3 itself that botocore signs for when no endpoint is configured: ``s3.amazonaws.com``,
 #: ``s3.<region>.amazonaws.com`` (after a region redirect too), dual-stack/FIPS/access-point forms, each
@@ -254,6 +253,10 @@ class TransferProgress(BaseSubscriber):
         self._lock = threading.Lock()
 
     def on_progress(self, future: TransferFuture, bytes_transferred: int, **kwargs: Any) -> None:
+        self.add(bytes_transferred)
+
+    def add(self, bytes_transferred: int) -> None:
+        """Count ``bytes_transferred`` more (from any thread) and report the new total."""
         with self._lock:  # serialised so the callback sees a monotonic-ish sequence from many threads
             self.done += bytes_transferred  # negative when s3transfer rewinds a retried part
             self._report()
@@ -267,19 +270,6 @@ class TransferProgress(BaseSubscriber):
         self._reported = self.done
         if self._progress is not None:
             self._progress(max(self.done, 0), self.total)
-
-
-class KnownObject(BaseSubscriber):
-    """Hands s3transfer the size and ETag we already read, so it skips its own HEAD and pins ranges."""
-
-    def __init__(self, size: int, etag: str | None) -> None:
-        self._size = size
-        self._etag = etag
-
-    def on_queued(self, future: TransferFuture, **kwargs: Any) -> None:
-        future.meta.provide_transfer_size(self._size)
-        if self._etag:
-            future.meta.provide_object_etag(self._etag)
 
 
 class S3ObjectReader(io.RawIOBase):
@@ -423,8 +413,6 @@ class S3Storage(StorageClient):
         self.transfer_config = self._transfer_config()
         #: For non-seekable sources: s3transfer buffers each part, so fewer of them (BUFFERED_PARTS).
         self.stream_transfer_config = self._transfer_config(buffered_uploads=True)
-        #: For downloads: at most DOWNLOAD_THREADS ranged GETs at once.
-        self.download_transfer_config = self._transfer_config(threads=DOWNLOAD_THREADS)
         #: AWS S3 itself: boto3 resolves the host from the region (an AWS endpoint URL in the config too).
         self._aws = is_aws(endpoint)
         region = cfg["region"] or self._session.region_name or "us-east-1"
@@ -438,21 +426,17 @@ class S3Storage(StorageClient):
         self.client.meta.events.register("before-sign.s3", self._guard_request)
 
     # ------------------------------------------------------------------------------------ clients
-    def _transfer_config(self, buffered_uploads: bool = False, threads: int | None = None) -> TransferConfig:
+    def _transfer_config(self, buffered_uploads: bool = False) -> TransferConfig:
+        """s3transfer's settings for uploads and copies (downloads are :mod:`.s3_ranged`'s)."""
         concurrency, chunk = self.config["maxConcurrency"], self.config["chunkSize"]
-        if threads is not None:
-            concurrency = min(concurrency, threads)
-        buffered, queued = min(concurrency, BUFFERED_PARTS), min(concurrency, QUEUED_DOWNLOAD_PARTS)
         tc = TransferConfig(
             multipart_threshold=chunk,
             multipart_chunksize=chunk,
             max_concurrency=concurrency,
-            io_chunksize=IO_CHUNK,
             preferred_transfer_client="classic",  # CRT ignores the memory budget below
         )
-        # The explicit budget: s3transfer holds this many parts (uploads) / io chunks (downloads) in memory.
-        tc.max_in_memory_upload_chunks = buffered if buffered_uploads else concurrency
-        tc.max_in_memory_download_chunks = max(1, queued * chunk // IO_CHUNK)
+        # The explicit budget: s3transfer holds this many parts of an upload in memory.
+        tc.max_in_memory_upload_chunks = min(concurrency, BUFFERED_PARTS) if buffered_uploads else concurrency
         return tc
 
     def _guard_request(self, request: Any, **kwargs: Any) -> None:
@@ -666,7 +650,6 @@ class S3Storage(StorageClient):
         submit: Callable[[TransferManager, list[BaseSubscriber]], TransferFuture],
         progress: ProgressCallback | None,
         total: int | None,
-        known: KnownObject | None = None,
         config: TransferConfig | None = None,
     ) -> None:
         """Run one s3transfer transfer to completion (with ``config``, default :attr:`transfer_config`).
@@ -675,7 +658,7 @@ class S3Storage(StorageClient):
         every few KiB sent from every thread, which costs ~30% throughput on a fast link.
         """
         reporter = TransferProgress(progress, total) if progress is not None else None
-        subscribers: list[BaseSubscriber] = [s for s in (reporter, known) if s is not None]
+        subscribers: list[BaseSubscriber] = [reporter] if reporter is not None else []
         # A failed transfer runs s3transfer's cleanups (AbortMultipartUpload) before result() raises.
         with create_transfer_manager(client, config or self.transfer_config) as manager:
             submit(manager, subscribers).result()
@@ -738,24 +721,31 @@ class S3Storage(StorageClient):
     def get_file(
         self, data_info: DataInfo, dest_path: str | os.PathLike[str], progress: ProgressCallback | None = None
     ) -> Path:
-        """Parallel ranged download (s3transfer) into a temp file renamed into place when complete."""
+        """Parallel ranged download (:mod:`.s3_ranged`, each part written where it belongs) into a temp file
+        renamed into place when complete."""
         loc = self.locate(data_info)
         client = self.client
         head = self._head(loc, client)
         size = int(head["ContentLength"])
-        extra = {"VersionId": loc.version_id} if loc.version_id else {}
+        args = loc.conditional_args()
+        if "VersionId" not in args and head.get("ETag"):
+            args["IfMatch"] = head["ETag"]  # every range from the object the HEAD saw: an overwrite mid-way fails
+        reporter = TransferProgress(progress, size) if progress is not None else None
         with atomic_write(dest_path) as f:
             try:
-                self._transfer(
+                download_ranges(
                     client,
-                    lambda m, subs: m.download(loc.bucket, loc.key, f, extra_args=extra, subscribers=subs),
-                    progress,
+                    args,
+                    f.fileno(),
                     size,
-                    KnownObject(size, head.get("ETag")),  # ranged GETs carry If-Match: a mid-download overwrite fails
-                    config=self.download_transfer_config,
+                    part_size=self.config["chunkSize"],
+                    threads=min(self.config["maxConcurrency"], DOWNLOAD_THREADS),
+                    progress=reporter.add if reporter is not None else None,
                 )
             except Exception as exc:
                 self._raise_read(exc, "download", loc)
+            if reporter is not None:
+                reporter.finish()
             f.flush()
             written = os.fstat(f.fileno()).st_size
             if written != size:
