@@ -78,9 +78,7 @@ def copy_fd(
             if buffer is None:
                 buffer = memoryview(bytearray(CHUNK_SIZE * 8))
             n = os.preadv(src_fd, [buffer[: min(len(buffer), want)]], src_offset + done)
-            view = buffer[:n]
-            while view:
-                view = view[os.pwrite(dst_fd, view, dst_start + done + n - len(view)) :]
+            pwrite_all(dst_fd, buffer[:n], dst_start + done)
         if n == 0:
             break
         done += n
@@ -92,6 +90,14 @@ def copy_fd(
     if progress is not None and done == 0:
         progress(0, total)
     return done
+
+
+def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    """Write all of ``data`` at ``offset`` of ``fd`` (``os.pwrite`` may write less), leaving its offset as is."""
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
 
 
 def copy_stream(

@@ -19,7 +19,6 @@ raised to the caller, who owns the file (``atomic_write`` removes it).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -28,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from botocore.exceptions import IncompleteReadError, ReadTimeoutError, ResponseStreamingError
+
+from ..streams import pwrite_all
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -54,11 +55,7 @@ class Part:
 
     first: int
     last: int
-    next: int = -1
-
-    def __post_init__(self) -> None:
-        if self.next < 0:
-            self.next = self.first
+    next: int
 
 
 class DownloadCancelled(Exception):
@@ -84,25 +81,20 @@ def download_ranges(
     """Write the ``size`` bytes of the object ``args`` names (``Bucket``, ``Key``, ``IfMatch``/``VersionId``)
     into the file ``fd`` at their own offsets, ``threads`` ranged GETs at a time.
 
-    ``progress(n)`` is called from the workers with each ``n`` bytes written (never concurrently).  Returns
-    when every byte is written; raises the first worker's error otherwise.
+    ``progress(n)`` is called from the workers with each ``n`` bytes written, so it must be thread-safe
+    (``TransferProgress.add`` is).  Returns when every byte is written; raises the first worker's error
+    otherwise.
     """
     if size <= 0:
         return
     ranges = list(part_ranges(size, part_size))
     cancelled = threading.Event()
-    lock = threading.Lock()
-
-    def written(n: int) -> None:
-        if progress is not None:
-            with lock:
-                progress(n)
 
     def fetch(first: int, last: int) -> None:
-        part = Part(first, last)
+        part = Part(first, last, next=first)
         for attempt in range(1, PART_ATTEMPTS + 1):
             try:
-                _fetch_rest(client, args, fd, part, cancelled, written)
+                _fetch_rest(client, args, fd, part, cancelled, progress)
                 return
             except STREAM_ERRORS as exc:
                 if attempt < PART_ATTEMPTS and not cancelled.is_set():
@@ -135,7 +127,7 @@ def _fetch_rest(
     fd: int,
     part: Part,
     cancelled: threading.Event,
-    written: Callable[[int], None],
+    progress: Callable[[int], None] | None,
 ) -> None:
     """GET what is left of ``part`` and write it at its offsets, advancing ``part.next`` chunk by chunk (so a
     retry after a broken body starts where this one stopped)."""
@@ -150,15 +142,9 @@ def _fetch_rest(
             data = body.read(min(CHUNK, part.last + 1 - part.next))
             if not data:
                 raise IncompleteReadError(actual_bytes=part.next, expected_bytes=part.last + 1)
-            _pwrite_all(fd, data, part.next)
+            pwrite_all(fd, data, part.next)
             part.next += len(data)
-            written(len(data))
+            if progress is not None:
+                progress(len(data))
     finally:
         body.close()
-
-
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view, offset = view[n:], offset + n
