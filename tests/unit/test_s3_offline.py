@@ -378,19 +378,29 @@ def test_get_file_short_download_is_refused_and_leaves_no_file(tmp_path: Any) ->
         stub.add_response("head_object", {"ContentLength": 5, "ETag": '"abc"'})
         stub.add_response(
             "get_object",
-            {"Body": StreamingBody(io.BytesIO(b"abc"), 3), "ContentLength": 3},
+            {"Body": StreamingBody(io.BytesIO(b"abc"), 3), "ContentLength": 3, "ContentRange": "bytes 0-4/5"},
             {"Bucket": "deepforge", "Key": "p/model", "IfMatch": '"abc"', "Range": "bytes=0-4"},
         )
         for _ in range(4):  # each retry asks for what is still missing, and gets nothing more
             stub.add_response(
                 "get_object",
-                {"Body": StreamingBody(io.BytesIO(b""), 0), "ContentLength": 0},
+                {"Body": StreamingBody(io.BytesIO(b""), 0), "ContentLength": 0, "ContentRange": "bytes 3-4/5"},
                 {"Bucket": "deepforge", "Key": "p/model", "IfMatch": '"abc"', "Range": "bytes=3-4"},
             )
         with pytest.raises(IntegrityError, match=r"download: 3 read, but total bytes expected is 5"):
             s3.get_file(info(), tmp_path / "dest")
         stub.assert_no_pending_responses()
     assert list(tmp_path.iterdir()) == []  # the temp file was removed, nothing renamed into place
+
+
+def test_get_file_refuses_a_server_that_ignores_the_range(tmp_path: Any) -> None:
+    s3 = make()
+    with Stubber(s3.client) as stub:
+        stub.add_response("head_object", {"ContentLength": 5, "ETag": '"abc"'})
+        stub.add_response("get_object", {"Body": StreamingBody(io.BytesIO(b"other"), 5), "ContentLength": 5})
+        with pytest.raises(IntegrityError, match=r"asked for bytes=0-4 of 5 bytes.*Content-Range None"):
+            s3.get_file(info(), tmp_path / "dest")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_delete_dir_reports_the_keys_the_server_refused() -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError, ResponseStreamingError
-from deepforge_adapters.storage.s3_ranged import CHUNK, download_ranges, part_ranges
+from deepforge_adapters.storage.s3_ranged import CHUNK, RangeMismatchError, download_ranges, part_ranges
 
 DATA = hashlib.sha256(b"seed").digest() * (5 * CHUNK // 32 + 5)  # ~5 chunks, not a multiple of one
 
@@ -56,7 +56,7 @@ class FakeClient:
             raise ClientError({"Error": {"Code": "InternalError", "Message": "boom"}}, "GetObject")
         body = Body(DATA[first : last + 1], self.breaks.pop(first, None))
         self.bodies.append(body)
-        return {"Body": body}
+        return {"Body": body, "ContentRange": f"bytes {first}-{last}/{len(DATA)}"}
 
 
 def download(tmp_path: Path, client: FakeClient, part_size: int, threads: int = 4) -> bytes:
@@ -111,3 +111,26 @@ def test_a_body_that_keeps_breaking_is_given_up(tmp_path: Path) -> None:
     with pytest.raises(ResponseStreamingError):
         download(tmp_path, client, len(DATA))
     assert len(client.ranges) == 5  # PART_ATTEMPTS
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [None, "bytes 0-{size_1}/{size}", "bytes {first}-{last}/{bigger}", "garbage"],
+    ids=["whole-object-no-range", "another-range", "another-size", "unparsable"],
+)
+def test_a_server_that_answers_another_range_is_refused_not_written(tmp_path: Path, answer: str | None) -> None:
+    """A server (or proxy) that ignores Range sends the object's first bytes for every part: refuse it."""
+
+    class OtherRange(FakeClient):
+        def get_object(self, Range: str, **args: Any) -> dict[str, Any]:
+            response = super().get_object(Range, **args)
+            first, last = (int(x) for x in Range.removeprefix("bytes=").split("-"))
+            if answer is None:  # a 200: the whole object, no Content-Range
+                response = {"Body": Body(DATA, None)}
+            else:
+                fields = {"first": first, "last": last, "size": len(DATA), "size_1": len(DATA) - 1}
+                response["ContentRange"] = answer.format(**fields, bigger=len(DATA) + 1)
+            return response
+
+    with pytest.raises(RangeMismatchError, match="bytes="):
+        download(tmp_path, OtherRange(), CHUNK)

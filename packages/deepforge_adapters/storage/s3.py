@@ -90,7 +90,7 @@ from ..errors import ConfigError, DataInfoError, DeepForgeError, IntegrityError,
 from ..secrets import redact
 from ..streams import ProgressCallback, ProgressReader, Readable, atomic_write
 from .base import DataInfo, ObjectInfo, StorageClient
-from .s3_ranged import download_ranges
+from .s3_ranged import RangeMismatchError, download_ranges
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -547,7 +547,7 @@ class S3Storage(StorageClient):
             if code == "PreconditionFailed":
                 raise IntegrityError(self.id, text, name) from None
             raise StorageError(self.id, text, name) from None
-        if isinstance(exc, FlexibleChecksumError | IncompleteReadError):
+        if isinstance(exc, FlexibleChecksumError | IncompleteReadError | RangeMismatchError):
             raise IntegrityError(self.id, redact(f"{op}: {exc}; {where}"), name) from None
         if isinstance(exc, NoCredentialsError | PartialCredentialsError):
             raise StorageError(

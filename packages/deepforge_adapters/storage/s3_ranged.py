@@ -12,8 +12,10 @@ whatever the object's size, and the page cache takes the parts' writes in parall
 Each ranged GET is pinned to the ETag (``If-Match``) or ``VersionId`` the caller read, so an object
 overwritten mid-download fails with HTTP 412 instead of mixing two objects' bytes.  A part whose body breaks
 off mid-stream (a reset, a read timeout: botocore retries a request, not a body) is fetched again from where
-it stopped, up to :data:`PART_ATTEMPTS` times; any other error stops every worker at its next chunk and is
-raised to the caller, who owns the file (``atomic_write`` removes it).
+it stopped, up to :data:`PART_ATTEMPTS` times.  An answer whose ``Content-Range`` is not exactly the range
+asked for, of the size the caller read (a server or proxy that ignores ``Range`` sends the object's first
+bytes for every part) is refused before a byte of it is written.  Any error but a broken body stops every
+worker at its next chunk and is raised to the caller, who owns the file (``atomic_write`` removes it).
 """
 
 from __future__ import annotations
@@ -58,6 +60,10 @@ class Part:
     next: int
 
 
+class RangeMismatchError(Exception):
+    """The server answered a ranged GET with other bytes than the range asked for (or the whole object)."""
+
+
 class DownloadCancelled(Exception):
     """Raised inside a worker when another worker failed: its part is abandoned, the first error stands."""
 
@@ -94,7 +100,7 @@ def download_ranges(
         part = Part(first, last, next=first)
         for attempt in range(1, PART_ATTEMPTS + 1):
             try:
-                _fetch_rest(client, args, fd, part, cancelled, progress)
+                _fetch_rest(client, args, fd, size, part, cancelled, progress)
                 return
             except STREAM_ERRORS as exc:
                 if attempt < PART_ATTEMPTS and not cancelled.is_set():
@@ -125,6 +131,7 @@ def _fetch_rest(
     client: S3Client,
     args: Mapping[str, Any],
     fd: int,
+    size: int,
     part: Part,
     cancelled: threading.Event,
     progress: Callable[[int], None] | None,
@@ -133,9 +140,15 @@ def _fetch_rest(
     retry after a broken body starts where this one stopped)."""
     if cancelled.is_set():
         raise DownloadCancelled()
-    response = client.get_object(Range=f"bytes={part.next}-{part.last}", **args)
+    asked = f"bytes={part.next}-{part.last}"
+    response = client.get_object(Range=asked, **args)
     body = response["Body"]
     try:
+        answered = response.get("ContentRange")
+        if answered != f"bytes {part.next}-{part.last}/{size}":  # a 200 (the whole object) has none
+            raise RangeMismatchError(
+                f"asked for {asked} of {size} bytes, the server answered Content-Range {answered!r}"
+            )
         while part.next <= part.last:
             if cancelled.is_set():
                 raise DownloadCancelled()
