@@ -37,13 +37,14 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-from .config import ConfigSchema
 from .errors import SecretsError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from .config import ConfigSchema
 
 KEY_ENV = "DEEPFORGE_SECRET_KEY"
 KEY_FILE_ENV = "DEEPFORGE_SECRET_KEY_FILE"
@@ -58,6 +59,15 @@ KEY_BYTES = 32
 NONCE_BYTES = 12
 _KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 _FERNET_PREFIX = "gAAAA"
+
+
+def _aesgcm(key: bytes) -> AESGCM:
+    """AES-256-GCM under ``key``, cryptography imported on first use: every job process (supervisor, runner)
+    imports this module for its redaction alone, and cryptography's bindings were ~25 ms of CPU of each one's
+    start (bench/scale_pipelines.py, ``python -X importtime``)."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    return AESGCM(key)
 
 
 def _b64e(raw: bytes) -> str:
@@ -106,7 +116,7 @@ class Keyring:
 
     @classmethod
     def generate(cls) -> Keyring:
-        return cls(((cls.new_id(), AESGCM.generate_key(bit_length=256)),))
+        return cls(((cls.new_id(), os.urandom(KEY_BYTES)),))
 
     def rotated(self, drop: Iterable[str] = ()) -> Keyring:
         """A new sealing key in front, the current keys kept for reading except those in ``drop``."""
@@ -116,7 +126,7 @@ class Keyring:
             raise SecretsError(
                 f"cannot drop key(s) {', '.join(sorted(unknown))}: not in the keyring ({', '.join(self.ids)})"
             )
-        fresh = (self.new_id(), AESGCM.generate_key(bit_length=256))
+        fresh = (self.new_id(), os.urandom(KEY_BYTES))
         return Keyring((fresh, *((k, raw) for k, raw in self.keys if k not in dropping)))
 
     def dumps(self) -> str:
@@ -254,7 +264,7 @@ def seal(
         return dict(config)
     keyring = as_keyring(key)
     kid = keyring.sealing_id
-    aes = AESGCM(keyring.keys[0][1])
+    aes = _aesgcm(keyring.keys[0][1])
     bind = binding(schema, config)
     sealed = dict(config)
     for name in todo:
@@ -287,6 +297,8 @@ def unseal(
     """
     if not any(is_sealed(v) for v in config.values()):
         return dict(config)
+    from cryptography.exceptions import InvalidTag
+
     keyring = as_keyring(key)
     bind = binding(schema, config)
     opened: dict[str, Any] = {}
@@ -314,7 +326,7 @@ def unseal(
             )
         try:
             blob = _b64d(parts[2])
-            plain = AESGCM(raw).decrypt(
+            plain = _aesgcm(raw).decrypt(
                 blob[:NONCE_BYTES], blob[NONCE_BYTES:], _aad(schema.backend, name, project, bind)
             )
             text = plain.decode("utf-8")

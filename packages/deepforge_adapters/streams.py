@@ -6,9 +6,8 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import errno
+import functools
 import os
 import queue
 import stat
@@ -230,19 +229,23 @@ WRITEBACK_BYTES = 32 * 1024 * 1024
 _SYNC_FILE_RANGE_WRITE = 2  # <fcntl.h>: start write-out of the range's dirty pages, do not wait
 
 
-def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
-    """glibc's ``sync_file_range`` (Linux; Python's :mod:`os` has no binding), or ``None``."""
+@functools.cache
+def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """glibc's ``sync_file_range`` (Linux; Python's :mod:`os` has no binding), or ``None``.
+
+    Looked up on first use, in the libc this process already has mapped (``CDLL(None)``): at import time,
+    ``ctypes.util.find_library("c")`` ran ``ldconfig -p`` in a subprocess in every process that imports this
+    module (the local supervisor and the runner of every job; process accounting, bench/scale_pipelines.py).
+    """
+    import ctypes
+
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        function = libc.sync_file_range
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
     except (OSError, AttributeError):
         return None
     function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
     function.restype = ctypes.c_int
     return cast(Callable[[int, int, int, int], int], function)
-
-
-_sync_file_range = _load_sync_file_range()
 
 
 @contextlib.contextmanager
@@ -255,7 +258,7 @@ def early_writeback(fd: int, every: int | None = None, poll: float = 0.05) -> It
     waiting for it and without dropping the pages from the cache, so the final fsync finds little left and
     the disk works while the network does.  A no-op where the call does not exist.
     """
-    sync_file_range = _sync_file_range
+    sync_file_range = _sync_file_range()
     if sync_file_range is None:
         yield
         return

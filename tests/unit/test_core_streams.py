@@ -231,7 +231,7 @@ def test_early_writeback_starts_the_write_out_while_a_durable_file_grows(
 
     from tests.fixtures.waiting import wait_for
 
-    real = streams._sync_file_range
+    real = streams._sync_file_range()
     if real is None:
         pytest.skip("no sync_file_range on this platform")
     calls: list[tuple[int, int]] = []
@@ -240,7 +240,7 @@ def test_early_writeback_starts_the_write_out_while_a_durable_file_grows(
         calls.append((os.fstat(fd).st_size, flags))
         return real(fd, offset, nbytes, flags)
 
-    monkeypatch.setattr(streams, "_sync_file_range", recorded)
+    monkeypatch.setattr(streams, "_sync_file_range", lambda: recorded)
     monkeypatch.setattr(streams, "WRITEBACK_BYTES", CHUNK_SIZE)
     with atomic_write(tmp_path / "big") as f:
         f.write(DATA[: 2 * CHUNK_SIZE])

@@ -32,9 +32,11 @@ from typing import Any
 
 from .. import secrets
 from ..errors import SecretsError
-from ..storage.registry import registry as storage_registry
-from .bundle import executor_config, open_config, parse_job
 from .layout import JOB_FILE
+
+# jobs.bundle and the storage registry are imported where they are used: the local supervisor, a process per
+# job, imports this module for CredentialPipe and job_environment alone, and those two modules (with storage
+# and zipfile behind them) were ~45 ms of its start (bench/scale_pipelines.py, ``python -X importtime``).
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,8 @@ Credentials = dict[str, Any]
 def is_runner_command(cmd: str, args: Sequence[str]) -> bool:
     """Whether an executor command is the deepforge runner: the only command ever handed credentials (a
     bundle with another ``cmd`` is job code from its first instruction on)."""
+    from .bundle import executor_config
+
     return Path(cmd).name in ("python3", "python") and list(args) == list(executor_config()["args"])
 
 
@@ -71,6 +75,9 @@ def open_job_credentials(
     variables for the runner's own use.  A directory without ``job.json`` (not a deepforge bundle) gives
     only ``env``; a malformed ``job.json`` is left for the runner to report.
     """
+    from ..storage.registry import registry as storage_registry
+    from .bundle import open_config, parse_job
+
     creds: Credentials = {"storage": {}, "inputs": {}, "bind": {"storage": {}, "inputs": {}}, "env": dict(env or {})}
     if not (job_dir / JOB_FILE).is_file() or not has_sealed_fields(job_dir):
         return creds
