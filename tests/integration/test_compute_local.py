@@ -177,6 +177,51 @@ def test_cancel_a_queued_job(local_compute: LocalCompute, make_bundle: Callable[
     assert not (Path(queued["jobDir"]) / "work" / "ran").exists()
 
 
+def flock_pids(path: Path) -> tuple[list[int], list[int]]:
+    """The pids holding and the pids waiting for an ``flock`` on ``path``, from ``/proc/locks``."""
+    st = path.stat()
+    ident = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    held: list[int] = []
+    waiting: list[int] = []
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()[1:]  # "1: [->] FLOCK ADVISORY WRITE <pid> <maj:min:inode> 0 EOF"
+        blocked = fields[0] == "->"
+        fields = fields[1:] if blocked else fields
+        if fields[0] == "FLOCK" and fields[4] == ident:
+            (waiting if blocked else held).append(int(fields[3]))
+    return held, waiting
+
+
+def test_only_the_head_of_the_queue_polls_the_slots(
+    local_compute: LocalCompute, make_bundle: Callable[..., Path], kill_leftovers: list[int]
+) -> None:
+    """Queued supervisors wait in the kernel for their turn at the head of the queue instead of each trying
+    every slot ten times a second (a 500-operation fan-out queues 499 of them: issue 14), and one that waits
+    there is still canceled."""
+    blocker, _, _ = start_stubborn(local_compute, make_bundle, kill_leftovers)
+    queued = [local_compute.start_job(ComputeJob(bundle=make_bundle(f"open('ran', 'w')  # {i}"))) for i in range(3)]
+    queue_lock = local_compute.work_dir / "slots" / "queue.lock"
+    wait_for(
+        lambda: queue_lock.exists() and sum(map(len, flock_pids(queue_lock))) == 3,
+        what="the three queued supervisors at the queue lock",
+    )
+    held, waiting = flock_pids(queue_lock)
+    assert len(held) == 1
+    assert len(waiting) == 2
+    pids = {json.loads((Path(info["jobDir"]) / "state.json").read_text())["supervisorPid"]: info for info in queued}
+    assert set(pids) == {*held, *waiting}
+
+    behind = pids[waiting[0]]
+    local_compute.cancel_job(behind)
+    assert run_to_end(local_compute, behind)[0][-1].status == JobStatus.CANCELED
+    local_compute.cancel_job(blocker)
+    assert run_to_end(local_compute, blocker)[0][-1].status == JobStatus.CANCELED
+    for info in queued:
+        if info is not behind:
+            assert run_to_end(local_compute, info)[0][-1].status == JobStatus.SUCCESS
+    assert not (Path(behind["jobDir"]) / "work" / "ran").exists()
+
+
 OWNER = """
 import json, sys, time
 from pathlib import Path
