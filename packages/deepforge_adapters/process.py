@@ -46,8 +46,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from pathlib import Path
-from typing import NamedTuple
 
 #: Set to ``0`` to never use a cgroup (the subreaper alone then finds every descendant).
 CGROUP_ENV = "DEEPFORGE_JOB_CGROUP"
@@ -57,7 +55,7 @@ DRAIN_TIMEOUT = 5.0
 KILL_DEADLINE = 30.0
 _PR_SET_DUMPABLE = 4
 _PR_SET_CHILD_SUBREAPER = 36
-_SHIM = str(Path(__file__).resolve())
+_SHIM = os.path.realpath(__file__)
 #: How the shim starts: this file loaded as a module (a script given by path is compiled from source every
 #: time, a module is read from its ``__pycache__`` bytecode: ~15 ms of CPU less per shim, two shims per job).
 _SHIM_BOOT = (
@@ -184,18 +182,30 @@ def spawn(
     return JobProcess(popen)
 
 
-class RunResult(NamedTuple):
+class RunResult:
     """How :func:`run` ended: the command's exit code (negative: killed by that signal) and why.
 
-    A NamedTuple, not a dataclass: this file is also the per-job shim, and ``dataclasses`` (which imports
-    ``inspect`` and ``ast``) was most of its start-up time (two shims per job: bench/scale_pipelines.py)."""
+    A plain class, not a dataclass or a ``typing.NamedTuple``: this file is also the per-job shim (two per
+    job), which imports neither ``dataclasses`` (``inspect``, ``ast``) nor ``typing`` nor ``pathlib``, each a
+    sizeable part of a shim's start (bench/scale_pipelines.py; docs/benchmarks.md, "Scale: fifth round")."""
 
-    returncode: int
-    canceled: bool
-    #: The exception the sink raised; the job was then killed and its remaining output discarded.
-    sink_error: BaseException | None = None
-    #: True if the pipe was still open ``drain_timeout`` seconds after the job ended (output after that lost).
-    drain_timed_out: bool = False
+    __slots__ = ("canceled", "drain_timed_out", "returncode", "sink_error")
+
+    def __init__(
+        self, returncode: int, canceled: bool, sink_error: BaseException | None = None, drain_timed_out: bool = False
+    ) -> None:
+        self.returncode = returncode
+        self.canceled = canceled
+        #: The exception the sink raised; the job was then killed and its remaining output discarded.
+        self.sink_error = sink_error
+        #: True if the pipe was still open ``drain_timeout`` seconds after the job ended (output after that lost).
+        self.drain_timed_out = drain_timed_out
+
+    def __repr__(self) -> str:
+        return (
+            f"RunResult(returncode={self.returncode!r}, canceled={self.canceled!r}, "
+            f"sink_error={self.sink_error!r}, drain_timed_out={self.drain_timed_out!r})"
+        )
 
 
 def run(
@@ -340,7 +350,8 @@ def make_non_dumpable() -> bool:
     return _prctl(_PR_SET_DUMPABLE, 0)
 
 
-def _cgroup2_base() -> Path | None:
+# Cgroup paths are strings, not pathlib: see RunResult.
+def _cgroup2_base() -> str | None:
     """The cgroup v2 directory this process is in, if a cgroup2 hierarchy is mounted."""
     mount = None
     with contextlib.suppress(OSError), open("/proc/self/mountinfo") as f:
@@ -358,47 +369,54 @@ def _cgroup2_base() -> Path | None:
                 own = line[3:].strip()
     if own is None:
         return None
-    return Path(mount) / own.lstrip("/")
+    return os.path.join(mount, own.lstrip("/"))
 
 
-def make_cgroup_leaf() -> Path | None:
+def make_cgroup_leaf() -> str | None:
     """A new empty cgroup v2 leaf with ``cgroup.kill`` below our own cgroup, or None where not allowed."""
     if os.environ.get(CGROUP_ENV, "").strip().lower() in ("0", "no", "off", "false"):
         return None
     base = _cgroup2_base()
     if base is None:
         return None
-    leaf = base / f"deepforge-job-{os.getpid()}"
+    leaf = os.path.join(base, f"deepforge-job-{os.getpid()}")
     try:
-        leaf.mkdir()
+        os.mkdir(leaf)
     except OSError:
         return None
-    if not (leaf / "cgroup.kill").exists():  # kernels before 5.14
+    if not os.path.exists(os.path.join(leaf, "cgroup.kill")):  # kernels before 5.14
         _remove_cgroup(leaf)
         return None
     return leaf
 
 
-def _cgroup_tree(leaf: Path) -> Iterator[Path]:
+def _cgroup_tree(leaf: str) -> Iterator[str]:
     """``leaf`` and the cgroups below it, deepest first (nested job shims make their own leaves)."""
-    with contextlib.suppress(OSError):
-        for child in leaf.iterdir():
-            if child.is_dir():
-                yield from _cgroup_tree(child)
+    try:
+        with os.scandir(leaf) as entries:
+            children = [entry.path for entry in entries if entry.is_dir(follow_symlinks=False)]
+    except OSError:
+        children = []
+    for child in children:
+        yield from _cgroup_tree(child)
     yield leaf
 
 
-def _cgroup_empty(leaf: Path) -> bool:
+def _cgroup_empty(leaf: str) -> bool:
+    def procs(cgroup: str) -> str:
+        with open(os.path.join(cgroup, "cgroup.procs")) as f:
+            return f.read().strip()
+
     try:
-        return all(not (c / "cgroup.procs").read_text().strip() for c in _cgroup_tree(leaf))
+        return all(not procs(c) for c in _cgroup_tree(leaf))
     except OSError:
         return True
 
 
-def _remove_cgroup(leaf: Path) -> None:
+def _remove_cgroup(leaf: str) -> None:
     for cgroup in _cgroup_tree(leaf):
         with contextlib.suppress(OSError):
-            cgroup.rmdir()
+            os.rmdir(cgroup)
 
 
 class _Shim:
@@ -424,7 +442,7 @@ class _Shim:
             i += 2
         self.command = argv[i + 1 :]
         self.child: int | None = None
-        self.cgroup: Path | None = None
+        self.cgroup: str | None = None
         self.interrupt_pending = False
         self.terminated = False
 
@@ -458,8 +476,8 @@ class _Shim:
         me = os.getpid()
         while True:
             if self.cgroup is not None:
-                with contextlib.suppress(OSError):
-                    (self.cgroup / "cgroup.kill").write_text("1")
+                with contextlib.suppress(OSError), open(os.path.join(self.cgroup, "cgroup.kill"), "w") as f:
+                    f.write("1")
             left = descendants(me)
             for pid in left:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -507,7 +525,7 @@ class _Shim:
             # Order matters: join the leaf while still privileged, then drop to the job's identity.
             os.setpgid(0, 0)
             if cgroup is not None:
-                with open(cgroup / "cgroup.procs", "w") as f:
+                with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
                     f.write("0")
             if groups is not None:
                 os.setgroups(groups)
