@@ -20,11 +20,15 @@ NOT_FOR_THE_SUPERVISOR = (
 )
 
 
-def imported_by(module: str) -> list[str]:
-    code = f"import sys, json; import {module}; print(json.dumps(sorted(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+def python_output(code: str, *argv: str, flags: tuple[str, ...] = ()) -> str:
+    """What ``code`` prints in a fresh interpreter (which must exit 0)."""
+    out = subprocess.run([sys.executable, *flags, "-c", code, *argv], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    return list(json.loads(out.stdout))
+    return out.stdout
+
+
+def imported_by(module: str) -> list[str]:
+    return list(json.loads(python_output(f"import sys, json; import {module}; print(json.dumps(sorted(sys.modules)))")))
 
 
 def test_the_local_supervisor_imports_only_what_it_uses() -> None:
@@ -43,9 +47,7 @@ def test_the_job_shim_imports_neither_pathlib_typing_nor_dataclasses() -> None:
     from deepforge_adapters import process
 
     boot = process._SHIM_BOOT.split("sys.exit(")[0] + "import json; print(json.dumps(sorted(sys.modules)))"
-    out = subprocess.run([sys.executable, "-I", "-S", "-c", boot, process._SHIM], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    loaded = json.loads(out.stdout)
+    loaded = json.loads(python_output(boot, process._SHIM, flags=("-I", "-S")))
     assert "subprocess" in loaded  # process.py ran
     assert not [m for m in loaded if m in ("pathlib", "typing", "dataclasses")]
 
@@ -62,9 +64,7 @@ def test_importing_starts_no_process(module: str) -> None:
         "assert streams._sync_file_range() is not None, 'sync_file_range not found in the libc'\n"
         "print('ok')"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "ok"
+    assert python_output(code).strip() == "ok"
 
 
 def test_sealing_still_opens_what_it_sealed() -> None:
