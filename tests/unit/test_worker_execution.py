@@ -93,6 +93,8 @@ class FakeExecutor:
         self.to_start: list[str] = []
         self.to_cancel: list[str] = []
         self.fail_polls = 0
+        #: Raised by the next polls, one each, before ``fail_polls`` is looked at.
+        self.poll_errors: list[Exception] = []
         self.label_jobs: dict[str, str] = {}
         self.lose_answers = False
         self.lock = threading.Lock()
@@ -123,6 +125,8 @@ class FakeExecutor:
                     "runningJobs": list(running),
                 }
             )
+            if self.poll_errors:
+                raise self.poll_errors.pop(0)
             if self.fail_polls:
                 self.fail_polls -= 1
                 if self.to_start and self.lose_answers:  # the server claimed, the answer never arrived
@@ -441,6 +445,19 @@ def test_daemon_survives_errors_and_logs_once(tmp_path: Path, caplog: pytest.Log
     with caplog.at_level(logging.INFO, logger="deepforge_worker.daemon"):
         assert worker.work(max_polls=6) == 0
     assert len(executor.polls) == 6
+    assert caplog.text.count("executor poll failed") == 1
+    assert caplog.text.count("reachable again") == 1
+
+
+def test_an_outage_is_one_warning_whatever_its_errors_say(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A server going down answers a poll with "connection aborted", then the next ones with "refused": one
+    outage, one warning and one recovery (it was a warning per distinct message)."""
+    executor, blob = FakeExecutor(), FakeBlob()
+    executor.poll_errors = [ConnectionError("connection aborted"), ConnectionError("connection refused")]
+    worker = make_worker(tmp_path, executor, blob, maxBackoff=0.1)
+    worker.refresh = 0.01
+    with caplog.at_level(logging.INFO, logger="deepforge_worker.daemon"):
+        assert worker.work(max_polls=4) == 0
     assert caplog.text.count("executor poll failed") == 1
     assert caplog.text.count("reachable again") == 1
 

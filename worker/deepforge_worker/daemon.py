@@ -152,7 +152,10 @@ def default_client_id() -> str:
 
 
 class ConnectionState:
-    """Logs server errors once per change of state instead of once per poll."""
+    """Logs server errors once per change of state (reachable, not reachable) instead of once per poll.
+
+    One outage often fails with several messages (a server going down aborts the poll in flight, then refuses
+    the next ones): the first is the warning, a different one later is logged at debug level only."""
 
     def __init__(self) -> None:
         self.error: str | None = None
@@ -161,8 +164,10 @@ class ConnectionState:
     def failed(self, exc: Exception) -> None:
         self.failures += 1
         message = f"{type(exc).__name__}: {exc}"
-        if message != self.error:
+        if self.error is None:
             log.warning("executor poll failed (%s); retrying with backoff", message)
+        elif message != self.error:
+            log.debug("executor poll still failing, now with: %s", message)
         self.error = message
 
     def ok(self) -> None:
