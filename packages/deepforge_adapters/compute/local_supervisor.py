@@ -146,8 +146,9 @@ class Supervisor:
         Only the head of the queue polls the slots: the queued supervisor holding ``queue.lock``.  The others
         wait for that lock in the kernel (a thread blocked in ``flock``), their main thread waking every
         ``QUEUED_POLL`` only to look for a cancel request.  When every queued supervisor tried every slot
-        every ``POLL``, a 500-operation fan-out (499 supervisors queued at once on 2 slots) spent ~0.2 s of
-        CPU per job in those polls (process accounting, bench/scale_pipelines.py).
+        every ``POLL`` (a fan-out keeps ExecutePipeline's 32 running jobs submitted, 30 of them queued on 2
+        slots), a 500-operation fan-out spent 21 ms more CPU per supervisor (process accounting,
+        bench/scale_pipelines.py), and the cost grew with the length of the queue.
         """
         self.slots_dir.mkdir(parents=True, exist_ok=True)
         if self.canceling():
